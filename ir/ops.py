@@ -1,0 +1,455 @@
+"""The op set: operands, attributes, shape inference and cost of every op.
+
+Each op is an :class:`OpSpec` in :data:`OPS`.  Costs are functions of the
+operand shapes evaluated under a binding of the symbolic dims (``batch``,
+``seq``, ``context``); see docs/ir.md for the definitions.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from .dtypes import DType
+from .values import Dim, Shape, Value, ValueKind, numel, resolve
+
+ACT = frozenset({ValueKind.ACTIVATION, ValueKind.INPUT})
+WEIGHT = frozenset({ValueKind.WEIGHT})
+KV = frozenset({ValueKind.KV_CACHE})
+ANY_DATA = frozenset({ValueKind.ACTIVATION, ValueKind.INPUT, ValueKind.WEIGHT})
+
+
+class ShapeError(Exception):
+    """Raised by shape inference; the verifier turns it into a located message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Operand:
+    role: str
+    kinds: frozenset
+    optional: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Attr:
+    name: str
+    types: tuple
+    required: bool = True
+    default: Any = None
+    choices: tuple | None = None
+    positive: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class OpCost:
+    """Cost of one op under a binding of the symbolic dims (see docs/ir.md)."""
+
+    flops: int
+    bytes_read: int
+    bytes_written: int
+    weight_bytes: int
+    kv_bytes_per_token: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CostContext:
+    """Dims to evaluate at and dtypes that override the stored ones."""
+
+    bindings: Mapping[str, int]
+    weight_dtype: DType | None = None
+    act_dtype: DType | None = None
+    kv_dtype: DType | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+    name: str
+    doc: str
+    operands: tuple[Operand, ...]
+    attrs: tuple[Attr, ...]
+    infer: Callable[[Mapping[str, Value], Mapping[str, Any]], list[tuple[Shape, DType]]]
+    flops: Callable[[Mapping[str, Value], list[Value], Mapping[str, Any], Mapping[str, int]], int]
+    check: Callable[[Mapping[str, Any]], list[str]] | None = None
+
+    def operand(self, role: str) -> Operand | None:
+        return next((o for o in self.operands if o.role == role), None)
+
+    def attr(self, name: str) -> Attr | None:
+        return next((a for a in self.attrs if a.name == name), None)
+
+    def with_defaults(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        full = {a.name: a.default for a in self.attrs if not a.required}
+        full.update(attrs)
+        return full
+
+    def cost(self, ins: Mapping[str, Value], outs: list[Value], attrs: Mapping[str, Any],
+             ctx: CostContext) -> OpCost:
+        attrs = self.with_defaults(attrs)
+        b = ctx.bindings
+        weight_bytes = sum(v.nbytes(b, ctx.weight_dtype) for v in _unique(ins.values())
+                           if v.kind is ValueKind.WEIGHT)
+        act_in = sum(v.nbytes(b, ctx.act_dtype if v.dtype.is_float else None)
+                     for v in ins.values() if v.kind in ACT)
+        act_out = sum(v.nbytes(b, ctx.act_dtype if v.dtype.is_float else None) for v in outs)
+        kv_tok = kv_read = 0
+        if "k_cache" in ins:
+            # Per token each cache grows by one row; per step each sequence reads the
+            # keys its queries attend to (shared by the step's queries).
+            kv_tok = sum((ctx.kv_dtype or ins[r].dtype).nbytes(_kv_row(ins[r]))
+                         for r in ("k_cache", "v_cache"))
+            q = ins["q"]
+            seqs = numel(q.shape[:-2], b) if len(q.shape) > 2 else 1
+            window = attrs.get("sliding_window") or 0
+            ctx_len = resolve("context", b)
+            kv_read = kv_tok * seqs * (min(ctx_len, window) if window else ctx_len)
+            kv_tok_written = kv_tok * numel(q.shape[:-1], b)
+        else:
+            kv_tok_written = 0
+        return OpCost(
+            flops=int(self.flops(ins, outs, attrs, b)),
+            bytes_read=act_in + weight_bytes + kv_read,
+            bytes_written=act_out + kv_tok_written,
+            weight_bytes=weight_bytes,
+            kv_bytes_per_token=kv_tok,
+        )
+
+
+def _unique(values):
+    seen = set()
+    for v in values:
+        if v.name not in seen:
+            seen.add(v.name)
+            yield v
+
+
+def _kv_row(v: Value) -> int:
+    """Elements a K or V cache of shape [batch, kv_heads, context, head_dim] adds per token."""
+    return int(v.shape[1]) * int(v.shape[3])
+
+
+def _rows_per_seq(q: Value, b: Mapping[str, int]) -> int:
+    return resolve(q.shape[-2], b) if len(q.shape) >= 2 else 1
+
+
+def _attended_len(q: Value, attrs: Mapping[str, Any], b: Mapping[str, int], cached: bool) -> int:
+    """Sum over the queries of one sequence of the keys each query attends to."""
+    s = _rows_per_seq(q, b)
+    w = attrs.get("sliding_window") or 0
+    if cached:
+        ctx = resolve("context", b) if "context" in b else s
+        return s * (min(ctx, w) if w else ctx)
+    if not attrs.get("causal", False):
+        return s * (min(s, w) if w else s)
+    return sum(min(i, w) if w else i for i in range(1, s + 1))
+
+
+# --- helpers for shape inference -------------------------------------------------
+
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ShapeError(msg)
+
+
+def _fmt(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def broadcast(a: Shape, b: Shape) -> Shape:
+    out: list[Dim] = []
+    for i in range(max(len(a), len(b))):
+        da = a[len(a) - 1 - i] if i < len(a) else 1
+        db = b[len(b) - 1 - i] if i < len(b) else 1
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            raise ShapeError(f"shapes {_fmt(a)} and {_fmt(b)} do not broadcast")
+    return tuple(reversed(out))
+
+
+def _mat(w: Value, transposed: bool, what: str) -> tuple[int, int]:
+    """(in, out) of a 2-D weight stored [in, out], or [out, in] when transposed."""
+    _need(len(w.shape) == 2, f"{what} must be 2-D, got {_fmt(w.shape)}")
+    k, n = w.shape
+    return (n, k) if transposed else (k, n)
+
+
+def _expert_mat(w: Value, transposed: bool, what: str) -> tuple[int, int, int]:
+    _need(len(w.shape) == 3, f"{what} must be 3-D [experts, ., .], got {_fmt(w.shape)}")
+    e, a, c = w.shape
+    return (e, c, a) if transposed else (e, a, c)
+
+
+def _rows(x: Value, b: Mapping[str, int]) -> int:
+    return numel(x.shape[:-1], b)
+
+
+# --- matmul ------------------------------------------------------------------
+
+def _matmul_infer(ins, at):
+    x, w = ins["x"], ins["w"]
+    k, n = _mat(w, at["transpose_w"], "weight")
+    _need(len(x.shape) >= 1 and x.shape[-1] == k,
+          f"x {_fmt(x.shape)} has last dim {x.shape[-1] if x.shape else '?'}, weight expects {k}")
+    if "b" in ins:
+        _need(tuple(ins["b"].shape) == (n,), f"bias {_fmt(ins['b'].shape)} expected [{n}]")
+    return [(tuple(x.shape[:-1]) + (n,), x.dtype)]
+
+
+def _matmul_flops(ins, outs, at, b):
+    k, n = _mat(ins["w"], at["transpose_w"], "weight")
+    rows = _rows(ins["x"], b)
+    return 2 * rows * k * n + (rows * n if "b" in ins else 0)
+
+
+# --- embedding ---------------------------------------------------------------
+
+def _embedding_infer(ins, at):
+    ids, table = ins["ids"], ins["table"]
+    _need(not ids.dtype.is_float, f"ids must be integer, got {ids.dtype.value}")
+    _need(len(table.shape) == 2, f"table must be 2-D, got {_fmt(table.shape)}")
+    return [(tuple(ids.shape) + (table.shape[1],), table.dtype)]
+
+
+# --- norm ------------------------------------------------------------------------
+
+def _norm_infer(ins, at):
+    x = ins["x"]
+    g = at["group"] or x.shape[-1]
+    _need(isinstance(x.shape[-1], int) and isinstance(g, int) and x.shape[-1] % g == 0,
+          f"normalised group {g} does not divide last dim of {_fmt(x.shape)}")
+    for r in ("scale", "bias"):
+        if r in ins:
+            _need(tuple(ins[r].shape) == (g,), f"{r} {_fmt(ins[r].shape)} expected [{g}]")
+    return [(x.shape, x.dtype)]
+
+
+def _norm_flops(ins, outs, at, b):
+    per = 4 if at["kind"] == "rms" else 7
+    return numel(ins["x"].shape, b) * (per + ("bias" in ins))
+
+
+# --- elementwise, activation, softmax ----------------------------------------------
+
+UNARY_FNS = ("neg", "exp", "log", "sqrt", "rsqrt", "reciprocal", "abs", "clamp", "square")
+BINARY_FNS = ("add", "sub", "mul", "div", "max", "min", "pow")
+
+
+def _elementwise_infer(ins, at):
+    a = ins["a"]
+    fn = at["fn"]
+    if fn in UNARY_FNS:
+        _need("b" not in ins, f"'{fn}' takes one operand")
+        return [(a.shape, a.dtype)]
+    if "b" not in ins:
+        _need(at["scalar"] is not None, f"'{fn}' needs operand b or a scalar")
+        return [(a.shape, a.dtype)]
+    _need(at["scalar"] is None, f"'{fn}' has both operand b and a scalar")
+    return [(broadcast(a.shape, ins["b"].shape), a.dtype)]
+
+
+ACTIVATION_FLOPS = {"silu": 4, "gelu": 8, "gelu_tanh": 9, "relu": 1, "sigmoid": 4,
+                    "tanh": 5, "softplus": 4, "swiglu_clamped": 8}
+
+
+def _same_shape_infer(role):
+    return lambda ins, at: [(ins[role].shape, ins[role].dtype)]
+
+
+def _per_elem(role, n):
+    return lambda ins, outs, at, b: n(at) * numel(outs[0].shape, b)
+
+
+# --- rotary --------------------------------------------------------------------------
+
+def _rotary_infer(ins, at):
+    x = ins["x"]
+    _need(x.shape[-1] == at["num_heads"] * at["head_dim"],
+          f"x last dim {x.shape[-1]} != num_heads {at['num_heads']} x head_dim {at['head_dim']}")
+    return [(x.shape, x.dtype)]
+
+
+def _rotary_check(at):
+    rd = at.get("rotary_dim") or at["head_dim"]
+    return [] if 0 < rd <= at["head_dim"] and rd % 2 == 0 else [
+        f"rotary_dim {rd} must be even and at most head_dim {at['head_dim']}"]
+
+
+def _rotary_flops(ins, outs, at, b):
+    return 3 * _rows(ins["x"], b) * at["num_heads"] * (at["rotary_dim"] or at["head_dim"])
+
+
+# --- attention -----------------------------------------------------------------------
+
+def _attention_check(at):
+    errs = []
+    if at["num_heads"] % at["num_kv_heads"]:
+        errs.append(f"num_heads {at['num_heads']} is not a multiple of num_kv_heads {at['num_kv_heads']}")
+    if at["sliding_window"] < 0:
+        errs.append(f"sliding_window {at['sliding_window']} must be >= 0")
+    return errs
+
+
+def _attention_infer(ins, at):
+    q, k, v = ins["q"], ins["k"], ins["v"]
+    hq, hkv, dh = at["num_heads"], at["num_kv_heads"], at["head_dim"]
+    _need(len(q.shape) >= 2, f"q must be [..., seq, heads*head_dim], got {_fmt(q.shape)}")
+    _need(q.shape[-1] == hq * dh, f"q last dim {q.shape[-1]} != num_heads x head_dim = {hq * dh}")
+    for r, t in (("k", k), ("v", v)):
+        _need(t.shape[-1] == hkv * dh,
+              f"{r} last dim {t.shape[-1]} != num_kv_heads x head_dim = {hkv * dh}")
+        _need(tuple(t.shape[:-1]) == tuple(q.shape[:-1]),
+              f"{r} {_fmt(t.shape)} and q {_fmt(q.shape)} differ in leading dims")
+    if ("k_cache" in ins) != ("v_cache" in ins):
+        raise ShapeError("k_cache and v_cache must both be present or both absent")
+    for r in ("k_cache", "v_cache"):
+        if r in ins:
+            c = ins[r].shape
+            _need(len(c) == 4 and c[1] == hkv and c[3] == dh and c[0] == q.shape[0],
+                  f"{r} {_fmt(c)} expected [{q.shape[0]}, {hkv}, context, {dh}]")
+    if "sinks" in ins:
+        _need(tuple(ins["sinks"].shape) == (hq,), f"sinks {_fmt(ins['sinks'].shape)} expected [{hq}]")
+    return [(q.shape, q.dtype)]
+
+
+def _attention_flops(ins, outs, at, b):
+    q = ins["q"]
+    seqs = numel(q.shape[:-2], b) if len(q.shape) > 2 else 1
+    pairs = seqs * _attended_len(q, at, b, "k_cache" in ins)
+    # QK^T and PV: 2 FLOPs per MAC each; softmax ~5 per score.
+    return at["num_heads"] * pairs * (4 * at["head_dim"] + 5)
+
+
+# --- moe --------------------------------------------------------------------------------
+
+def _moe_check(at):
+    errs = []
+    if not 0 < at["top_k"] <= at["num_experts"]:
+        errs.append(f"top_k {at['top_k']} must be in 1..num_experts {at['num_experts']}")
+    return errs
+
+
+def _moe_infer(ins, at):
+    x = ins["x"]
+    d, e, i = at["hidden"], at["num_experts"], at["intermediate"]
+    _need(x.shape[-1] == d, f"x last dim {x.shape[-1]} != hidden {d}")
+    _need(_mat(ins["router_w"], at["router_transposed"], "router_w") == (d, e),
+          f"router_w {_fmt(ins['router_w'].shape)} does not map hidden {d} to {e} experts")
+    t = at["experts_transposed"]
+    if at["gated"] and "gate_up_w" in ins:
+        _need(_expert_mat(ins["gate_up_w"], t, "gate_up_w") == (e, d, 2 * i),
+              f"gate_up_w {_fmt(ins['gate_up_w'].shape)} does not map hidden {d} to 2x{i} for {e} experts")
+    else:
+        names = ("gate_w", "up_w") if at["gated"] else ("up_w",)
+        for r in names:
+            _need(r in ins, f"{'gated' if at['gated'] else 'ungated'} experts need operand {r}")
+            _need(_expert_mat(ins[r], t, r) == (e, d, i),
+                  f"{r} {_fmt(ins[r].shape)} does not map hidden {d} to {i} for {e} experts")
+    _need(_expert_mat(ins["down_w"], t, "down_w") == (e, i, d),
+          f"down_w {_fmt(ins['down_w'].shape)} does not map {i} to hidden {d} for {e} experts")
+    si = at["shared_intermediate"]
+    for r, want in (("shared_gate_w", (d, si)), ("shared_up_w", (d, si)), ("shared_down_w", (si, d))):
+        if r in ins:
+            _need(si > 0 and _mat(ins[r], at["shared_transposed"], r) == want,
+                  f"{r} {_fmt(ins[r].shape)} expected to map {want[0]} to {want[1]}")
+    return [(x.shape, x.dtype)]
+
+
+def _moe_flops(ins, outs, at, b):
+    rows = _rows(ins["x"], b)
+    d, e, i, k = at["hidden"], at["num_experts"], at["intermediate"], at["top_k"]
+    mats = 3 if at["gated"] else 2
+    act = ACTIVATION_FLOPS.get(at["activation"], 4)
+    expert = mats * 2 * d * i + act * i + (i if at["gated"] else 0)
+    si = at["shared_intermediate"]
+    shared = (3 * 2 * d * si + act * si + si) if si else 0
+    return rows * (2 * d * e + 5 * e + k * (expert + d) + shared)
+
+
+# --- layout ----------------------------------------------------------------------------
+
+def _layout_infer(ins, at):
+    x = ins["x"]
+    shape = tuple(at["shape"])
+    dtype = DType.parse(at["dtype"]) if at["dtype"] else x.dtype
+    if at["kind"] in ("reshape", "transpose", "cast"):
+        from .values import same_numel
+        _need(same_numel(x.shape, shape), f"{at['kind']} of {_fmt(x.shape)} to {_fmt(shape)} changes the element count")
+    return [(shape, dtype)]
+
+
+def _shape_attr_ok(at):
+    bad = [d for d in at["shape"] if not (isinstance(d, str) or (isinstance(d, int) and d > 0))]
+    return [f"shape {at['shape']} has invalid dims {bad}"] if bad else []
+
+
+def _zero(*_):
+    return 0
+
+
+OPS: dict[str, OpSpec] = {s.name: s for s in [
+    OpSpec("matmul", "y = x @ W (+ b); W weight-stationary, stored [in, out] or [out, in] if transpose_w",
+           (Operand("x", ACT), Operand("w", WEIGHT), Operand("b", WEIGHT, True)),
+           (Attr("transpose_w", (bool,), False, False),),
+           _matmul_infer, _matmul_flops),
+    OpSpec("embedding", "y = table[ids]",
+           (Operand("ids", ACT), Operand("table", WEIGHT)), (), _embedding_infer, _zero),
+    OpSpec("norm", "RMS or layer norm over groups of `group` elements (0 = last dim)",
+           (Operand("x", ACT), Operand("scale", WEIGHT, True), Operand("bias", WEIGHT, True)),
+           (Attr("kind", (str,), choices=("rms", "layer")), Attr("eps", (float,)),
+            Attr("group", (int,), False, 0), Attr("scale_offset", (float,), False, 0.0)),
+           _norm_infer, _norm_flops),
+    OpSpec("elementwise", "y = fn(a[, b | scalar]) with broadcasting",
+           (Operand("a", ANY_DATA), Operand("b", ANY_DATA, True)),
+           (Attr("fn", (str,), choices=UNARY_FNS + BINARY_FNS), Attr("scalar", (float,), False, None),
+            Attr("min", (float,), False, None), Attr("max", (float,), False, None)),
+           _elementwise_infer, lambda ins, outs, at, b: numel(outs[0].shape, b)),
+    OpSpec("activation", "y = fn(x)",
+           (Operand("x", ACT),),
+           (Attr("fn", (str,), choices=tuple(ACTIVATION_FLOPS)),),
+           _same_shape_infer("x"), _per_elem("x", lambda at: ACTIVATION_FLOPS[at["fn"]])),
+    OpSpec("softmax", "y = softmax(x) over the last axis",
+           (Operand("x", ACT),), (), _same_shape_infer("x"), _per_elem("x", lambda at: 5)),
+    OpSpec("rotary", "rotary position embedding of each head of x at the token's position",
+           (Operand("x", ACT),),
+           (Attr("num_heads", (int,), positive=True), Attr("head_dim", (int,), positive=True),
+            Attr("rotary_dim", (int,), False, 0), Attr("theta", (float,), False, 10000.0),
+            Attr("interleaved", (bool,), False, False), Attr("scaling", (dict,), False, None)),
+           _rotary_infer, _rotary_flops, _rotary_check),
+    OpSpec("attention", "scaled dot-product attention of q over k, v (and the KV cache)",
+           (Operand("q", ACT), Operand("k", ACT), Operand("v", ACT),
+            Operand("k_cache", KV, True), Operand("v_cache", KV, True),
+            Operand("sinks", WEIGHT, True), Operand("mask", ACT, True)),
+           (Attr("num_heads", (int,), positive=True), Attr("num_kv_heads", (int,), positive=True),
+            Attr("head_dim", (int,), positive=True), Attr("causal", (bool,)),
+            Attr("sliding_window", (int,), False, 0), Attr("scale", (float,), False, None),
+            Attr("softcap", (float,), False, 0.0)),
+           _attention_infer, _attention_flops, _attention_check),
+    OpSpec("moe", "mixture of experts: router, top-k experts, optional shared experts",
+           (Operand("x", ACT), Operand("router_w", WEIGHT), Operand("router_b", WEIGHT, True),
+            Operand("gate_up_w", WEIGHT, True), Operand("gate_up_b", WEIGHT, True),
+            Operand("gate_w", WEIGHT, True), Operand("up_w", WEIGHT, True),
+            Operand("down_w", WEIGHT), Operand("down_b", WEIGHT, True),
+            Operand("shared_gate_w", WEIGHT, True), Operand("shared_up_w", WEIGHT, True),
+            Operand("shared_down_w", WEIGHT, True), Operand("shared_router_w", WEIGHT, True)),
+           (Attr("num_experts", (int,), positive=True), Attr("top_k", (int,), positive=True),
+            Attr("hidden", (int,), positive=True), Attr("intermediate", (int,), positive=True),
+            Attr("activation", (str,), choices=tuple(ACTIVATION_FLOPS)), Attr("gated", (bool,)),
+            Attr("router_fn", (str,), False, "softmax_topk",
+                 choices=("softmax_topk", "topk_softmax", "sigmoid_topk")),
+            Attr("normalize_topk", (bool,), False, False),
+            Attr("router_transposed", (bool,), False, False),
+            Attr("experts_transposed", (bool,), False, False),
+            Attr("shared_transposed", (bool,), False, False),
+            Attr("shared_intermediate", (int,), False, 0),
+            Attr("gate_up_interleaved", (bool,), False, False),
+            Attr("activation_params", (dict,), False, None)),
+           _moe_infer, _moe_flops, _moe_check),
+    OpSpec("layout", "data movement only: reshape, transpose, cast, slice, expand",
+           (Operand("x", ANY_DATA),),
+           (Attr("kind", (str,), choices=("reshape", "transpose", "cast", "slice", "expand")),
+            Attr("shape", (list,)), Attr("dtype", (str,), False, None),
+            Attr("perm", (list,), False, None), Attr("axis", (int,), False, None),
+            Attr("start", (int,), False, None), Attr("end", (int,), False, None)),
+           _layout_infer, _zero, _shape_attr_ok),
+]}

@@ -1,0 +1,54 @@
+"""The exceptions wafercc raises on bad input.
+
+Every error a user can cause derives from :class:`WaferccError`.  Its message
+is one line that says what is wrong, where (file, node name, op type) and what
+was expected; the CLI prints exactly that line and exits with status 2.
+"""
+from __future__ import annotations
+
+
+class WaferccError(Exception):
+    """Base class of every error caused by the user's input."""
+
+    def __init__(self, message: str, *, where: str | None = None):
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class InputFileError(WaferccError):
+    """A model file is missing, unreadable, truncated or not an ONNX model."""
+
+
+class UnsupportedOpError(WaferccError):
+    """The model uses an operator outside wafercc's op set."""
+
+    def __init__(self, op_type: str, *, node: str | None = None, detail: str = ""):
+        self.op_type = op_type
+        self.node = node
+        where = f"node '{node}' (op {op_type})" if node else f"op {op_type}"
+        msg = f"unsupported operator '{op_type}'"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg, where=where)
+
+
+class ModelConfigError(WaferccError):
+    """A model config is unknown, malformed or names an unknown model_type."""
+
+
+class IRError(WaferccError):
+    """An IR graph is malformed (parse error, failed verification)."""
+
+
+class IRParseError(IRError):
+    """The textual IR could not be parsed."""
+
+
+class IRVerificationError(IRError):
+    """The IR verifier found problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: list[str], *, where: str | None = None):
+        self.problems = list(problems)
+        first = problems[0] if problems else "unknown problem"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(first + more, where=where)
