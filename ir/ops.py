@@ -78,7 +78,8 @@ class OpSpec:
 
     def with_defaults(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
         full = {a.name: a.default for a in self.attrs if not a.required}
-        full.update(attrs)
+        # An explicit null for an optional attribute means its default.
+        full.update((k, v) for k, v in attrs.items() if v is not None or k not in full)
         return full
 
     def cost(self, ins: Mapping[str, Value], outs: list[Value], attrs: Mapping[str, Any],
@@ -99,7 +100,7 @@ class OpSpec:
             q = ins["q"]
             seqs = numel(q.shape[:-2], b) if len(q.shape) > 2 else 1
             window = attrs.get("sliding_window") or 0
-            ctx_len = resolve("context", b)
+            ctx_len = resolve("context", b) if "context" in b else _rows_per_seq(q, b)
             kv_read = kv_tok * seqs * (min(ctx_len, window) if window else ctx_len)
             kv_tok_written = kv_tok * numel(q.shape[:-1], b)
         else:
@@ -215,8 +216,9 @@ def _embedding_infer(ins, at):
 
 def _norm_infer(ins, at):
     x = ins["x"]
+    _need(len(x.shape) >= 1, "x must have at least one dim")
     g = at["group"] or x.shape[-1]
-    _need(isinstance(x.shape[-1], int) and isinstance(g, int) and x.shape[-1] % g == 0,
+    _need(isinstance(x.shape[-1], int) and isinstance(g, int) and g > 0 and x.shape[-1] % g == 0,
           f"normalised group {g} does not divide last dim of {_fmt(x.shape)}")
     for r in ("scale", "bias"):
         if r in ins:
@@ -264,8 +266,8 @@ def _per_elem(role, n):
 
 def _rotary_infer(ins, at):
     x = ins["x"]
-    _need(x.shape[-1] == at["num_heads"] * at["head_dim"],
-          f"x last dim {x.shape[-1]} != num_heads {at['num_heads']} x head_dim {at['head_dim']}")
+    _need(len(x.shape) >= 1 and x.shape[-1] == at["num_heads"] * at["head_dim"],
+          f"x last dim {x.shape[-1] if x.shape else '?'} != num_heads {at['num_heads']} x head_dim {at['head_dim']}")
     return [(x.shape, x.dtype)]
 
 
@@ -296,10 +298,10 @@ def _attention_infer(ins, at):
     _need(len(q.shape) >= 2, f"q must be [..., seq, heads*head_dim], got {_fmt(q.shape)}")
     _need(q.shape[-1] == hq * dh, f"q last dim {q.shape[-1]} != num_heads x head_dim = {hq * dh}")
     for r, t in (("k", k), ("v", v)):
+        _need(len(t.shape) == len(q.shape) and tuple(t.shape[:-1]) == tuple(q.shape[:-1]),
+              f"{r} {_fmt(t.shape)} and q {_fmt(q.shape)} differ in leading dims")
         _need(t.shape[-1] == hkv * dh,
               f"{r} last dim {t.shape[-1]} != num_kv_heads x head_dim = {hkv * dh}")
-        _need(tuple(t.shape[:-1]) == tuple(q.shape[:-1]),
-              f"{r} {_fmt(t.shape)} and q {_fmt(q.shape)} differ in leading dims")
     if ("k_cache" in ins) != ("v_cache" in ins):
         raise ShapeError("k_cache and v_cache must both be present or both absent")
     for r in ("k_cache", "v_cache"):
@@ -326,13 +328,15 @@ def _moe_check(at):
     errs = []
     if not 0 < at["top_k"] <= at["num_experts"]:
         errs.append(f"top_k {at['top_k']} must be in 1..num_experts {at['num_experts']}")
+    if at["shared_intermediate"] < 0:
+        errs.append(f"shared_intermediate {at['shared_intermediate']} must be >= 0")
     return errs
 
 
 def _moe_infer(ins, at):
     x = ins["x"]
     d, e, i = at["hidden"], at["num_experts"], at["intermediate"]
-    _need(x.shape[-1] == d, f"x last dim {x.shape[-1]} != hidden {d}")
+    _need(len(x.shape) >= 1 and x.shape[-1] == d, f"x last dim {x.shape[-1] if x.shape else '?'} != hidden {d}")
     _need(_mat(ins["router_w"], at["router_transposed"], "router_w") == (d, e),
           f"router_w {_fmt(ins['router_w'].shape)} does not map hidden {d} to {e} experts")
     t = at["experts_transposed"]
@@ -371,7 +375,10 @@ def _moe_flops(ins, outs, at, b):
 def _layout_infer(ins, at):
     x = ins["x"]
     shape = tuple(at["shape"])
-    dtype = DType.parse(at["dtype"]) if at["dtype"] else x.dtype
+    try:
+        dtype = DType.parse(at["dtype"]) if at["dtype"] else x.dtype
+    except ValueError as e:
+        raise ShapeError(str(e)) from None
     if at["kind"] in ("reshape", "transpose", "cast"):
         from .values import same_numel
         _need(same_numel(x.shape, shape), f"{at['kind']} of {_fmt(x.shape)} to {_fmt(shape)} changes the element count")

@@ -1,0 +1,35 @@
+"""ONNX file or ModelProto -> verified IR graph."""
+from __future__ import annotations
+
+import os
+
+import onnx
+
+from ..errors import InputFileError
+from ..ir import Graph, verify
+from .onnx_lift import lift
+from .onnx_source import SourceGraph, load_model
+
+
+def _needs_shape_inference(model: onnx.ModelProto) -> bool:
+    return len(model.graph.value_info) < len(model.graph.node) // 2
+
+
+def lower_onnx_model(model: onnx.ModelProto, name: str = "model", where: str = "model") -> Graph:
+    if _needs_shape_inference(model):
+        try:
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception as e:  # onnx raises InferenceError / ValidationError subclasses
+            raise InputFileError(f"ONNX shape inference failed: {str(e).splitlines()[0][:200]}", where=where) from None
+    src = SourceGraph(model, where)
+    graph = lift(src, name)
+    verify(graph)
+    return graph
+
+
+def lower_onnx(path: str | os.PathLike, name: str | None = None) -> Graph:
+    """Lower an ONNX file (weights inline, external or absent) to verified IR."""
+    path = os.fspath(path)
+    model = load_model(path)
+    base = name or os.path.splitext(os.path.basename(path))[0]
+    return lower_onnx_model(model, base, where=path)

@@ -1,0 +1,604 @@
+"""Lift an ONNX graph into the wafercc IR.
+
+The walk visits ONNX nodes in order.  Tensors computed from token activations
+(ACT) map to IR values through a :class:`View` that records how the ONNX
+tensor lays out the IR value (flat, split into heads, transposed, scaled), so
+layout-only ops fold away.  Masks, positions and shapes (AUX) are not lifted:
+their meaning is read off (causal, window, rotary tables).  Multi-node patterns
+are found first (onnx_regions) and emitted as one IR op each.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from ..errors import InputFileError, UnsupportedOpError
+from ..ir import BATCH, CONTEXT, SEQ, DType, Graph, ValueKind
+from .onnx_masks import mask_facts
+from .onnx_moe import detect_moe
+from .onnx_regions import (LAYOUT_OPS, Region, detect_activation, detect_norm, detect_rotary,
+                           trig_tensors, weight_of)
+from .onnx_source import SourceGraph, onnx_dtype
+
+ACTIVATION_ANCHORS = {"Sigmoid", "Tanh", "Erf", "Relu", "Softplus", "Gelu", "HardSigmoid"}
+UNARY_MAP = {"Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Abs": "abs"}
+BINARY_MAP = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min", "Pow": "pow"}
+ACT_MAP = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Softplus": "softplus"}
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """How an ONNX tensor lays out IR value ``value`` ([..., F] in the IR)."""
+    value: str
+    layout: str = "flat"       # flat | bshd | bhsd | bhds (keys transposed) | gqa (expanding)
+    head_dim: int = 0
+    scale: float = 1.0
+    expanded: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """Attention scores or probabilities between q and k (not yet an IR value)."""
+    q: View
+    k: View
+    scale: float
+    mask: str | None
+    probs: bool = False
+    softcap: float = 0.0
+    sinks: str | None = None
+
+
+class Lifter:
+    def __init__(self, src: SourceGraph, name: str):
+        self.src = src
+        self.g = Graph(name, {"source": "onnx", "opset": src.opset})
+        self.views: dict[str, Any] = {}
+        self.node_names: set[str] = set()
+        self.weights: dict[str, str] = {}
+        self.pos_inputs: dict[str, str] = {}
+        self.act: set[str] = set()
+        self.kv_index = 0
+
+    # -- entry ------------------------------------------------------------------
+    def run(self) -> Graph:
+        src = self.src
+        self._classify()
+        self.regions = self._find_regions()
+        covered = {i: r for r in self.regions for i in r.nodes}
+        ends = {src.producer[r.y]: r for r in self.regions}
+        for i, node in enumerate(src.nodes):
+            if i in ends:
+                self._emit_region(ends[i], node)
+            elif i in covered or node.op_type in ("Shape", "Size"):
+                continue
+            elif any(t in self.act for t in node.input) or self._is_seed(node):
+                self._lift(node)
+        for o in src.graph_outputs:
+            v = self.views.get(o)
+            if not isinstance(v, View) or v.layout != "flat":
+                raise InputFileError(f"graph output '{o}' is not computed from the token activations",
+                                     where=src.where)
+            self.g.outputs.append(v.value)
+        return self.g
+
+    # -- tensor classes -------------------------------------------------------
+    def _is_seed(self, node) -> bool:
+        return node.op_type == "Gather" and weight_of(self.src, node.input[0]) is not None \
+            and len(self.src.shapes.get(node.input[0], ())) == 2 and self.src.const(node.input[1]) is None
+
+    def _classify(self):
+        for node in self.src.nodes:
+            if self._is_seed(node) or any(t in self.act for t in node.input):
+                if node.op_type in ("Shape", "Size"):
+                    continue
+                self.act.update(o for o in node.output if o)
+
+    def _find_regions(self) -> list[Region]:
+        src, act = self.src, self.act
+        regions: list[Region] = []
+        claimed: set[int] = set()
+
+        def take(r):
+            if r is not None and not (r.nodes & claimed):
+                regions.append(r)
+                claimed.update(r.nodes)
+
+        for i, n in enumerate(src.nodes):
+            if n.op_type == "TopK" and n.input[0] in act:
+                take(detect_moe(src, i, act, claimed))
+        for i, n in enumerate(src.nodes):
+            if n.op_type == "ReduceMean" and i not in claimed:
+                take(detect_norm(src, i, act))
+        trig = trig_tensors(src, act)
+        for i, n in enumerate(src.nodes):
+            if i not in claimed and n.op_type == "Mul" and any(t in trig for t in n.input) \
+                    and any(t in act for t in n.input):
+                take(detect_rotary(src, i, act, trig, claimed))
+        for i, n in enumerate(src.nodes):
+            if i not in claimed and n.op_type in ACTIVATION_ANCHORS and n.input[0] in act:
+                take(detect_activation(src, i, act, claimed))
+        return regions
+
+    # -- helpers ----------------------------------------------------------------
+    def _name(self, node) -> str:
+        base = self.src.scope(node) or node.name or node.op_type
+        name, k = base, 1
+        while name in self.node_names:
+            k += 1
+            name = f"{base}#{k}"
+        self.node_names.add(name)
+        return name
+
+    def _weight(self, init: str) -> str:
+        if init not in self.weights:
+            t = self.src.inits[init]
+            self.g.add_value(init, tuple(t.dims), onnx_dtype(t.data_type, f"initializer '{init}'"), ValueKind.WEIGHT)
+            self.weights[init] = init
+        return init
+
+    def _fail(self, node, why: str):
+        raise UnsupportedOpError(node.op_type, node=node.name or self.src.scope(node), detail=why)
+
+    def _flat(self, node, t: str) -> str:
+        v = self.views.get(t)
+        if not isinstance(v, View) or v.layout != "flat" or v.scale != 1.0:
+            self._fail(node, f"input '{t}' is not a plain activation (layout {getattr(v, 'layout', type(v).__name__)})")
+        return v.value
+
+    def _emit(self, node, op, inputs, attrs=None):
+        n = self.g.add_node(op, inputs, [self._fresh_value(node)], name=self._name(node),
+                            attrs=attrs or {}, layer=self.src.layer_of(node))
+        return n.outputs[0]
+
+    def _fresh_value(self, node) -> str:
+        base = node.output[0] if node.output and node.output[0] not in self.g.values else f"{node.output[0]}_"
+        while base in self.g.values:
+            base += "_"
+        return base
+
+    def _ids_input(self, node, ids: str) -> str:
+        """IR input for the indices of an embedding lookup."""
+        src = self.src
+        base = ids
+        while src.prod(base) is not None and src.prod(base).op_type in LAYOUT_OPS | {"Add", "Sub"}:
+            p = src.prod(base)
+            base = p.input[0]
+        if base in src.graph_inputs:
+            name = base
+        else:
+            p = src.prod(base)
+            name = "position_ids" if p is not None and p.op_type == "Range" else f"{node.input[0]}.ids"
+        if name not in self.g.values:
+            self.g.add_value(name, (BATCH, SEQ), DType.I64, ValueKind.INPUT)
+        return name
+
+    # -- regions ----------------------------------------------------------------
+    def _emit_region(self, r: Region, node):
+        p = r.params
+        if r.kind == "moe":
+            from .onnx_moe import emit_moe
+            self.views[r.y] = View(emit_moe(self, r, node))
+            return
+        xv = self.views.get(r.x)
+        if not isinstance(xv, View):
+            self._fail(node, f"{r.kind} input '{r.x}' is not an activation")
+        if r.kind == "norm":
+            ins = {"x": xv.value}
+            if p["scale"]:
+                ins["scale"] = self._weight(p["scale"])
+            if p["bias"]:
+                ins["bias"] = self._weight(p["bias"])
+            attrs = {"kind": p["kind"], "eps": p["eps"]}
+            if xv.layout != "flat":
+                attrs["group"] = xv.head_dim
+            if p["scale_offset"]:
+                attrs["scale_offset"] = p["scale_offset"]
+            self.views[r.y] = dataclasses.replace(xv, value=self._emit(node, "norm", ins, attrs))
+        elif r.kind == "rotary":
+            if xv.layout not in ("bshd", "bhsd"):
+                self._fail(node, f"rotary embedding applied to a tensor with layout {xv.layout}")
+            width = self.g.values[xv.value].shape[-1]
+            attrs = {"num_heads": width // xv.head_dim, "head_dim": xv.head_dim}
+            if p["rotary_dim"] and p["rotary_dim"] != xv.head_dim:
+                attrs["rotary_dim"] = p["rotary_dim"]
+            if p["interleaved"]:
+                attrs["interleaved"] = True
+            if p["theta"]:
+                attrs["theta"] = p["theta"]
+            self.views[r.y] = dataclasses.replace(xv, value=self._emit(node, "rotary", {"x": xv.value}, attrs))
+        elif r.kind == "activation":
+            if xv.layout != "flat":
+                self._fail(node, "activation on a split-heads tensor")
+            self.views[r.y] = View(self._emit(node, "activation", {"x": xv.value}, {"fn": p["fn"]}))
+
+    # -- one node ---------------------------------------------------------------
+    def _lift(self, node):
+        op = node.op_type
+        src = self.src
+        ins = list(node.input)
+        if self._is_seed(node):
+            w = weight_of(src, ins[0])
+            ids = self._ids_input(node, ins[1])
+            self.views[node.output[0]] = View(self._emit(node, "embedding", {"ids": ids, "table": self._weight(w[0])}))
+            return
+        vs = [self.views.get(t) for t in ins]
+        if op in ("MatMul", "Gemm"):
+            return self._matmul(node, vs)
+        if any(isinstance(v, Scores) for v in vs):
+            return self._scores_op(node, vs)
+        if op in LAYOUT_OPS or op in ("Slice", "Split", "Dropout", "Contiguous", "CastLike"):
+            return self._layout(node, vs)
+        if op in BINARY_MAP:
+            return self._binary(node, vs)
+        if op in UNARY_MAP or op in ACT_MAP or op == "Clip":
+            x = self._flat(node, ins[0])
+            if op in ACT_MAP:
+                out = self._emit(node, "activation", {"x": x}, {"fn": ACT_MAP[op]})
+            elif op == "Clip":
+                lo = src.scalar(ins[1]) if len(ins) > 1 and ins[1] else src.attr(node, "min")
+                hi = src.scalar(ins[2]) if len(ins) > 2 and ins[2] else src.attr(node, "max")
+                out = self._emit(node, "elementwise", {"a": x}, {"fn": "clamp", "min": lo, "max": hi})
+            else:
+                out = self._emit(node, "elementwise", {"a": x}, {"fn": UNARY_MAP[op]})
+            self.views[node.output[0]] = View(out)
+            return
+        if op == "Softmax":
+            x = self._flat(node, ins[0])
+            self.views[node.output[0]] = View(self._emit(node, "softmax", {"x": x}))
+            return
+        if op in ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"):
+            return self._norm_op(node)
+        if op == "Attention":
+            return self._attention_op(node)
+        if op == "RotaryEmbedding":
+            return self._rotary_op(node)
+        if op in ("IsNaN", "IsInf", "Equal", "Not"):
+            # only used to guard softmax outputs of fully masked rows
+            self.views[node.output[0]] = ("guard", ins[0])
+            return
+        self._fail(node, "no lowering for this operator in the wafercc op set")
+
+    def _matmul(self, node, vs):
+        src = self.src
+        a, b = node.input[0], node.input[1]
+        wb = weight_of(src, b)
+        if wb is not None and isinstance(vs[0], View):
+            x = self._flat(node, a)
+            transposed = wb[1]
+            if node.op_type == "Gemm":
+                if src.attr(node, "transA", 0):
+                    self._fail(node, "Gemm with transA on the activation")
+                transposed ^= bool(src.attr(node, "transB", 0))
+            ins = {"x": x, "w": self._weight(wb[0])}
+            bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            out_t = node.output[0]
+            if bias is None:
+                users = src.users(out_t)
+                if len(users) == 1 and users[0].op_type == "Add":
+                    other = users[0].input[1] if users[0].input[0] == out_t else users[0].input[0]
+                    bw = weight_of(src, other)
+                    if bw is not None and len(src.shapes.get(bw[0], ())) == 1:
+                        bias = other
+                        out_t = users[0].output[0]
+                        self.covered_add = users[0]
+            if bias is not None:
+                bw = weight_of(src, bias)
+                if bw is None:
+                    self._fail(node, "bias is not an initializer")
+                ins["b"] = self._weight(bw[0])
+            attrs = {"transpose_w": True} if transposed else {}
+            out = self._emit(node, "matmul", ins, attrs)
+            self.views[node.output[0]] = View(out)
+            self.views[out_t] = View(out)
+            if out_t != node.output[0]:
+                self._skip.add(out_t)
+            return
+        if isinstance(vs[0], View) and isinstance(vs[1], View):
+            q, k = vs
+            if q.layout in ("bhsd", "bshd") and k.layout == "bhds":
+                self.views[node.output[0]] = Scores(q, k, q.scale * k.scale, None)
+                return
+            self._fail(node, f"activation x activation product with layouts {q.layout} x {k.layout}")
+        if isinstance(vs[0], Scores) and vs[0].probs and isinstance(vs[1], View):
+            return self._emit_attention(node, vs[0], vs[1])
+        self._fail(node, "matrix product whose second operand is neither a weight nor attention keys")
+
+    _skip: set = set()
+
+    # -- attention ----------------------------------------------------------------
+    def _scores_op(self, node, vs):
+        op = node.op_type
+        s = next(v for v in vs if isinstance(v, Scores))
+        ins = list(node.input)
+        other = [t for t, v in zip(ins, vs) if not isinstance(v, Scores)]
+        if op in ("Add", "Where") and all(t not in self.act or isinstance(self.views.get(t), tuple) for t in other):
+            mask = next((t for t in other if t not in self.act and self.src.const(t) is None
+                         and self.src.shapes.get(t) and len(self.src.shapes[t]) >= 2), None)
+            if op == "Where" and isinstance(self.views.get(ins[0]), tuple):
+                mask = None  # softmax NaN guard
+            self.views[node.output[0]] = dataclasses.replace(s, mask=mask or s.mask)
+        elif op in ("Mul", "Div") and len(other) == 1 and self.src.scalar(other[0]) is not None:
+            c = self.src.scalar(other[0])
+            self.views[node.output[0]] = dataclasses.replace(s, scale=s.scale * (c if op == "Mul" else 1 / c))
+        elif op == "Softmax":
+            self.views[node.output[0]] = dataclasses.replace(s, probs=True)
+        elif op in ("Cast", "Identity", "Dropout"):
+            self.views[node.output[0]] = s
+        elif op == "Tanh" and not s.probs:
+            self.views[node.output[0]] = dataclasses.replace(s, softcap=-1.0)
+        elif op in ("IsNaN", "IsInf"):
+            self.views[node.output[0]] = ("guard", ins[0])
+        else:
+            self._fail(node, "unexpected operation between the attention scores and their softmax")
+
+    def _emit_attention(self, node, s: Scores, v: View):
+        q, k = s.q, s.k
+        dh = q.head_dim
+        mask = s.mask
+        facts = mask_facts(self.src, mask, self.act) if mask else None
+        causal = facts.causal if facts else False
+        attrs = {"num_heads": self.g.values[q.value].shape[-1] // dh,
+                 "num_kv_heads": self.g.values[k.value].shape[-1] // dh,
+                 "head_dim": dh, "causal": causal}
+        if facts and facts.sliding_window:
+            attrs["sliding_window"] = facts.sliding_window
+        if not math.isclose(s.scale, 1 / math.sqrt(dh), rel_tol=1e-5):
+            attrs["scale"] = float(s.scale)
+        self._emit_attention_node(node, q.value, k.value, v.value, attrs,
+                                  padding=bool(facts and facts.padding and not causal))
+
+    def _emit_attention_node(self, node, q, k, v, attrs, padding=False, sinks=None):
+        ins = {"q": q, "k": k, "v": v}
+        layer = self.src.layer_of(node)
+        if attrs["causal"]:
+            # decoders keep K and V per token: the IR makes that state explicit
+            dt = self.g.values[k].dtype
+            tag = layer if layer is not None else self.kv_index
+            self.kv_index += 1
+            for r in ("k_cache", "v_cache"):
+                name = f"layers.{tag}.{r}"
+                while name in self.g.values:
+                    name += "_"
+                self.g.add_value(name, (BATCH, attrs["num_kv_heads"], CONTEXT, attrs["head_dim"]), dt,
+                                 ValueKind.KV_CACHE)
+                ins[r] = name
+        if sinks:
+            ins["sinks"] = self._weight(sinks)
+        if padding:
+            m = next((t for t in self.src.graph_inputs if "mask" in t.lower()), None)
+            if m is not None:
+                if m not in self.g.values:
+                    self.g.add_value(m, (BATCH, SEQ), DType.I64, ValueKind.INPUT)
+                ins["mask"] = m
+        out = self._emit(node, "attention", ins, attrs)
+        self.views[node.output[0]] = View(out, "bhsd", attrs["head_dim"])
+
+    def _attention_op(self, node):
+        """The ONNX Attention op (opset 23+)."""
+        src = self.src
+        ins = list(node.input) + [""] * 6
+        if any(ins[4:6]) or len(node.output) > 1 and any(node.output[1:]):
+            self._fail(node, "Attention with past key/value inputs or outputs (export without cache)")
+        qv, kv, vv = (self.views.get(t) for t in ins[:3])
+        if not all(isinstance(x, View) for x in (qv, kv, vv)):
+            self._fail(node, "Attention inputs are not activations")
+        hq = src.attr(node, "q_num_heads")
+        if qv.layout == "flat":
+            dh = self.g.values[qv.value].shape[-1] // hq
+        else:
+            dh = qv.head_dim
+        mask = ins[3] or None
+        facts = mask_facts(src, mask, self.act) if mask else None
+        causal = bool(src.attr(node, "is_causal", 0)) or bool(facts and facts.causal)
+        attrs = {"num_heads": self.g.values[qv.value].shape[-1] // dh,
+                 "num_kv_heads": self.g.values[kv.value].shape[-1] // dh, "head_dim": dh, "causal": causal}
+        if facts and facts.sliding_window:
+            attrs["sliding_window"] = facts.sliding_window
+        scale = src.attr(node, "scale")
+        scale = (scale if scale is not None else 1 / math.sqrt(dh)) * qv.scale * kv.scale
+        if not math.isclose(scale, 1 / math.sqrt(dh), rel_tol=1e-5):
+            attrs["scale"] = float(scale)
+        if src.attr(node, "softcap", 0.0):
+            attrs["softcap"] = float(src.attr(node, "softcap"))
+        self._emit_attention_node(node, qv.value, kv.value, vv.value, attrs,
+                                  padding=bool(facts and facts.padding and not causal))
+        if qv.layout == "flat":
+            self.views[node.output[0]] = View(self.views[node.output[0]].value)
+
+    def _rotary_op(self, node):
+        x = self.views.get(node.input[0])
+        if not isinstance(x, View):
+            self._fail(node, "RotaryEmbedding input is not an activation")
+        nh = self.src.attr(node, "num_heads", 0)
+        dh = x.head_dim or (self.g.values[x.value].shape[-1] // nh if nh else 0)
+        if not dh:
+            self._fail(node, "cannot tell the head size of a 3-D RotaryEmbedding input without num_heads")
+        attrs = {"num_heads": self.g.values[x.value].shape[-1] // dh, "head_dim": dh}
+        rd = self.src.attr(node, "rotary_embedding_dim", 0)
+        if rd and rd != dh:
+            attrs["rotary_dim"] = rd
+        if self.src.attr(node, "interleaved", 0):
+            attrs["interleaved"] = True
+        self.views[node.output[0]] = dataclasses.replace(x, value=self._emit(node, "rotary", {"x": x.value}, attrs))
+
+    def _norm_op(self, node):
+        src = self.src
+        x = self.views.get(node.input[0])
+        if not isinstance(x, View):
+            self._fail(node, "norm input is not an activation")
+        axis = src.attr(node, "axis", -1)
+        rank = len(src.shapes.get(node.input[0], ())) or None
+        if rank and axis not in (-1, rank - 1):
+            self._fail(node, f"normalisation over axis {axis}, expected the last axis")
+        kind = "layer" if node.op_type == "LayerNormalization" else "rms"
+        ins = {"x": x.value}
+        for role, t in (("scale", node.input[1] if len(node.input) > 1 else ""),
+                        ("bias", node.input[2] if len(node.input) > 2 else "")):
+            if t:
+                w = weight_of(src, t)
+                if w is None:
+                    self._fail(node, f"norm {role} is not an initializer")
+                ins[role] = self._weight(w[0])
+        attrs = {"kind": kind, "eps": float(src.attr(node, "epsilon", 1e-5))}
+        if x.layout != "flat":
+            attrs["group"] = x.head_dim
+        self.views[node.output[0]] = dataclasses.replace(x, value=self._emit(node, "norm", ins, attrs))
+
+    # -- layout -------------------------------------------------------------------
+    def _layout(self, node, vs):
+        op = node.op_type
+        x = vs[0]
+        out = node.output[0]
+        if isinstance(x, tuple):
+            self.views[out] = x
+            return
+        if not isinstance(x, View):
+            self._fail(node, "layout op on a non-activation")
+        if op in ("Identity", "Cast", "Dropout", "Contiguous", "CastLike"):
+            self.views[out] = x
+            return
+        shape = self.src.shapes.get(out)
+        rank = len(shape) if shape is not None else None
+        width = self.g.values[x.value].shape[-1]
+        if op in ("Reshape", "Flatten"):
+            target = self.src.const(node.input[1]) if op == "Reshape" else None
+            if rank is None and target is not None:
+                rank = target.size
+            last = shape[-1] if shape else None
+            if not isinstance(last, int) and target is not None and target[-1] > 0:
+                last = int(target[-1])
+            if x.layout == "flat" and rank == 4:
+                dh = last if isinstance(last, int) and last > 0 else None
+                if dh is None:
+                    heads = shape[-2] if shape and isinstance(shape[-2], int) else \
+                        (int(target[-2]) if target is not None and target[-2] > 0 else None)
+                    dh = width // heads if heads else None
+                if not dh or width % dh:
+                    self._fail(node, "cannot tell the head size of a split into heads")
+                self.views[out] = View(x.value, "bshd", dh, x.scale)
+                return
+            if x.layout == "flat" and last == width:
+                self.views[out] = x  # leading dims merged or split: same IR value
+                return
+            if x.layout == "bshd" and rank == 3 and last == width:
+                self.views[out] = View(x.value, "flat", 0, x.scale)
+                return
+            if x.layout == "gqa" and rank == 4:
+                self.views[out] = dataclasses.replace(x, layout="bhsd", expanded=True)
+                return
+            if x.layout in ("bhsd", "bhds") and rank == 4:
+                self.views[out] = x
+                return
+            # batch and heads merged into one leading dim (bmm-style decompositions)
+            merged = {("bhsd", 3): "Bsd", ("bhds", 3): "Bds", ("Bsd", 4): "bhsd", ("Bds", 4): "bhds"}
+            if (x.layout, rank) in merged:
+                self.views[out] = dataclasses.replace(x, layout=merged[(x.layout, rank)])
+                return
+            self._fail(node, f"reshape of a {x.layout} tensor to rank {rank} is not a supported layout change")
+        if op == "Transpose":
+            perm = list(self.src.attr(node, "perm") or [])
+            table = {("bshd", (0, 2, 1, 3)): "bhsd", ("bhsd", (0, 2, 1, 3)): "bshd",
+                     ("bhsd", (0, 1, 3, 2)): "bhds", ("bshd", (0, 2, 3, 1)): "bhds", ("bhds", (0, 1, 3, 2)): "bhsd",
+                     ("Bsd", (0, 2, 1)): "Bds", ("Bds", (0, 2, 1)): "Bsd"}
+            new = table.get((x.layout, tuple(perm)))
+            if new is None:
+                self._fail(node, f"transpose {perm} of a {x.layout} tensor")
+            self.views[out] = dataclasses.replace(x, layout=new)
+            return
+        if op in ("Unsqueeze", "Expand", "Squeeze"):
+            if x.layout in ("bhsd", "gqa") and (rank == 5 or op == "Expand" and rank != 4):
+                self.views[out] = dataclasses.replace(x, layout="gqa")
+                return
+            if x.layout in ("bhsd", "bhds") and op == "Expand" and rank == 4:
+                self.views[out] = dataclasses.replace(x, expanded=True)
+                return
+            last = shape[-1] if shape else None
+            if x.layout == "flat" and (last == width or op == "Squeeze"):
+                self.views[out] = x
+                return
+            self._fail(node, f"{op} of a {x.layout} tensor")
+        if op in ("Slice", "Split"):
+            return self._slice(node, x, width)
+        self._fail(node, "layout op not supported here")
+
+    def _slice(self, node, x, width):
+        src = self.src
+        if x.layout != "flat":
+            self._fail(node, f"slicing a {x.layout} tensor")
+        if node.op_type == "Split":
+            axis = src.attr(node, "axis", 0)
+            sizes = src.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+            if sizes is None:
+                n = len(node.output)
+                sizes = [width // n] * n
+            start = 0
+            for o, size in zip(node.output, [int(s) for s in sizes]):
+                self._emit_slice(node, x, o, start, start + size, axis)
+                start += size
+            return
+        starts, ends = src.const(node.input[1]), src.const(node.input[2])
+        axes = src.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        if starts is None or ends is None or starts.size != 1:
+            self._fail(node, "slice with non-constant bounds")
+        axis = int(axes.reshape(-1)[0]) if axes is not None else 0
+        self._emit_slice(node, x, node.output[0], int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]), axis)
+
+    def _emit_slice(self, node, x, out, start, end, axis):
+        shape = self.g.values[x.value].shape
+        rank_onnx = len(self.src.shapes.get(node.input[0], shape))
+        if axis not in (-1, rank_onnx - 1):
+            # a slice over tokens (e.g. keep the last position's logits): same IR value
+            self.views[out] = x
+            return
+        width = shape[-1]
+        end = min(end, width) if end >= 0 else width + end
+        start = start if start >= 0 else width + start
+        new = shape[:-1] + (end - start,)
+        n = self.g.add_node("layout", {"x": x.value}, [self._fresh_value(node)], name=self._name(node),
+                            attrs={"kind": "slice", "shape": list(new), "axis": -1, "start": start, "end": end},
+                            layer=self.src.layer_of(node))
+        self.views[out] = View(n.outputs[0])
+
+    def _binary(self, node, vs):
+        src = self.src
+        if node.output[0] in self._skip:
+            return
+        a, b = node.input[0], node.input[1]
+        va, vb = vs[0], vs[1]
+        op = BINARY_MAP[node.op_type]
+        if isinstance(va, tuple) or isinstance(vb, tuple):
+            self._fail(node, "arithmetic on a softmax guard")
+        # scaling of split heads (scaled dot-product attention decompositions)
+        for v, other in ((va, b), (vb, a)):
+            if isinstance(v, View) and v.layout != "flat" and node.op_type in ("Mul", "Div") \
+                    and src.scalar(other) is not None and other not in self.act:
+                c = src.scalar(other)
+                self.views[node.output[0]] = dataclasses.replace(
+                    v, scale=v.scale * (c if node.op_type == "Mul" or v is vb else 1 / c))
+                return
+        ins: dict[str, str] = {}
+        attrs: dict[str, Any] = {"fn": op}
+        if isinstance(va, View) and isinstance(vb, View):
+            ins = {"a": self._flat(node, a), "b": self._flat(node, b)}
+        else:
+            act_t, const_t = (a, b) if isinstance(va, View) else (b, a)
+            if isinstance(va, View) is False and node.op_type in ("Sub", "Div", "Pow"):
+                self._fail(node, "constant on the left of a non-commutative op")
+            c = src.scalar(const_t)
+            if c is not None:
+                ins = {"a": self._flat(node, act_t)}
+                attrs["scalar"] = c
+            else:
+                w = weight_of(src, const_t)
+                if w is None:
+                    self._fail(node, f"operand '{const_t}' is neither an activation, a weight nor a scalar")
+                ins = {"a": self._flat(node, act_t), "b": self._weight(w[0])}
+        self.views[node.output[0]] = View(self._emit(node, "elementwise", ins, attrs))
+
+
+def lift(src: SourceGraph, name: str) -> Graph:
+    """Lift an indexed ONNX graph; the result is verified by the caller."""
+    lifter = Lifter(src, name)
+    lifter._skip = set()
+    return lifter.run()

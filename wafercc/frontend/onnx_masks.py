@@ -1,0 +1,131 @@
+"""What an attention mask means: causal or not, sliding window, padding.
+
+Exporters build masks from the attention mask input and positions in many
+ways, so instead of matching their ops we run the mask's subgraph (it never
+touches weights) on onnxruntime for a probe sequence and read the result.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import InputFileError
+
+PROBE_LENGTHS = (64, 4096)  # a sliding window is seen only if shorter than the probe
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskFacts:
+    causal: bool
+    sliding_window: int  # 0: none
+    padding: bool        # depends on the attention_mask input
+
+
+def mask_facts(src, tensor: str, act: set[str]) -> MaskFacts:
+    cached = src.__dict__.setdefault("_mask_cache", {})
+    if tensor not in cached:
+        cached[tensor] = _analyse(src, tensor, act)
+    return cached[tensor]
+
+
+def _ancestors(src, tensor: str, act: set[str]):
+    """Nodes computing ``tensor``; ACT tensors they read (only via Shape) become inputs."""
+    seen, stack, nodes, cut = set(), [tensor], set(), set()
+    while stack:
+        t = stack.pop()
+        if t in seen or not t:
+            continue
+        seen.add(t)
+        if t in act:
+            cut.add(t)
+            continue
+        i = src.producer.get(t)
+        if i is None:
+            continue
+        nodes.add(i)
+        stack.extend(src.nodes[i].input)
+    return sorted(nodes), cut
+
+
+def _analyse(src, tensor: str, act: set[str]) -> MaskFacts:
+    nodes, cut = _ancestors(src, tensor, act)
+    for i in nodes:
+        n = src.nodes[i]
+        if any(t in cut for t in n.input) and n.op_type != "Shape":
+            raise InputFileError(f"attention mask '{tensor}' depends on activation values via "
+                                 f"node '{n.name}' ({n.op_type}); expected a mask built from inputs and positions",
+                                 where=src.where)
+    used = {t for i in nodes for t in src.nodes[i].input if t}
+    graph_inputs = [t for t in src.graph_inputs if t in used] + sorted(cut)
+    inits = [src.inits[t] for t in used if t in src.inits]
+    for init in inits:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            raise InputFileError(f"attention mask '{tensor}' needs initializer '{init.name}' whose data is external",
+                                 where=src.where)
+    padding = any(t in src.graph_inputs and "mask" in t.lower() for t in used)
+    results = []
+    for length in PROBE_LENGTHS:
+        m = _run(src, nodes, graph_inputs, inits, tensor, length)
+        facts = _read(m, padding)
+        results.append(facts)
+        if facts.sliding_window or not facts.causal:
+            break
+    return results[-1]
+
+
+def _run(src, nodes, graph_inputs, inits, tensor, length):
+    import onnxruntime as ort
+    vis = []
+    feeds = {}
+    for t in graph_inputs:
+        shape = src.shapes.get(t)
+        elem = src.elem.get(t, onnx.TensorProto.INT64)
+        if shape is None:
+            raise InputFileError(f"graph input '{t}' has no shape; cannot analyse the attention mask", where=src.where)
+        dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+        concrete = []
+        for k, d in enumerate(dims):
+            concrete.append(d if d is not None else (1 if k == 0 else length))
+        vis.append(helper.make_tensor_value_info(t, elem, [None] * len(shape)))
+        dtype = helper.tensor_dtype_to_np_dtype(elem)
+        if "mask" in t.lower():
+            feeds[t] = np.ones(concrete, dtype=dtype)
+        elif "position" in t.lower():
+            feeds[t] = np.broadcast_to(np.arange(length, dtype=dtype), concrete).copy()
+        else:
+            feeds[t] = np.zeros(concrete, dtype=dtype)
+    out = helper.make_empty_tensor_value_info(tensor)
+    graph = helper.make_graph([src.nodes[i] for i in nodes], "mask", vis, [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=list(src.model.opset_import), ir_version=src.model.ir_version)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return np.asarray(sess.run([tensor], feeds)[0])
+    except Exception as e:  # onnxruntime raises its own exception types
+        msg = str(e).splitlines()[0][:200]
+        raise InputFileError(f"cannot evaluate attention mask '{tensor}': {msg}", where=src.where) from None
+
+
+def _read(m: np.ndarray, padding: bool) -> MaskFacts:
+    while m.ndim > 2:
+        m = m[0]
+    if m.dtype == np.bool_:
+        allowed = m
+    else:
+        allowed = m > -1e4  # additive mask: 0 allowed, large negative masked
+    q, k = allowed.shape
+    i, j = np.indices((q, k))
+    off = k - q  # keys before the first query (cache)
+    future = j > i + off
+    causal = bool(future.any() and not allowed[future].any())
+    window = 0
+    past = ~future
+    if causal and (~allowed[past]).any():
+        dist = (i + off - j)[past & ~allowed]
+        window = int(dist.min())
+    return MaskFacts(causal=causal, sliding_window=window, padding=padding)
