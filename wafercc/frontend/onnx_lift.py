@@ -481,7 +481,7 @@ class Lifter:
             if x.layout == "flat" and last == width:
                 self.views[out] = x  # leading dims merged or split: same IR value
                 return
-            if x.layout == "bshd" and rank == 3 and last == width:
+            if x.layout == "bshd" and rank == 3 and (last == width or not isinstance(last, int)):
                 self.views[out] = View(x.value, "flat", 0, x.scale)
                 return
             if x.layout == "gqa" and rank == 4:

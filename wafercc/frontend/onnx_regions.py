@@ -233,8 +233,7 @@ def detect_activation(src, anchor_idx: int, act: set[str], claimed: set[int]) ->
 # ---------------------------------------------------------------------------------
 # rotary embeddings
 
-ROTARY_OPS = {"Mul", "Add", "Sub", "Neg", "Slice", "Split", "Concat", "Unsqueeze", "Squeeze", "Reshape",
-              "Gather", "Cast"}
+ROTARY_OPS = {"Mul", "Add", "Sub", "Neg", "Slice", "Split", "Concat"}
 
 
 def trig_tensors(src, act: set[str]) -> set[str]:
@@ -280,8 +279,7 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
             i = src.producer[u.output[0]]
             if i in region or u.op_type not in ROTARY_OPS or i in claimed:
                 continue
-            ok = all(a in inside or a in trig or (a not in act and src.const(a) is not None) or not a
-                     for a in u.input)
+            ok = all(a in inside or a not in act or not a for a in u.input)
             if u.op_type == "Mul" and not any(a in trig for a in u.input):
                 ok = False
             if not ok:
