@@ -36,6 +36,11 @@ class ModelConfigError(WaferccError):
     """A model config is unknown, malformed or names an unknown model_type."""
 
 
+class FrontendError(WaferccError):
+    """A model could not be exported or lowered by a frontend (e.g. ``torch.onnx.export``
+    failed on an ``nn.Module``); the message names the exporter's error in one line."""
+
+
 class IRError(WaferccError):
     """An IR graph is malformed (parse error, failed verification)."""
 
