@@ -310,7 +310,8 @@ def _attention_infer(ins, at):
             _need(len(c) == 4 and c[1] == hkv and c[3] == dh and c[0] == q.shape[0],
                   f"{r} {_fmt(c)} expected [{q.shape[0]}, {hkv}, context, {dh}]")
     if "sinks" in ins:
-        _need(tuple(ins["sinks"].shape) == (hq,), f"sinks {_fmt(ins['sinks'].shape)} expected [{hq}]")
+        sk = ins["sinks"].shape
+        _need(sum(d != 1 for d in sk) <= 1 and numel(sk) == hq, f"sinks {_fmt(sk)} expected [{hq}] (or 1s around it)")
     return [(q.shape, q.dtype)]
 
 

@@ -65,7 +65,9 @@ def build(name: str):
 def _wrapper(model):
     import torch
 
-    class Wrapper(torch.nn.Module):
+    class TinyLM(torch.nn.Module):
+        """(input_ids, attention_mask) -> logits, no KV cache."""
+
         def __init__(self, m):
             super().__init__()
             self.model = m
@@ -73,7 +75,11 @@ def _wrapper(model):
         def forward(self, input_ids, attention_mask):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
-    return Wrapper(model).eval()
+    # the class path lands in the node metadata: make it independent of how this
+    # script was started (as __main__, models.make_tiny or wafercc.models.make_tiny)
+    TinyLM.__module__ = "wafercc.models.make_tiny"
+    TinyLM.__qualname__ = "TinyLM"
+    return TinyLM(model).eval()
 
 
 def _strip_metadata(proto) -> None:

@@ -311,26 +311,45 @@ class Lifter:
         op = node.op_type
         s = next(v for v in vs if isinstance(v, Scores))
         ins = list(node.input)
-        other = [t for t, v in zip(ins, vs) if not isinstance(v, Scores)]
-        if op in ("Add", "Where") and all(t not in self.act or isinstance(self.views.get(t), tuple) for t in other):
+        other = [t for t, v in zip(ins, vs) if not isinstance(v, Scores) and t]
+        out = node.output[0]
+        aux = all(t not in self.act or isinstance(self.views.get(t), tuple) for t in other)
+        if op == "Where" and isinstance(self.views.get(ins[0]), tuple):
+            self.views[out] = s  # NaN guard of fully masked rows
+        elif op in ("Add", "Where") and aux:
             mask = next((t for t in other if t not in self.act and self.src.const(t) is None
                          and self.src.shapes.get(t) and len(self.src.shapes[t]) >= 2), None)
-            if op == "Where" and isinstance(self.views.get(ins[0]), tuple):
-                mask = None  # softmax NaN guard
-            self.views[node.output[0]] = dataclasses.replace(s, mask=mask or s.mask)
+            self.views[out] = dataclasses.replace(s, mask=mask or s.mask)
+        elif op == "Sub" and len(other) == 1 and isinstance(self.views.get(other[0]), tuple):
+            self.views[out] = s  # subtracting the row maximum before softmax
         elif op in ("Mul", "Div") and len(other) == 1 and self.src.scalar(other[0]) is not None:
             c = self.src.scalar(other[0])
-            self.views[node.output[0]] = dataclasses.replace(s, scale=s.scale * (c if op == "Mul" else 1 / c))
+            self.views[out] = dataclasses.replace(s, scale=s.scale * (c if op == "Mul" else 1 / c))
         elif op == "Softmax":
-            self.views[node.output[0]] = dataclasses.replace(s, probs=True)
+            self.views[out] = dataclasses.replace(s, probs=True)
         elif op in ("Cast", "Identity", "Dropout"):
-            self.views[node.output[0]] = s
-        elif op == "Tanh" and not s.probs:
-            self.views[node.output[0]] = dataclasses.replace(s, softcap=-1.0)
-        elif op in ("IsNaN", "IsInf"):
-            self.views[node.output[0]] = ("guard", ins[0])
+            self.views[out] = s
+        elif op == "Slice" and s.probs and s.sinks:
+            self.views[out] = s  # drops the sink column
+        elif op == "Concat" and not s.probs and len(other) == 1 and self._sink_weight(other[0]):
+            self.views[out] = dataclasses.replace(s, sinks=self._sink_weight(other[0]))
+        elif op in ("ReduceMax", "IsNaN", "IsInf"):
+            self.views[out] = ("guard", ins[0])
         else:
             self._fail(node, "unexpected operation between the attention scores and their softmax")
+
+    def _sink_weight(self, t: str) -> str | None:
+        """Per-head attention sinks: a [heads] weight broadcast to a score column."""
+        for _ in range(6):
+            w = weight_of(self.src, t)
+            if w is not None:
+                dims = self.src.shapes.get(w[0], ())
+                return w[0] if sum(d != 1 for d in dims) == 1 else None
+            p = self.src.prod(t)
+            if p is None or p.op_type not in ("Expand", "Reshape", "Unsqueeze", "Cast"):
+                return None
+            t = p.input[0]
+        return None
 
     def _emit_attention(self, node, s: Scores, v: View):
         q, k = s.q, s.k
@@ -346,7 +365,7 @@ class Lifter:
         if not math.isclose(s.scale, 1 / math.sqrt(dh), rel_tol=1e-5):
             attrs["scale"] = float(s.scale)
         self._emit_attention_node(node, q.value, k.value, v.value, attrs,
-                                  padding=bool(facts and facts.padding and not causal))
+                                  padding=bool(facts and facts.padding and not causal), sinks=s.sinks)
 
     def _emit_attention_node(self, node, q, k, v, attrs, padding=False, sinks=None):
         ins = {"q": q, "k": k, "v": v}
@@ -478,10 +497,10 @@ class Lifter:
                     self._fail(node, "cannot tell the head size of a split into heads")
                 self.views[out] = View(x.value, "bshd", dh, x.scale)
                 return
-            if x.layout == "flat" and last == width:
-                self.views[out] = x  # leading dims merged or split: same IR value
+            if x.layout == "flat" and rank in (2, 3) and (last == width or not isinstance(last, int)):
+                self.views[out] = x  # leading (token) dims merged or split: same IR value
                 return
-            if x.layout == "bshd" and rank == 3 and (last == width or not isinstance(last, int)):
+            if x.layout == "bshd" and rank in (2, 3) and (last == width or not isinstance(last, int)):
                 self.views[out] = View(x.value, "flat", 0, x.scale)
                 return
             if x.layout == "gqa" and rank == 4:

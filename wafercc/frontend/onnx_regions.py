@@ -180,40 +180,48 @@ def detect_activation(src, anchor_idx: int, act: set[str], claimed: set[int]) ->
     if len(acts) != 1:
         return None
     nodes = {anchor_idx}
-    # backward to the region input through unary pointwise-with-scalars ops
-    x = acts[0]
-    while True:
-        p = src.prod(x)
-        if p is None or p.op_type not in POINTWISE_OPS or src.producer[x] in claimed:
-            break
-        a = [t for t in p.input if t in act]
-        if len(a) != 1 or any(t not in act and t and src.const(t) is None for t in p.input):
-            break
-        if any(src.const(t) is not None and src.const(t).size != 1 for t in p.input if t not in act and t):
-            break
-        nodes.add(src.producer[x])
-        x = a[0]
+    # backward: absorb pointwise producers (scalar constants only) until one root input remains
+    roots: set[str] = set()
+    stack = list(acts)
+    while stack:
+        t = stack.pop()
+        p = src.prod(t)
+        i = src.producer.get(t)
+        pure = p is not None and p.op_type in POINTWISE_OPS and i not in claimed and all(
+            a in act or not a or (src.const(a) is not None and src.const(a).size == 1) for a in p.input)
+        if not pure or len(nodes) > 24:
+            roots.add(t)
+            continue
+        if i not in nodes:
+            nodes.add(i)
+            stack.extend(a for a in p.input if a in act)
+    if len(roots) != 1:
+        return None
+    x = roots.pop()
     inside = {o for i in nodes for o in src.nodes[i].output} | {x}
+
+    def scalar(a):
+        return src.const(a) is not None and src.const(a).size == 1
+
     # forward: absorb pointwise ops whose operands are all inside or scalar constants
-    y = anchor.output[0]
     changed = True
-    while changed:
+    while changed and len(nodes) <= 24:
         changed = False
-        for u in src.users(y):
-            i = src.producer[u.output[0]]
-            if u.op_type not in POINTWISE_OPS or i in claimed or i in nodes:
-                continue
-            if all(t in inside or (src.const(t) is not None and src.const(t).size == 1) for t in u.input if t):
-                nodes.add(i)
-                inside.add(u.output[0])
-                y = u.output[0]
-                changed = True
-                break
-    # the region must not leak intermediate values
-    for i in nodes:
-        for o in src.nodes[i].output:
-            if o != y and any(src.producer[uo] not in nodes for u in src.users(o) for uo in u.output[:1]):
-                return None
+        for t in list(inside):
+            for u in src.users(t):
+                i = src.producer[u.output[0]]
+                if u.op_type not in POINTWISE_OPS or i in claimed or i in nodes:
+                    continue
+                if all(a in inside or scalar(a) for a in u.input if a):
+                    nodes.add(i)
+                    inside.add(u.output[0])
+                    changed = True
+    # exactly one value may leave the region
+    outs = [o for i in nodes for o in src.nodes[i].output
+            if o in src.graph_outputs or any(src.producer[u.output[0]] not in nodes for u in src.users(o))]
+    if len(outs) != 1:
+        return None
+    y = outs[0]
     order = sorted(nodes)
 
     def fn(v):

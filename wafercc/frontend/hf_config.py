@@ -1,0 +1,204 @@
+"""Hugging Face config -> meta-device model -> ONNX -> verified IR graph.
+
+No weights are downloaded or materialised: the model is instantiated under
+``torch.device("meta")`` from its ``config.json`` alone and exported with the
+torch frontend, which keeps weight names and shapes but no data.  There is no
+per-architecture code: transformers' Auto classes pick the model class.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import InputFileError, ModelConfigError
+from ..ir import Graph
+from .torch_frontend import compile_module
+
+EXAMPLE_BATCH = 1
+EXAMPLE_SEQ = 8
+# Keys removed before building: weight-format details that cannot be honoured on meta.
+_DROP_KEYS = ("quantization_config",)
+
+
+class _LogitsWrapper(torch.nn.Module):
+    """forward(input_ids, attention_mask) -> logits (decoders) or last_hidden_state."""
+
+    def __init__(self, model: torch.nn.Module, causal: bool):
+        super().__init__()
+        self.model = model
+        self.causal = causal
+
+    def forward(self, input_ids, attention_mask):
+        if self.causal:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def load_config_source(spec: Any) -> tuple[dict[str, Any], str, str]:
+    """Resolve a dict, a config.json path, a directory holding one, or a reference key.
+    Returns ``(config dict, default graph name, where)`` (``where`` names the source in errors)."""
+    from .. import models_registry as reg
+
+    if isinstance(spec, Mapping):
+        cfg = copy.deepcopy(dict(spec))
+        return cfg, str(cfg.get("model_type") or "model"), "config"
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ModelConfigError(f"expected a config dict, a config.json path or a reference model name, "
+                               f"got {type(spec).__name__}")
+    s = os.fspath(spec)
+    if reg.is_reference(s) and not os.path.exists(s):
+        return reg.config(s), s, s
+    path = os.path.join(s, "config.json") if os.path.isdir(s) else s
+    if not os.path.exists(path):
+        if os.path.isdir(s):
+            raise InputFileError("directory has no config.json", where=s)
+        if os.sep in s or s.endswith(".json"):
+            raise InputFileError("no such file", where=s)
+        raise ModelConfigError(f"unknown reference model '{s}' (known: {', '.join(reg.names())})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputFileError(f"cannot read: {getattr(e, 'strerror', None) or e}", where=path) from None
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelConfigError(f"not valid JSON ({e.msg} at line {e.lineno})", where=path) from None
+    if not isinstance(cfg, dict):
+        raise ModelConfigError("expected a JSON object", where=path)
+    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = parent if stem == "config" and parent else stem
+    return cfg, name, path
+
+
+def build_config(cfg: Mapping[str, Any], *, layers: int | None = None, where: str = "config"):
+    """A transformers ``PretrainedConfig`` for a config dict (quantization removed)."""
+    from transformers import AutoConfig
+
+    cfg = {k: v for k, v in dict(cfg).items() if k not in _DROP_KEYS}
+    model_type = cfg.pop("model_type", None)
+    if not model_type or not isinstance(model_type, str):
+        raise ModelConfigError("config has no 'model_type'", where=where)
+    try:
+        config = AutoConfig.for_model(model_type, **cfg)
+    except ValueError as e:
+        if "Unrecognized model identifier" in str(e) or "not recognized" in str(e):
+            raise ModelConfigError(f"unknown model_type '{model_type}' (not supported by transformers "
+                                   f"{_tf_version()})", where=where) from None
+        raise ModelConfigError(f"invalid config for model_type '{model_type}': {str(e).splitlines()[0][:200]}",
+                               where=where) from None
+    except Exception as e:
+        raise ModelConfigError(f"invalid config for model_type '{model_type}': "
+                               f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+                               where=where) from None
+    for attr in _DROP_KEYS:
+        if hasattr(config, attr):
+            try:
+                delattr(config, attr)
+            except AttributeError:
+                pass
+    if layers is not None:
+        _truncate_layers(config, int(layers), where)
+    return config
+
+
+def _truncate_layers(config, layers: int, where: str) -> None:
+    if layers < 1:
+        raise ModelConfigError(f"layers must be >= 1, got {layers}", where=where)
+    attr = getattr(config, "attribute_map", {}).get("num_hidden_layers", "num_hidden_layers")
+    if not hasattr(config, attr) and not hasattr(config, "num_hidden_layers"):
+        raise ModelConfigError("config has no layer count to truncate", where=where)
+    full = config.num_hidden_layers
+    config.num_hidden_layers = min(layers, full)
+    # per-layer lists (layer_types, mlp_only_layers indices...) follow the truncation
+    lt = getattr(config, "layer_types", None)
+    if isinstance(lt, list) and len(lt) == full:
+        config.layer_types = lt[:config.num_hidden_layers]
+
+
+def _tf_version() -> str:
+    import transformers
+    return transformers.__version__
+
+
+def _model_class(config):
+    """Causal-LM class unless ``architectures`` names the base model (or there is none)."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_MAPPING_NAMES)
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    mt = config.model_type
+    causal_name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(mt)
+    base_name = MODEL_MAPPING_NAMES.get(mt)
+    archs = list(getattr(config, "architectures", None) or [])
+    if causal_name and causal_name in archs:
+        return AutoModelForCausalLM, True
+    if base_name and (base_name in archs or not causal_name):
+        return AutoModel, False
+    if causal_name and not getattr(config, "is_encoder_decoder", False):
+        return AutoModelForCausalLM, True
+    return AutoModel, False
+
+
+def _is_moe(config) -> bool:
+    return any(getattr(config, k, None) for k in ("num_local_experts", "num_experts", "n_routed_experts"))
+
+
+def build_meta_model(config) -> tuple[torch.nn.Module, bool]:
+    """Instantiate the model on the meta device; returns ``(wrapper, causal)``."""
+    cls, causal = _model_class(config)
+    base: dict[str, Any] = {}
+    if _is_moe(config):
+        base["experts_implementation"] = "batched_mm"
+    last: Exception | None = None
+    for attn in ("sdpa", "eager", None):
+        kw = dict(base)
+        if attn:
+            kw["attn_implementation"] = attn
+        try:
+            with torch.device("meta"):
+                model = cls.from_config(config, **kw)
+            break
+        except ValueError as e:  # attention / experts implementation not supported here
+            last = e
+            if "experts_implementation" in str(e) and "experts_implementation" in base:
+                base.pop("experts_implementation")
+            continue
+        except Exception as e:
+            raise ModelConfigError(f"cannot build {config.model_type} model: {type(e).__name__}: "
+                                   f"{(str(e).splitlines() or [''])[0][:200]}") from None
+    else:
+        raise ModelConfigError(f"cannot build {config.model_type} model: "
+                               f"{(str(last).splitlines() or [''])[0][:200]}") from None
+    model.eval()
+    return _LogitsWrapper(model, causal).eval(), causal
+
+
+def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name: str | None = None) -> Graph:
+    """Lower a Hugging Face config (dict, config.json path or directory, or a reference
+    model key such as ``"llama-3.1-8b"``) to verified IR, without any weights.
+    ``layers`` truncates the model to its first N layers (quick looks at huge models)."""
+    cfg, default_name, where = load_config_source(config_or_path_or_name)
+    config = build_config(cfg, layers=layers, where=where)
+    wrapper, causal = build_meta_model(config)
+    ids = torch.zeros(EXAMPLE_BATCH, EXAMPLE_SEQ, dtype=torch.long, device="meta")
+    mask = torch.ones(EXAMPLE_BATCH, EXAMPLE_SEQ, dtype=torch.long, device="meta")
+    gname = name or default_name
+    graph = compile_module(wrapper, (ids, mask), name=gname, input_names=["input_ids", "attention_mask"])
+    graph.meta.update({
+        "model_type": config.model_type,
+        "hf_config": gname,
+        "hf_class": type(wrapper.model).__name__,
+        "frontend": "hf_config",
+    })
+    archs = getattr(config, "architectures", None)
+    if archs:
+        graph.meta["hf_architectures"] = list(archs)
+    if layers is not None:
+        graph.meta["truncated_layers"] = int(layers)
+    return graph
