@@ -9,10 +9,8 @@ from wafercc.ir import (DType, Graph, ValueKind, collect_problems, from_json, mo
 from wafercc.ir.ops import ACTIVATION_FLOPS, BINARY_FNS, UNARY_FNS
 
 FLOAT_DTYPES = [DType.F32, DType.F16, DType.BF16, DType.F8E4M3]
-NAMES = st.one_of(
-    st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,8}", fullmatch=True),
-    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=8),
-)
+# mostly plain identifiers, sometimes characters that force the quoted %"..." form
+NAMES = st.text(st.sampled_from("abcxyzAB_.-/09 %\":{}é\u2028\x0b\\"), min_size=1, max_size=6)
 
 
 @st.composite
@@ -20,13 +18,13 @@ def chain_graphs(draw):
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
     lead = draw(st.sampled_from([("batch", "seq"), ("batch",), (3,), ("batch", 2, "seq")]))
     width = draw(st.integers(1, 64))
-    g = Graph(draw(NAMES), meta=draw(st.dictionaries(st.from_regex(r"[a-z]{1,5}", fullmatch=True),
+    g = Graph(draw(NAMES), meta=draw(st.dictionaries(NAMES,
                                                      st.one_of(st.integers(), st.text(max_size=5), st.booleans()),
                                                      max_size=3)))
     used: set[str] = set()
 
     def fresh(stem):
-        n = draw(NAMES.filter(lambda s: s not in used))
+        n = draw(st.one_of(st.just(stem), NAMES)) + f"{len(used)}"
         used.add(n)
         return n
 
@@ -72,7 +70,13 @@ def chain_graphs(draw):
     return g
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _normalized(g):
+    d = to_dict(g)
+    d["values"] = sorted(d["values"], key=lambda v: v["name"])
+    return d
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chain_graphs())
 def test_random_chain_text_round_trip(g):
     assert collect_problems(g) == []
@@ -80,10 +84,12 @@ def test_random_chain_text_round_trip(g):
     g2 = parse_graph(text)
     verify(g2)
     assert print_graph(g2) == text
-    assert to_dict(g2) == to_dict(g)
+    # the text form lists inputs, then weights/KV caches, then node outputs, so
+    # only the order of the value table may differ
+    assert _normalized(g2) == _normalized(g)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chain_graphs())
 def test_random_chain_json_round_trip(g):
     js = to_json(g)

@@ -15,13 +15,15 @@ def _needs_shape_inference(model: onnx.ModelProto) -> bool:
     return len(model.graph.value_info) < len(model.graph.node) // 2
 
 
-def lower_onnx_model(model: onnx.ModelProto, name: str = "model", where: str = "model") -> Graph:
+def lower_onnx_model(model: onnx.ModelProto, name: str = "model", where: str = "model",
+                     base_dir: str | None = None) -> Graph:
+    """Lower a ModelProto; ``base_dir`` locates external data (read only to recognise tied weights)."""
     if _needs_shape_inference(model):
         try:
             model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception as e:  # onnx raises InferenceError / ValidationError subclasses
             raise InputFileError(f"ONNX shape inference failed: {str(e).splitlines()[0][:200]}", where=where) from None
-    src = SourceGraph(model, where)
+    src = SourceGraph(model, where, base_dir)
     graph = lift(src, name)
     verify(graph)
     return graph
@@ -32,4 +34,4 @@ def lower_onnx(path: str | os.PathLike, name: str | None = None) -> Graph:
     path = os.fspath(path)
     model = load_model(path)
     base = name or os.path.splitext(os.path.basename(path))[0]
-    return lower_onnx_model(model, base, where=path)
+    return lower_onnx_model(model, base, where=path, base_dir=os.path.dirname(os.path.abspath(path)))

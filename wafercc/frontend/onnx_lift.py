@@ -13,6 +13,8 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputFileError, UnsupportedOpError
 from ..ir import BATCH, CONTEXT, SEQ, DType, Graph, ValueKind
 from .onnx_masks import mask_facts
@@ -136,6 +138,21 @@ class Lifter:
             self.g.add_value(init, tuple(t.dims), onnx_dtype(t.data_type, f"initializer '{init}'"), ValueKind.WEIGHT)
             self.weights[init] = init
         return init
+
+    def _tied(self, init: str, transposed: bool) -> tuple[str, bool]:
+        """Exporters may store a tied weight again, transposed (e.g. the LM head of an
+        embedding).  When the data is inline, reuse the weight it copies."""
+        src = self.src
+        shape = src.shapes.get(init, ())
+        if init in self.weights or len(shape) != 2 or not src.has_data(init):
+            return init, transposed
+        mine = None
+        for other in self.weights:
+            if src.shapes.get(other) == shape[::-1] and src.has_data(other):
+                mine = src.array(init) if mine is None else mine
+                if np.array_equal(mine, src.array(other).T):
+                    return other, not transposed
+        return init, transposed
 
     def _fail(self, node, why: str):
         raise UnsupportedOpError(node.op_type, node=node.name or self.src.scope(node), detail=why)
@@ -265,6 +282,7 @@ class Lifter:
         wb = weight_of(src, b)
         if wb is not None and isinstance(vs[0], View):
             x = self._flat(node, a)
+            wb = self._tied(*wb)
             transposed = wb[1]
             if node.op_type == "Gemm":
                 if src.attr(node, "transA", 0):

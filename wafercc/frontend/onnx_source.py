@@ -68,8 +68,9 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
 class SourceGraph:
     """Producers, consumers, shapes, constants and scopes of an ONNX graph."""
 
-    def __init__(self, model: onnx.ModelProto, where: str = "model"):
+    def __init__(self, model: onnx.ModelProto, where: str = "model", base_dir: str | None = None):
         self.where = where
+        self.base_dir = base_dir
         g = model.graph
         self.model = model
         self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -138,8 +139,18 @@ class SourceGraph:
         return t in self.inits
 
     def has_data(self, t: str) -> bool:
+        """True if the initializer's values can be read (inline, or an external file that exists)."""
         init = self.inits.get(t)
-        return init is not None and init.data_location != onnx.TensorProto.EXTERNAL
+        if init is None:
+            return False
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            return True
+        loc = next((e.value for e in init.external_data if e.key == "location"), None)
+        return bool(self.base_dir and loc and os.path.isfile(os.path.join(self.base_dir, loc)))
+
+    def array(self, t: str) -> np.ndarray:
+        """Values of an initializer for which :meth:`has_data` holds."""
+        return numpy_helper.to_array(self.inits[t], base_dir=self.base_dir or "")
 
     def const(self, t: str) -> np.ndarray | None:
         """Value of a small constant tensor (Constant node, inline initializer, or a
