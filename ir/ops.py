@@ -311,7 +311,7 @@ def _attention_infer(ins, at):
                   f"{r} {_fmt(c)} expected [{q.shape[0]}, {hkv}, context, {dh}]")
     if "sinks" in ins:
         sk = ins["sinks"].shape
-        _need(sum(d != 1 for d in sk) <= 1 and numel(sk) == hq, f"sinks {_fmt(sk)} expected [{hq}] (or 1s around it)")
+        _need(all(isinstance(d, int) for d in sk) and sum(d != 1 for d in sk) <= 1 and numel(sk) == hq, f"sinks {_fmt(sk)} expected [{hq}] (or 1s around it)")
     return [(q.shape, q.dtype)]
 
 

@@ -7,9 +7,11 @@
 The output is byte-for-byte deterministic: weights come from ``torch.manual_seed(0)``
 (norm weights and biases are randomised too, so the exporter's initializer
 de-duplication has nothing to merge), the export runs with fixed inputs, and node
-metadata that depends on the machine (stack traces, file paths) is dropped.  The
-module-path metadata ``pkg.torch.onnx.name_scopes`` / ``class_hierarchy`` that the
-lifter reads for layer indices is kept.
+metadata that depends on the machine or the tracing run (stack traces with file
+paths, FX node text, graph-level export signatures) is dropped.  Kept per node:
+``pkg.torch.onnx.name_scopes`` (the lifter reads layer indices from it) and
+``pkg.torch.onnx.class_hierarchy`` (with the wrapper class named independently of
+how this script was started).
 """
 from __future__ import annotations
 

@@ -209,3 +209,26 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("wafercc: error: ") and r.stderr.count("\n") == 1
     assert "Traceback" not in r.stderr
+
+
+def _shipped_onnx(name="tiny-llama.onnx"):
+    from importlib import resources
+    p = resources.files("wafercc.models") / "onnx" / name
+    if not p.is_file():
+        pytest.skip(f"{name} not shipped (models/make_tiny.py)")
+    return str(p)
+
+
+def test_compile_shipped_onnx_text_then_cached(tmp_path, cache_dir, capsys):
+    src = _shipped_onnx()
+    out_dir = tmp_path / "o"
+    code, out, err = run(["compile", src, "-o", str(out_dir)], capsys)
+    assert code == 0, err
+    assert "tiny-llama" in out and "layers" in out and "parameters" in out and "attention" in out
+    for f in ("model.ir", "model.ir.json", "summary.json"):
+        assert (out_dir / f).is_file()
+    assert json.loads((out_dir / "summary.json").read_text())["cached"] is False
+    code, out, err = run(["compile", src, "-o", str(out_dir), "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["cached"] is True
+    code, out, err = run(["ir", "verify", str(out_dir / "model.ir.json")], capsys)
+    assert code == 0 and "2 layers" in out

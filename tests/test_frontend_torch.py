@@ -228,3 +228,22 @@ def test_compile_onnx_file_cached_by_content(tmp_path, monkeypatch):
     r1 = wafercc.compile(p)
     assert r1.source == "onnx" and not r1.cached and r1.graph.name == "tiny" and r1.facts.layers == 2
     assert wafercc.compile(str(p)).cached
+
+
+def test_compile_shipped_onnx_cache_hit(tmp_path, monkeypatch):
+    from importlib import resources
+    src = resources.files("wafercc.models") / "onnx" / "tiny-llama.onnx"
+    if not src.is_file():
+        pytest.skip("tiny-llama.onnx not shipped")
+    monkeypatch.setenv("WAFERCC_CACHE_DIR", str(tmp_path))
+    p = tmp_path / "copy.onnx"
+    p.write_bytes(src.read_bytes())
+    r1 = wafercc.compile(p)
+    assert not r1.cached and r1.source == "onnx"
+    import wafercc.api as api
+    monkeypatch.setattr(api, "_lower", lambda *a, **k: (_ for _ in ()).throw(AssertionError("frontend ran")))
+    r2 = wafercc.compile(p)
+    assert r2.cached and print_graph(r2.graph) == print_graph(r1.graph)
+    # same content under another name and another graph name: a different key
+    with pytest.raises(AssertionError):
+        wafercc.compile(p, name="other")

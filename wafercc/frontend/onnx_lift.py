@@ -74,7 +74,7 @@ class Lifter:
                 self._emit_region(ends[i], node)
             elif i in covered or node.op_type in ("Shape", "Size"):
                 continue
-            elif any(t in self.act for t in node.input) or self._is_seed(node):
+            elif any(t in self.act for t in self._data_inputs(node)) or self._is_seed(node):
                 self._lift(node)
         for o in src.graph_outputs:
             v = self.views.get(o)
@@ -89,9 +89,14 @@ class Lifter:
         return node.op_type == "Gather" and weight_of(self.src, node.input[0]) is not None \
             and len(self.src.shapes.get(node.input[0], ())) == 2 and self.src.const(node.input[1]) is None
 
+    @staticmethod
+    def _data_inputs(node):
+        """Inputs whose values flow into the output (CastLike's second input gives only a type)."""
+        return node.input[:1] if node.op_type in ("CastLike", "Expand", "Reshape") else node.input
+
     def _classify(self):
         for node in self.src.nodes:
-            if self._is_seed(node) or any(t in self.act for t in node.input):
+            if self._is_seed(node) or any(t in self.act for t in self._data_inputs(node)):
                 if node.op_type in ("Shape", "Size"):
                     continue
                 self.act.update(o for o in node.output if o)
@@ -244,7 +249,8 @@ class Lifter:
             return self._matmul(node, vs)
         if any(isinstance(v, Scores) for v in vs):
             return self._scores_op(node, vs)
-        if op in LAYOUT_OPS or op in ("Slice", "Split", "Dropout", "Contiguous", "CastLike"):
+        if op in LAYOUT_OPS or op in ("Slice", "Split", "Dropout", "Contiguous", "CastLike",
+                                      "SplitToSequence", "SequenceAt"):
             return self._layout(node, vs)
         if op in BINARY_MAP:
             return self._binary(node, vs)
@@ -488,10 +494,22 @@ class Lifter:
         x = vs[0]
         out = node.output[0]
         if isinstance(x, tuple):
+            if op == "SequenceAt" and x[0] == "sequence":
+                _, v, pieces = x
+                idx = self.src.scalar(node.input[1])
+                if idx is None:
+                    self._fail(node, "SequenceAt with a non-constant index")
+                start, end = pieces[int(idx)]
+                return self._emit_slice(node, v, out, start, end, -1)
             self.views[out] = x
             return
         if not isinstance(x, View):
             self._fail(node, "layout op on a non-activation")
+        if op == "Slice" and self._full_slice(node, x):
+            self.views[out] = x
+            return
+        if op == "SplitToSequence":
+            return self._split_to_sequence(node, x)
         if op in ("Identity", "Cast", "Dropout", "Contiguous", "CastLike"):
             self.views[out] = x
             return
@@ -502,6 +520,9 @@ class Lifter:
             target = self.src.const(node.input[1]) if op == "Reshape" else None
             if rank is None and target is not None:
                 rank = target.size
+            if rank is None and op == "Reshape":  # rank from the length of the shape tensor
+                tshape = self.src.shapes.get(node.input[1])
+                rank = tshape[0] if tshape and isinstance(tshape[0], int) else None
             last = shape[-1] if shape else None
             if not isinstance(last, int) and target is not None and target[-1] > 0:
                 last = int(target[-1])
@@ -558,6 +579,35 @@ class Lifter:
         if op in ("Slice", "Split"):
             return self._slice(node, x, width)
         self._fail(node, "layout op not supported here")
+
+    def _full_slice(self, node, x) -> bool:
+        """A slice from 0 to the end with step 1 along any axis copies its input."""
+        src = self.src
+        starts, ends = src.const(node.input[1]), src.const(node.input[2])
+        steps = src.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+        if starts is None or ends is None:
+            return False
+        big = ends.reshape(-1) >= 2**31 - 1
+        return bool((starts.reshape(-1) == 0).all() and big.all() and (steps is None or (steps == 1).all()))
+
+    def _split_to_sequence(self, node, x):
+        src = self.src
+        width = self.g.values[x.value].shape[-1]
+        axis = src.attr(node, "axis", 0)
+        rank = len(src.shapes.get(node.input[0], ())) or None
+        if x.layout != "flat" or (rank and axis not in (-1, rank - 1)):
+            self._fail(node, "SplitToSequence other than along the feature axis")
+        split = src.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        if split is None:
+            self._fail(node, "SplitToSequence with non-constant sizes")
+        sizes = [int(v) for v in split.reshape(-1)]
+        if len(sizes) == 1:  # one size: equal chunks
+            sizes = [sizes[0]] * (width // sizes[0])
+        pieces, start = [], 0
+        for n in sizes:
+            pieces.append((start, start + n))
+            start += n
+        self.views[node.output[0]] = ("sequence", x, pieces)
 
     def _slice(self, node, x, width):
         src = self.src

@@ -37,6 +37,8 @@ def _src_weight(src, t, depth=0):
     if node.op_type == "Transpose":
         w = _src_weight(src, node.input[0], depth + 1)
         perm = list(src.attr(node, "perm") or [])
+        if w and perm == list(range(len(perm))):
+            return w
         if w and perm and perm[-2:] == [len(perm) - 1, len(perm) - 2] and perm[:-2] == list(range(len(perm) - 2)):
             return w[0], not w[1]
         return None
@@ -241,7 +243,7 @@ def detect_activation(src, anchor_idx: int, act: set[str], claimed: set[int]) ->
 # ---------------------------------------------------------------------------------
 # rotary embeddings
 
-ROTARY_OPS = {"Mul", "Add", "Sub", "Neg", "Slice", "Split", "Concat"}
+ROTARY_OPS = {"Mul", "Add", "Sub", "Neg", "Slice", "Split", "Concat", "SplitToSequence", "SequenceAt"}
 
 
 def trig_tensors(src, act: set[str]) -> set[str]:
@@ -270,7 +272,8 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
                 continue
             p = src.producer.get(t)
             pn = src.nodes[p] if p is not None else None
-            if pn is not None and pn.op_type in ("Slice", "Split", "Neg", "Concat", "Gather") and p not in claimed:
+            if pn is not None and pn.op_type in ("Slice", "Split", "Neg", "Concat", "Gather", "SplitToSequence",
+                                                 "SequenceAt") and p not in claimed:
                 stack.append(p)
             else:
                 roots.add(t)

@@ -183,6 +183,15 @@ class SourceGraph:
                     return np.array(onnx.helper.get_attribute_value(a))
             return None
         from .pointwise import fold
+        if node.op_type == "CastLike":  # only the type of the second input matters
+            v = self.const(node.input[0])
+            if v is None:
+                return None
+            elem = self.elem.get(node.input[1])
+            if elem:
+                v = v.astype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem != onnx.TensorProto.BFLOAT16 \
+                    else v.astype(np.float32)
+            return v
         args = [self.const(i) if i else None for i in node.input]
         if any(a is None for i, a in zip(node.input, args) if i):
             return None

@@ -66,6 +66,8 @@ def fold(src, node, args):
     op = node.op_type
     if op in POINTWISE_OPS:
         return eval_pointwise(src, node, args)
+    if op == "CastLike":
+        return args[0].astype(np.asarray(args[1]).dtype) if args[1] is not None else args[0]
     if op == "Reshape":
         shape = [int(d) for d in args[1]]
         shape = [args[0].shape[i] if d == 0 else d for i, d in enumerate(shape)]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import warnings
 from typing import Any, Sequence
 
