@@ -71,8 +71,10 @@ class Graph:
         return node
 
     def fresh(self, stem: str) -> str:
+        """A name not yet used by any value or node."""
+        taken = set(self.values) | {n.name for n in self.nodes}
         i = len(self.nodes)
-        while f"{stem}_{i}" in self.values or any(n.name == f"{stem}_{i}" for n in self.nodes[-1:]):
+        while f"{stem}_{i}" in taken:
             i += 1
         return f"{stem}_{i}"
 

@@ -24,6 +24,9 @@ def collect_problems(graph: Graph) -> list[str]:
         at = f"node '{node.name}' ({node.op})"
         if node.name in names:
             problems.append(f"{at}: node name used twice")
+        if node.layer is not None and (not isinstance(node.layer, int) or isinstance(node.layer, bool)
+                                       or node.layer < 0):
+            problems.append(f"{at}: layer {node.layer!r}, expected a non-negative integer")
         names.add(node.name)
         for out in node.outputs:
             if out in producers:
@@ -40,6 +43,8 @@ def collect_problems(graph: Graph) -> list[str]:
             problems.append(f"graph output %{out} is not defined")
     if not graph.outputs:
         problems.append("graph has no outputs")
+    if len(set(graph.outputs)) != len(graph.outputs):
+        problems.append("a graph output is listed twice")
     problems += _check_order(graph, producers)
     return problems
 

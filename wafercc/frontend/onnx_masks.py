@@ -98,7 +98,8 @@ def _run(src, nodes, graph_inputs, inits, tensor, length):
         else:
             feeds[t] = np.zeros(concrete, dtype=dtype)
     out = helper.make_empty_tensor_value_info(tensor)
-    graph = helper.make_graph([src.nodes[i] for i in nodes], "mask", vis, [out], initializer=inits)
+    graph = helper.make_graph([_f32(src.nodes[i]) for i in nodes], "mask", vis, [out],
+                              initializer=[_f32_tensor(t) for t in inits])
     model = helper.make_model(graph, opset_imports=list(src.model.opset_import), ir_version=src.model.ir_version)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -109,6 +110,28 @@ def _run(src, nodes, graph_inputs, inits, tensor, length):
     except Exception as e:  # onnxruntime raises its own exception types
         msg = str(e).splitlines()[0][:200]
         raise InputFileError(f"cannot evaluate attention mask '{tensor}': {msg}", where=src.where) from None
+
+
+def _f32_tensor(t):
+    """onnxruntime's CPU kernels lack bfloat16 for mask ops; masks only need the order of values."""
+    if t.data_type != onnx.TensorProto.BFLOAT16:
+        return t
+    from onnx import numpy_helper
+    return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name)
+
+
+def _f32(node):
+    bf16 = onnx.TensorProto.BFLOAT16
+    if not any(a.i == bf16 or a.t.data_type == bf16 for a in node.attribute):
+        return node
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    for a in new.attribute:
+        if a.name == "to" and a.i == bf16:
+            a.i = onnx.TensorProto.FLOAT
+        if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == bf16:
+            a.t.CopyFrom(_f32_tensor(a.t))
+    return new
 
 
 def _read(m: np.ndarray, padding: bool) -> MaskFacts:

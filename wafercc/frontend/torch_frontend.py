@@ -152,10 +152,11 @@ def _strip_meta_data(model, buffers: dict[str, torch.Tensor]) -> int:
 
 
 def to_onnx(module: torch.nn.Module, example_inputs: Sequence[Any], *, opset: int = DEFAULT_OPSET,
-            input_names: Sequence[str] | None = None) -> onnx.ModelProto:
+            input_names: Sequence[str] | None = None, dynamic: bool = True) -> onnx.ModelProto:
     """Export ``module`` with the torch dynamo exporter (``optimize=False``: weight
     names survive).  Dims 0 and 1 of every 2-D integer input are dynamic
-    (``batch``, ``seq``).  Meta-device weights become data-less placeholders."""
+    (``batch``, ``seq``) unless ``dynamic`` is False.  Meta-device weights become
+    data-less placeholders."""
     import onnx_ir as ir
 
     if not isinstance(module, torch.nn.Module):
@@ -164,8 +165,9 @@ def to_onnx(module: torch.nn.Module, example_inputs: Sequence[Any], *, opset: in
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
     buffers = meta_buffer_values(module)
-    kwargs: dict[str, Any] = dict(dynamo=True, optimize=False, opset_version=opset, verbose=False,
-                                  dynamic_shapes=_dynamic_shapes(example_inputs))
+    kwargs: dict[str, Any] = dict(dynamo=True, optimize=False, opset_version=opset, verbose=False)
+    if dynamic:
+        kwargs["dynamic_shapes"] = _dynamic_shapes(example_inputs)
     if input_names:
         kwargs["input_names"] = list(input_names)
     was_training = module.training
@@ -191,7 +193,8 @@ def to_onnx(module: torch.nn.Module, example_inputs: Sequence[Any], *, opset: in
 
 
 def compile_module(module: torch.nn.Module, example_inputs: Sequence[Any], *, name: str = "model",
-                   opset: int = DEFAULT_OPSET, input_names: Sequence[str] | None = None) -> Graph:
+                   opset: int = DEFAULT_OPSET, input_names: Sequence[str] | None = None,
+                   dynamic: bool = True) -> Graph:
     """Export ``module`` (real or meta weights) and lower it to verified IR."""
-    proto = to_onnx(module, example_inputs, opset=opset, input_names=input_names)
+    proto = to_onnx(module, example_inputs, opset=opset, input_names=input_names, dynamic=dynamic)
     return lower_onnx_model(proto, name, where=name)
