@@ -25,10 +25,32 @@ class MaskFacts:
 
 
 def mask_facts(src, tensor: str, act: set[str]) -> MaskFacts:
-    cached = src.__dict__.setdefault("_mask_cache", {})
-    if tensor not in cached:
-        cached[tensor] = _analyse(src, tensor, act)
-    return cached[tensor]
+    """Facts of a mask tensor; masks computed the same way (one per layer) are probed once."""
+    cache = src.__dict__.setdefault("_mask_cache", {})
+    key = _signature(src, tensor, act, src.__dict__.setdefault("_mask_sigs", {}))
+    if key not in cache:
+        cache[key] = _analyse(src, tensor, act)
+    return cache[key]
+
+
+def _signature(src, t: str, act: set[str], memo: dict) -> int:
+    """Structural hash of how ``t`` is computed (op types, attributes, constants, inputs)."""
+    if t in memo:
+        return memo[t]
+    memo[t] = hash(("pending", t))
+    node = src.prod(t)
+    if node is None or t in act:
+        sig = hash(("leaf", t))
+    else:
+        c = src.const(t)
+        if c is not None:
+            sig = hash(("const", c.dtype.str, c.shape, c.tobytes()))
+        else:
+            attrs = tuple(sorted((a.name, str(onnx.helper.get_attribute_value(a))) for a in node.attribute))
+            sig = hash((node.op_type, attrs, list(node.output).index(t),
+                        tuple(_signature(src, i, act, memo) if i else 0 for i in node.input)))
+    memo[t] = sig
+    return sig
 
 
 def _ancestors(src, tensor: str, act: set[str]):
@@ -66,14 +88,12 @@ def _analyse(src, tensor: str, act: set[str]) -> MaskFacts:
             raise InputFileError(f"attention mask '{tensor}' needs initializer '{init.name}' whose data is external",
                                  where=src.where)
     padding = any(t in src.graph_inputs and "mask" in t.lower() for t in used)
-    results = []
+    static = all(isinstance(d, int) and d > 0 for t in graph_inputs for d in src.shapes.get(t, (None,)))
     for length in PROBE_LENGTHS:
-        m = _run(src, nodes, graph_inputs, inits, tensor, length)
-        facts = _read(m, padding)
-        results.append(facts)
-        if facts.sliding_window or not facts.causal:
-            break
-    return results[-1]
+        facts = _read(_run(src, nodes, graph_inputs, inits, tensor, length), padding)
+        if facts.sliding_window or not facts.causal or static:
+            break  # static inputs: every probe would see the same length
+    return facts
 
 
 def _run(src, nodes, graph_inputs, inits, tensor, length):
@@ -137,18 +157,17 @@ def _f32(node):
 def _read(m: np.ndarray, padding: bool) -> MaskFacts:
     while m.ndim > 2:
         m = m[0]
-    if m.dtype == np.bool_:
-        allowed = m
-    else:
-        allowed = m > -1e4  # additive mask: 0 allowed, large negative masked
+    allowed = m if m.dtype == np.bool_ else m > -1e4  # additive masks: 0 allowed, large negative masked
     q, k = allowed.shape
-    i, j = np.indices((q, k))
     off = k - q  # keys before the first query (cache)
-    future = j > i + off
-    causal = bool(future.any() and not allowed[future].any())
+    future_allowed = np.triu(allowed, k=off + 1).any()
+    causal = bool(k > off + 1 and not future_allowed)
     window = 0
-    past = ~future
-    if causal and (~allowed[past]).any():
-        dist = (i + off - j)[past & ~allowed]
-        window = int(dist.min())
+    if causal:
+        # first allowed key of each row; keys before it (but in the past) are outside the window
+        first = np.argmax(allowed, axis=1)
+        rows = np.arange(q)
+        cut = (first > 0) & allowed[rows, first]
+        if cut.any():
+            window = int((rows + off - first + 1)[cut].min())
     return MaskFacts(causal=causal, sliding_window=window, padding=padding)
