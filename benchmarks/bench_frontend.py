@@ -183,14 +183,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="wafercc-bench-") as tmp:
         print(f"[1/3] config -> IR ({args.model}, cache disabled) ...", flush=True)
         results["config"] = run_child("config", args.model, tmp)
-        print(f"[2/3] shapes-only ONNX -> IR: exporting ...", flush=True)
+        print("[2/3] shapes-only ONNX -> IR: exporting ...", flush=True)
         results["onnx_export"] = run_child("export", args.model, tmp)
         if "error" in results["onnx_export"]:
             results["onnx"] = {"error": f"export failed: {results['onnx_export']['error']}"}
         else:
-            print(f"[2/3] shapes-only ONNX -> IR: lowering ...", flush=True)
+            print("[2/3] shapes-only ONNX -> IR: lowering ...", flush=True)
             results["onnx"] = run_child("onnx", args.model, tmp)
-        print(f"[3/3] repeated compile: cold, then cached ...", flush=True)
+        print("[3/3] repeated compile: cold, then cached ...", flush=True)
         results["cache_cold"] = run_child("compile", args.model, tmp)
         results["cache"] = run_child("compile", args.model, tmp)
 

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from wafercc.errors import UnsupportedOpError
 from wafercc.frontend.onnx_frontend import lower_onnx
 from wafercc.ir import model_facts
 
@@ -120,10 +119,7 @@ def test_tiny_llama_lowers():
 
 
 def test_tiny_moe_lowers():
-    try:
-        graph = lower_onnx(_path("tiny-moe"))
-    except UnsupportedOpError as e:  # MoE lifting is still being written
-        pytest.xfail(f"MoE lowering not supported yet: {e}")
+    graph = lower_onnx(_path("tiny-moe"))
     facts = model_facts(graph)
     assert facts.layers == 2
     assert sum(n.op == "moe" for n in graph.nodes) == 2

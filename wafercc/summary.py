@@ -86,7 +86,6 @@ def make_console():
 
 def render_text(d: dict[str, Any], *, console=None) -> None:
     """Print the summary as a rich table (plain text when not a terminal)."""
-    from rich.console import Console
     from rich.table import Table
 
     console = console or make_console()

@@ -22,7 +22,7 @@ EXAMPLE_BATCH = 1
 # Configs export with static shapes (2-3x faster than symbolic ones on large models).
 # The IR is shape-generic either way; the length only bounds the sliding windows the
 # mask probe can see (a window >= this length behaves as full attention up to it).
-EXAMPLE_SEQ = 4096
+EXAMPLE_SEQ = 4096  # capped by the model's max_position_embeddings
 # Keys removed before building: weight-format details that cannot be honoured on meta.
 _DROP_KEYS = ("quantization_config",)
 
@@ -189,8 +189,9 @@ def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name:
     cfg, default_name, where = load_config_source(config_or_path_or_name)
     config = build_config(cfg, layers=layers, where=where)
     wrapper, causal = build_meta_model(config)
-    ids = torch.zeros(EXAMPLE_BATCH, EXAMPLE_SEQ, dtype=torch.long, device="meta")
-    mask = torch.ones(EXAMPLE_BATCH, EXAMPLE_SEQ, dtype=torch.long, device="meta")
+    seq = min(EXAMPLE_SEQ, getattr(config, "max_position_embeddings", None) or EXAMPLE_SEQ)
+    ids = torch.zeros(EXAMPLE_BATCH, seq, dtype=torch.long, device="meta")
+    mask = torch.ones(EXAMPLE_BATCH, seq, dtype=torch.long, device="meta")
     gname = name or default_name
     graph = compile_module(wrapper, (ids, mask), name=gname, input_names=["input_ids", "attention_mask"],
                            dynamic=False)

@@ -86,8 +86,10 @@ class Lifter:
 
     # -- tensor classes -------------------------------------------------------
     def _is_seed(self, node) -> bool:
+        # a lookup in a 2-D weight: token, position or token-type embedding (its ids may be
+        # inputs, positions computed in the graph, or a constant buffer such as type ids 0)
         return node.op_type == "Gather" and weight_of(self.src, node.input[0]) is not None \
-            and len(self.src.shapes.get(node.input[0], ())) == 2 and self.src.const(node.input[1]) is None
+            and len(self.src.shapes.get(node.input[0], ())) == 2 and self.src.attr(node, "axis", 0) == 0
 
     @staticmethod
     def _data_inputs(node):
@@ -169,15 +171,18 @@ class Lifter:
         return v.value
 
     def _emit(self, node, op, inputs, attrs=None):
-        n = self.g.add_node(op, inputs, [self._fresh_value(node)], name=self._name(node),
+        name = self._name(node)
+        n = self.g.add_node(op, inputs, [self._value_name(name)], name=name,
                             attrs=attrs or {}, layer=self.src.layer_of(node))
         return n.outputs[0]
 
-    def _fresh_value(self, node) -> str:
-        base = node.output[0] if node.output and node.output[0] not in self.g.values else f"{node.output[0]}_"
-        while base in self.g.values:
-            base += "_"
-        return base
+    def _value_name(self, node_name: str) -> str:
+        """IR values are named after the (scope-derived, unique) node that makes them, so the
+        same model gives the same IR whatever temporary names the exporter chose."""
+        name = node_name
+        while name in self.g.values:
+            name += "'"
+        return name
 
     def _ids_input(self, node, ids: str) -> str:
         """IR input for the indices of an embedding lookup."""
@@ -270,6 +275,8 @@ class Lifter:
             x = self._flat(node, ins[0])
             self.views[node.output[0]] = View(self._emit(node, "softmax", {"x": x}))
             return
+        if op == "Gather" and isinstance(vs[0], View):
+            return self._gather_tokens(node, vs[0])
         if op in ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"):
             return self._norm_op(node)
         if op == "Attention":
@@ -580,6 +587,24 @@ class Lifter:
             return self._slice(node, x, width)
         self._fail(node, "layout op not supported here")
 
+    def _gather_tokens(self, node, x: View):
+        """Picking positions out of the token dims (e.g. a pooler's first token)."""
+        src = self.src
+        idx = src.const(node.input[1])
+        rank = len(src.shapes.get(node.input[0], ())) or len(self.g.values[x.value].shape)
+        axis = src.attr(node, "axis", 0) % rank
+        if x.layout != "flat" or idx is None or axis == rank - 1 or idx.ndim > 1:
+            self._fail(node, "gather from an activation other than constant positions along a token axis")
+        shape = list(self.g.values[x.value].shape)
+        ir_axis = axis - rank + len(shape)
+        shape[ir_axis:ir_axis + 1] = [] if idx.ndim == 0 else [int(idx.size)]
+        start = int(idx.reshape(-1)[0])
+        name = self._name(node)
+        n = self.g.add_node("layout", {"x": x.value}, [self._value_name(name)], name=name,
+                            attrs={"kind": "slice", "shape": shape, "axis": ir_axis, "start": start,
+                                   "end": start + max(1, int(idx.size))}, layer=src.layer_of(node))
+        self.views[node.output[0]] = View(n.outputs[0])
+
     def _full_slice(self, node, x) -> bool:
         """A slice from 0 to the end with step 1 along any axis copies its input."""
         src = self.src
@@ -642,7 +667,8 @@ class Lifter:
         end = min(end, width) if end >= 0 else width + end
         start = start if start >= 0 else width + start
         new = shape[:-1] + (end - start,)
-        n = self.g.add_node("layout", {"x": x.value}, [self._fresh_value(node)], name=self._name(node),
+        name = self._name(node)
+        n = self.g.add_node("layout", {"x": x.value}, [self._value_name(name)], name=name,
                             attrs={"kind": "slice", "shape": list(new), "axis": -1, "start": start, "end": end},
                             layer=self.src.layer_of(node))
         self.views[out] = View(n.outputs[0])

@@ -174,7 +174,7 @@ def emit_moe(lifter, r: Region, node) -> str:
         src.nodes[i].op_type == "Div" and src.prod(src.nodes[i].input[1]) is not None
         and src.prod(src.nodes[i].input[1]).op_type == "ReduceSum"
         and src.prod(src.nodes[i].input[1]).input[0] in (topk.output[0],) for i in r.nodes)
-    into, outof, biases = [], [], []
+    experts, biases = [], []
     transposed = None
     for w, i, used in _weights_in(src, r.nodes):
         if w == rw or (r.params["router_bias"] and w == weight_of(src, r.params["router_bias"])[0]):
@@ -190,14 +190,20 @@ def emit_moe(lifter, r: Region, node) -> str:
             if t != transposed:
                 lifter._fail(node, "expert weights stored in mixed orientations")
             din, dout = (shape[2], shape[1]) if t else (shape[1], shape[2])
-            (into if din == d else outof if dout == d else []).append((w, din, dout))
+            experts.append((i, w, din, dout))
         elif len(shape) == 2 and shape[0] == e:
             biases.append((w, shape[1]))
         else:
             lifter._fail(node, f"unexpected weight '{w}' {list(shape)} inside a mixture of experts")
-    if len(outof) != 1 or not into:
-        lifter._fail(node, f"expected one down projection and gate/up projections, found {len(into)} into and "
-                     f"{len(outof)} out of the hidden size")
+    # dataflow decides the roles (shapes alone are ambiguous when intermediate == hidden):
+    # the down projection is the expert product computed last
+    experts.sort()
+    outof = [(w, din, dout) for _, w, din, dout in experts[-1:] if dout == d]
+    into = [(w, din, dout) for _, w, din, dout in experts[:-1] if din == d]
+    if len(outof) != 1 or len(into) != len(experts) - 1 or not into:
+        lifter._fail(node, "expert projections not recognised: expected gate/up projections from the hidden "
+                     f"size {d} followed by one down projection to it, got "
+                     f"{[(w, din, dout) for _, w, din, dout in experts]}")
     down, inter, _ = outof[0]
     attrs["intermediate"] = int(inter)
     if transposed:
@@ -224,7 +230,8 @@ def emit_moe(lifter, r: Region, node) -> str:
     attrs["activation"], params = _activation(src, r.nodes, lifter.act)
     if params:
         attrs["activation_params"] = params
-    n = lifter.g.add_node("moe", ins, [lifter._fresh_value(node)], name=lifter._name(node), attrs=attrs,
+    name = lifter._name(node)
+    n = lifter.g.add_node("moe", ins, [lifter._value_name(name)], name=name, attrs=attrs,
                           layer=src.layer_of(src.nodes[r.params["topk"]]))
     return n.outputs[0]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
 
 from .pointwise import POINTWISE_OPS, classify_activation, eval_pointwise
 
