@@ -41,15 +41,29 @@ def _json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(", ", ": "))
 
 
+def declaration_order(graph: Graph) -> list[Value]:
+    """Weights and KV caches in order of first use (then unused ones): the text form does
+    not depend on the order a frontend happened to create them in."""
+    out, seen = [], set()
+    for node in graph.nodes:
+        for v in node.inputs.values():
+            val = graph.values.get(v)
+            if val is not None and v not in seen and val.kind in (ValueKind.WEIGHT, ValueKind.KV_CACHE):
+                seen.add(v)
+                out.append(val)
+    out += [v for v in graph.values.values()
+            if v.kind in (ValueKind.WEIGHT, ValueKind.KV_CACHE) and v.name not in seen]
+    return out
+
+
 def print_graph(graph: Graph) -> str:
     lines = [f"wafercc.ir {FORMAT_VERSION}", f"graph {json.dumps(graph.name)} {{"]
     if graph.meta:
         lines.append(f"  meta {_json(graph.meta)}")
     for n in graph.inputs:
         lines.append(f"  input {_name(n)} : {_type(graph.values[n])}")
-    for v in graph.values.values():
-        if v.kind in (ValueKind.WEIGHT, ValueKind.KV_CACHE):
-            lines.append(f"  {'weight' if v.kind is ValueKind.WEIGHT else 'kv'} {_name(v.name)} : {_type(v)}")
+    for v in declaration_order(graph):
+        lines.append(f"  {'weight' if v.kind is ValueKind.WEIGHT else 'kv'} {_name(v.name)} : {_type(v)}")
     for node in graph.nodes:
         outs = ", ".join(f"{_name(o)} : {_type(graph.values[o])}" for o in node.outputs)
         args = ", ".join(f"{r}={_name(v)}" for r, v in node.inputs.items())

@@ -16,6 +16,8 @@ import torch
 
 from ..errors import InputFileError, ModelConfigError
 from ..ir import Graph
+from ..ir import verify
+from .layer_dedup import ReplicationError, plan_layers, reduce_model, replicate
 from .torch_frontend import compile_module
 
 EXAMPLE_BATCH = 1
@@ -182,10 +184,33 @@ def build_meta_model(config) -> tuple[torch.nn.Module, bool]:
     return _LogitsWrapper(model, causal).eval(), causal
 
 
-def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name: str | None = None) -> Graph:
+def _lower_meta(wrapper, example, gname: str, dedup_layers: bool) -> Graph:
+    """Export and lift; with ``dedup_layers`` each distinct layer is exported once."""
+    config = wrapper.model.config
+    plan = plan_layers(wrapper, config.num_hidden_layers) if dedup_layers else None
+    if plan is not None:
+        undo = reduce_model(wrapper, config, plan)
+        try:
+            reduced = compile_module(wrapper, example, name=gname, input_names=["input_ids", "attention_mask"],
+                                     dynamic=False)
+        finally:
+            undo()
+        try:
+            graph = replicate(reduced, plan)
+            verify(graph)
+            graph.meta["layer_dedup"] = {"exported_layers": plan.reps, "assignment": plan.assignment}
+            return graph
+        except ReplicationError:
+            pass  # the block structure is not a plain chain: export every layer
+    return compile_module(wrapper, example, name=gname, input_names=["input_ids", "attention_mask"], dynamic=False)
+
+
+def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name: str | None = None,
+                dedup_layers: bool = True) -> Graph:
     """Lower a Hugging Face config (dict, config.json path or directory, or a reference
     model key such as ``"llama-3.1-8b"``) to verified IR, without any weights.
-    ``layers`` truncates the model to its first N layers (quick looks at huge models)."""
+    ``layers`` truncates the model to its first N layers (quick looks at huge models);
+    ``dedup_layers`` exports each distinct layer once and replicates it (same IR, faster)."""
     cfg, default_name, where = load_config_source(config_or_path_or_name)
     config = build_config(cfg, layers=layers, where=where)
     wrapper, causal = build_meta_model(config)
@@ -193,8 +218,7 @@ def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name:
     ids = torch.zeros(EXAMPLE_BATCH, seq, dtype=torch.long, device="meta")
     mask = torch.ones(EXAMPLE_BATCH, seq, dtype=torch.long, device="meta")
     gname = name or default_name
-    graph = compile_module(wrapper, (ids, mask), name=gname, input_names=["input_ids", "attention_mask"],
-                           dynamic=False)
+    graph = _lower_meta(wrapper, (ids, mask), gname, dedup_layers)
     graph.meta.update({
         "model_type": config.model_type,
         "hf_config": gname,
