@@ -61,16 +61,32 @@ def test_architecture_lifts(tmp_path_factory, models, arch, exporter):
     assert [n.layer for n in graph.nodes if n.op == "attention"] == [0, 1]
 
 
-@pytest.mark.parametrize("arch", ["llama", "mixtral"])
-def test_exporters_agree(tmp_path_factory, models, arch):
-    """Both exporters give the same ops, shapes and parameter count."""
-    graphs = [_lower(tmp_path_factory, models, arch, e)[1] for e in EXPORTERS]
-    sig = [[(n.op, n.layer, tuple(g.values[n.outputs[0]].shape),
-             # storage orientation of weights differs between exporters; the math does not
+def _signature(g):
+    # storage orientation of weights differs between exporters; the math does not
+    return [(n.op, n.layer, tuple(g.values[n.outputs[0]].shape),
              {k: v for k, v in n.attrs.items() if k != "theta" and "transpose" not in k}) for n in g.nodes]
-            for g in graphs]
-    assert sig[0] == sig[1]
-    assert model_facts(graphs[0]).params == model_facts(graphs[1]).params
+
+
+@pytest.mark.parametrize("arch", ["llama", "mixtral"])
+@pytest.mark.parametrize("other", ["legacy17", "legacy20", "dynamo23", "dynamo25"])
+def test_exporters_and_opsets_agree(tmp_path_factory, models, arch, other):
+    """Every exporter and opset gives the same ops, shapes and parameter count
+    (opset 23+ brings the ONNX Attention, RMSNormalization and RotaryEmbedding ops)."""
+    base = _lower(tmp_path_factory, models, arch, "dynamo18")[1]
+    g = _lower(tmp_path_factory, models, arch, other)[1]
+    assert _signature(g) == _signature(base)
+    assert model_facts(g).params == model_facts(base).params
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3_moe", "bert"])
+def test_onnx_file_and_torch_module_give_the_same_ir(tmp_path_factory, models, arch):
+    """A user's ONNX export and wafercc.compile on the module itself agree."""
+    from wafercc.frontend.torch_frontend import compile_module
+    from tiny_hf import inputs
+    module, from_file = _lower(tmp_path_factory, models, arch, "dynamo18")
+    from_module = compile_module(module, inputs(), name=from_file.name)
+    assert _signature(from_module) == _signature(from_file)
+    assert model_facts(from_module).params == model_facts(from_file).params
 
 
 def test_moe_attributes(tmp_path_factory, models):
@@ -93,3 +109,12 @@ def test_text_form_round_trips(tmp_path_factory, models):
     _, g = _lower(tmp_path_factory, models, "qwen3", "dynamo18")
     text = print_graph(g)
     assert print_graph(parse_graph(text)) == text
+
+
+def test_opset23_uses_fused_onnx_ops(tmp_path_factory, models):
+    """The opset-23 export really goes through Attention / RMSNormalization / RotaryEmbedding."""
+    import onnx
+    _lower(tmp_path_factory, models, "llama", "dynamo23")
+    path = next(tmp_path_factory.getbasetemp().rglob("llama-dynamo23.onnx"))
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    assert {"Attention", "RMSNormalization", "RotaryEmbedding"} <= ops

@@ -73,13 +73,13 @@ def inputs(meta: bool = False):
 
 
 def export(module, path: str, exporter: str) -> None:
-    """exporter: 'dynamo18', 'dynamo23' (optimized, as users export) or 'legacy17'."""
+    """exporter: 'dynamoNN' (optimized, as users export) or 'legacyNN', NN the opset."""
     ids, mask = inputs()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        if exporter == "legacy17":
-            torch.onnx.export(module, (ids, mask), path, dynamo=False, opset_version=17,
+        if exporter.startswith("legacy"):
+            torch.onnx.export(module, (ids, mask), path, dynamo=False, opset_version=int(exporter[-2:]),
                               input_names=["input_ids", "attention_mask"], output_names=["out"],
                               dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
                                             "attention_mask": {0: "batch", 1: "seq"}})

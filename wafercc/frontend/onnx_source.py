@@ -65,6 +65,20 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
+def _topological(nodes: list, available: set[str], where: str) -> list:
+    """ONNX nodes must be topologically sorted; sort them if not, and name a cycle if there is one."""
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    if all(producer.get(t, -1) < i for i, n in enumerate(nodes) for t in n.input if t and t not in available):
+        return nodes
+    import graphlib
+    deps = {i: {producer[t] for t in n.input if t in producer and t not in available} for i, n in enumerate(nodes)}
+    try:
+        return [nodes[i] for i in graphlib.TopologicalSorter(deps).static_order()]
+    except graphlib.CycleError as e:
+        cycle = " -> ".join(f"'{nodes[i].name or nodes[i].op_type}' ({nodes[i].op_type})" for i in e.args[1])
+        raise InputFileError(f"graph has a cycle through nodes {cycle}", where=where) from None
+
+
 class SourceGraph:
     """Producers, consumers, shapes, constants and scopes of an ONNX graph."""
 
@@ -78,6 +92,7 @@ class SourceGraph:
         self.inits = {t.name: t for t in g.initializer}
         self.graph_inputs = [i.name for i in g.input if i.name not in self.inits]
         self.graph_outputs = [o.name for o in g.output]
+        self.nodes = _topological(self.nodes, set(self.inits) | set(self.graph_inputs), where)
         self.producer: dict[str, int] = {}
         self.consumers: dict[str, list[int]] = {}
         for i, n in enumerate(self.nodes):
