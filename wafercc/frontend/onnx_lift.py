@@ -27,6 +27,12 @@ ACTIVATION_ANCHORS = {"Sigmoid", "Tanh", "Erf", "Relu", "Softplus", "Gelu", "Har
 UNARY_MAP = {"Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Abs": "abs"}
 BINARY_MAP = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min", "Pow": "pow"}
 ACT_MAP = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu", "Softplus": "softplus"}
+# ONNX ops the walk lowers (outside the multi-node regions) when they compute on activations
+LIFTABLE_OPS = (set(UNARY_MAP) | set(BINARY_MAP) | set(ACT_MAP) | LAYOUT_OPS | {
+    "Gather", "MatMul", "Gemm", "Clip", "Softmax", "LayerNormalization", "RMSNormalization",
+    "SimplifiedLayerNormalization", "Attention", "RotaryEmbedding", "Slice", "Split", "SplitToSequence",
+    "SequenceAt", "Dropout", "Contiguous", "CastLike", "Where", "ReduceMax", "IsNaN", "IsInf", "Equal",
+    "Not", "Concat", "Shape", "Size"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +55,7 @@ class Scores:
     probs: bool = False
     softcap: float = 0.0
     sinks: str | None = None
+    pre_cap_scale: float | None = None   # set between tanh(scores * scale / cap) and "* cap"
 
 
 class Lifter:
@@ -69,6 +76,7 @@ class Lifter:
         self.regions = self._find_regions()
         covered = {i: r for r in self.regions for i in r.nodes}
         ends = {src.producer[r.y]: r for r in self.regions}
+        self._check_op_types(covered)
         for i, node in enumerate(src.nodes):
             if i in ends:
                 self._emit_region(ends[i], node)
@@ -83,6 +91,15 @@ class Lifter:
                                      where=src.where)
             self.g.outputs.append(v.value)
         return self.g
+
+    def _check_op_types(self, covered):
+        """Name the first activation op no lowering exists for, before lifting anything:
+        a model built on such an op (a convolution, a recurrence) fails on that op."""
+        for i, node in enumerate(self.src.nodes):
+            if i in covered or node.op_type in LIFTABLE_OPS:
+                continue
+            if any(t in self.act for t in self._data_inputs(node)):
+                self._fail(node, "no lowering for this operator in the wafercc op set (see docs/ir.md)")
 
     # -- tensor classes -------------------------------------------------------
     def _is_seed(self, node) -> bool:
@@ -355,7 +372,13 @@ class Lifter:
             self.views[out] = s  # subtracting the row maximum before softmax
         elif op in ("Mul", "Div") and len(other) == 1 and self.src.scalar(other[0]) is not None:
             c = self.src.scalar(other[0])
-            self.views[out] = dataclasses.replace(s, scale=s.scale * (c if op == "Mul" else 1 / c))
+            c = c if op == "Mul" else 1 / c
+            if s.pre_cap_scale is not None:  # cap * tanh(scores * scale / cap): logit softcapping
+                self.views[out] = dataclasses.replace(s, softcap=c, scale=s.pre_cap_scale * c, pre_cap_scale=None)
+            else:
+                self.views[out] = dataclasses.replace(s, scale=s.scale * c)
+        elif op == "Tanh" and not s.probs and not s.softcap and s.pre_cap_scale is None:
+            self.views[out] = dataclasses.replace(s, pre_cap_scale=s.scale, scale=1.0)
         elif op == "Softmax":
             self.views[out] = dataclasses.replace(s, probs=True)
         elif op in ("Cast", "Identity", "Dropout"):
@@ -393,8 +416,12 @@ class Lifter:
                  "head_dim": dh, "causal": causal}
         if facts and facts.sliding_window:
             attrs["sliding_window"] = facts.sliding_window
+        if s.pre_cap_scale is not None:
+            self._fail(node, "tanh of attention scores without the matching softcap multiplication")
         if not math.isclose(s.scale, 1 / math.sqrt(dh), rel_tol=1e-5):
             attrs["scale"] = float(s.scale)
+        if s.softcap:
+            attrs["softcap"] = float(s.softcap)
         self._emit_attention_node(node, q.value, k.value, v.value, attrs,
                                   padding=bool(facts and facts.padding and not causal), sinks=s.sinks)
 

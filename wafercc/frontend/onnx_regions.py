@@ -97,15 +97,17 @@ def detect_norm(src, mean_idx: int, act: set[str]) -> Region | None:
     else:
         # layer norm: mean(x) -> x - mean -> square -> mean -> ...
         kind, x = "layer", _back_cast(src, inp)
-        sub = next((u for u in src.users(mean.output[0]) if u.op_type == "Sub" and u.input[1] == mean.output[0]), None)
-        if sub is None:
+        # x - mean, computed once or (some models) once per use
+        subs = [u for u in src.users(mean.output[0]) if u.op_type == "Sub" and u.input[1] == mean.output[0]]
+        if not subs:
             return None
-        nodes.add(src.producer[sub.output[0]])
-        centered = sub.output[0]
-        sq = next((u for u in src.users(centered) if u.op_type == "Pow" and src.scalar(u.input[1]) == 2.0
-                   or u.op_type == "Mul" and u.input[0] == u.input[1] == centered), None)
+        nodes.update(src.producer[u.output[0]] for u in subs)
+        centered_set = [u.output[0] for u in subs]
+        sq = next((u for c in centered_set for u in src.users(c) if u.op_type == "Pow" and src.scalar(u.input[1]) == 2.0
+                   or u.op_type == "Mul" and u.input[0] == u.input[1] == c), None)
         if sq is None:
             return None
+        centered = sq.input[0]
         nodes.add(src.producer[sq.output[0]])
         m2 = _single_user(src, sq.output[0], ("ReduceMean",))
         if m2 is None:
@@ -135,7 +137,8 @@ def detect_norm(src, mean_idx: int, act: set[str]) -> Region | None:
     if len(users) != 1:
         return None
     apply = users[0]
-    if inverted and apply.op_type == "Mul" and _back_cast(src, _other(apply, t)) in (_back_cast(src, centered), x):
+    scaled = {_back_cast(src, c) for c in (centered_set if kind == "layer" else [centered])} | {x}
+    if inverted and apply.op_type == "Mul" and _back_cast(src, _other(apply, t)) in scaled:
         pass
     elif not inverted and apply.op_type == "Div" and apply.input[1] == t:
         pass
@@ -242,7 +245,9 @@ def detect_activation(src, anchor_idx: int, act: set[str], claimed: set[int]) ->
 # ---------------------------------------------------------------------------------
 # rotary embeddings
 
-ROTARY_OPS = {"Mul", "Add", "Sub", "Neg", "Slice", "Split", "Concat", "SplitToSequence", "SequenceAt"}
+ROTARY_OPS = {"Mul", "Add", "Sub", "Neg", "Slice", "Split", "Concat", "SplitToSequence", "SequenceAt",
+              "Unsqueeze", "Reshape", "Flatten"}  # the last three: interleaved pairs, stacked and flattened
+_TRAILING = {"Unsqueeze", "Reshape", "Flatten"}
 
 
 def trig_tensors(src, act: set[str]) -> set[str]:
@@ -298,6 +303,14 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
             for o in u.output:
                 inside.add(o)
                 frontier.append(o)
+    # layout ops only belong to the rotation if the rotation consumes them (not e.g. a GQA repeat after it)
+    while True:
+        inner = {a for i in region for a in src.nodes[i].input}
+        tail = [i for i in region if src.nodes[i].op_type in _TRAILING
+                and not any(o in inner for o in src.nodes[i].output)]
+        if not tail:
+            break
+        region.difference_update(tail)
     outs = [o for i in region for o in src.nodes[i].output
             if any(src.producer[u.output[0]] not in region for u in src.users(o)) or o in src.graph_outputs]
     if len(outs) != 1 or not any(a in trig for i in region for a in src.nodes[i].input):
