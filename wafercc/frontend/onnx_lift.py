@@ -10,18 +10,19 @@ are found first (onnx_regions) and emitted as one IR op each.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputFileError, UnsupportedOpError
-from ..ir import BATCH, CONTEXT, SEQ, DType, Graph, ValueKind
-from .onnx_masks import mask_facts
+from ..ir import BATCH, SEQ, DType, Graph, ValueKind
 from .onnx_moe import detect_moe
 from .onnx_regions import (LAYOUT_OPS, Region, detect_activation, detect_norm, detect_rotary,
                            trig_tensors, weight_of)
+from .onnx_attention import AttentionLifting
+from .onnx_layout import LayoutLifting
 from .onnx_source import SourceGraph, onnx_dtype
+from .onnx_views import Scores, View
 
 ACTIVATION_ANCHORS = {"Sigmoid", "Tanh", "Erf", "Relu", "Softplus", "Gelu", "HardSigmoid"}
 UNARY_MAP = {"Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Abs": "abs"}
@@ -35,39 +36,16 @@ LIFTABLE_OPS = (set(UNARY_MAP) | set(BINARY_MAP) | set(ACT_MAP) | LAYOUT_OPS | {
     "Not", "Concat", "Shape", "Size"})
 
 
-@dataclasses.dataclass(frozen=True)
-class View:
-    """How an ONNX tensor lays out IR value ``value`` ([..., F] in the IR)."""
-    value: str
-    layout: str = "flat"       # flat | bshd | bhsd | bhds (keys transposed) | gqa (expanding)
-    head_dim: int = 0
-    scale: float = 1.0
-    expanded: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Scores:
-    """Attention scores or probabilities between q and k (not yet an IR value)."""
-    q: View
-    k: View
-    scale: float
-    mask: str | None
-    probs: bool = False
-    softcap: float = 0.0
-    sinks: str | None = None
-    pre_cap_scale: float | None = None   # set between tanh(scores * scale / cap) and "* cap"
-
-
-class Lifter:
+class Lifter(AttentionLifting, LayoutLifting):
     def __init__(self, src: SourceGraph, name: str):
         self.src = src
         self.g = Graph(name, {"source": "onnx", "opset": src.opset})
         self.views: dict[str, Any] = {}
         self.node_names: set[str] = set()
         self.weights: dict[str, str] = {}
-        self.pos_inputs: dict[str, str] = {}
         self.act: set[str] = set()
         self.kv_index = 0
+        self._skip: set[str] = set()  # bias additions folded into the matmul before them
 
     # -- entry ------------------------------------------------------------------
     def run(self) -> Graph:
@@ -329,7 +307,6 @@ class Lifter:
                     if bw is not None and len(src.shapes.get(bw[0], ())) == 1:
                         bias = other
                         out_t = users[0].output[0]
-                        self.covered_add = users[0]
             if bias is not None:
                 bw = weight_of(src, bias)
                 if bw is None:
@@ -351,153 +328,6 @@ class Lifter:
         if isinstance(vs[0], Scores) and vs[0].probs and isinstance(vs[1], View):
             return self._emit_attention(node, vs[0], vs[1])
         self._fail(node, "matrix product whose second operand is neither a weight nor attention keys")
-
-    _skip: set = set()
-
-    # -- attention ----------------------------------------------------------------
-    def _scores_op(self, node, vs):
-        op = node.op_type
-        s = next(v for v in vs if isinstance(v, Scores))
-        ins = list(node.input)
-        other = [t for t, v in zip(ins, vs) if not isinstance(v, Scores) and t]
-        out = node.output[0]
-        aux = all(t not in self.act or isinstance(self.views.get(t), tuple) for t in other)
-        if op == "Where" and isinstance(self.views.get(ins[0]), tuple):
-            self.views[out] = s  # NaN guard of fully masked rows
-        elif op in ("Add", "Where") and aux:
-            mask = next((t for t in other if t not in self.act and self.src.const(t) is None
-                         and self.src.shapes.get(t) and len(self.src.shapes[t]) >= 2), None)
-            self.views[out] = dataclasses.replace(s, mask=mask or s.mask)
-        elif op == "Sub" and len(other) == 1 and isinstance(self.views.get(other[0]), tuple):
-            self.views[out] = s  # subtracting the row maximum before softmax
-        elif op in ("Mul", "Div") and len(other) == 1 and self.src.scalar(other[0]) is not None:
-            c = self.src.scalar(other[0])
-            c = c if op == "Mul" else 1 / c
-            if s.pre_cap_scale is not None:  # cap * tanh(scores * scale / cap): logit softcapping
-                self.views[out] = dataclasses.replace(s, softcap=c, scale=s.pre_cap_scale * c, pre_cap_scale=None)
-            else:
-                self.views[out] = dataclasses.replace(s, scale=s.scale * c)
-        elif op == "Tanh" and not s.probs and not s.softcap and s.pre_cap_scale is None:
-            self.views[out] = dataclasses.replace(s, pre_cap_scale=s.scale, scale=1.0)
-        elif op == "Softmax":
-            self.views[out] = dataclasses.replace(s, probs=True)
-        elif op in ("Cast", "Identity", "Dropout"):
-            self.views[out] = s
-        elif op == "Slice" and s.probs and s.sinks:
-            self.views[out] = s  # drops the sink column
-        elif op == "Concat" and not s.probs and len(other) == 1 and self._sink_weight(other[0]):
-            self.views[out] = dataclasses.replace(s, sinks=self._sink_weight(other[0]))
-        elif op in ("ReduceMax", "IsNaN", "IsInf"):
-            self.views[out] = ("guard", ins[0])
-        else:
-            self._fail(node, "unexpected operation between the attention scores and their softmax")
-
-    def _sink_weight(self, t: str) -> str | None:
-        """Per-head attention sinks: a [heads] weight broadcast to a score column."""
-        for _ in range(6):
-            w = weight_of(self.src, t)
-            if w is not None:
-                dims = self.src.shapes.get(w[0], ())
-                return w[0] if sum(d != 1 for d in dims) == 1 else None
-            p = self.src.prod(t)
-            if p is None or p.op_type not in ("Expand", "Reshape", "Unsqueeze", "Cast"):
-                return None
-            t = p.input[0]
-        return None
-
-    def _emit_attention(self, node, s: Scores, v: View):
-        q, k = s.q, s.k
-        dh = q.head_dim
-        mask = s.mask
-        facts = mask_facts(self.src, mask, self.act) if mask else None
-        causal = facts.causal if facts else False
-        attrs = {"num_heads": self.g.values[q.value].shape[-1] // dh,
-                 "num_kv_heads": self.g.values[k.value].shape[-1] // dh,
-                 "head_dim": dh, "causal": causal}
-        if facts and facts.sliding_window:
-            attrs["sliding_window"] = facts.sliding_window
-        if s.pre_cap_scale is not None:
-            self._fail(node, "tanh of attention scores without the matching softcap multiplication")
-        if not math.isclose(s.scale, 1 / math.sqrt(dh), rel_tol=1e-5):
-            attrs["scale"] = float(s.scale)
-        if s.softcap:
-            attrs["softcap"] = float(s.softcap)
-        self._emit_attention_node(node, q.value, k.value, v.value, attrs,
-                                  padding=bool(facts and facts.padding and not causal), sinks=s.sinks)
-
-    def _emit_attention_node(self, node, q, k, v, attrs, padding=False, sinks=None):
-        ins = {"q": q, "k": k, "v": v}
-        layer = self.src.layer_of(node)
-        if attrs["causal"]:
-            # decoders keep K and V per token: the IR makes that state explicit
-            dt = self.g.values[k].dtype
-            tag = layer if layer is not None else self.kv_index
-            self.kv_index += 1
-            for r in ("k_cache", "v_cache"):
-                name = f"layers.{tag}.{r}"
-                while name in self.g.values:
-                    name += "_"
-                self.g.add_value(name, (BATCH, attrs["num_kv_heads"], CONTEXT, attrs["head_dim"]), dt,
-                                 ValueKind.KV_CACHE)
-                ins[r] = name
-        if sinks:
-            ins["sinks"] = self._weight(sinks)
-        if padding:
-            m = next((t for t in self.src.graph_inputs if "mask" in t.lower()), None)
-            if m is not None:
-                if m not in self.g.values:
-                    self.g.add_value(m, (BATCH, SEQ), DType.I64, ValueKind.INPUT)
-                ins["mask"] = m
-        out = self._emit(node, "attention", ins, attrs)
-        self.views[node.output[0]] = View(out, "bhsd", attrs["head_dim"])
-
-    def _attention_op(self, node):
-        """The ONNX Attention op (opset 23+)."""
-        src = self.src
-        ins = list(node.input) + [""] * 6
-        if any(ins[4:6]) or len(node.output) > 1 and any(node.output[1:]):
-            self._fail(node, "Attention with past key/value inputs or outputs (export without cache)")
-        qv, kv, vv = (self.views.get(t) for t in ins[:3])
-        if not all(isinstance(x, View) for x in (qv, kv, vv)):
-            self._fail(node, "Attention inputs are not activations")
-        hq = src.attr(node, "q_num_heads")
-        if qv.layout == "flat":
-            dh = self.g.values[qv.value].shape[-1] // hq
-        else:
-            dh = qv.head_dim
-        mask = ins[3] or None
-        facts = mask_facts(src, mask, self.act) if mask else None
-        causal = bool(src.attr(node, "is_causal", 0)) or bool(facts and facts.causal)
-        attrs = {"num_heads": self.g.values[qv.value].shape[-1] // dh,
-                 "num_kv_heads": self.g.values[kv.value].shape[-1] // dh, "head_dim": dh, "causal": causal}
-        if facts and facts.sliding_window:
-            attrs["sliding_window"] = facts.sliding_window
-        scale = src.attr(node, "scale")
-        scale = (scale if scale is not None else 1 / math.sqrt(dh)) * qv.scale * kv.scale
-        if not math.isclose(scale, 1 / math.sqrt(dh), rel_tol=1e-5):
-            attrs["scale"] = float(scale)
-        if src.attr(node, "softcap", 0.0):
-            attrs["softcap"] = float(src.attr(node, "softcap"))
-        self._emit_attention_node(node, qv.value, kv.value, vv.value, attrs,
-                                  padding=bool(facts and facts.padding and not causal))
-        if qv.layout == "flat":
-            self.views[node.output[0]] = View(self.views[node.output[0]].value)
-
-    def _rotary_op(self, node):
-        x = self.views.get(node.input[0])
-        if not isinstance(x, View):
-            self._fail(node, "RotaryEmbedding input is not an activation")
-        nh = self.src.attr(node, "num_heads", 0)
-        dh = x.head_dim or (self.g.values[x.value].shape[-1] // nh if nh else 0)
-        if not dh:
-            self._fail(node, "cannot tell the head size of a 3-D RotaryEmbedding input without num_heads")
-        attrs = {"num_heads": self.g.values[x.value].shape[-1] // dh, "head_dim": dh}
-        rd = self.src.attr(node, "rotary_embedding_dim", 0)
-        if rd and rd != dh:
-            attrs["rotary_dim"] = rd
-        if self.src.attr(node, "interleaved", 0):
-            attrs["interleaved"] = True
-        self.views[node.output[0]] = dataclasses.replace(x, value=self._emit(node, "rotary", {"x": x.value}, attrs))
 
     def _norm_op(self, node):
         src = self.src
@@ -521,184 +351,6 @@ class Lifter:
         if x.layout != "flat":
             attrs["group"] = x.head_dim
         self.views[node.output[0]] = dataclasses.replace(x, value=self._emit(node, "norm", ins, attrs))
-
-    # -- layout -------------------------------------------------------------------
-    def _layout(self, node, vs):
-        op = node.op_type
-        x = vs[0]
-        out = node.output[0]
-        if isinstance(x, tuple):
-            if op == "SequenceAt" and x[0] == "sequence":
-                _, v, pieces = x
-                idx = self.src.scalar(node.input[1])
-                if idx is None:
-                    self._fail(node, "SequenceAt with a non-constant index")
-                start, end = pieces[int(idx)]
-                return self._emit_slice(node, v, out, start, end, -1)
-            self.views[out] = x
-            return
-        if not isinstance(x, View):
-            self._fail(node, "layout op on a non-activation")
-        if op == "Slice" and self._full_slice(node, x):
-            self.views[out] = x
-            return
-        if op == "SplitToSequence":
-            return self._split_to_sequence(node, x)
-        if op in ("Identity", "Cast", "Dropout", "Contiguous", "CastLike"):
-            self.views[out] = x
-            return
-        shape = self.src.shapes.get(out)
-        rank = len(shape) if shape is not None else None
-        width = self.g.values[x.value].shape[-1]
-        if op in ("Reshape", "Flatten"):
-            target = self.src.const(node.input[1]) if op == "Reshape" else None
-            if rank is None and target is not None:
-                rank = target.size
-            if rank is None and op == "Reshape":  # rank from the length of the shape tensor
-                tshape = self.src.shapes.get(node.input[1])
-                rank = tshape[0] if tshape and isinstance(tshape[0], int) else None
-            last = shape[-1] if shape else None
-            if not isinstance(last, int) and target is not None and target[-1] > 0:
-                last = int(target[-1])
-            if x.layout == "flat" and rank == 4:
-                dh = last if isinstance(last, int) and last > 0 else None
-                if dh is None:
-                    heads = shape[-2] if shape and isinstance(shape[-2], int) else \
-                        (int(target[-2]) if target is not None and target[-2] > 0 else None)
-                    dh = width // heads if heads else None
-                if not dh or width % dh:
-                    self._fail(node, "cannot tell the head size of a split into heads")
-                self.views[out] = View(x.value, "bshd", dh, x.scale)
-                return
-            if x.layout == "flat" and rank in (2, 3) and (last == width or not isinstance(last, int)):
-                self.views[out] = x  # leading (token) dims merged or split: same IR value
-                return
-            if x.layout == "bshd" and rank in (2, 3) and (last == width or not isinstance(last, int)):
-                self.views[out] = View(x.value, "flat", 0, x.scale)
-                return
-            if x.layout == "gqa" and rank == 4:
-                self.views[out] = dataclasses.replace(x, layout="bhsd", expanded=True)
-                return
-            if x.layout in ("bhsd", "bhds") and rank == 4:
-                self.views[out] = x
-                return
-            # batch and heads merged into one leading dim (bmm-style decompositions)
-            merged = {("bhsd", 3): "Bsd", ("bhds", 3): "Bds", ("Bsd", 4): "bhsd", ("Bds", 4): "bhds"}
-            if (x.layout, rank) in merged:
-                self.views[out] = dataclasses.replace(x, layout=merged[(x.layout, rank)])
-                return
-            self._fail(node, f"reshape of a {x.layout} tensor to rank {rank} is not a supported layout change")
-        if op == "Transpose":
-            perm = list(self.src.attr(node, "perm") or [])
-            table = {("bshd", (0, 2, 1, 3)): "bhsd", ("bhsd", (0, 2, 1, 3)): "bshd",
-                     ("bhsd", (0, 1, 3, 2)): "bhds", ("bshd", (0, 2, 3, 1)): "bhds", ("bhds", (0, 1, 3, 2)): "bhsd",
-                     ("Bsd", (0, 2, 1)): "Bds", ("Bds", (0, 2, 1)): "Bsd"}
-            new = table.get((x.layout, tuple(perm)))
-            if new is None:
-                self._fail(node, f"transpose {perm} of a {x.layout} tensor")
-            self.views[out] = dataclasses.replace(x, layout=new)
-            return
-        if op in ("Unsqueeze", "Expand", "Squeeze"):
-            if x.layout in ("bhsd", "gqa") and (rank == 5 or op == "Expand" and rank != 4):
-                self.views[out] = dataclasses.replace(x, layout="gqa")
-                return
-            if x.layout in ("bhsd", "bhds") and op == "Expand" and rank == 4:
-                self.views[out] = dataclasses.replace(x, expanded=True)
-                return
-            last = shape[-1] if shape else None
-            if x.layout == "flat" and (last == width or op == "Squeeze"):
-                self.views[out] = x
-                return
-            self._fail(node, f"{op} of a {x.layout} tensor")
-        if op in ("Slice", "Split"):
-            return self._slice(node, x, width)
-        self._fail(node, "layout op not supported here")
-
-    def _gather_tokens(self, node, x: View):
-        """Picking positions out of the token dims (e.g. a pooler's first token)."""
-        src = self.src
-        idx = src.const(node.input[1])
-        rank = len(src.shapes.get(node.input[0], ())) or len(self.g.values[x.value].shape)
-        axis = src.attr(node, "axis", 0) % rank
-        if x.layout != "flat" or idx is None or axis == rank - 1 or idx.ndim > 1:
-            self._fail(node, "gather from an activation other than constant positions along a token axis")
-        shape = list(self.g.values[x.value].shape)
-        ir_axis = axis - rank + len(shape)
-        shape[ir_axis:ir_axis + 1] = [] if idx.ndim == 0 else [int(idx.size)]
-        start = int(idx.reshape(-1)[0])
-        name = self._name(node)
-        n = self.g.add_node("layout", {"x": x.value}, [self._value_name(name)], name=name,
-                            attrs={"kind": "slice", "shape": shape, "axis": ir_axis, "start": start,
-                                   "end": start + max(1, int(idx.size))}, layer=src.layer_of(node))
-        self.views[node.output[0]] = View(n.outputs[0])
-
-    def _full_slice(self, node, x) -> bool:
-        """A slice from 0 to the end with step 1 along any axis copies its input."""
-        src = self.src
-        starts, ends = src.const(node.input[1]), src.const(node.input[2])
-        steps = src.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
-        if starts is None or ends is None:
-            return False
-        big = ends.reshape(-1) >= 2**31 - 1
-        return bool((starts.reshape(-1) == 0).all() and big.all() and (steps is None or (steps == 1).all()))
-
-    def _split_to_sequence(self, node, x):
-        src = self.src
-        width = self.g.values[x.value].shape[-1]
-        axis = src.attr(node, "axis", 0)
-        rank = len(src.shapes.get(node.input[0], ())) or None
-        if x.layout != "flat" or (rank and axis not in (-1, rank - 1)):
-            self._fail(node, "SplitToSequence other than along the feature axis")
-        split = src.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-        if split is None:
-            self._fail(node, "SplitToSequence with non-constant sizes")
-        sizes = [int(v) for v in split.reshape(-1)]
-        if len(sizes) == 1:  # one size: equal chunks
-            sizes = [sizes[0]] * (width // sizes[0])
-        pieces, start = [], 0
-        for n in sizes:
-            pieces.append((start, start + n))
-            start += n
-        self.views[node.output[0]] = ("sequence", x, pieces)
-
-    def _slice(self, node, x, width):
-        src = self.src
-        if x.layout != "flat":
-            self._fail(node, f"slicing a {x.layout} tensor")
-        if node.op_type == "Split":
-            axis = src.attr(node, "axis", 0)
-            sizes = src.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-            if sizes is None:
-                n = len(node.output)
-                sizes = [width // n] * n
-            start = 0
-            for o, size in zip(node.output, [int(s) for s in sizes]):
-                self._emit_slice(node, x, o, start, start + size, axis)
-                start += size
-            return
-        starts, ends = src.const(node.input[1]), src.const(node.input[2])
-        axes = src.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
-        if starts is None or ends is None or starts.size != 1:
-            self._fail(node, "slice with non-constant bounds")
-        axis = int(axes.reshape(-1)[0]) if axes is not None else 0
-        self._emit_slice(node, x, node.output[0], int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]), axis)
-
-    def _emit_slice(self, node, x, out, start, end, axis):
-        shape = self.g.values[x.value].shape
-        rank_onnx = len(self.src.shapes.get(node.input[0], shape))
-        if axis not in (-1, rank_onnx - 1):
-            # a slice over tokens (e.g. keep the last position's logits): same IR value
-            self.views[out] = x
-            return
-        width = shape[-1]
-        end = min(end, width) if end >= 0 else width + end
-        start = start if start >= 0 else width + start
-        new = shape[:-1] + (end - start,)
-        name = self._name(node)
-        n = self.g.add_node("layout", {"x": x.value}, [self._value_name(name)], name=name,
-                            attrs={"kind": "slice", "shape": list(new), "axis": -1, "start": start, "end": end},
-                            layer=self.src.layer_of(node))
-        self.views[out] = View(n.outputs[0])
 
     def _binary(self, node, vs):
         src = self.src
@@ -739,6 +391,4 @@ class Lifter:
 
 def lift(src: SourceGraph, name: str) -> Graph:
     """Lift an indexed ONNX graph; the result is verified by the caller."""
-    lifter = Lifter(src, name)
-    lifter._skip = set()
-    return lifter.run()
+    return Lifter(src, name).run()

@@ -1,0 +1,158 @@
+"""Attention lifting: scores between q and k views become one IR ``attention`` op."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..ir import BATCH, CONTEXT, SEQ, DType, ValueKind
+from .onnx_masks import mask_facts
+from .onnx_regions import weight_of
+from .onnx_views import Scores, View
+
+
+class AttentionLifting:
+    """Methods of the lifter for attention scores, the ONNX Attention and RotaryEmbedding ops."""
+
+    def _scores_op(self, node, vs):
+        op = node.op_type
+        s = next(v for v in vs if isinstance(v, Scores))
+        ins = list(node.input)
+        other = [t for t, v in zip(ins, vs) if not isinstance(v, Scores) and t]
+        out = node.output[0]
+        aux = all(t not in self.act or isinstance(self.views.get(t), tuple) for t in other)
+        if op == "Where" and isinstance(self.views.get(ins[0]), tuple):
+            self.views[out] = s  # NaN guard of fully masked rows
+        elif op in ("Add", "Where") and aux:
+            mask = next((t for t in other if t not in self.act and self.src.const(t) is None
+                         and self.src.shapes.get(t) and len(self.src.shapes[t]) >= 2), None)
+            self.views[out] = dataclasses.replace(s, mask=mask or s.mask)
+        elif op == "Sub" and len(other) == 1 and isinstance(self.views.get(other[0]), tuple):
+            self.views[out] = s  # subtracting the row maximum before softmax
+        elif op in ("Mul", "Div") and len(other) == 1 and self.src.scalar(other[0]) is not None:
+            c = self.src.scalar(other[0])
+            c = c if op == "Mul" else 1 / c
+            if s.pre_cap_scale is not None:  # cap * tanh(scores * scale / cap): logit softcapping
+                self.views[out] = dataclasses.replace(s, softcap=c, scale=s.pre_cap_scale * c, pre_cap_scale=None)
+            else:
+                self.views[out] = dataclasses.replace(s, scale=s.scale * c)
+        elif op == "Tanh" and not s.probs and not s.softcap and s.pre_cap_scale is None:
+            self.views[out] = dataclasses.replace(s, pre_cap_scale=s.scale, scale=1.0)
+        elif op == "Softmax":
+            self.views[out] = dataclasses.replace(s, probs=True)
+        elif op in ("Cast", "Identity", "Dropout"):
+            self.views[out] = s
+        elif op == "Slice" and s.probs and s.sinks:
+            self.views[out] = s  # drops the sink column
+        elif op == "Concat" and not s.probs and len(other) == 1 and self._sink_weight(other[0]):
+            self.views[out] = dataclasses.replace(s, sinks=self._sink_weight(other[0]))
+        elif op in ("ReduceMax", "IsNaN", "IsInf"):
+            self.views[out] = ("guard", ins[0])
+        else:
+            self._fail(node, "unexpected operation between the attention scores and their softmax")
+
+    def _sink_weight(self, t: str) -> str | None:
+        """Per-head attention sinks: a [heads] weight broadcast to a score column."""
+        for _ in range(6):
+            w = weight_of(self.src, t)
+            if w is not None:
+                dims = self.src.shapes.get(w[0], ())
+                return w[0] if sum(d != 1 for d in dims) == 1 else None
+            p = self.src.prod(t)
+            if p is None or p.op_type not in ("Expand", "Reshape", "Unsqueeze", "Cast"):
+                return None
+            t = p.input[0]
+        return None
+
+    def _emit_attention(self, node, s: Scores, v: View):
+        q, k = s.q, s.k
+        dh = q.head_dim
+        mask = s.mask
+        facts = mask_facts(self.src, mask, self.act) if mask else None
+        causal = facts.causal if facts else False
+        attrs = {"num_heads": self.g.values[q.value].shape[-1] // dh,
+                 "num_kv_heads": self.g.values[k.value].shape[-1] // dh,
+                 "head_dim": dh, "causal": causal}
+        if facts and facts.sliding_window:
+            attrs["sliding_window"] = facts.sliding_window
+        if s.pre_cap_scale is not None:
+            self._fail(node, "tanh of attention scores without the matching softcap multiplication")
+        if not math.isclose(s.scale, 1 / math.sqrt(dh), rel_tol=1e-5):
+            attrs["scale"] = float(s.scale)
+        if s.softcap:
+            attrs["softcap"] = float(s.softcap)
+        self._emit_attention_node(node, q.value, k.value, v.value, attrs,
+                                  padding=bool(facts and facts.padding and not causal), sinks=s.sinks)
+
+    def _emit_attention_node(self, node, q, k, v, attrs, padding=False, sinks=None):
+        ins = {"q": q, "k": k, "v": v}
+        layer = self.src.layer_of(node)
+        if attrs["causal"]:
+            # decoders keep K and V per token: the IR makes that state explicit
+            dt = self.g.values[k].dtype
+            tag = layer if layer is not None else self.kv_index
+            self.kv_index += 1
+            for r in ("k_cache", "v_cache"):
+                name = f"layers.{tag}.{r}"
+                while name in self.g.values:
+                    name += "_"
+                self.g.add_value(name, (BATCH, attrs["num_kv_heads"], CONTEXT, attrs["head_dim"]), dt,
+                                 ValueKind.KV_CACHE)
+                ins[r] = name
+        if sinks:
+            ins["sinks"] = self._weight(sinks)
+        if padding:
+            m = next((t for t in self.src.graph_inputs if "mask" in t.lower()), None)
+            if m is not None:
+                if m not in self.g.values:
+                    self.g.add_value(m, (BATCH, SEQ), DType.I64, ValueKind.INPUT)
+                ins["mask"] = m
+        out = self._emit(node, "attention", ins, attrs)
+        self.views[node.output[0]] = View(out, "bhsd", attrs["head_dim"])
+
+    def _attention_op(self, node):
+        """The ONNX Attention op (opset 23+)."""
+        src = self.src
+        ins = list(node.input) + [""] * 6
+        if any(ins[4:6]) or len(node.output) > 1 and any(node.output[1:]):
+            self._fail(node, "Attention with past key/value inputs or outputs (export without cache)")
+        qv, kv, vv = (self.views.get(t) for t in ins[:3])
+        if not all(isinstance(x, View) for x in (qv, kv, vv)):
+            self._fail(node, "Attention inputs are not activations")
+        hq = src.attr(node, "q_num_heads")
+        if qv.layout == "flat":
+            dh = self.g.values[qv.value].shape[-1] // hq
+        else:
+            dh = qv.head_dim
+        mask = ins[3] or None
+        facts = mask_facts(src, mask, self.act) if mask else None
+        causal = bool(src.attr(node, "is_causal", 0)) or bool(facts and facts.causal)
+        attrs = {"num_heads": self.g.values[qv.value].shape[-1] // dh,
+                 "num_kv_heads": self.g.values[kv.value].shape[-1] // dh, "head_dim": dh, "causal": causal}
+        if facts and facts.sliding_window:
+            attrs["sliding_window"] = facts.sliding_window
+        scale = src.attr(node, "scale")
+        scale = (scale if scale is not None else 1 / math.sqrt(dh)) * qv.scale * kv.scale
+        if not math.isclose(scale, 1 / math.sqrt(dh), rel_tol=1e-5):
+            attrs["scale"] = float(scale)
+        if src.attr(node, "softcap", 0.0):
+            attrs["softcap"] = float(src.attr(node, "softcap"))
+        self._emit_attention_node(node, qv.value, kv.value, vv.value, attrs,
+                                  padding=bool(facts and facts.padding and not causal))
+        if qv.layout == "flat":
+            self.views[node.output[0]] = View(self.views[node.output[0]].value)
+
+    def _rotary_op(self, node):
+        x = self.views.get(node.input[0])
+        if not isinstance(x, View):
+            self._fail(node, "RotaryEmbedding input is not an activation")
+        nh = self.src.attr(node, "num_heads", 0)
+        dh = x.head_dim or (self.g.values[x.value].shape[-1] // nh if nh else 0)
+        if not dh:
+            self._fail(node, "cannot tell the head size of a 3-D RotaryEmbedding input without num_heads")
+        attrs = {"num_heads": self.g.values[x.value].shape[-1] // dh, "head_dim": dh}
+        rd = self.src.attr(node, "rotary_embedding_dim", 0)
+        if rd and rd != dh:
+            attrs["rotary_dim"] = rd
+        if self.src.attr(node, "interleaved", 0):
+            attrs["interleaved"] = True
+        self.views[node.output[0]] = dataclasses.replace(x, value=self._emit(node, "rotary", {"x": x.value}, attrs))

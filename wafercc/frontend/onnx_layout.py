@@ -1,0 +1,187 @@
+"""Layout lifting: reshapes, transposes, slices and splits change views, not values."""
+from __future__ import annotations
+
+import dataclasses
+
+from .onnx_views import View
+
+
+class LayoutLifting:
+    """Methods of the lifter for layout-only ONNX ops."""
+
+    def _layout(self, node, vs):
+        op = node.op_type
+        x = vs[0]
+        out = node.output[0]
+        if isinstance(x, tuple):
+            if op == "SequenceAt" and x[0] == "sequence":
+                _, v, pieces = x
+                idx = self.src.scalar(node.input[1])
+                if idx is None:
+                    self._fail(node, "SequenceAt with a non-constant index")
+                start, end = pieces[int(idx)]
+                return self._emit_slice(node, v, out, start, end, -1)
+            self.views[out] = x
+            return
+        if not isinstance(x, View):
+            self._fail(node, "layout op on a non-activation")
+        if op == "Slice" and self._full_slice(node, x):
+            self.views[out] = x
+            return
+        if op == "SplitToSequence":
+            return self._split_to_sequence(node, x)
+        if op in ("Identity", "Cast", "Dropout", "Contiguous", "CastLike"):
+            self.views[out] = x
+            return
+        shape = self.src.shapes.get(out)
+        rank = len(shape) if shape is not None else None
+        width = self.g.values[x.value].shape[-1]
+        if op in ("Reshape", "Flatten"):
+            target = self.src.const(node.input[1]) if op == "Reshape" else None
+            if rank is None and target is not None:
+                rank = target.size
+            if rank is None and op == "Reshape":  # rank from the length of the shape tensor
+                tshape = self.src.shapes.get(node.input[1])
+                rank = tshape[0] if tshape and isinstance(tshape[0], int) else None
+            last = shape[-1] if shape else None
+            if not isinstance(last, int) and target is not None and target[-1] > 0:
+                last = int(target[-1])
+            if x.layout == "flat" and rank == 4:
+                dh = last if isinstance(last, int) and last > 0 else None
+                if dh is None:
+                    heads = shape[-2] if shape and isinstance(shape[-2], int) else \
+                        (int(target[-2]) if target is not None and target[-2] > 0 else None)
+                    dh = width // heads if heads else None
+                if not dh or width % dh:
+                    self._fail(node, "cannot tell the head size of a split into heads")
+                self.views[out] = View(x.value, "bshd", dh, x.scale)
+                return
+            if x.layout == "flat" and rank in (2, 3) and (last == width or not isinstance(last, int)):
+                self.views[out] = x  # leading (token) dims merged or split: same IR value
+                return
+            if x.layout == "bshd" and rank in (2, 3) and (last == width or not isinstance(last, int)):
+                self.views[out] = View(x.value, "flat", 0, x.scale)
+                return
+            if x.layout == "gqa" and rank == 4:
+                self.views[out] = dataclasses.replace(x, layout="bhsd", expanded=True)
+                return
+            if x.layout in ("bhsd", "bhds") and rank == 4:
+                self.views[out] = x
+                return
+            # batch and heads merged into one leading dim (bmm-style decompositions)
+            merged = {("bhsd", 3): "Bsd", ("bhds", 3): "Bds", ("Bsd", 4): "bhsd", ("Bds", 4): "bhds"}
+            if (x.layout, rank) in merged:
+                self.views[out] = dataclasses.replace(x, layout=merged[(x.layout, rank)])
+                return
+            self._fail(node, f"reshape of a {x.layout} tensor to rank {rank} is not a supported layout change")
+        if op == "Transpose":
+            perm = list(self.src.attr(node, "perm") or [])
+            table = {("bshd", (0, 2, 1, 3)): "bhsd", ("bhsd", (0, 2, 1, 3)): "bshd",
+                     ("bhsd", (0, 1, 3, 2)): "bhds", ("bshd", (0, 2, 3, 1)): "bhds", ("bhds", (0, 1, 3, 2)): "bhsd",
+                     ("Bsd", (0, 2, 1)): "Bds", ("Bds", (0, 2, 1)): "Bsd"}
+            new = table.get((x.layout, tuple(perm)))
+            if new is None:
+                self._fail(node, f"transpose {perm} of a {x.layout} tensor")
+            self.views[out] = dataclasses.replace(x, layout=new)
+            return
+        if op in ("Unsqueeze", "Expand", "Squeeze"):
+            if x.layout in ("bhsd", "gqa") and (rank == 5 or op == "Expand" and rank != 4):
+                self.views[out] = dataclasses.replace(x, layout="gqa")
+                return
+            if x.layout in ("bhsd", "bhds") and op == "Expand" and rank == 4:
+                self.views[out] = dataclasses.replace(x, expanded=True)
+                return
+            last = shape[-1] if shape else None
+            if x.layout == "flat" and (last == width or op == "Squeeze"):
+                self.views[out] = x
+                return
+            self._fail(node, f"{op} of a {x.layout} tensor")
+        if op in ("Slice", "Split"):
+            return self._slice(node, x, width)
+        self._fail(node, "layout op not supported here")
+
+    def _gather_tokens(self, node, x: View):
+        """Picking positions out of the token dims (e.g. a pooler's first token)."""
+        src = self.src
+        idx = src.const(node.input[1])
+        rank = len(src.shapes.get(node.input[0], ())) or len(self.g.values[x.value].shape)
+        axis = src.attr(node, "axis", 0) % rank
+        if x.layout != "flat" or idx is None or axis == rank - 1 or idx.ndim > 1:
+            self._fail(node, "gather from an activation other than constant positions along a token axis")
+        shape = list(self.g.values[x.value].shape)
+        ir_axis = axis - rank + len(shape)
+        shape[ir_axis:ir_axis + 1] = [] if idx.ndim == 0 else [int(idx.size)]
+        start = int(idx.reshape(-1)[0])
+        name = self._name(node)
+        n = self.g.add_node("layout", {"x": x.value}, [self._value_name(name)], name=name,
+                            attrs={"kind": "slice", "shape": shape, "axis": ir_axis, "start": start,
+                                   "end": start + max(1, int(idx.size))}, layer=src.layer_of(node))
+        self.views[node.output[0]] = View(n.outputs[0])
+
+    def _full_slice(self, node, x) -> bool:
+        """A slice from 0 to the end with step 1 along any axis copies its input."""
+        src = self.src
+        starts, ends = src.const(node.input[1]), src.const(node.input[2])
+        steps = src.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+        if starts is None or ends is None:
+            return False
+        big = ends.reshape(-1) >= 2**31 - 1
+        return bool((starts.reshape(-1) == 0).all() and big.all() and (steps is None or (steps == 1).all()))
+
+    def _split_to_sequence(self, node, x):
+        src = self.src
+        width = self.g.values[x.value].shape[-1]
+        axis = src.attr(node, "axis", 0)
+        rank = len(src.shapes.get(node.input[0], ())) or None
+        if x.layout != "flat" or (rank and axis not in (-1, rank - 1)):
+            self._fail(node, "SplitToSequence other than along the feature axis")
+        split = src.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        if split is None:
+            self._fail(node, "SplitToSequence with non-constant sizes")
+        sizes = [int(v) for v in split.reshape(-1)]
+        if len(sizes) == 1:  # one size: equal chunks
+            sizes = [sizes[0]] * (width // sizes[0])
+        pieces, start = [], 0
+        for n in sizes:
+            pieces.append((start, start + n))
+            start += n
+        self.views[node.output[0]] = ("sequence", x, pieces)
+
+    def _slice(self, node, x, width):
+        src = self.src
+        if x.layout != "flat":
+            self._fail(node, f"slicing a {x.layout} tensor")
+        if node.op_type == "Split":
+            axis = src.attr(node, "axis", 0)
+            sizes = src.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+            if sizes is None:
+                n = len(node.output)
+                sizes = [width // n] * n
+            start = 0
+            for o, size in zip(node.output, [int(s) for s in sizes]):
+                self._emit_slice(node, x, o, start, start + size, axis)
+                start += size
+            return
+        starts, ends = src.const(node.input[1]), src.const(node.input[2])
+        axes = src.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        if starts is None or ends is None or starts.size != 1:
+            self._fail(node, "slice with non-constant bounds")
+        axis = int(axes.reshape(-1)[0]) if axes is not None else 0
+        self._emit_slice(node, x, node.output[0], int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]), axis)
+
+    def _emit_slice(self, node, x, out, start, end, axis):
+        shape = self.g.values[x.value].shape
+        rank_onnx = len(self.src.shapes.get(node.input[0], shape))
+        if axis not in (-1, rank_onnx - 1):
+            # a slice over tokens (e.g. keep the last position's logits): same IR value
+            self.views[out] = x
+            return
+        width = shape[-1]
+        end = min(end, width) if end >= 0 else width + end
+        start = start if start >= 0 else width + start
+        new = shape[:-1] + (end - start,)
+        name = self._name(node)
+        n = self.g.add_node("layout", {"x": x.value}, [self._value_name(name)], name=name,
+                            attrs={"kind": "slice", "shape": list(new), "axis": -1, "start": start, "end": end},
+                            layer=self.src.layer_of(node))
+        self.views[out] = View(n.outputs[0])
