@@ -3,6 +3,8 @@
     wafercc compile MODEL [-o OUTDIR] [--no-cache] [--format text|json] [--layers N]
     wafercc models [--format text|json]
     wafercc ir verify FILE.ir
+    wafercc targets [--format text|json]
+    wafercc targets show TARGET [--format text|json]
     wafercc --version
 
 MODEL is an .onnx file, a config.json (or a directory holding one) or a
@@ -42,6 +44,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("text", "json"), default="text", help="summary format on stdout")
     c.add_argument("--layers", type=int, default=None, help="keep only the first N layers (configs only)")
     c.add_argument("--name", default=None, help="graph name (default: from the model)")
+    c.add_argument("--target", default="wse3", help="target preset or .toml file to plan for ('none': IR only)")
+    c.add_argument("--dtype", default=None, help="weight dtype (bf16, fp16, fp8, fp4, int8; default: the model's)")
+    c.add_argument("--dtype-override", action="append", default=[], metavar="PATTERN=DTYPE",
+                   help="weight dtype for ops whose name matches PATTERN (or op kind), e.g. moe=fp4")
+    c.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: the weight dtype)")
+    c.add_argument("--context", type=int, default=8192, help="tokens of KV cache per sequence (default 8192)")
+    c.add_argument("--batch", type=int, default=1, help="sequences decoded together (default 1)")
+    c.add_argument("--defects", default=None, help="defect spec (default: the target's rate), e.g. random:0.01, none")
+    c.add_argument("--seed", type=int, default=0, help="seed for generated defects and the solvers")
+    c.add_argument("--max-wafers", type=int, default=None, help="fail with levers if more wafers are needed")
+    c.add_argument("--wafers", type=int, default=None, help="spread over this many wafers (>= the minimum)")
+    c.add_argument("--kv-placement", choices=("beside", "dedicated"), default="beside",
+                   help="KV cache beside each layer's weights, or on dedicated KV wafers")
 
     m = sub.add_parser("models", help="list the reference models")
     m.add_argument("--format", choices=("text", "json"), default="text")
@@ -50,10 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     ir_sub = ir_p.add_subparsers(dest="ir_cmd", metavar="IR_COMMAND", parser_class=_Parser)
     v = ir_sub.add_parser("verify", help="parse and verify a .ir (or .ir.json) file")
     v.add_argument("file", metavar="FILE")
+
+    tg = sub.add_parser("targets", help="list the hardware target presets (or: targets show TARGET)")
+    tg.add_argument("--format", choices=("text", "json"), default="text")
+    tg_sub = tg.add_subparsers(dest="targets_cmd", metavar="TARGETS_COMMAND", parser_class=_Parser)
+    ts = tg_sub.add_parser("show", help="print every field of a target with unit, source and confidence")
+    ts.add_argument("target", metavar="TARGET", help="a preset name (wse2, wse3) or a target .toml file")
+    ts.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS)
     return p
 
 
-def _write_outputs(outdir: str, graph, summary: dict) -> dict[str, str]:
+def _write_outputs(outdir: str, graph, summary: dict, report: dict | None = None) -> dict[str, str]:
     from .cache import atomic_write_text
     from .ir import print_graph, to_json
 
@@ -70,6 +92,9 @@ def _write_outputs(outdir: str, graph, summary: dict) -> dict[str, str]:
         atomic_write_text(files["ir"], print_graph(graph))
         atomic_write_text(files["ir_json"], to_json(graph))
         atomic_write_text(files["summary"], json.dumps(summary, indent=1, sort_keys=True) + "\n")
+        if report is not None:
+            files["report"] = os.path.join(outdir, "report.json")
+            atomic_write_text(files["report"], json.dumps(report, indent=1, sort_keys=True) + "\n")
     except OSError as e:
         raise InputFileError(f"cannot write outputs: {e.strerror}", where=outdir) from None
     return files
@@ -82,18 +107,52 @@ def _safe_dirname(name: str) -> str:
 
 def cmd_compile(args) -> int:
     from .api import compile as wcompile
-    from .summary import render_text, summary_dict
+    from .summary import make_console, render_text, summary_dict
 
+    plan_inputs = _plan_inputs(args)  # validate planning options before the (slow) frontend
     res = wcompile(args.model, name=args.name, cache=not args.no_cache, layers=args.layers)
     summary = summary_dict(res.graph, res.facts, source=res.source, cached=res.cached, seconds=res.seconds)
+    plan = report = None
+    if plan_inputs is not None:
+        from .plan.planner import plan_wafers
+        from .plan.report import plan_dict
+        target, options, device = plan_inputs
+        plan = plan_wafers(res.graph, target, options, device)
+        report = {"schema": "wafercc.report/1", "model": {"name": res.graph.name, "params": res.facts.params,
+                  "layers": res.facts.layers, "weight_bytes": res.facts.weight_bytes,
+                  "kv_bytes_per_token": res.facts.kv_bytes_per_token}, **plan_dict(plan)}
     outdir = args.outdir or os.path.join("wafercc-out", _safe_dirname(res.graph.name))
-    files = _write_outputs(outdir, res.graph, summary)
+    files = _write_outputs(outdir, res.graph, summary, report)
     if args.format == "json":
-        print(json.dumps({**summary, "outputs": files}, indent=1, sort_keys=True))
+        print(json.dumps({**summary, "outputs": files, **({"plan": report} if report else {})},
+                         indent=1, sort_keys=True))
     else:
         render_text(summary)
-        print(f"wrote {files['ir']}, {files['ir_json']}, {files['summary']}")
-    return 0
+        if plan is not None:
+            from .plan.report import render_plan
+            render_plan(plan, make_console())
+        print("wrote " + ", ".join(files.values()))
+    return 3 if plan is not None and plan.infeasible else 0
+
+
+def _plan_inputs(args):
+    if args.target in ("none", ""):
+        return None
+    from .plan.options import PlanOptions, parse_dtype, parse_overrides
+    from .target import load_target
+    from .target.device import Device
+    target = load_target(args.target)
+    options = PlanOptions(dtype=parse_dtype(args.dtype, "--dtype") if args.dtype else None,
+                          kv_dtype=parse_dtype(args.kv_dtype, "--kv-dtype") if args.kv_dtype else None,
+                          dtype_overrides=parse_overrides(args.dtype_override), context=args.context,
+                          batch=args.batch, kv_placement=args.kv_placement, max_wafers=args.max_wafers,
+                          wafers=args.wafers, solver=_solver(args.seed))
+    return target, options, Device(target, args.defects, args.seed)
+
+
+def _solver(seed: int):
+    from .plan.options import SolverOptions
+    return SolverOptions(seed=seed)
 
 
 def cmd_models(args) -> int:
@@ -164,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.ir_cmd != "verify":
                 parser.error("ir: expected a subcommand (verify)")
             return cmd_ir_verify(args)
+        if args.cmd == "targets":
+            from .target.show import cmd_targets
+            return cmd_targets(args)
         parser.error(f"unknown command {args.cmd}")
     except WaferccError as e:
         line = " ".join(str(e).split("\n")[0].split()) or type(e).__name__

@@ -1,0 +1,39 @@
+"""Per-unit decode latency estimates used to balance pipeline stages.
+
+An interface the timing model (issue 5) refines: anything with
+``unit_latency_s(unit, target, bytes_per_core)`` will do.  The default is
+deliberately simple and documented in docs/planning.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Protocol
+
+from .memory import Unit
+
+
+class LatencyEstimate(Protocol):
+    name: str
+
+    def unit_latency_s(self, unit: Unit, target, bytes_per_core: int) -> float: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedComputeEstimate:
+    """A unit's weights packed densely over ``cores = bytes / bytes_per_core`` cores: its
+    decode step takes its FLOPs over those cores' peak (the mesh GEMV is bound by each
+    core's own tile), plus a broadcast and a reduction across the unit's region
+    (about 2 x sqrt(cores) hops).  Units are sequential within a stage."""
+    name: str = "packed-compute"
+
+    def unit_latency_s(self, unit: Unit, target, bytes_per_core: int) -> float:
+        cores = max(1, math.ceil(unit.total_bytes / bytes_per_core))
+        compute = unit.flops / (cores * target.peak_flops_per_core)
+        hops = 2 * math.isqrt(cores) * target.fabric.hop_latency
+        return compute + hops / target.core.clock
+
+
+def latencies_ns(units, estimate: LatencyEstimate, target, bytes_per_core: int) -> list[int]:
+    """Integer nanoseconds (CP-SAT works on integers); at least 1 per unit."""
+    return [max(1, round(estimate.unit_latency_s(u, target, bytes_per_core) * 1e9)) for u in units]

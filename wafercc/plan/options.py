@@ -1,0 +1,81 @@
+"""Planning options: dtypes, context, batch, KV placement, wafer limits, solver settings."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from ..errors import WaferccError
+from ..ir import DType
+
+KV_PLACEMENTS = ("beside", "dedicated")
+
+
+class PlanError(WaferccError):
+    """Planning options are invalid (bad dtype, non-positive context, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverOptions:
+    """Every CP-SAT call uses these: results are reproducible and bounded in time."""
+    seed: int = 0
+    workers: int = 1
+    time_limit_s: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOptions:
+    dtype: DType | None = None             # weights; None: the model's own (per-model default)
+    kv_dtype: DType | None = None          # KV cache; None: the weight dtype
+    act_dtype: DType | None = None         # activations and receive buffers; None: the weight dtype
+    dtype_overrides: tuple[tuple[str, DType], ...] = ()  # (regex on node name or op, dtype), first match wins
+    context: int = 8192
+    batch: int = 1
+    kv_placement: str = "beside"
+    max_wafers: int | None = None
+    wafers: int | None = None              # spread over exactly this many (>= the minimum)
+    solver: SolverOptions = SolverOptions()
+
+    def __post_init__(self):
+        if self.context < 1:
+            raise PlanError(f"context {self.context}: expected a positive number of tokens")
+        if self.batch < 1:
+            raise PlanError(f"batch {self.batch}: expected a positive number of sequences")
+        if self.kv_placement not in KV_PLACEMENTS:
+            raise PlanError(f"KV placement '{self.kv_placement}': expected one of {', '.join(KV_PLACEMENTS)}")
+        for n in (self.max_wafers, self.wafers):
+            if n is not None and n < 1:
+                raise PlanError(f"wafer count {n}: expected at least 1")
+        if self.wafers and self.max_wafers and self.wafers > self.max_wafers:
+            raise PlanError(f"--wafers {self.wafers} exceeds --max-wafers {self.max_wafers}")
+        for pattern, _ in self.dtype_overrides:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise PlanError(f"dtype override pattern '{pattern}': {e}") from None
+
+    def weight_dtype_for(self, node_name: str, op: str, stored: DType) -> DType:
+        for pattern, dt in self.dtype_overrides:
+            if re.search(pattern, node_name) or re.fullmatch(pattern, op):
+                return dt
+        return self.dtype or stored
+
+    def replace(self, **kw) -> "PlanOptions":
+        return dataclasses.replace(self, **kw)
+
+
+def parse_dtype(text: str, what: str = "dtype") -> DType:
+    try:
+        return DType.parse(text)
+    except ValueError as e:
+        raise PlanError(f"{what}: {e}") from None
+
+
+def parse_overrides(items: list[str]) -> tuple[tuple[str, DType], ...]:
+    """``PATTERN=DTYPE`` items, e.g. ``moe=fp4`` or ``lm_head=bf16``."""
+    out = []
+    for item in items:
+        pattern, sep, dt = item.partition("=")
+        if not sep or not pattern:
+            raise PlanError(f"dtype override '{item}': expected PATTERN=DTYPE (e.g. moe=fp4)")
+        out.append((pattern, parse_dtype(dt, f"dtype override '{item}'")))
+    return tuple(out)
