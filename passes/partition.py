@@ -59,21 +59,35 @@ def stage_latencies(wafer_of_unit, latencies) -> list[int]:
 # -- exact dynamic programs ------------------------------------------------------------
 
 def min_wafers_dp(sizes: Sequence[int], capacities: Sequence[int]) -> list[int] | None:
-    """Fewest wafers, in order: wafer k takes the longest prefix of the remaining units
-    that fits its capacity.  Taking the longest prefix is optimal (any solution's first
-    k wafers cover no more units), so this is exact.  None if some unit fits no wafer."""
-    out, i = [], 0
-    for k, cap in enumerate(capacities):
-        used = 0
-        start = i
-        while i < len(sizes) and used + sizes[i] <= cap:
-            used += sizes[i]
-            out.append(k)
-            i += 1
-        if i == len(sizes):
+    """Fewest wafers, in order, each non-empty; exact for per-wafer capacities that differ
+    (defects): ``reach[k]`` holds the prefix lengths k wafers can hold exactly.  None if no
+    number of the given wafers holds the units."""
+    n = len(sizes)
+    size_pre = list(itertools.accumulate(sizes, initial=0))
+    reach = [0] * (n + 1)   # reach[j] = 1 if the first j units fit the wafers so far
+    reach[0] = 1
+    back: list[list[int]] = []
+    for cap in capacities:
+        nxt, arg = [0] * (n + 1), [-1] * (n + 1)
+        for i in range(n):
+            if not reach[i]:
+                continue
+            for j in range(i + 1, n + 1):
+                if size_pre[j] - size_pre[i] > cap:
+                    break
+                if not nxt[j]:
+                    nxt[j], arg[j] = 1, i
+        back.append(arg)
+        if nxt[n]:
+            out, j = [0] * n, n
+            for k in range(len(back) - 1, -1, -1):
+                i = back[k][j]
+                out[i:j] = [k] * (j - i)
+                j = i
             return out
-        if i == start:
-            return None  # unit i does not fit wafer k: no contiguous plan uses wafer k
+        if not any(nxt):
+            return None
+        reach = nxt
     return None
 
 

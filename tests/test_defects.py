@@ -6,9 +6,15 @@ import time
 
 import numpy as np
 import pytest
-
 from target_util import tiny_target
-from wafercc.target import DefectSpecError, Device, generate_defects, load_target, parse_defect_spec
+
+from wafercc.target import (
+    DefectSpecError,
+    Device,
+    generate_defects,
+    load_target,
+    parse_defect_spec,
+)
 from wafercc.target.defects import EAST, SOUTH, die_edges
 
 WSE3 = load_target("wse3")

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from target_util import tiny_target
+
 from wafercc.target import Device, TargetError, WaferDevice, load_target
 
 WSE3 = load_target("wse3")
@@ -114,3 +114,9 @@ def test_dead_die_capacity(tmp_path):
     assert w.usable_bytes() == (WSE3.usable_cores - w.dead_cores) * PER_CORE
     s = w.summary()
     assert s["dead_dies"] == 1 and s["usable_cores"] == w.usable_cores and s["wafer"] == 0
+
+
+def test_whole_wafer_region_bytes_do_not_overflow():
+    w = Device(WSE3, "random:0.01", seed=1).wafer(0)
+    full = w.region_bytes([0, 0], [0, 0], [w.rows, 1], [w.cols, 1])
+    assert full.dtype == np.int64 and full[0] == w.usable_bytes() > 2**32

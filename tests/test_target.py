@@ -5,8 +5,8 @@ import dataclasses
 import shutil
 
 import pytest
-
 from target_util import preset_text, write_variant
+
 from wafercc.target import Target, TargetError, list_targets, load_target
 from wafercc.target.schema import CONFIDENCE, SECTIONS
 
@@ -119,3 +119,12 @@ def test_unknown_name_and_missing_file(tmp_path):
         load_target(str(tmp_path / "nope.toml"))
     with pytest.raises(TargetError, match="is a directory"):
         load_target(str(tmp_path))
+
+
+def test_docs_list_every_field():
+    import os
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "targets.md"), encoding="utf-8") as f:
+        doc = f.read()
+    for key in load_target("wse3").quantities:
+        assert f"`{key}`" in doc, key

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
 from target_util import preset_text
+
 from wafercc.target import TargetError, load_target
 
 SRAM = 'sram = { value = 48, unit = "KiB", source = "alcf", confidence = "high" }'

@@ -13,5 +13,17 @@ from .errors import DefectSpecError, TargetError
 from .loader import list_targets, load_target
 from .schema import Quantity, Target
 
-__all__ = ["Target", "Quantity", "load_target", "list_targets", "TargetError", "DefectSpecError",
-           "DefectSpec", "DefectMap", "parse_defect_spec", "generate_defects", "Device", "WaferDevice"]
+__all__ = [
+           "DefectMap",
+           "DefectSpec",
+           "DefectSpecError",
+           "Device",
+           "Quantity",
+           "Target",
+           "TargetError",
+           "WaferDevice",
+           "generate_defects",
+           "list_targets",
+           "load_target",
+           "parse_defect_spec",
+]

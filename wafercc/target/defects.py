@@ -169,7 +169,7 @@ def generate_defects(spec: DefectSpec, target, seed: int, index: int) -> DefectM
     shape = (target.usable_rows, target.usable_cols)
     alive = np.ones(shape, dtype=bool)
     re, ce = die_edges(target)
-    box = lambda dr, dc: (re[dr], re[dr + 1], ce[dc], ce[dc + 1])  # noqa: E731
+    box = lambda dr, dc: (re[dr], re[dr + 1], ce[dc], ce[dc + 1])
     dies: list[tuple[int, int]] = []
     links = [np.zeros((0, 3), np.int64)]
     seen: dict[str, int] = {}

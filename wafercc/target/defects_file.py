@@ -101,7 +101,7 @@ def apply_defect_file(data: dict, index: int, target, alive: np.ndarray, die_box
                                           where=path)
             off = np.array([target.usable_y0, target.usable_x0])
             cores, lk[:, :2] = cores - off, lk[:, :2] - off
-            inside = lambda a: (a >= 0).all(axis=1) & (a[:, 0] < rows) & (a[:, 1] < cols)  # noqa: E731
+            inside = lambda a: (a >= 0).all(axis=1) & (a[:, 0] < rows) & (a[:, 1] < cols)
             cores, lk = cores[inside(cores)], lk[inside(lk[:, :2])]
         for arr, name in ((cores, "dead_cores"), (lk[:, :2], "dead_links")):
             bad = (arr < 0).any(axis=1) | (arr[:, 0] >= rows) | (arr[:, 1] >= cols)

@@ -17,7 +17,13 @@ from functools import cached_property
 
 import numpy as np
 
-from .defects import DefectMap, DefectSpec, die_edges, generate_defects, parse_defect_spec
+from .defects import (
+    DefectMap,
+    DefectSpec,
+    die_edges,
+    generate_defects,
+    parse_defect_spec,
+)
 from .errors import TargetError
 from .loader import load_target
 from .schema import Target
@@ -32,7 +38,7 @@ class Device:
         self.seed = int(seed)
         self._wafers: dict[int, WaferDevice] = {}
 
-    def wafer(self, index: int) -> "WaferDevice":
+    def wafer(self, index: int) -> WaferDevice:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
             raise ValueError(f"wafer index must be an integer >= 0, got {index!r}")
         index = int(index)
@@ -41,7 +47,7 @@ class Device:
                                               generate_defects(self.spec, self.target, self.seed, index))
         return self._wafers[index]
 
-    def wafers(self, n: int) -> list["WaferDevice"]:
+    def wafers(self, n: int) -> list[WaferDevice]:
         return [self.wafer(i) for i in range(n)]
 
     def __repr__(self) -> str:
@@ -116,8 +122,8 @@ class WaferDevice:
 
     @cached_property
     def _prefix(self) -> np.ndarray:
-        p = np.zeros((self.rows + 1, self.cols + 1), dtype=np.int64)
-        np.cumsum(np.cumsum(self.alive, axis=0, dtype=np.int64), axis=1, out=p[1:, 1:])
+        p = np.zeros((self.rows + 1, self.cols + 1), dtype=np.int32)   # counts fit: <= rows*cols
+        np.cumsum(np.cumsum(self.alive, axis=0, dtype=np.int32), axis=1, out=p[1:, 1:])
         return p
 
     def region_cores(self, r0, c0, r1, c1):
@@ -126,7 +132,7 @@ class WaferDevice:
         if ((r0 < 0) | (c0 < 0) | (r1 > self.rows) | (c1 > self.cols) | (r0 > r1) | (c0 > c1)).any():
             raise IndexError(f"region outside the {self.rows} x {self.cols} program rectangle")
         p = self._prefix
-        n = p[r1, c1] - p[r0, c1] - p[r1, c0] + p[r0, c0]
+        n = (p[r1, c1].astype(np.int64) - p[r0, c1] - p[r1, c0] + p[r0, c0])
         return int(n) if n.ndim == 0 else n
 
     def region_bytes(self, r0, c0, r1, c1, per_core_overhead_bytes: int = 0):
@@ -144,14 +150,14 @@ class WaferDevice:
         return int(self.alive_per_row.min()) if self.rows else 0
 
     def column_map(self, r0: int = 0, r1: int | None = None, c0: int = 0, c1: int | None = None) -> np.ndarray:
-        """int64 [r1-r0, c1-c0]: entry [i, j] is the physical column of the j-th alive core of row r0+i
+        """int32 [r1-r0, c1-c0]: entry [i, j] is the physical column of the j-th alive core of row r0+i
         within columns [c0, c1), or -1 past that row's alive count.  Never a dead core."""
         r1 = self.rows if r1 is None else r1
         c1 = self.cols if c1 is None else c1
         a = self.alive[r0:r1, c0:c1]
         rr, cc = np.nonzero(a)
-        rank = np.cumsum(a, axis=1, dtype=np.int64)[rr, cc] - 1
-        out = np.full(a.shape, -1, dtype=np.int64)
+        rank = np.cumsum(a, axis=1, dtype=np.int32)[rr, cc] - 1
+        out = np.full(a.shape, -1, dtype=np.int32)
         out[rr, rank] = cc + c0
         return out
 
@@ -167,7 +173,7 @@ class WaferDevice:
         row, lc = np.asarray(row, dtype=np.int64), np.asarray(logical_col, dtype=np.int64)
         if ((row < 0) | (row >= self.rows) | (lc < 0) | (lc >= self.alive_per_row[np.clip(row, 0, self.rows - 1)])).any():
             raise IndexError("logical coordinate outside the alive cores of its row")
-        pc = self._column_map[row, lc]
+        pc = self._column_map[row, lc].astype(np.int64)
         return int(pc) if pc.ndim == 0 else pc
 
     @cached_property

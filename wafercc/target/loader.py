@@ -13,8 +13,16 @@ from importlib import resources
 
 from . import units
 from .errors import TargetError
-from .schema import (CONFIDENCE, FREE_SECTIONS, SECTIONS, Quantity, Target, freeze, is_finite_number,
-                     section_fields)
+from .schema import (
+    CONFIDENCE,
+    FREE_SECTIONS,
+    SECTIONS,
+    Quantity,
+    Target,
+    freeze,
+    is_finite_number,
+    section_fields,
+)
 
 SCHEMA_VERSION = 1
 QUANTITY_KEYS = ("value", "unit", "source", "confidence")
@@ -120,9 +128,9 @@ class _Builder:
         return target
 
     def _keys(self, where: str, t: dict, allowed: set, required: set):
-        for k in t:
+        for k, v in t.items():
             if k not in allowed:
-                self.fail(f"{where}.{k}", t[k], f"a known field (one of {', '.join(sorted(allowed))})")
+                self.fail(f"{where}.{k}", v, f"a known field (one of {', '.join(sorted(allowed))})")
         for k in sorted(required):
             if k not in t:
                 self.fail(f"{where}.{k}", None, "this field (it is missing)")
@@ -187,7 +195,7 @@ class _Builder:
 
     def _cross_checks(self, t: Target):
         m, c, f = t.mesh, t.core, t.fabric
-        given = lambda k: self.quantities[k].given  # noqa: E731  (the value as written)
+        given = lambda k: self.quantities[k].given
         if c.sram_reserved >= c.sram:
             self.fail("core.sram_reserved", given("core.sram_reserved"), f"less than core.sram ({given('core.sram')})")
         for col in f.reserved_colors:

@@ -8,9 +8,9 @@ docs/targets.md all read one schema.  Values are stored in canonical units (B, H
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Mapping
 
 CONFIDENCE = ("high", "medium", "low", "derived", "assumed")
 
