@@ -9,7 +9,6 @@ import pathlib
 
 import pytest
 
-from wafercc.frontend.hf_config import from_config
 from wafercc.ir import model_facts
 from wafercc.models_registry import all_models
 
@@ -23,8 +22,8 @@ def test_golden_covers_every_reference_model():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(GOLDEN))
-def test_reference_model(key):
-    graph = from_config(key)
+def test_reference_model(key, reference_graph):
+    graph = reference_graph(key)
     facts = model_facts(graph)
     want = GOLDEN[key]
     got = {k: getattr(facts, k) for k in want}

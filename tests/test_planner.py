@@ -1,0 +1,110 @@
+"""Capacity planning on the reference models and its reports."""
+import pytest
+
+from wafercc.ir import DType
+from wafercc.plan.options import PlanError, PlanOptions
+from wafercc.plan.planner import plan_wafers
+from wafercc.target import load_target
+from wafercc.target.device import Device
+
+WSE3 = load_target("wse3")
+KEYS = ["gpt2", "minilm-l6", "llama-3.2-1b", "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "qwen3-32b",
+        "mixtral-8x7b", "gpt-oss-120b", "qwen3-235b-a22b"]
+
+
+def _plan(graph, defects=None, **kw):
+    return plan_wafers(graph, WSE3, PlanOptions(**kw), Device(WSE3, defects, 0))
+
+
+def test_llama_8b_fits_one_wafer(reference_graph):
+    p = _plan(reference_graph("llama-3.1-8b"), dtype=DType.BF16, context=8192, batch=1)
+    assert p.required == p.used == 1
+
+
+def test_llama_70b_needs_four_wafers(reference_graph):
+    p = _plan(reference_graph("llama-3.1-70b"), dtype=DType.BF16, context=8192)
+    assert p.required == p.used == p.lower_bound == 4
+    layers = [w.layers for w in p.wafers]
+    assert layers[0][0] == 0 and layers[-1][1] == 79
+    assert all(a[1] + 1 == b[0] for a, b in zip(layers, layers[1:]))  # contiguous, in order
+    assert all(w.sram_used_bytes <= w.sram_usable_bytes for w in p.wafers)
+    assert "embed" in p.wafers[0].units and "head" in p.wafers[-1].units
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_required_is_the_bound_or_explained(reference_graph, key):
+    p = _plan(reference_graph(key))
+    assert p.required >= p.lower_bound
+    assert (p.required == p.lower_bound) == (not p.explanation)
+    if p.explanation:
+        assert "contiguous" in p.explanation[0] and "GB unused" in p.explanation[0]
+    placed = sum(w.sram_used_bytes for w in p.wafers)
+    assert placed == p.memory.total_bytes  # no unit dropped or counted twice
+    assert all(w.sram_used_bytes <= w.sram_usable_bytes for w in p.wafers)
+
+
+def test_fp8_needs_about_half_the_wafers(reference_graph):
+    g = reference_graph("llama-3.1-405b")
+    bf16, fp8 = _plan(g, dtype=DType.BF16).required, _plan(g, dtype=DType.F8E4M3).required
+    assert bf16 >= 20 and abs(fp8 - bf16 / 2) <= 1.5
+
+
+def test_defects_cost_exactly_the_dead_cores(reference_graph):
+    clean = _plan(reference_graph("llama-3.1-8b"), defects="none").wafers[0]
+    dirty = _plan(reference_graph("llama-3.1-8b"), defects="random:0.01").wafers[0]
+    per_core = Device(WSE3, "none", 0).wafer(0).bytes_per_core()
+    assert clean.dead_cores == 0 and 0.008 < dirty.dead_cores / clean.usable_cores < 0.012
+    assert clean.sram_usable_bytes - dirty.sram_usable_bytes == dirty.dead_cores * per_core
+
+
+def test_max_wafers_infeasible_reports_levers(reference_graph):
+    p = _plan(reference_graph("llama-3.1-70b"), max_wafers=3)
+    inf = p.infeasible
+    assert inf is not None and inf.needed_wafers == 4 and inf.short_bytes > 0
+    levers = {lv.change: lv for lv in inf.levers}
+    assert levers["f8e4m3 weights"].wafers == 2
+    assert levers["context 8192 -> 4096"].saves_bytes == 80 * 2 * 8 * 128 * 2 * 4096  # K and V, bf16
+    assert not p.wafers
+
+
+def test_dedicated_kv_wafers(reference_graph):
+    g = reference_graph("llama-3.1-8b")
+    p = _plan(g, kv_placement="dedicated", context=131072, batch=4)
+    assert p.kv_wafers >= 1 and p.pipeline_wafers >= 1
+    assert all(w.kv_bytes == 0 for w in p.wafers if w.role == "pipeline")
+    assert sum(w.kv_bytes for w in p.wafers if w.role == "kv") == p.memory.kv_bytes
+    beside = _plan(g, context=131072, batch=4)
+    assert all(w.role == "pipeline" for w in beside.wafers)
+
+
+def test_more_wafers_than_needed(reference_graph):
+    p = _plan(reference_graph("llama-3.1-70b"), wafers=8)
+    assert p.used == 8 and p.required == 4
+    assert any("--wafers" in e for e in p.explanation)
+    assert max(w.stage_latency_s for w in p.wafers) < max(
+        w.stage_latency_s for w in _plan(reference_graph("llama-3.1-70b")).wafers)
+
+
+def test_dtype_override_by_op(reference_graph):
+    g = reference_graph("mixtral-8x7b")
+    base = _plan(g)
+    fp4_experts = _plan(g, dtype_overrides=(("moe", DType.F4E2M1),))
+    assert fp4_experts.memory.weight_bytes < base.memory.weight_bytes / 2
+    assert fp4_experts.required < base.required
+
+
+def test_bad_options():
+    with pytest.raises(PlanError, match="context 0"):
+        PlanOptions(context=0)
+    with pytest.raises(PlanError, match="KV placement"):
+        PlanOptions(kv_placement="elsewhere")
+
+
+def test_plans_are_deterministic(reference_graph):
+    from wafercc.plan.report import plan_dict
+    g = reference_graph("qwen3-32b")
+    a, b = plan_dict(_plan(g)), plan_dict(_plan(g))
+    for d in (a, b):
+        for s in d["partition"]["solves"]:
+            s.pop("seconds")
+    assert a == b
