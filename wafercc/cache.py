@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -48,9 +49,24 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+@functools.lru_cache(maxsize=None)
+def code_digest() -> str:
+    """Digest of the frontend and IR sources: a development build whose lowering code
+    changed (same version number) never reads IR an older build cached."""
+    import hashlib
+
+    from . import frontend, ir
+    h = hashlib.sha256()
+    for pkg in (frontend, ir):  # ir/ is wafercc.ir: located by import, not by path
+        for f in sorted(Path(pkg.__file__).resolve().parent.glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def make_key(kind: str, identity: str, options: dict[str, Any] | None = None) -> str:
     from . import __version__
-    payload = canonical_json({"wafercc": __version__, "kind": kind, "source": identity,
+    payload = canonical_json({"wafercc": __version__, "code": code_digest(), "kind": kind, "source": identity,
                               "options": options or {}})
     return hashlib.sha256(payload.encode()).hexdigest()
 

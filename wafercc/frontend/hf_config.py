@@ -81,6 +81,21 @@ def load_config_source(spec: Any) -> tuple[dict[str, Any], str, str]:
     return cfg, name, path
 
 
+def checkpoint_dtypes(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How the checkpoint stores its weights, as planning defaults: ``torch_dtype`` and, for
+    quantized checkpoints, per-op overrides (MXFP4 keeps MoE experts in 4 bits, everything it
+    does not convert in bf16)."""
+    dtype = cfg.get("torch_dtype") or cfg.get("dtype")
+    quant = cfg.get("quantization_config") or {}
+    out: dict[str, Any] = {}
+    if quant.get("quant_method") == "mxfp4":
+        out = {"dtype": dtype or "bfloat16", "overrides": [["moe", "f4e2m1"]],
+               "source": "quantization_config: mxfp4 (4-bit experts; block scales not counted)"}
+    elif dtype:
+        out = {"dtype": dtype, "overrides": [], "source": "torch_dtype"}
+    return out or None
+
+
 def build_config(cfg: Mapping[str, Any], *, layers: int | None = None, where: str = "config"):
     """A transformers ``PretrainedConfig`` for a config dict (quantization removed)."""
     from transformers import AutoConfig
@@ -219,6 +234,9 @@ def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name:
     mask = torch.ones(EXAMPLE_BATCH, seq, dtype=torch.long, device="meta")
     gname = name or default_name
     graph = _lower_meta(wrapper, (ids, mask), gname, dedup_layers)
+    defaults = checkpoint_dtypes(cfg)
+    if defaults:
+        graph.meta["checkpoint_dtypes"] = defaults
     graph.meta.update({
         "model_type": config.model_type,
         "hf_config": gname,

@@ -79,8 +79,18 @@ def model_weight_dtype(graph: Graph) -> DType:
     return max(sorted(by, key=lambda d: d.value), key=lambda d: by[d]) if by else DType.BF16
 
 
+def checkpoint_defaults(graph: Graph) -> tuple[DType | None, tuple[tuple[str, DType], ...]]:
+    """The per-model default weight dtype and per-op overrides the frontend recorded."""
+    d = graph.meta.get("checkpoint_dtypes") or {}
+    dtype = DType.parse(d["dtype"]) if d.get("dtype") else None
+    return dtype, tuple((p, DType.parse(t)) for p, t in d.get("overrides", []))
+
+
 def plan_memory(graph: Graph, options: PlanOptions) -> MemoryPlan:
-    default_w = options.dtype or model_weight_dtype(graph)
+    model_dtype, model_overrides = checkpoint_defaults(graph)
+    if options.dtype is None and model_overrides:  # the user's overrides come first
+        options = options.replace(dtype_overrides=options.dtype_overrides + model_overrides)
+    default_w = options.dtype or model_dtype or model_weight_dtype(graph)
     kv_dtype = options.kv_dtype or default_w
     act_dtype = options.act_dtype or default_w
     ctx = CostContext({BATCH: options.batch, SEQ: 1, CONTEXT: options.context},
