@@ -3,7 +3,7 @@ import pytest
 
 from wafercc.ir import DType
 from wafercc.plan.options import PlanError, PlanOptions
-from wafercc.plan.planner import plan_wafers
+from wafercc.plan.planner import plan_wafers, receive_buffer_bytes
 from wafercc.target import load_target
 from wafercc.target.device import Device
 
@@ -52,7 +52,7 @@ def test_fp8_needs_about_half_the_wafers(reference_graph):
 def test_defects_cost_exactly_the_dead_cores(reference_graph):
     clean = _plan(reference_graph("llama-3.1-8b"), defects="none").wafers[0]
     dirty = _plan(reference_graph("llama-3.1-8b"), defects="random:0.01").wafers[0]
-    per_core = Device(WSE3, "none", 0).wafer(0).bytes_per_core()
+    per_core = Device(WSE3, "none", 0).wafer(0).bytes_per_core(receive_buffer_bytes(WSE3))
     assert clean.dead_cores == 0 and 0.008 < dirty.dead_cores / clean.usable_cores < 0.012
     assert clean.sram_usable_bytes - dirty.sram_usable_bytes == dirty.dead_cores * per_core
 

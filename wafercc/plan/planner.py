@@ -78,8 +78,7 @@ class WaferPlan:
 
 
 def receive_buffer_bytes(target) -> int:
-    planning = getattr(target, "planning", None)
-    return int(planning.receive_buffer) if planning is not None else 0
+    return int(target.core.receive_buffer)
 
 
 class _Capacities:

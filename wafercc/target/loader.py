@@ -198,6 +198,9 @@ class _Builder:
         given = lambda k: self.quantities[k].given
         if c.sram_reserved >= c.sram:
             self.fail("core.sram_reserved", given("core.sram_reserved"), f"less than core.sram ({given('core.sram')})")
+        if c.sram_reserved + c.receive_buffer >= c.sram:
+            self.fail("core.receive_buffer", given("core.receive_buffer"),
+                      f"less than core.sram minus core.sram_reserved ({c.sram - c.sram_reserved} B)")
         for col in f.reserved_colors:
             if not 0 <= col < f.colors:
                 self.fail("fabric.reserved_colors", col, f"a color id in 0..{f.colors - 1}")

@@ -47,6 +47,8 @@ class Mesh:
 class Core:
     sram: int = F("bytes", doc="SRAM per core")
     sram_reserved: int = F("bytes", check="nonneg", doc="SRAM per core kept for code and runtime")
+    receive_buffer: int = F("bytes", check="nonneg",
+                            doc="SRAM per core for receive buffers (broadcast input slices, partial sums)")
     sram_read_bandwidth: int = F("B/cycle", doc="SRAM read bytes per core per cycle")
     sram_write_bandwidth: int = F("B/cycle", doc="SRAM write bytes per core per cycle")
     simd_lanes_fp16: int = F("lanes", doc="FP16 SIMD lanes per core")
