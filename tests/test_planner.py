@@ -85,6 +85,11 @@ def test_more_wafers_than_needed(reference_graph):
         w.stage_latency_s for w in _plan(reference_graph("llama-3.1-70b")).wafers)
 
 
+def test_fewer_wafers_than_needed_is_infeasible(reference_graph):
+    p = _plan(reference_graph("llama-3.1-70b"), wafers=2)
+    assert p.infeasible is not None and p.infeasible.max_wafers == 2 and p.infeasible.needed_wafers == 4
+
+
 def test_dtype_override_by_op(reference_graph):
     g = reference_graph("mixtral-8x7b")
     base = _plan(g)

@@ -105,7 +105,7 @@ def _fit(sizes, lat, caps: _Capacities, start: int, opts: PlanOptions, wafers: i
     """Partition onto wafers start, start+1, ...; grows the wafer list as needed."""
     if not sizes:
         return Assignment((), 0, 0, ())
-    n = caps.lower_bound(sum(sizes)) + 2
+    n = max(caps.lower_bound(sum(sizes)) + 2, wafers or 0)
     while True:
         if limit is not None:
             n = min(n, limit)
@@ -130,7 +130,9 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
     pipe_sizes = [u.weight_bytes + u.act_bytes + (0 if dedicated else u.kv_bytes) for u in units]
     lat = latencies_ns(units, estimate, target, bpc)
     lower = caps.lower_bound(mem.total_bytes)
-    limit = options.max_wafers
+    # --wafers N asks for exactly N: fewer than the model needs is as infeasible as --max-wafers N
+    limit = min(n for n in (options.max_wafers, options.wafers) if n) if (options.max_wafers or options.wafers) \
+        else None
     pipe = _fit(pipe_sizes, lat, caps, 0, options, options.wafers, limit)
     kv_units = [u for u in units if u.kv_bytes] if dedicated else []
     kv = None
@@ -203,7 +205,7 @@ def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated:
 
 
 def _infeasible(graph, target, options, device, mem, lower, with_levers, estimate) -> WaferPlan:
-    limit = options.max_wafers
+    limit = min(n for n in (options.max_wafers, options.wafers) if n)
     relaxed = dataclasses.replace(options, max_wafers=None, wafers=None)
     try:
         needed = plan_wafers(graph, target, relaxed, device, estimate=estimate, with_levers=False).required
