@@ -1,0 +1,299 @@
+"""Tile: every op that holds data on a wafer gets a grid of per-core tiles (docs/tiling.md).
+
+    tile_plan(graph, plan, target, options) -> TilePlan
+    TilePass(plan, target).run(graph)          # the same, as a pass; the plan lands in .results
+
+Weight matrices (matmul, LM head, embedding tables, each MoE expert) become grids oriented for the
+mesh GEMV (grid rows split the reduction dim, columns the outputs); attention KV caches get their
+own grid (rows = sequence x kv head, columns = context chunks); norms, elementwise and other small
+ops ride on the cores of a producer (or consumer) with their vectors and activations.  Per-tile and
+per-core data are NumPy arrays computed from each grid's few integers; records are per op.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+
+from ..ir import DType, Graph
+from .pipeline import Pass
+from .tile_shapes import (
+    Grid,
+    Machine,
+    TileError,
+    ceil_div,
+    choose,
+    kv_spec,
+    op_frontier,
+    op_weights,
+)
+
+ROLES = ("gemv", "lookup", "kv", "flat", "rider")
+
+
+@dataclasses.dataclass(frozen=True)
+class TileOptions:
+    fill: float = 1.0          # fraction of a wafer's usable cores the tiles may take
+    psum_bytes: int = 4        # partial sums in fp32
+    fit_mesh: bool = True      # prefer grids no larger than the program rectangle
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OpTiles:
+    node: str
+    op: str
+    layer: int | None
+    wafer: int
+    role: str                  # one of ROLES
+    host: str | None           # riders: the op whose cores hold this op's bytes
+    grids: tuple[Grid, ...]
+    weight_bytes: int          # the memory plan's bytes of this op on this wafer
+    kv_bytes: int
+    act_bytes: int
+    hosted_bytes: int          # riders' bytes this op's cores hold
+    rounding_bytes: int        # sub-byte tiles rounded up to whole bytes
+
+    @property
+    def cores(self) -> int:
+        return sum(g.cores for g in self.grids)
+
+    @property
+    def cycles(self) -> float:
+        return sum(g.cycles for g in self.grids)
+
+    @property
+    def plan_bytes(self) -> int:
+        return self.weight_bytes + self.kv_bytes + self.act_bytes
+
+    @property
+    def placed_bytes(self) -> int:
+        return sum(g.data_bytes + g.extra_bytes for g in self.grids)
+
+    @property
+    def padding_bytes(self) -> int:
+        return sum(g.padding_bytes for g in self.grids)
+
+    def core_arrays(self) -> dict[str, np.ndarray]:
+        """Flat per-core arrays over this op's grids (grid, expert, row, col order)."""
+        if not self.grids:
+            z = np.zeros(0, np.int64)
+            return {"data": z, "extra": z, "buffer": z, "kv": z}
+        data = np.concatenate([g.tile_bytes().ravel() for g in self.grids])
+        kv = np.concatenate([np.full(g.cores, g.operand == "kv", bool) for g in self.grids])
+        return {"data": data, "extra": np.concatenate([g.extra_per_core() for g in self.grids]),
+                "buffer": np.concatenate([np.full(g.cores, g.buffer_bytes, np.int64) for g in self.grids]),
+                "kv": kv}
+
+
+@dataclasses.dataclass(frozen=True)
+class WaferTiles:
+    index: int
+    role: str
+    ops: tuple[int, ...]       # indices into TilePlan.ops
+    usable_cores: int
+    core_budget: int           # floor(fill x usable cores)
+    cores_needed: int
+    cores_min: int             # the fewest cores these ops could be tiled on (every grid at its densest)
+    plan_bytes: int            # the memory plan's weight + KV + activation bytes of this wafer
+    placed_bytes: int          # bytes on its cores (= plan_bytes + rounding)
+    padding_bytes: int
+    buffer_bytes: int          # receive buffers of the cores used
+    cycles: float              # sum of the ops' latency estimates (ops run in sequence)
+    lam: float                 # the Lagrange multiplier the grid choice ended at (cycles per core)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TilePlan:
+    model: str
+    target: str
+    options: TileOptions
+    ops: tuple[OpTiles, ...]
+    wafers: tuple[WaferTiles, ...]
+
+    def op(self, node: str, wafer: int | None = None) -> OpTiles:
+        for o in self.ops:
+            if o.node == node and (wafer is None or o.wafer == wafer):
+                return o
+        raise KeyError(node)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """Columnar per-op summary (one entry per op record)."""
+        cols = ("wafer", "cores", "weight_bytes", "kv_bytes", "act_bytes", "placed_bytes", "padding_bytes")
+        return {c: np.array([getattr(o, c) for o in self.ops], np.int64) for c in cols} | {
+            "cycles": np.array([o.cycles for o in self.ops], np.float64)}
+
+    def core_arrays(self, wafer: int) -> dict[str, np.ndarray]:
+        """Flat per-core arrays of one wafer: ``op`` (index into ops), ``data``, ``extra``, ``buffer``, ``kv``."""
+        parts = [(i, self.ops[i].core_arrays()) for i in self.wafers[wafer].ops]
+        out = {k: np.concatenate([p[k] for _, p in parts]) for k in ("data", "extra", "buffer", "kv")}
+        out["op"] = np.concatenate([np.full(len(p["data"]), i, np.int32) for i, p in parts])
+        return out
+
+
+@dataclasses.dataclass
+class _Ctx:
+    graph: Graph
+    nodes: dict
+    om: dict
+    index: dict
+    producers: dict
+    consumers: dict
+    m: Machine
+    popts: object
+    beside: bool
+    options: TileOptions
+    cache: dict
+
+
+def build(graph: Graph, plan, target, options: TileOptions = TileOptions()) -> TilePlan:
+    if plan.infeasible is not None or not plan.wafers:
+        raise TileError(f"{plan.model}: the wafer plan is infeasible or empty; nothing to tile")
+    mem = plan.memory
+    nodes = {n.name: n for n in graph.nodes}
+    lost = [o.node for o in mem.ops if o.node not in nodes]
+    if lost:
+        raise TileError(f"op '{lost[0]}' of the memory plan is not in graph '{graph.name}' ({len(lost)} missing)")
+    act = mem.options.act_dtype or DType(mem.weight_dtype)
+    cx = _Ctx(graph, nodes, {o.node: o for o in mem.ops}, {n.name: i for i, n in enumerate(graph.nodes)},
+              graph.producers(), graph.consumers(), Machine.of(target, act.bits, options.psum_bytes),
+              mem.options, plan.kv_wafers == 0, options, {})
+    units = {u.name: u for u in mem.units}
+    ops: list[OpTiles] = []
+    wafers = []
+    for load in plan.wafers:
+        wops, wt = _tile_wafer(cx, load, [n for u in load.units for n in units[u].nodes])
+        wafers.append(dataclasses.replace(wt, ops=tuple(range(len(ops), len(ops) + len(wops)))))
+        ops.extend(wops)
+    return TilePlan(graph.name, target.name, options, tuple(ops), tuple(wafers))
+
+
+def _resolve_hosts(names, rec, nodes, index, producers, consumers) -> dict[str, str | None]:
+    """Riders ride on the latest-produced operand's op (through other riders), else on the first
+    consumer's; None if the wafer has neither."""
+    here = set(names)
+    host: dict[str, str | None] = {}
+
+    def through(p):
+        return p if rec[p]["role"] != "rider" else host.get(p)
+
+    for name in names:
+        if rec[name]["role"] != "rider":
+            continue
+        ps = sorted({producers[v].name for v in nodes[name].inputs.values() if v in producers} & here,
+                    key=index.get, reverse=True)
+        host[name] = next((h for h in map(through, ps) if h), None)
+    for name in reversed(names):
+        if rec[name]["role"] == "rider" and host[name] is None:
+            cs = sorted({c.name for o in nodes[name].outputs for c in consumers.get(o, [])} & here, key=index.get)
+            host[name] = next((h for h in map(through, cs) if h), None)
+    return host
+
+
+def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferTiles]:
+    nodes, om, m, popts, options, cache = cx.nodes, cx.om, cx.m, cx.popts, cx.options, cx.cache
+    kv_wafer = load.role == "kv"
+    rec = {}
+    for name in names:
+        node, o = nodes[name], om[name]
+        kvb = o.kv_bytes if (kv_wafer or cx.beside) else 0
+        if kv_wafer and not kvb:
+            continue
+        wb, ab = (0, 0) if kv_wafer else (o.weight_bytes, o.act_bytes)
+        wdt = DType(o.weight_dtype) if o.weight_dtype else DType.BF16
+        mats, vec = op_weights(cx.graph, node, wdt) if wb else ([], 0)
+        role = ("kv" if kvb else "lookup" if node.op == "embedding" and mats else "gemv" if mats
+                else "flat" if wb > m.budget else "rider")
+        rec[name] = {"role": role, "wb": wb, "kvb": kvb, "ab": ab, "mats": mats, "vec": vec if wb else 0,
+                     "bits": wdt.bits, "hosted": 0}
+    host = _resolve_hosts(list(rec), rec, nodes, cx.index, cx.producers, cx.consumers)
+    for name, h in host.items():
+        r = rec[name]
+        if h is None and r["wb"] + r["ab"]:
+            r["role"] = "flat"          # nothing to ride on: its own cores
+            host[name] = None
+        elif h is not None:
+            rec[h]["hosted"] += r["wb"] + r["ab"]
+    # candidate frontiers, one per matrix / KV cache
+    items, keys = [], []
+    for name, r in rec.items():
+        if r["role"] in ("rider", "flat"):
+            continue
+        node = nodes[name]
+        extras = r["vec"] + r["ab"] + r["hosted"]
+        specs = kv_spec(node, r, popts) if r["role"] == "kv" else \
+            [(op_, kind, e, k, n, r["bits"]) for op_, kind, e, k, n in r["mats"]]
+        sizes = [(e * k * n * bits + 7) // 8 for _, _, e, k, n, bits in specs]
+        shares = [extras * s // sum(sizes) for s in sizes]
+        shares[int(np.argmax(sizes))] += extras - sum(shares)
+        for spec, size, share in zip(specs, sizes, shares):
+            min_cores = max(1, ceil_div(size + share, m.budget))
+            key = spec + (ceil_div(share, min_cores), min_cores, node.attrs.get("num_heads"),
+                          node.attrs.get("head_dim"))
+            if key not in cache:
+                cache[key] = op_frontier(node, spec, key[6], min_cores, m, popts, options)
+            items.append((name, spec, share))
+            keys.append(key)
+    flat_cores = {}
+    for name, r in rec.items():
+        total = r["wb"] + r["ab"] + r["hosted"]
+        if r["role"] == "flat" and total:
+            flat_cores[name] = ceil_div(total, m.budget)
+    ukeys = list(dict.fromkeys(keys))
+    budget = int(options.fill * load.usable_cores) - sum(flat_cores.values())
+    picks, lam, fits = choose([cache[k] for k in ukeys], [keys.count(k) for k in ukeys], budget)
+    fewest = sum(cache[k].cores[0] for k in keys) + sum(flat_cores.values())
+    avail = int(options.fill * load.usable_cores)
+    if not fits:
+        raise TileError(f"wafer {load.index}: its tiles need at least {fewest} cores, {avail} available "
+                        f"({load.usable_cores} usable x fill {options.fill}): short by {fewest - avail} cores; "
+                        f"raise the fill or plan more wafers (--wafers)")
+    pick = dict(zip(ukeys, picks))
+    grids: dict[str, list[Grid]] = {n: [] for n in rec}
+    for (name, spec, share), key in zip(items, keys):
+        f, j = cache[key], pick[key]
+        op_, _, e, k, n, bits = spec
+        grids[name].append(Grid(op_, e, k, n, int(f.rows[j]), int(f.cols[j]), int(f.tile_k[j]), int(f.tile_n[j]),
+                                bits, share, max(m.receive_buffer, int(f.buffer[j])), float(f.cycles[j])))
+    for name, c in flat_cores.items():
+        r = rec[name]
+        total = r["wb"] + r["ab"] + r["hosted"]
+        t = ceil_div(total, c)
+        grids[name].append(Grid("*", 1, total, 1, ceil_div(total, t), 1, t, 1, 8, 0, m.receive_buffer, 0.0))
+    out = []
+    for name, r in rec.items():
+        node = nodes[name]
+        ot = OpTiles(name, node.op, node.layer, load.index, r["role"], host.get(name), tuple(grids[name]),
+                     r["wb"], r["kvb"], r["ab"], r["hosted"], 0)
+        rounding = ot.placed_bytes - ot.plan_bytes - ot.hosted_bytes if ot.grids else 0
+        if rounding < 0 or (rounding and all(g.unit_bits % 8 == 0 for g in ot.grids)):
+            raise TileError(f"op '{name}': tiles hold {ot.placed_bytes} B, "
+                            f"the plan {ot.plan_bytes + ot.hosted_bytes} B")
+        out.append(dataclasses.replace(ot, rounding_bytes=rounding))
+    placed = sum(o.placed_bytes for o in out)
+    plan_bytes = load.weight_bytes + load.kv_bytes + load.act_bytes
+    if placed - plan_bytes != sum(o.rounding_bytes for o in out):
+        raise TileError(f"wafer {load.index}: tiles hold {placed} B, the plan {plan_bytes} B")
+    return out, WaferTiles(load.index, load.role, (), load.usable_cores, avail, sum(o.cores for o in out), fewest,
+                           plan_bytes, placed, sum(o.padding_bytes for o in out),
+                           sum(g.buffer_bytes * g.cores for o in out for g in o.grids), sum(o.cycles for o in out), lam)
+
+
+@dataclasses.dataclass(frozen=True)
+class TilePass(Pass):
+    """Plans per-core tiles for ``plan`` on ``target``; appends the TilePlan to ``results``."""
+    name: ClassVar[str] = "tile"
+    requires: ClassVar[frozenset[str]] = frozenset({"partitioned"})
+    ensures: ClassVar[frozenset[str]] = frozenset({"tiled"})
+    plan: object = None
+    target: object = None
+    options: TileOptions = TileOptions()
+    results: list = dataclasses.field(default_factory=list, compare=False, hash=False)
+
+    def run(self, graph: Graph) -> None:
+        self.results.append(tile_plan(graph, self.plan, self.target, self.options))
+
+
+def tile_plan(graph: Graph, plan, target, options: TileOptions = TileOptions()) -> TilePlan:
+    """Per-core tiles of every op ``plan`` puts on a wafer (see the module docstring)."""
+    return build(graph, plan, target, options)
