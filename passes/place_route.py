@@ -1,0 +1,105 @@
+"""Tile -> floorplan/assign -> route for every wafer of a plan; the result the schedule writer emits."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from .floorplan import WaferFloorplan, floorplan_wafer
+from .tile import TileOptions, TilePlan, tile_plan
+from .transfers import TransferSet, wafer_transfers
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaceOptions:
+    band_width: int = 32                        # serpentine band width; the usable width = row-major baseline
+    tile: TileOptions = TileOptions(fill=0.97)  # leave slack for the floorplan
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PlacedWafer:
+    index: int
+    ops: tuple                  # OpTiles of this wafer, in dataflow order (wafer-local op ids)
+    floorplan: WaferFloorplan
+    tile_op: np.ndarray         # int32 [T]
+    tile_grid: np.ndarray       # int16 [T]
+    tile_expert: np.ndarray     # int32 [T]
+    tile_row: np.ndarray        # int32 [T]
+    tile_col: np.ndarray        # int32 [T]
+    tile_bytes: np.ndarray      # int64 [T]
+    transfers: TransferSet
+    route_src: np.ndarray       # int32 [R, 2]: (row, col) of each route's source core
+    route_dst: np.ndarray       # int32 [R, 2]
+    routes: object              # the router's result (paths, colors, loads)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PlacedProgram:
+    plan: object
+    tiles: TilePlan
+    wafers: tuple[PlacedWafer, ...]
+    options: PlaceOptions
+    seconds: dict
+
+
+def _tile_arrays(ops, tp: TilePlan, wafer: int):
+    cols = {k: [] for k in ("op", "grid", "expert", "row", "col")}
+    for local, o in enumerate(ops):
+        for gi, g in enumerate(o.grids):
+            e, r, c = np.meshgrid(np.arange(g.experts), np.arange(g.rows), np.arange(g.cols), indexing="ij")
+            n = g.cores
+            cols["op"].append(np.full(n, local, np.int32))
+            cols["grid"].append(np.full(n, gi, np.int16))
+            cols["expert"].append(e.ravel().astype(np.int32))
+            cols["row"].append(r.ravel().astype(np.int32))
+            cols["col"].append(c.ravel().astype(np.int32))
+    out = {k: (np.concatenate(v) if v else np.zeros(0, np.int32)) for k, v in cols.items()}
+    ca = tp.core_arrays(wafer)
+    out["bytes"] = (ca["data"] + ca["extra"] + ca["buffer"]).astype(np.int64)
+    return out
+
+
+def _edge_core(alive: np.ndarray, row: int, col: int) -> tuple[int, int]:
+    """The live core of column ``col`` (a wafer edge) nearest to ``row``."""
+    live = np.flatnonzero(alive[:, col])
+    if len(live) == 0:
+        raise ValueError(f"edge column {col} has no live core")
+    return int(live[np.argmin(np.abs(live - row))]), col
+
+
+def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOptions(), router=None) -> PlacedProgram:
+    from .route import RouteOptions, Transfers, route as default_route
+    router = router or default_route
+    t0 = time.perf_counter()
+    tp = tile_plan(graph, plan, target, options.tile)
+    secs = {"tile": time.perf_counter() - t0, "floorplan": 0.0, "route": 0.0}
+    colors = target.fabric.colors - len(target.fabric.reserved_colors)
+    wafers = []
+    for k, wt in enumerate(tp.wafers):
+        t1 = time.perf_counter()
+        w = device.wafer(k)
+        ops = tuple(tp.ops[i] for i in wt.ops)
+        arrays = _tile_arrays(ops, tp, k)
+        fp = floorplan_wafer(k, w.alive, [o.cores for o in ops], options.band_width)
+        tr = wafer_transfers([[(g.experts, g.rows, g.cols) for g in o.grids] for o in ops],
+                             first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1)
+        rows, cols = fp.core_row, fp.core_col
+        src = np.stack([np.where(tr.src >= 0, rows[np.maximum(tr.src, 0)], 0),
+                        np.where(tr.src >= 0, cols[np.maximum(tr.src, 0)], 0)], axis=1).astype(np.int32)
+        dst = np.stack([np.where(tr.dst >= 0, rows[np.maximum(tr.dst, 0)], 0),
+                        np.where(tr.dst >= 0, cols[np.maximum(tr.dst, 0)], 0)], axis=1).astype(np.int32)
+        for i in np.flatnonzero(tr.src < 0):   # from the west edge
+            src[i] = _edge_core(w.alive, int(dst[i, 0]), 0)
+        for i in np.flatnonzero(tr.dst < 0):   # to the east edge
+            dst[i] = _edge_core(w.alive, int(src[i, 0]), w.alive.shape[1] - 1)
+        secs["floorplan"] += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        res = router(w.alive, w.dead_links, Transfers(src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], tr.kind,
+                                                      np.arange(len(tr), dtype=np.int64)),
+                     colors, 1, RouteOptions(seed=options.seed))
+        secs["route"] += time.perf_counter() - t2
+        wafers.append(PlacedWafer(k, ops, fp, arrays["op"], arrays["grid"], arrays["expert"], arrays["row"],
+                                  arrays["col"], arrays["bytes"], tr, src, dst, res))
+    return PlacedProgram(plan, tp, tuple(wafers), options, secs)
