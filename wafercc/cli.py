@@ -5,6 +5,7 @@
     wafercc ir verify FILE.ir
     wafercc targets [--format text|json]
     wafercc targets show TARGET [--format text|json]
+    wafercc verify OUTDIR [--format text|json] [--max-violations N]
     wafercc --version
 
 MODEL is an .onnx file, a config.json (or a directory holding one) or a
@@ -72,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     ts = tg_sub.add_parser("show", help="print every field of a target with unit, source and confidence")
     ts.add_argument("target", metavar="TARGET", help="a preset name (wse2, wse3) or a target .toml file")
     ts.add_argument("--format", choices=("text", "json"), default=argparse.SUPPRESS)
+    vf = sub.add_parser("verify", help="check a placed and routed output directory (exit 1 on violations)")
+    vf.add_argument("outdir", metavar="OUTDIR", help="a directory holding schedule.json, defects.npz, wafer{k}.npz")
+    vf.add_argument("--format", choices=("text", "json"), default="text")
+    vf.add_argument("--max-violations", type=int, default=50, metavar="N", help="violations printed (default 50)")
     return p
 
 
@@ -226,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "targets":
             from .target.show import cmd_targets
             return cmd_targets(args)
+        if args.cmd == "verify":
+            from .verify.report import cmd_verify
+            return cmd_verify(args)
         parser.error(f"unknown command {args.cmd}")
     except WaferccError as e:
         line = " ".join(str(e).split("\n")[0].split()) or type(e).__name__

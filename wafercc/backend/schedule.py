@@ -38,7 +38,8 @@ def write_schedule(outdir: str, program, model: str, target, device) -> dict[str
                   "route_src_row": pw.route_src[:, 0], "route_src_col": pw.route_src[:, 1],
                   "route_dst_row": pw.route_dst[:, 0], "route_dst_col": pw.route_dst[:, 1],
                   "route_kind": pw.transfers.kind, "route_op_src": pw.transfers.op_src,
-                  "route_op_dst": pw.transfers.op_dst, "route_color": np.asarray(r.colors, np.int16),
+                  "route_op_dst": pw.transfers.op_dst,
+                  "route_color": np.asarray(colors, np.int16)[np.asarray(r.color, np.int64)],
                   "route_offsets": np.asarray(r.offsets, np.int64), "route_links": np.asarray(r.links, np.int32)}
         files[f"wafer{k}"] = os.path.join(outdir, f"wafer{k}.npz")
         write_npz(files[f"wafer{k}"], arrays)

@@ -1,0 +1,228 @@
+"""Route: every transfer of one wafer gets a path of directed links and a color (docs/routing.md).
+
+    res = route(alive, dead_links, Transfers(sr, sc, dr, dc, kind, tag), colors=21)
+    res.offsets, res.links, res.color        # CSR paths (link id = ((row*cols)+col)*4 + dir) and colors
+
+Dimension-ordered (XY, then YX) routes first, checked against defects with prefix sums and against
+capacity with one bincount; PathFinder (A* with present-congestion and history costs in a growing
+bounding box) for the few that are blocked or overused; greedy coloring in a fixed order with a
+per-color re-search for the routes left without a color.  A transfer that cannot be routed raises
+RoutingError naming it and the overused resources: a route is never dropped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from ..errors import WaferccError
+from .route_astar import Negotiator
+from .route_color import ColorState, greedy, repair
+from .route_grid import (
+    components,
+    dor_feasible,
+    dor_links,
+    link_name,
+    segment_clear,
+    usable_links,
+)
+
+KINDS = ("broadcast", "reduction", "activation", "inter-wafer")
+
+
+class RoutingError(WaferccError):
+    """A transfer could not be routed; names it and the overused resources."""
+
+    def __init__(self, message: str, *, index: int = -1, src=None, dst=None, tag=None,
+                 overused: list | None = None):
+        self.index, self.src, self.dst, self.tag = index, src, dst, tag
+        self.overused = overused or []
+        super().__init__(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfers:
+    """One transfer per entry: a path from (src_row, src_col) to (dst_row, dst_col).  ``kind`` as in
+    docs/schedule-format.md (0 broadcast, 1 reduction, 2 activation, 3 inter-wafer); ``tag`` is the
+    caller's id (reported in errors)."""
+    src_row: np.ndarray
+    src_col: np.ndarray
+    dst_row: np.ndarray
+    dst_col: np.ndarray
+    kind: np.ndarray | None = None
+    tag: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(np.asarray(self.src_row))
+        for f in ("src_row", "src_col", "dst_row", "dst_col"):
+            object.__setattr__(self, f, np.asarray(getattr(self, f), dtype=np.int32).reshape(-1))
+        kind = np.zeros(n, np.int8) if self.kind is None else np.asarray(self.kind, np.int8).reshape(-1)
+        tag = np.arange(n, dtype=np.int64) if self.tag is None else np.asarray(self.tag, np.int64).reshape(-1)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "tag", tag)
+        if any(len(getattr(self, f)) != n for f in ("src_col", "dst_row", "dst_col", "kind", "tag")):
+            raise ValueError("Transfers: all arrays must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.src_row)
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteOptions:
+    seed: int = 0                 # orders the re-routed nets of PathFinder iterations > 1
+    max_iterations: int = 50      # PathFinder iterations before RoutingError
+    pres_fac: float = 0.5         # present-congestion factor of the first iteration
+    pres_mult: float = 1.6        # its growth per iteration
+    hist_fac: float = 0.5         # history cost added per unit of overuse per iteration
+    bbox_margin: int = 3          # A* bounding box: the transfer's box grown by this (doubled as needed)
+    repair_margin: int = 64       # largest margin of the per-color re-search of uncolored routes
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RouteResult:
+    offsets: np.ndarray           # int64 [R+1]
+    links: np.ndarray             # int32 [offsets[-1]]
+    color: np.ndarray             # int16 [R]
+    link_load: np.ndarray         # int32 [rows, cols, 4]: routes per directed link
+    ramp_in: np.ndarray           # int32 [rows, cols]: routes starting at the core (ramp input)
+    ramp_out: np.ndarray          # int32 [rows, cols]: routes ending at the core (ramp output)
+    total_hops: int
+    lower_bound: int              # sum of |dr| + |dc|
+    max_link_load: int
+    colors_used: int
+    iterations: int               # PathFinder iterations (0: the fast path sufficed)
+    stats: dict                   # routes per stage, searches, seconds
+
+    def path(self, i: int) -> np.ndarray:
+        return self.links[self.offsets[i]:self.offsets[i + 1]]
+
+
+def _fail(t: Transfers, i: int, why: str, overused=()):
+    src = (int(t.src_row[i]), int(t.src_col[i]))
+    dst = (int(t.dst_row[i]), int(t.dst_col[i]))
+    kind = KINDS[t.kind[i]] if 0 <= t.kind[i] < len(KINDS) else int(t.kind[i])
+    msg = f"transfer {i} ({kind}, tag {int(t.tag[i])}) {src} -> {dst}: {why}"
+    if overused:
+        msg += "; overused: " + ", ".join(s for _, s in list(overused)[:8])
+        if len(overused) > 8:
+            msg += f" (+{len(overused) - 8} more)"
+    return RoutingError(msg, index=i, src=src, dst=dst, tag=int(t.tag[i]), overused=list(overused))
+
+
+def _check_inputs(alive, t: Transfers, colors: int, cap: int, ok):
+    rows, cols = alive.shape
+    if not 1 <= colors <= 32767 or cap < 1:
+        raise ValueError(f"colors must be 1..32767 and link_capacity >= 1, got {colors}, {cap}")
+    for i in np.flatnonzero((t.src_row < 0) | (t.src_row >= rows) | (t.src_col < 0) | (t.src_col >= cols)
+                            | (t.dst_row < 0) | (t.dst_row >= rows) | (t.dst_col < 0) | (t.dst_col >= cols))[:1]:
+        raise _fail(t, int(i), f"endpoint outside the {rows} x {cols} mesh")
+    for i in np.flatnonzero(~alive[t.src_row, t.src_col] | ~alive[t.dst_row, t.dst_col])[:1]:
+        raise _fail(t, int(i), "endpoint on a dead core")
+    lab = components(ok)
+    for i in np.flatnonzero(lab[t.src_row, t.src_col] != lab[t.dst_row, t.dst_col])[:1]:
+        raise _fail(t, int(i), "no path: defects disconnect the source from the destination")
+    moving = (t.src_row != t.dst_row) | (t.src_col != t.dst_col)
+    for name, r, c in (("ramp input", t.src_row, t.src_col), ("ramp output", t.dst_row, t.dst_col)):
+        node = (r.astype(np.int64) * cols + c)[moving]
+        cnt = np.bincount(node, minlength=rows * cols)
+        over = np.flatnonzero(cnt > colors * cap)
+        if len(over):
+            k = int(over[0])
+            i = int(np.flatnonzero(moving & ((r.astype(np.int64) * cols + c) == k))[colors * cap])
+            raise _fail(t, i, f"{cnt[k]} routes share the {name} of core {divmod(k, cols)} "
+                              f"(limit {colors} colors x {cap})")
+
+
+def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: int = 1,
+          options: RouteOptions | None = None) -> RouteResult:
+    t0 = time.perf_counter()
+    o = options or RouteOptions()
+    alive = np.asarray(alive, dtype=bool)
+    rows, cols = alive.shape
+    N, cap = rows * cols, int(link_capacity)
+    capT = colors * cap
+    t = transfers
+    n = len(t)
+    ok = usable_links(alive, dead_links)
+    _check_inputs(alive, t, colors, cap, ok)
+    sr, sc, dr, dc = (a.astype(np.int64) for a in (t.src_row, t.src_col, t.dst_row, t.dst_col))
+
+    # ---- fast path: XY, else YX, for every transfer clear of defects ----
+    pE, pS = segment_clear(ok)
+    xy_ok, yx_ok = dor_feasible(pE, pS, sr, sc, dr, dc)
+    dor = xy_ok | yx_ok
+    xy = xy_ok.copy()
+    offs, links = dor_links(cols, sr, sc, dr, dc, xy)
+    load = np.bincount(links[np.repeat(dor, np.diff(offs))], minlength=4 * N).astype(np.int32)
+    flipped = 0
+    if (load > capT).any():                  # flip the routes on overused links to the other order
+        rid = np.repeat(np.arange(n), np.diff(offs))
+        hot = np.zeros(n, bool)
+        hot[rid[(load[links] > capT) & dor[rid]]] = True
+        flip = hot & xy_ok & yx_ok
+        flipped = int(flip.sum())
+        xy[flip] = False
+        offs, links = dor_links(cols, sr, sc, dr, dc, xy)
+        load = np.bincount(links[np.repeat(dor, np.diff(offs))], minlength=4 * N).astype(np.int32)
+    t1 = time.perf_counter()
+
+    # ---- PathFinder for the blocked transfers and those still on overused links ----
+    pending = set(np.flatnonzero(~dor).tolist())
+    dor_mask = dor.copy()
+    src_node = (sr * cols + sc).tolist()
+    dst_node = (dr * cols + dc).tolist()
+    neg = Negotiator(rows, cols, ok.reshape(-1).astype(np.uint8).tobytes(), load.tolist(), capT,
+                     src_node, dst_node, offs, links, dor_mask, o)
+    if neg.over:
+        pending.update(neg.routes_on(set(neg.over)))
+    stuck = neg.run(sorted(pending))
+    if stuck:
+        over = sorted(neg.over)
+        raise _fail(t, stuck[0], f"congestion not resolved in {o.max_iterations} PathFinder iterations "
+                                 f"({len(stuck)} routes on {len(over)} overused links)",
+                    [(lk, f"{link_name(lk, cols)} load {neg.load[lk]}/{capT}") for lk in over])
+    t2 = time.perf_counter()
+
+    # ---- colors ----
+    links_l = links.tolist()
+    offs_l = offs.tolist()
+    paths = [neg.paths[i] if i in neg.paths else links_l[offs_l[i]:offs_l[i + 1]] for i in range(n)]
+    lens = np.fromiter((len(p) for p in paths), dtype=np.int64, count=n)
+    order = np.lexsort((np.arange(n), -lens)).tolist()
+    state = ColorState(N, colors, cap)
+    color = np.zeros(n, dtype=np.int16)
+    failed = greedy(order, paths, src_node, dst_node, state, color)
+    okb = neg.ok
+    for i in failed:
+        if not repair(i, paths, src_node, dst_node, state, color, rows, cols, okb, neg.load, o.repair_margin):
+            res = state.resources(paths[i], src_node[i], dst_node[i])
+            hot = [r for r in res if state.full.get(r, 0) == state.all]
+            names = [(r, (f"{link_name(r, cols)} load {neg.load[r]}" if r < 4 * N else
+                          f"{'ramp in' if r < 5 * N else 'ramp out'} of core {divmod(r % N, cols)}")
+                      + f", all {colors} colors taken") for r in hot]
+            raise _fail(t, i, f"no color free on its path and no path with a free color "
+                              f"({colors} colors x {cap} per link)", names)
+    t3 = time.perf_counter()
+
+    # ---- result ----
+    lens = np.fromiter((len(p) for p in paths), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    out = np.fromiter((lk for p in paths for lk in p), dtype=np.int32, count=int(offsets[-1]))
+    load = np.bincount(out, minlength=4 * N).astype(np.int32)
+    moving = lens > 0
+    ramp_in = np.bincount((sr * cols + sc)[moving], minlength=N).astype(np.int32).reshape(rows, cols)
+    ramp_out = np.bincount((dr * cols + dc)[moving], minlength=N).astype(np.int32).reshape(rows, cols)
+    if (load > capT).any() or (~ok.reshape(-1)[out]).any():
+        raise AssertionError("router produced an overused or unusable link")   # internal invariant
+    stats = {"routes": n, "fast_path": int(dor_mask.sum()), "flipped": flipped,
+             "searched": len(neg.paths), "searches": neg.searches, "color_repaired": len(failed),
+             "seconds_fast": t1 - t0, "seconds_pathfinder": t2 - t1, "seconds_color": t3 - t2,
+             "seconds": time.perf_counter() - t0}
+    return RouteResult(offsets=offsets, links=out, color=color, link_load=load.reshape(rows, cols, 4),
+                       ramp_in=ramp_in, ramp_out=ramp_out, total_hops=int(offsets[-1]),
+                       lower_bound=int((np.abs(dr - sr) + np.abs(dc - sc)).sum()),
+                       max_link_load=int(load.max()) if len(load) else 0,
+                       colors_used=len(np.unique(color[moving])), iterations=neg.iterations,
+                       stats=stats)

@@ -1,0 +1,233 @@
+"""Negative tests: a valid hand-written schedule, edited to break one rule, is rejected naming it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from target_util import tiny_target
+from test_verify_writer import Sched, l_path, path_links, two_wafer
+
+from wafercc.cli import main
+from wafercc.verify import verify_dir
+
+COLS = 8
+
+
+def lid(r, c, d):
+    return (r * COLS + c) * 4 + d
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return tiny_target(tmp_path, width=15, height=10)   # usable 8 x 8
+
+
+def reject(tiny, tmp_path, edit, code, *needles, sched=None):
+    res = verify_dir((sched or two_wafer(tiny)).write(tmp_path / "out", edit))
+    assert not res.ok
+    assert code in res.counts, (code, [str(v) for v in res.violations])
+    msgs = [str(v) for v in res.violations if v.code == code]
+    for n in needles:
+        assert any(n in m for m in msgs), (n, msgs)
+    return res
+
+
+def kill(defects, k, r, c):
+    defects[f"alive_{k}"][r, c] = False
+
+
+def test_tile_on_dead_core(tiny, tmp_path):
+    def edit(doc, a, d):
+        kill(d, 1, 5, 5)                                  # under lm_head's only tile
+    res = reject(tiny, tmp_path, edit, "tile-dead-core", "wafer 1", "op 1 'lm_head'", "dead core (5, 5)")
+    assert set(res.counts) == {"tile-dead-core"}
+
+
+def test_tile_moved_onto_dead_core(tiny, tmp_path):
+    def edit(doc, a, d):
+        kill(d, 0, 7, 7)
+        a[0]["tile_core_row"][0], a[0]["tile_core_col"][0] = 7, 7
+    reject(tiny, tmp_path, edit, "tile-dead-core", "tile 0 (op 0 'embed' grid 0", "dead core (7, 7)")
+
+
+def test_cut_route(tiny, tmp_path):
+    def edit(doc, a, d):                                  # drop the middle link of route 0 (a row broadcast)
+        w = a[0]
+        w["route_links"] = np.delete(w["route_links"], 1)
+        w["route_offsets"][1:] -= 1
+    reject(tiny, tmp_path, edit, "route-broken", "route 0 (broadcast, op 1 'layers.0.q_proj', color 0",
+           "is cut", "link (1, 2)->E")
+
+
+def test_route_start_end_and_empty(tiny, tmp_path):
+    def edit(doc, a, d):
+        w = a[0]
+        w["route_src_col"][0] = 1                        # route 0 starts at (1, 0)
+        w["route_dst_col"][1] = 2                        # route 1 ends at (2, 3)
+        w["route_links"] = np.delete(w["route_links"], np.s_[6:9])   # route 2 loses all its links
+        w["route_offsets"][3:] -= 3
+    res = reject(tiny, tmp_path, edit, "route-start", "route 0 ")
+    assert "route-end" in res.counts and "route-empty" in res.counts
+
+
+def test_overfill_core(tiny, tmp_path):
+    def edit(doc, a, d):
+        a[1]["tile_bytes"][-1] = tiny.usable_bytes_per_core + 1   # lm_head's tile
+    reject(tiny, tmp_path, edit, "sram-over-budget", "core (5, 5) holds 45057 B > budget 45056 B")
+
+
+def test_reserved_color(tiny, tmp_path):
+    def edit(doc, a, d):
+        a[0]["route_color"][3] = 21                       # reserved by the runtime
+    reject(tiny, tmp_path, edit, "color-not-allowed", "route 3 ", "color 21")
+
+
+def test_schedule_colors_beyond_target(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["colors"] = list(range(24))
+    reject(tiny, tmp_path, edit, "color-config", "not allowed: [21, 22, 23]")
+
+
+def test_color_reused_on_link(tiny, tmp_path):
+    s = two_wafer(tiny)
+    s.route(0, 2, 1, 2, 0, l_path((1, 0), (1, 2)))        # color 0 again on (1,0)->E and (1,1)->E
+    res = reject(tiny, tmp_path, None, "color-reuse", "link (1, 0)->E color 0 used 2 times (> 1) by routes 0, ",
+                 sched=s)
+    assert res.counts["color-reuse"] == 2 and "port-conflict" in res.counts   # same source ramp, same color
+
+
+def test_link_overload_with_capacity(tiny, tmp_path):
+    s = Sched(tiny, 1)
+    s.layers(0, 0, 0)
+    o = s.op(0, "a", 0, (0, 0, 1, 2))
+    for col in range(3):
+        s.route(0, 0, o, o, col, [(0, 0), (0, 1)])
+
+    def edit(doc, a, d):
+        doc["colors"] = [0, 1]                             # 3 routes > 2 colors x capacity 1
+        a[0]["route_color"][2] = 1
+    res = reject(tiny, tmp_path, edit, "link-overload", "link (0, 0)->E carries 3 routes > 2", sched=s)
+    assert "color-reuse" in res.counts
+
+
+def test_ramp_port_conflict(tiny, tmp_path):
+    s = Sched(tiny, 1)
+    s.layers(0, 0, 0)
+    o = s.op(0, "a", 0, (0, 0, 2, 2))
+    s.route(0, 0, o, o, 5, [(0, 0), (0, 1)])
+    s.route(0, 1, o, o, 5, [(0, 0), (1, 0)])             # same source, same color, other link
+    reject(tiny, tmp_path, None, "port-conflict", "core (0, 0) ramp input color 5 used by 2 routes (> 1): 0, 1",
+           sched=s)
+
+
+def test_route_over_dead_link(tiny, tmp_path):
+    def edit(doc, a, d):
+        d["dead_links_0"] = np.array([[2, 1, 0]], np.int32)   # (2,1) -E- (2,2): route 1 runs (2,0)->(2,3)
+    reject(tiny, tmp_path, edit, "route-dead-link", "route 1 ", "dead link (2, 1)->E")
+
+
+def test_route_over_dead_link_reverse_direction(tiny, tmp_path):
+    def edit(doc, a, d):
+        d["dead_links_0"] = np.array([[2, 1, 1]], np.int32)   # (2,1) -S- (3,1): reduction 1 runs north over it
+    reject(tiny, tmp_path, edit, "route-dead-link", "dead link (3, 1)->N")
+
+
+def test_route_over_dead_core(tiny, tmp_path):
+    s = two_wafer(tiny)
+    s.route(0, 2, 1, 2, 4, l_path((1, 3), (1, 7)) + [(2, 7), (3, 7), (4, 7), (4, 6), (4, 5), (4, 4), (4, 3)])
+
+    def edit(doc, a, d):
+        kill(d, 0, 2, 7)
+    reject(tiny, tmp_path, edit, "route-dead-core", "crosses dead core (2, 7) at link (1, 7)->S", sched=s)
+
+
+def test_route_leaves_rectangle(tiny, tmp_path):
+    def edit(doc, a, d):
+        a[0]["route_links"][0] = lid(7, 7, 0)            # east of the last column
+        a[0]["route_links"][1] = 8 * 8 * 4 + 3            # no such link
+    res = reject(tiny, tmp_path, edit, "route-off-mesh", "leaves the rectangle at link (7, 7)->E")
+    assert "route-broken" in res.counts or "route-start" in res.counts
+
+
+def test_missing_tile(tiny, tmp_path):
+    def edit(doc, a, d):
+        for key in a[0]:
+            if key.startswith("tile_"):
+                a[0][key] = np.delete(a[0][key], 5)          # tile 5: op 1 grid 0 [0, 0, 3]
+    reject(tiny, tmp_path, edit, "tile-missing", "op 1 'layers.0.q_proj' grid 0 tile [expert 0, row 0, col 3] "
+           "is not placed")
+
+
+def test_duplicated_tile(tiny, tmp_path):
+    def edit(doc, a, d):
+        a[0]["tile_col"][6] = 3                          # tile 6 ([0, 1, 0]) claims tile 5's [0, 0, 3]
+        a[0]["tile_row"][6] = 0
+    res = reject(tiny, tmp_path, edit, "tile-duplicate", "grid 0 tile [expert 0, row 0, col 3] placed 2 times "
+                 "(tiles 5, 6)")
+    assert "tile-missing" in res.counts                  # [0, 1, 0] is left unplaced
+
+
+def test_tile_out_of_grid(tiny, tmp_path):
+    def edit(doc, a, d):
+        a[0]["tile_row"][3] = 9
+        a[0]["tile_op"][4] = 17
+    res = reject(tiny, tmp_path, edit, "tile-out-of-grid", "tile 3 (op 1 'layers.0.q_proj' grid 0 [expert 0, "
+                 "row 9", "tile 4 (op 17 (no such op)")
+    assert res.counts["tile-out-of-grid"] == 2
+
+
+def test_op_on_wrong_wafer(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["wafers"][1]["ops"][0]["layer"] = 1            # layer 1 belongs to wafer 0
+    reject(tiny, tmp_path, edit, "layer-wrong-wafer", "op 0 'layers.2.q_proj' of layer 1 on wafer 1, which "
+           "holds layers 2-2")
+
+
+def test_units_disagree_with_layers(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["wafers"][0]["units"].append("layer 5")
+    reject(tiny, tmp_path, edit, "partition-units", "units [0, 1, 5] disagree with layers 0-1")
+
+
+def test_route_endpoint_and_kind(tiny, tmp_path):
+    s = two_wafer(tiny)
+    s.route(0, 2, 1, 2, 5, l_path((7, 7), (6, 7)))        # (7,7) holds nothing of op 1
+    s.route(0, 0, 1, 2, 6, l_path((1, 0), (2, 0)))        # a broadcast between two ops
+    res = reject(tiny, tmp_path, None, "route-endpoint", "route 16: source core (7, 7) holds no tile of op 1",
+                 sched=s)
+    assert "route-kind" in res.counts
+
+
+def test_inter_wafer_table(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["wafers"][1]["inter_wafer"] = []
+        a[0]["route_dst_col"][15] = 6                     # no longer on the east edge column
+        a[0]["route_links"] = a[0]["route_links"][:-1]
+        a[0]["route_offsets"][-1] -= 1
+    res = reject(tiny, tmp_path, edit, "inter-wafer", "route 4 is inter-wafer (kind 3) but no inter_wafer entry")
+    assert "not on the west or east edge column" in " ".join(str(v) for v in res.violations)
+
+
+def test_budget_beyond_target(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["budget_bytes_per_core"] = tiny.core.sram
+    reject(tiny, tmp_path, edit, "budget", "exceeds the target's sram - sram_reserved")
+
+
+def test_cli_exit_1_and_truncation(tiny, tmp_path, capsys):
+    def edit(doc, a, d):
+        d["alive_0"][:, :] = False                         # every tile and route of wafer 0 on dead cores
+    out = two_wafer(tiny).write(tmp_path / "out", edit)
+    assert main(["verify", out, "--max-violations", "3"]) == 1
+    text = capsys.readouterr().out
+    assert text.count("[tile-dead-core]") == 2 and text.count("[route-dead-core]") == 1 and "more" in text and "violation(s)" in text
+    assert main(["verify", out, "--format", "json", "--max-violations", "2"]) == 1
+    d = json.loads(capsys.readouterr().out)
+    assert not d["ok"] and len(d["violations"]) == 2 and d["counts"]["tile-dead-core"] == 26
+    assert d["wafers"][0]["violations"] == d["violation_count"] and d["wafers"][1]["violations"] == 0
+
+
+def test_path_links_helper():
+    assert path_links(COLS, [(0, 0), (0, 1), (1, 1), (1, 0), (0, 0)]) == [lid(0, 0, 0), lid(0, 1, 1),
+                                                                           lid(1, 1, 2), lid(1, 0, 3)]

@@ -1,0 +1,71 @@
+"""The independent schedule verifier (docs/schedule-format.md, "What the verifier checks").
+
+    verify_dir(outdir, limit=50) -> VerifyResult     read OUTDIR, run every check, compute the QoR
+    VerifyResult.ok / .violations / .counts / .wafers (QoR dicts) / .violation_count
+    result_dict(res) -> dict; render_text(res, console, limit)
+
+It reads only the emitted files (schedule.json, defects.npz, wafer{k}.npz) and the target they
+name; it never imports the planner, the passes or the frontends.  Unreadable or structurally
+malformed files raise ScheduleFileError (a WaferccError, exit 2); violations are data (exit 1).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .checks import (
+    Sink,
+    Violation,
+    check_config,
+    check_partition,
+    check_sram,
+    check_tiles,
+)
+from .endpoints import check_endpoints
+from .files import ScheduleFileError, read_schedule
+from .qor import wafer_qor
+from .report import render_text, result_dict
+from .routes import check_routes
+
+__all__ = ["ScheduleFileError", "VerifyResult", "Violation", "render_text", "result_dict", "verify_dir"]
+
+
+@dataclass
+class VerifyResult:
+    outdir: str
+    model: str | None
+    target: str
+    violations: list[Violation]              # formatted, at most ``limit`` per code
+    counts: dict[str, int]                   # code -> exact total
+    wafers: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def violation_count(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.violation_count == 0
+
+
+def verify_dir(outdir: str, limit: int = 50) -> VerifyResult:
+    t0 = time.perf_counter()
+    sched = read_schedule(outdir)
+    doc, target = sched.doc, sched.target
+    sink = Sink(limit)
+    check_config(doc, target, sink)
+    budget, cap = doc["budget_bytes_per_core"], doc["link_capacity"]
+    qor = []
+    for k in range(sched.nwafers):
+        w = sched.wafer(k)
+        ops = w.meta["ops"]
+        before = sink.by_wafer.get(w.index, 0)
+        tiles = check_tiles(w, ops, sink)
+        check_sram(w, tiles, budget, sink)
+        rstats = check_routes(w, ops, doc["colors"], cap, target.fabric.colors, sink)
+        check_endpoints(w, ops, tiles, rstats, sched.nwafers, sink)
+        check_partition(w, sink)
+        qor.append(wafer_qor(doc, w, tiles, rstats, budget, sink.by_wafer.get(w.index, 0) - before))
+    return VerifyResult(outdir, doc.get("model"), doc["target"], sink.violations, sink.counts, qor,
+                        time.perf_counter() - t0)
