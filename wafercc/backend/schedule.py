@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 
+from ..target import list_targets
+
 import numpy as np
 
 from ..cache import atomic_write_text
@@ -28,8 +30,17 @@ def write_schedule(outdir: str, program, model: str, target, device) -> dict[str
                      "grids": [{"grid": gi, "experts": g.experts, "rows": g.rows, "cols": g.cols}
                                for gi, g in enumerate(o.grids)],
                      "region": pw.floorplan.regions(i)} for i, o in enumerate(pw.ops)]
+        n = len(program.wafers)
+        inter = []
+        for ri in np.flatnonzero(pw.transfers.kind == 3):   # edge I/O routes to the neighbouring wafers
+            incoming = pw.transfers.src[ri] < 0
+            boundary = program.wafers[k - 1].ops[-1] if incoming else pw.ops[-1]
+            inter.append({"src_wafer": k - 1 if incoming else k, "dst_wafer": k if incoming else k + 1,
+                          "bytes_per_token": int(boundary.act_bytes), "route": int(ri)})
+        assert all(0 <= e["src_wafer"] < n and 0 <= e["dst_wafer"] < n for e in inter)
         wafers_json.append({"index": k, "layers": list(load.layers) if load.layers else None,
-                            "units": list(load.units), "role": load.role, "ops": ops_json})
+                            "units": list(load.units), "role": load.role, "ops": ops_json,
+                            "inter_wafer": inter})
         r = pw.routes
         arrays = {"tile_op": pw.tile_op, "tile_grid": pw.tile_grid, "tile_expert": pw.tile_expert,
                   "tile_row": pw.tile_row, "tile_col": pw.tile_col,
@@ -50,8 +61,9 @@ def write_schedule(outdir: str, program, model: str, target, device) -> dict[str
                     "floorplan": {"method": "band-serpentine", "band_width": pw.floorplan.band_width,
                                   "status": "CONSTRUCTIVE", "gap": None}})
     write_npz(files["defects"], defects)
-    from ..target import list_targets
-    doc = {"schema": SCHEMA, "model": model, "target": target.name if target.name in list_targets() else target.path,
+    from ..target.loader import resolve
+    preset = target.name in list_targets() and os.path.samefile(resolve(target.name), target.path)
+    doc = {"schema": SCHEMA, "model": model, "target": target.name if preset else os.path.abspath(target.path),
            "defects": device.spec.text, "seed": device.seed,
            "budget_bytes_per_core": int(target.core.sram - target.core.sram_reserved),
            "colors": colors, "link_capacity": 1, "wafers": wafers_json,

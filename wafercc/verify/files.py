@@ -112,7 +112,7 @@ def _load_npz(path: str) -> dict:
         _fail(f"cannot read npz: {e}", path)
 
 
-def _ints(arrs: dict, name: str, path: str, length: int | None = None) -> np.ndarray:
+def _ints(arrs: dict, name: str, path: str, length: int | None = None, keep32: bool = False) -> np.ndarray:
     if name not in arrs:
         _fail(f"missing array '{name}'", path)
     a = arrs[name]
@@ -120,7 +120,7 @@ def _ints(arrs: dict, name: str, path: str, length: int | None = None) -> np.nda
         _fail(f"'{name}': got {a.dtype} {list(a.shape)}, expected a 1-D integer array", path)
     if length is not None and a.shape[0] != length:
         _fail(f"'{name}': got length {a.shape[0]}, expected {length}", path)
-    return a.astype(np.int64, copy=False)
+    return a if keep32 and a.dtype == np.int32 else a.astype(np.int64, copy=False)
 
 
 def _read_wafer(outdir: str, k: int, meta: dict, defects: dict, shape: tuple) -> WaferData:
@@ -140,7 +140,7 @@ def _read_wafer(outdir: str, k: int, meta: dict, defects: dict, shape: tuple) ->
     n_r = arrs["route_kind"].shape[0] if "route_kind" in arrs else None
     w.routes = {n: _ints(arrs, n, path, n_r) for n in ROUTE_ARRAYS}
     off = _ints(arrs, "route_offsets", path, None if n_r is None else n_r + 1)
-    links = _ints(arrs, "route_links", path)
+    links = _ints(arrs, "route_links", path, keep32=True)
     if off.size == 0 or off[0] != 0 or off[-1] != links.size or np.any(np.diff(off) < 0):
         _fail("'route_offsets': expected non-decreasing CSR offsets from 0 to len(route_links)", path)
     w.routes["offsets"], w.routes["links"] = off, links

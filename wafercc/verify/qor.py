@@ -1,8 +1,9 @@
 """Per-wafer quality-of-result figures, computed from the emitted arrays (not trusted from the compiler).
 
 Solver status and gap are the only figures taken from ``schedule.json`` ``qor``: per wafer from
-``qor.wafers[k]`` (a list aligned with ``wafers``, keys ``solver_status``/``status`` and ``gap``),
-else from top-level ``qor.solver_status``/``qor.status`` and ``qor.gap``; ``None`` when absent.
+``qor.wafers[k]`` (a list aligned with ``wafers``, keys ``solver_status``/``status`` and ``gap``,
+or the same keys inside its ``floorplan`` or ``solver`` object), else from top-level
+``qor.solver_status``/``qor.status`` and ``qor.gap``; ``None`` when absent.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def _solver(doc: dict, k: int) -> tuple[object, object]:
         return None, None
     per = q.get("wafers")
     src = per[k] if isinstance(per, list) and k < len(per) and isinstance(per[k], dict) else q
+    if "solver_status" not in src and "status" not in src:
+        nested = src.get("floorplan", src.get("solver"))      # e.g. {"floorplan": {"status", "gap"}}
+        src = nested if isinstance(nested, dict) else src
     status = src.get("solver_status", src.get("status"))
     gap = src.get("gap")
     return (status if isinstance(status, (str, int, float)) else None,

@@ -20,18 +20,33 @@ DC = np.array([1, 0, -1, 0], dtype=np.int64)
 KINDS = ("broadcast", "reduction", "activation", "inter-wafer")
 
 
-def dead_link_mask(dead_links: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """bool [rows*cols*4]: directed link ids that are dead (a dead link is dead both ways)."""
-    mask = np.zeros(rows * cols * 4, dtype=bool)
-    if dead_links.size == 0:
-        return mask
-    r, c, d = dead_links[:, 0], dead_links[:, 1], dead_links[:, 2]
-    r2, c2 = r + (d == 1), c + (d == 0)
-    ok = (d >= 0) & (d <= 1) & (r >= 0) & (c >= 0) & (r2 < rows) & (c2 < cols)
-    r, c, d, r2, c2 = r[ok], c[ok], d[ok], r2[ok], c2[ok]
-    mask[(r * cols + c) * 4 + d] = True
-    mask[(r2 * cols + c2) * 4 + d + 2] = True
-    return mask
+def link_tables(alive: np.ndarray, dead_links: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per directed link id: (flags uint8, far-end core int64 or -1).  Flags: 1 leaves the rectangle,
+    2 one of its end cores is dead, 4 the link is dead (a dead link is dead both ways)."""
+    rows, cols = alive.shape
+    dead = ~alive
+    f = np.zeros((rows, cols, 4), dtype=np.uint8)
+    f[:, -1, 0] |= 1
+    f[-1, :, 1] |= 1
+    f[:, 0, 2] |= 1
+    f[0, :, 3] |= 1
+    f[dead] |= 2
+    f[:, :-1, 0] |= (dead[:, 1:] * 2).astype(np.uint8)
+    f[:-1, :, 1] |= (dead[1:, :] * 2).astype(np.uint8)
+    f[:, 1:, 2] |= (dead[:, :-1] * 2).astype(np.uint8)
+    f[1:, :, 3] |= (dead[:-1, :] * 2).astype(np.uint8)
+    if dead_links.size:
+        r, c, d = dead_links[:, 0], dead_links[:, 1], dead_links[:, 2]
+        r2, c2 = r + (d == 1), c + (d == 0)
+        ok = (d >= 0) & (d <= 1) & (r >= 0) & (c >= 0) & (r2 < rows) & (c2 < cols)
+        f[r[ok], c[ok], d[ok]] |= 4
+        f[r2[ok], c2[ok], d[ok] + 2] |= 4
+    it = np.int32 if rows * cols * 4 < 2**31 else np.int64
+    core = np.arange(rows * cols, dtype=it)[:, None]
+    dest = (core + np.array([1, cols, -1, -cols], dtype=it)).ravel()
+    f = f.ravel()
+    dest[(f & 1) != 0] = -1
+    return f, dest
 
 
 def _groups(keys: np.ndarray, cap: int):
@@ -45,12 +60,25 @@ def _groups(keys: np.ndarray, cap: int):
     return order, starts[bad], ends[bad]
 
 
-def _first_per_route(rid: np.ndarray, mask: np.ndarray):
+def _first_per_route(off: np.ndarray, mask: np.ndarray):
     """Routes with at least one masked link, and the index of the first such link."""
     pos = np.flatnonzero(mask)
-    r = rid[pos]                      # rid is non-decreasing, so r is sorted
+    r = np.searchsorted(off, pos, side="right") - 1          # sorted, as pos is
     first = np.flatnonzero(np.concatenate([[True], r[1:] != r[:-1]])) if r.size else r
     return r[first], pos[first]
+
+
+def _reused(lk: np.ndarray, col: np.ndarray, load: np.ndarray, cap: int, nck: int) -> np.ndarray:
+    """Indices (into lk) of the link entries on links where some color has more than ``cap`` routes."""
+    if cap == 1 and nck <= 64:        # sort-free: a color bitmask per link, popcount < load
+        ut = np.uint32 if nck <= 32 else np.uint64
+        bits = np.left_shift(ut(1), np.arange(nck, dtype=ut))
+        mask = np.zeros(load.size, dtype=ut)
+        np.bitwise_or.at(mask, lk, bits[col])
+        bad = np.bitwise_count(mask) < load
+    else:
+        bad = load > cap
+    return np.flatnonzero(bad[lk])
 
 
 def check_routes(w, ops: list, colors: list, cap: int, ncolors: int, sink: Sink) -> dict:
@@ -61,7 +89,9 @@ def check_routes(w, ops: list, colors: list, cap: int, ncolors: int, sink: Sink)
     kind, color, off, links = ro["route_kind"], ro["route_color"], ro["offsets"], ro["links"]
     nr_routes = kind.size
     lengths = np.diff(off)
-    rid = np.repeat(np.arange(nr_routes, dtype=np.int64), lengths)
+
+    def rid(j: int) -> int:
+        return int(np.searchsorted(off, j, side="right") - 1)
 
     def rdesc(i: int) -> str:
         kd = int(kind[i])
@@ -72,23 +102,26 @@ def check_routes(w, ops: list, colors: list, cap: int, ncolors: int, sink: Sink)
         return (f"route {i} ({kname}, {ends}, color {int(color[i])}, "
                 f"({int(sr[i])}, {int(sc[i])}) -> ({int(dr[i])}, {int(dc[i])}))")
 
+    flags, dest = link_tables(w.alive, w.dead_links)
     inr = (links >= 0) & (links < nlink)
-    lk = np.where(inr, links, 0)
-    core, d = lk >> 2, lk & 3
-    r, c = core // cols, core % cols
-    nr, nc = r + DR[d], c + DC[d]
-    on = inr & (nr >= 0) & (nr < rows) & (nc >= 0) & (nc < cols)
-    nb = np.where(on, nr * cols + nc, 0)
+    all_in = bool(inr.all())
+    lk = links if all_in else np.where(inr, links, 0)
+    f = flags[lk]
+    if not all_in:
+        f[~inr] = 1
+    on = (f & 1) == 0
+    core, nb = lk >> 2, dest[lk]
 
     def lname(j: int) -> str:
+        x = int(links[j])
         if not inr[j]:
-            return f"link id {int(links[j])}"
-        return f"link ({int(r[j])}, {int(c[j])})->{DIRS[int(d[j])]}"
+            return f"link id {x}"
+        return f"link ({x // 4 // cols}, {x // 4 % cols})->{DIRS[x % 4]}"
 
     def at(j: int) -> str:
-        return f"{lname(j)} (link {int(j - off[rid[j]])})"
+        return f"{lname(j)} (link {int(j - off[rid(j)])})"
 
-    routes, first = _first_per_route(rid, ~on)
+    routes, first = _first_per_route(off, ~on)
     fl = dict(zip(routes.tolist(), first.tolist()))
     sink.add("route-off-mesh", k, routes, lambda i: f"{rdesc(i)} leaves the rectangle at {at(fl[i])}")
     ends_on = [(a >= 0) & (a < n) for a, n in ((sr, rows), (sc, cols), (dr, rows), (dc, cols))]
@@ -99,13 +132,15 @@ def check_routes(w, ops: list, colors: list, cap: int, ncolors: int, sink: Sink)
 
     # 4. connectivity
     nonzero = lengths > 0
-    brk = np.zeros(rid.size, dtype=bool)
-    brk[1:] = (rid[1:] == rid[:-1]) & on[:-1] & inr[1:] & (core[1:] != nb[:-1])
-    routes, first = _first_per_route(rid, brk)
+    fidx, lidx = off[:-1][nonzero], off[1:][nonzero] - 1
+    brk = np.zeros(links.size, dtype=bool)
+    brk[1:] = core[1:] != nb[:-1]
+    brk[fidx] = False
+    brk[1:] &= on[:-1] & inr[1:]
+    routes, first = _first_per_route(off, brk)
     fb = dict(zip(routes.tolist(), first.tolist()))
     sink.add("route-broken", k, routes, lambda i: f"{rdesc(i)} is cut: {at(fb[i])} does not start where "
              f"{lname(fb[i] - 1)} arrives")
-    fidx, lidx = off[:-1][nonzero], off[1:][nonzero] - 1
     bad_start = np.flatnonzero(nonzero)[(core[fidx] != src[nonzero]) | ~inr[fidx]]
     sink.add("route-start", k, bad_start, lambda i: f"{rdesc(i)}: first link {lname(int(off[i]))} does not leave "
              f"the source core")
@@ -117,10 +152,10 @@ def check_routes(w, ops: list, colors: list, cap: int, ncolors: int, sink: Sink)
 
     # 2. dead cores and dead links
     alive = w.alive.ravel()
-    dead_on_path = inr & (~alive[core] | (on & ~alive[nb]))
-    routes, first = _first_per_route(rid, dead_on_path)
+    routes, first = _first_per_route(off, (f & 2) != 0)
     fd = dict(zip(routes.tolist(), first.tolist()))
     end_dead = np.flatnonzero((src_on & ~alive[np.maximum(src, 0)]) | (dst_on & ~alive[np.maximum(dst, 0)]))
+
     def dead(i: int) -> str:
         if i not in fd:
             e = int(src[i]) if src[i] >= 0 and not alive[src[i]] else int(dst[i])
@@ -130,8 +165,7 @@ def check_routes(w, ops: list, colors: list, cap: int, ncolors: int, sink: Sink)
         return f"{rdesc(i)} crosses dead core ({x // cols}, {x % cols}) at {at(j)}"
 
     sink.add("route-dead-core", k, np.union1d(routes, end_dead), dead)
-    dmask = dead_link_mask(w.dead_links, rows, cols)
-    routes, first = _first_per_route(rid, inr & dmask[lk])
+    routes, first = _first_per_route(off, (f & 4) != 0)
     fk = dict(zip(routes.tolist(), first.tolist()))
     sink.add("route-dead-link", k, routes, lambda i: f"{rdesc(i)} uses dead {at(fk[i])}")
 
@@ -141,18 +175,22 @@ def check_routes(w, ops: list, colors: list, cap: int, ncolors: int, sink: Sink)
              lambda i: f"{rdesc(i)} uses color {int(color[i])}, not in the allowed colors {allowed.tolist()}")
     nck = max(ncolors, int(color.max()) + 1 if color.size else 1)
     colc = np.clip(color, 0, nck - 1)
-    lpos = np.flatnonzero(inr)
-    lkeys = lk[lpos] * nck + colc[rid[lpos]]
-    order, starts, ends = _groups(lkeys, cap)
+    col_link = np.repeat(colc.astype(np.uint8 if nck <= 255 else np.int64), lengths)
+    lpos = np.flatnonzero(inr) if not all_in else None
+    lk_in = lk if all_in else lk[lpos]
+    col_in = col_link if all_in else col_link[lpos]
+    load = np.bincount(lk_in, minlength=nlink)
+    cand = _reused(lk_in, col_in, load, cap, nck)
+    cpos = cand if all_in else lpos[cand]
+    order, starts, ends = _groups(lk_in[cand].astype(np.int64) * nck + col_in[cand], cap)
 
     def reuse(g: int) -> str:
-        j = lpos[order[starts[g]]]
-        users = np.unique(rid[lpos[order[starts[g]:ends[g]]]])
-        return (f"{lname(j)} color {int(colc[rid[j]])} used {int(ends[g] - starts[g])} times "
-                f"(> {cap}) by routes {', '.join(map(str, users[:8].tolist()))}")
+        js = cpos[order[starts[g]:ends[g]]]
+        users = sorted({rid(j) for j in js[:64].tolist()})
+        return (f"{lname(int(js[0]))} color {int(col_link[js[0]])} used {int(ends[g] - starts[g])} times "
+                f"(> {cap}) by routes {', '.join(map(str, users[:8]))}")
 
     sink.add("color-reuse", k, np.arange(starts.size), reuse)
-    load = np.bincount(lk[lpos], minlength=nlink)
     limit = len(colors) * cap
     sink.add("link-overload", k, np.flatnonzero(load > limit),
              lambda j: f"link ({j // 4 // cols}, {j // 4 % cols})->{DIRS[j % 4]} carries {int(load[j])} routes "
