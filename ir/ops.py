@@ -258,7 +258,7 @@ def _same_shape_infer(role):
     return lambda ins, at: [(ins[role].shape, ins[role].dtype)]
 
 
-def _per_elem(role, n):
+def _per_elem(n):
     return lambda ins, outs, at, b: n(at) * numel(outs[0].shape, b)
 
 
@@ -415,9 +415,9 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("activation", "y = fn(x)",
            (Operand("x", ACT),),
            (Attr("fn", (str,), choices=tuple(ACTIVATION_FLOPS)),),
-           _same_shape_infer("x"), _per_elem("x", lambda at: ACTIVATION_FLOPS[at["fn"]])),
+           _same_shape_infer("x"), _per_elem(lambda at: ACTIVATION_FLOPS[at["fn"]])),
     OpSpec("softmax", "y = softmax(x) over the last axis",
-           (Operand("x", ACT),), (), _same_shape_infer("x"), _per_elem("x", lambda at: 5)),
+           (Operand("x", ACT),), (), _same_shape_infer("x"), _per_elem(lambda at: 5)),
     OpSpec("rotary", "rotary position embedding of each head of x at the token's position",
            (Operand("x", ACT),),
            (Attr("num_heads", (int,), positive=True), Attr("head_dim", (int,), positive=True),

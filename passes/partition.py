@@ -40,6 +40,7 @@ class SolveStats:
 class Assignment:
     wafer_of_unit: tuple[int, ...]   # non-decreasing, steps of 0 or 1, starting at 0
     wafers: int
+    min_wafers: int                  # fewest wafers that hold the units (wafers may be more if asked)
     max_stage_latency_ns: int
     stats: tuple[SolveStats, ...]
 
@@ -213,4 +214,4 @@ def partition(sizes: Sequence[int], latencies: Sequence[int], capacities: Sequen
     chosen = dp_bal
     if cp_bal is not None and max(stage_latencies(cp_bal, latencies)) <= max(stage_latencies(dp_bal, latencies)):
         chosen = cp_bal
-    return Assignment(tuple(chosen), w, max(stage_latencies(chosen, latencies)), tuple(stats))
+    return Assignment(tuple(chosen), w, w_min, max(stage_latencies(chosen, latencies)), tuple(stats))

@@ -91,7 +91,8 @@ def test_same_inputs_same_arrays(case, colors):
     assert outs[0] == outs[1]
 
 
-def test_random_medium_mesh_with_congestion():
+def _medium_case():
+    """A 40x40 mesh with 5 % dead cores and 600 random transfers up to 12 rows/cols long."""
     rng = np.random.default_rng(7)
     alive = rng.random((40, 40)) >= 0.05
     ar, ac = np.nonzero(alive)
@@ -99,7 +100,11 @@ def test_random_medium_mesh_with_congestion():
     tr = np.clip(ar[a] + rng.integers(-12, 13, 600), 0, 39)
     tc = np.clip(ac[a] + rng.integers(-12, 13, 600), 0, 39)
     keep = alive[tr, tc] & (tr > 0) & (tr < 39) & (tc > 0) & (tc < 39)
-    t = Transfers(ar[a][keep], ac[a][keep], tr[keep], tc[keep])
+    return alive, Transfers(ar[a][keep], ac[a][keep], tr[keep], tc[keep])
+
+
+def test_random_medium_mesh_with_congestion():
+    alive, t = _medium_case()
     res = route(alive, np.zeros((0, 3), np.int32), t, 6)
     check_routes(alive, np.zeros((0, 3), np.int32), t, res, 6)
     assert res.iterations >= 1 and res.stats["searched"] > 0
@@ -107,14 +112,7 @@ def test_random_medium_mesh_with_congestion():
 
 
 def test_uncolorable_routes_are_repaired_per_color():
-    rng = np.random.default_rng(7)
-    alive = rng.random((40, 40)) >= 0.05
-    ar, ac = np.nonzero(alive)
-    a = rng.integers(0, len(ar), 600)
-    tr = np.clip(ar[a] + rng.integers(-12, 13, 600), 0, 39)
-    tc = np.clip(ac[a] + rng.integers(-12, 13, 600), 0, 39)
-    keep = alive[tr, tc] & (tr > 0) & (tr < 39) & (tc > 0) & (tc < 39)
-    t = Transfers(ar[a][keep], ac[a][keep], tr[keep], tc[keep])
+    alive, t = _medium_case()
     res = route(alive, np.zeros((0, 3), np.int32), t, 4)      # greedy leaves some routes uncolored
     check_routes(alive, np.zeros((0, 3), np.int32), t, res, 4)
     assert res.stats["color_repaired"] > 0 and res.colors_used == 4

@@ -104,7 +104,7 @@ def _fit(sizes, lat, caps: _Capacities, start: int, opts: PlanOptions, wafers: i
          limit: int | None) -> Assignment | None:
     """Partition onto wafers start, start+1, ...; grows the wafer list as needed."""
     if not sizes:
-        return Assignment((), 0, 0, ())
+        return Assignment((), 0, 0, 0, ())
     n = max(caps.lower_bound(sum(sizes)) + 2, wafers or 0)
     while True:
         if limit is not None:
@@ -149,19 +149,11 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
                             f"across wafers")
         return _infeasible(graph, target, options, device, mem, lower, with_levers, estimate)
     loads = _loads(units, pipe, kv_units, kv, device, overhead, target, lat)
-    required = _required(pipe_sizes, kv_units, caps, options) if options.wafers else len(loads)
+    required = pipe.min_wafers + (kv.wafers if kv else 0)
     return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, mem, lower,
                      required, len(loads), pipe.wafers, kv.wafers if kv else 0, tuple(loads),
                      tuple(_explain(mem, loads, lower, required, caps, dedicated)),
                      pipe.stats + (kv.stats if kv else ()), estimate.name)
-
-
-def _required(pipe_sizes, kv_units, caps, options) -> int:
-    """Fewest wafers (the plan itself may use more because --wafers asked for it)."""
-    a = _fit(pipe_sizes, [1] * len(pipe_sizes), caps, 0, options, None, None)
-    k = _fit([u.kv_bytes for u in kv_units], [1] * len(kv_units), caps, a.wafers, options, None, None) \
-        if kv_units else None
-    return a.wafers + (k.wafers if k else 0)
 
 
 def _loads(units: list[Unit], pipe: Assignment, kv_units, kv, device, overhead, target, lat) -> list[WaferLoad]:
