@@ -1,4 +1,13 @@
-"""Tile -> floorplan/assign -> route for every wafer of a plan; the result the schedule writer emits."""
+"""Tile -> floorplan/assign -> route for every wafer of a plan; the result the schedule writer emits.
+
+The tiler and the floorplan are co-designed: the floorplan's lane width is fixed first (from the
+mesh width), the tiler counts every grid by the cores it occupies in that lane layout and fills
+the live cores of whole lanes, and the floorplan then lays each wide grid out so its chains are
+mesh links (docs/placement.md).  ``baseline=True`` is the plain row-major layout the issue
+compares against: one lane as wide as the mesh, grids packed row-major.
+
+With ``on_wafer`` each placed wafer is handed to the callback and not kept, so a program of dozens
+of wafers needs the memory of one."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,16 +15,22 @@ import time
 
 import numpy as np
 
-from .floorplan import WaferFloorplan, floorplan_wafer
+from .floorplan import WaferFloorplan, choose_lane, curve_slots, floorplan_wafer, is_wide
 from .tile import TileOptions, TilePlan, tile_plan
 from .transfers import TransferSet, wafer_transfers
 
 
 @dataclasses.dataclass(frozen=True)
 class PlaceOptions:
-    band_width: int = 32                        # serpentine band width; the usable width = row-major baseline
-    tile: TileOptions = TileOptions(fill=0.97)  # leave slack for the floorplan
+    lane: int | None = None                     # lane width; None: choose_lane(mesh width)
+    baseline: bool = False                      # the plain row-major layout (one mesh-wide lane)
+    tile: TileOptions = TileOptions()           # its ``lane`` is set from the floorplan's
     seed: int = 0
+
+    def lane_for(self, width: int) -> int:
+        if self.baseline:
+            return width
+        return max(1, min(width, self.lane)) if self.lane else choose_lane(width)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -57,6 +72,8 @@ def _tile_arrays(ops, tp: TilePlan, wafer: int):
             cols["col"].append(c.ravel().astype(np.int32))
     out = {k: (np.concatenate(v) if v else np.zeros(0, np.int32)) for k, v in cols.items()}
     ca = tp.core_arrays(wafer)
+    if len(ca["data"]) != len(out["op"]):
+        raise AssertionError(f"wafer {wafer}: {len(ca['data'])} tile bytes for {len(out['op'])} tiles")
     out["bytes"] = (ca["data"] + ca["extra"] + ca["buffer"]).astype(np.int64)
     return out
 
@@ -69,11 +86,17 @@ def _edge_core(alive: np.ndarray, row: int, col: int) -> tuple[int, int]:
     return int(live[np.argmin(np.abs(live - row))]), col
 
 
-def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOptions(), router=None) -> PlacedProgram:
+def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOptions(), router=None,
+                    on_wafer=None) -> PlacedProgram:
     from .route import RouteOptions, Transfers, route as default_route
     router = router or default_route
     t0 = time.perf_counter()
-    tp = tile_plan(graph, plan, target, options.tile)
+    n_wafers = len(plan.wafers)
+    alive0 = device.wafer(0).alive
+    lane = options.lane_for(alive0.shape[1])
+    slots = [curve_slots(device.wafer(k).alive, lane) for k in range(n_wafers)]
+    topt = dataclasses.replace(options.tile, lane=0 if options.baseline else lane)
+    tp = tile_plan(graph, plan, target, topt, slots)
     secs = {"tile": time.perf_counter() - t0, "floorplan": 0.0, "route": 0.0}
     colors = target.fabric.colors - len(target.fabric.reserved_colors)
     wafers = []
@@ -82,24 +105,33 @@ def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOp
         w = device.wafer(k)
         ops = tuple(tp.ops[i] for i in wt.ops)
         arrays = _tile_arrays(ops, tp, k)
-        fp = floorplan_wafer(k, w.alive, [o.cores for o in ops], options.band_width)
-        tr = wafer_transfers([[(g.experts, g.rows, g.cols) for g in o.grids] for o in ops],
-                             first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1)
-        rows, cols = fp.core_row, fp.core_col
-        src = np.stack([np.where(tr.src >= 0, rows[np.maximum(tr.src, 0)], 0),
-                        np.where(tr.src >= 0, cols[np.maximum(tr.src, 0)], 0)], axis=1).astype(np.int32)
-        dst = np.stack([np.where(tr.dst >= 0, rows[np.maximum(tr.dst, 0)], 0),
-                        np.where(tr.dst >= 0, cols[np.maximum(tr.dst, 0)], 0)], axis=1).astype(np.int32)
-        for i in np.flatnonzero(tr.src < 0):   # from the west edge
-            src[i] = _edge_core(w.alive, int(dst[i, 0]), 0)
-        for i in np.flatnonzero(tr.dst < 0):   # to the east edge
-            dst[i] = _edge_core(w.alive, int(src[i, 0]), w.alive.shape[1] - 1)
+        op_grids = [[(g.experts, g.rows, g.cols) for g in o.grids] for o in ops]
+        fp = floorplan_wafer(k, w.alive, op_grids, lane, options.baseline)
+        tr = wafer_transfers(op_grids, first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
+                             chunk_of=lambda c: lane if is_wide(c, lane, options.baseline) else 0)
+        src, dst = _endpoints(tr, fp, w.alive)
         secs["floorplan"] += time.perf_counter() - t1
         t2 = time.perf_counter()
         res = router(w.alive, w.dead_links, Transfers(src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], tr.kind,
                                                       np.arange(len(tr), dtype=np.int64)),
                      colors, 1, RouteOptions(seed=options.seed))
         secs["route"] += time.perf_counter() - t2
-        wafers.append(PlacedWafer(k, ops, fp, arrays["op"], arrays["grid"], arrays["expert"], arrays["row"],
-                                  arrays["col"], arrays["bytes"], tr, src, dst, res))
+        pw = PlacedWafer(k, ops, fp, arrays["op"], arrays["grid"], arrays["expert"], arrays["row"],
+                         arrays["col"], arrays["bytes"], tr, src, dst, res)
+        if on_wafer is None:
+            wafers.append(pw)
+        else:
+            on_wafer(pw)
     return PlacedProgram(plan, tp, tuple(wafers), options, secs)
+
+
+def _endpoints(tr: TransferSet, fp: WaferFloorplan, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of each transfer's ends: the cores of its tiles, or edge cores for -1."""
+    rows, cols = fp.core_row, fp.core_col
+    src = np.stack([rows[np.maximum(tr.src, 0)], cols[np.maximum(tr.src, 0)]], axis=1).astype(np.int32)
+    dst = np.stack([rows[np.maximum(tr.dst, 0)], cols[np.maximum(tr.dst, 0)]], axis=1).astype(np.int32)
+    for i in np.flatnonzero(tr.src < 0):   # from the west edge
+        src[i] = _edge_core(alive, int(dst[i, 0]), 0)
+    for i in np.flatnonzero(tr.dst < 0):   # to the east edge
+        dst[i] = _edge_core(alive, int(src[i, 0]), alive.shape[1] - 1)
+    return src, dst

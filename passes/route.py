@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import WaferccError
 from .route_astar import Negotiator
-from .route_color import ColorState, greedy, repair
+from .route_color import ColorState, MaskView, color_rounds, greedy, repair
 from .route_grid import (
     components,
     dor_feasible,
@@ -77,6 +77,8 @@ class RouteOptions:
     hist_fac: float = 0.5         # history cost added per unit of overuse per iteration
     bbox_margin: int = 3          # A* bounding box: the transfer's box grown by this (doubled as needed)
     repair_margin: int = 64       # largest margin of the per-color re-search of uncolored routes
+    soft_load: float = 0.6        # searched routes pay soft_fac per route above this fraction of a
+    soft_fac: float = 0.05        # link's capacity (spare colors for the coloring)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -134,6 +136,42 @@ def _check_inputs(alive, t: Transfers, colors: int, cap: int, ok):
                               f"(limit {colors} colors x {cap})")
 
 
+class PathView:
+    """``paths[i]`` (list of link ids) over CSR arrays, with ``overrides`` for re-routed paths."""
+
+    def __init__(self, offs, links, overrides):
+        self.offs, self.links, self.overrides = offs, links, overrides
+
+    def __getitem__(self, i):
+        p = self.overrides.get(i)
+        return p if p is not None else self.links[self.offs[i]:self.offs[i + 1]].tolist()
+
+    def __setitem__(self, i, p):
+        self.overrides[i] = list(p)
+
+
+def splice(offs: np.ndarray, links: np.ndarray, overrides: dict) -> tuple[np.ndarray, np.ndarray]:
+    """CSR paths with the routes in ``overrides`` (index -> list of link ids) replaced."""
+    if not overrides:
+        return offs, links
+    n = len(offs) - 1
+    lens = np.diff(offs)
+    idx = np.fromiter(overrides.keys(), np.int64, len(overrides))
+    new_lens = lens.copy()
+    new_lens[idx] = [len(overrides[i]) for i in idx.tolist()]
+    new_offs = np.zeros(n + 1, np.int64)
+    np.cumsum(new_lens, out=new_offs[1:])
+    out = np.empty(int(new_offs[-1]), np.int32)
+    keep = np.ones(n, bool)
+    keep[idx] = False
+    kl = np.repeat(keep, lens)
+    shift = np.repeat(new_offs[:-1] - offs[:-1], lens)
+    out[(np.arange(len(links), dtype=np.int64) + shift)[kl]] = links[kl]
+    for i in idx.tolist():
+        out[new_offs[i]:new_offs[i + 1]] = overrides[i]
+    return new_offs, out
+
+
 def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: int = 1,
           options: RouteOptions | None = None) -> RouteResult:
     t0 = time.perf_counter()
@@ -185,31 +223,40 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     t2 = time.perf_counter()
 
     # ---- colors ----
-    links_l = links.tolist()
-    offs_l = offs.tolist()
-    paths = [neg.paths[i] if i in neg.paths else links_l[offs_l[i]:offs_l[i + 1]] for i in range(n)]
-    lens = np.fromiter((len(p) for p in paths), dtype=np.int64, count=n)
-    order = np.lexsort((np.arange(n), -lens)).tolist()
-    state = ColorState(N, colors, cap)
-    color = np.zeros(n, dtype=np.int16)
-    failed = greedy(order, paths, src_node, dst_node, state, color)
+    offs, links = splice(offs, links, neg.paths)
+    lens = np.diff(offs)
+    searched = np.zeros(n, bool)             # routes PathFinder placed sit on the crowded links: first
+    searched[list(neg.paths)] = True
+    order = np.lexsort((np.arange(n), -lens, ~searched))
+    src_a, dst_a = sr * cols + sc, dr * cols + dc
+    if cap == 1:
+        color, used, failed, rounds = color_rounds(offs, links, src_a, dst_a, N, colors, order)
+        state = ColorState(N, colors, cap)
+        state.full = MaskView(used)
+    else:                      # several routes per (link, color): the plain greedy
+        paths_all = PathView(offs, links, {})
+        state = ColorState(N, colors, cap)
+        color = np.zeros(n, dtype=np.int16)
+        failed = greedy(order.tolist(), paths_all, src_node, dst_node, state, color)
+        rounds = 1
+    paths = PathView(offs, links, {})
+    load_l = np.bincount(links, minlength=4 * N).astype(np.int64)
     okb = neg.ok
     for i in failed:
-        if not repair(i, paths, src_node, dst_node, state, color, rows, cols, okb, neg.load, o.repair_margin):
+        if not repair(i, paths, src_node, dst_node, state, color, rows, cols, okb, load_l, o.repair_margin):
             res = state.resources(paths[i], src_node[i], dst_node[i])
             hot = [r for r in res if state.full.get(r, 0) == state.all]
-            names = [(r, (f"{link_name(r, cols)} load {neg.load[r]}" if r < 4 * N else
+            names = [(r, (f"{link_name(r, cols)} load {int(load_l[r])}" if r < 4 * N else
                           f"{'ramp in' if r < 5 * N else 'ramp out'} of core {divmod(r % N, cols)}")
                       + f", all {colors} colors taken") for r in hot]
             raise _fail(t, i, f"no color free on its path and no path with a free color "
                               f"({colors} colors x {cap} per link)", names)
+    offs, out = splice(offs, links, paths.overrides)
     t3 = time.perf_counter()
 
     # ---- result ----
-    lens = np.fromiter((len(p) for p in paths), dtype=np.int64, count=n)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lens, out=offsets[1:])
-    out = np.fromiter((lk for p in paths for lk in p), dtype=np.int32, count=int(offsets[-1]))
+    lens = np.diff(offs)
+    offsets = offs
     load = np.bincount(out, minlength=4 * N).astype(np.int32)
     moving = lens > 0
     ramp_in = np.bincount((sr * cols + sc)[moving], minlength=N).astype(np.int32).reshape(rows, cols)
@@ -217,7 +264,8 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     if (load > capT).any() or (~ok.reshape(-1)[out]).any():
         raise AssertionError("router produced an overused or unusable link")   # internal invariant
     stats = {"routes": n, "fast_path": int(dor_mask.sum()), "flipped": flipped,
-             "searched": len(neg.paths), "searches": neg.searches, "color_repaired": len(failed),
+             "searched": len(neg.paths), "searches": neg.searches, "color_rounds": rounds,
+             "color_repaired": len(failed),
              "seconds_fast": t1 - t0, "seconds_pathfinder": t2 - t1, "seconds_color": t3 - t2,
              "seconds": time.perf_counter() - t0}
     return RouteResult(offsets=offsets, links=out, color=color, link_load=load.reshape(rows, cols, 4),

@@ -4,9 +4,11 @@ Only the transfers the vectorised fast path could not settle come here, so the s
 Python over flat lists: ``ok`` (bytes, one per directed link), ``load`` and ``hist`` (lists indexed by
 link id).  Cost of taking link l when it already carries ``occ`` routes (capacity ``cap``):
 
-    (1 + hist[l]) * (1 + pres_fac * max(0, occ + 1 - cap))
+    (1 + hist[l]) * (1 + pres_fac * max(0, occ + 1 - cap)) + soft_fac * max(0, occ + 1 - soft)
 
-so every link costs at least 1 and the Manhattan distance is an admissible heuristic.
+so every link costs at least 1 and the Manhattan distance is an admissible heuristic.  The soft
+term (``soft`` = a fraction of the capacity) spreads searched routes before links fill up, so
+that the coloring that follows has colors to spare on them.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ INF = float("inf")
 
 
 def astar(s: int, t: int, bbox, cols: int, ok: bytes, load, hist, cap: int, pf: float,
-          full=None, color: int = -1):
+          full=None, color: int = -1, soft: int = 1 << 30, soft_fac: float = 0.0):
     """Cheapest path of directed link ids from node s to node t inside bbox (r0, r1, c0, c1,
     inclusive), or None.  With ``color >= 0`` the search is unit-cost and only takes links whose
     ``full`` mask (dict link -> bitmask of colors at capacity) leaves that color free."""
@@ -59,6 +61,8 @@ def astar(s: int, t: int, bbox, cols: int, ok: bytes, load, hist, cap: int, pf: 
             else:
                 occ, hl = load[link], hist[link]
                 w = 1.0 + hl if occ < cap else (1.0 + hl) * (1.0 + pf * (occ + 1 - cap))
+                if occ >= soft:
+                    w += soft_fac * (occ + 1 - soft)
             v = u + du
             ng = gu + w
             if ng < g.get(v, INF):
@@ -115,6 +119,7 @@ class Negotiator:
 
     def __init__(self, rows, cols, ok, load, cap, src, dst, dor_offsets, dor_links, dor_mask, opts):
         self.rows, self.cols, self.cap, self.opts = rows, cols, cap, opts
+        self.soft = max(1, int(opts.soft_load * cap))
         self.ok = ok
         self.load = load                                # list, shared with the caller
         self.hist = [0.0] * len(load)
@@ -157,7 +162,8 @@ class Negotiator:
         while True:
             bbox = grow_bbox(s, t, self.cols, self.rows, m)
             self.searches += 1
-            p = astar(s, t, bbox, self.cols, self.ok, self.load, self.hist, self.cap, pf)
+            p = astar(s, t, bbox, self.cols, self.ok, self.load, self.hist, self.cap, pf, soft=self.soft,
+                      soft_fac=self.opts.soft_fac)
             if p is not None:
                 self.margin[i] = m
                 return p
@@ -184,7 +190,8 @@ class Negotiator:
             b = base[q + 1] >> 2 if q + 1 < n else self.dst[i]
             for m in (1, 3):
                 self.searches += 1
-                p = astar(a, b, grow_bbox(a, b, cols, rows, m), cols, ok, self.load, self.hist, self.cap, pf)
+                p = astar(a, b, grow_bbox(a, b, cols, rows, m), cols, ok, self.load, self.hist, self.cap, pf,
+                          soft=self.soft, soft_fac=self.opts.soft_fac)
                 if p is not None:
                     break
             else:

@@ -9,7 +9,90 @@ the links where that color is still free (unit-cost A*, bbox grown up to ``repai
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .route_astar import astar, covers_all, grow_bbox
+
+
+class MaskView:
+    """Dict-like view (``get``/``[]``) of a per-resource color bitmask array, for the Python search."""
+
+    def __init__(self, mask: np.ndarray):
+        self.mask = mask
+
+    def get(self, r, default=0):
+        return int(self.mask[r])
+
+    def __getitem__(self, r):
+        return int(self.mask[r])
+
+    def __setitem__(self, r, v):
+        self.mask[r] = v
+
+
+def _link_entries(offs, links, routes, everything: bool):
+    """Link ids of ``routes`` (sorted) back to back, and each route's start in them."""
+    lens = offs[routes + 1] - offs[routes]
+    starts = np.zeros(len(routes), np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    if everything:
+        return links, starts, lens
+    idx = np.repeat(offs[routes] - starts, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+    return links[idx], starts, lens
+
+
+def color_rounds(offs, links, src, dst, n_nodes: int, colors: int, order: np.ndarray):
+    """Vectorised first-fit coloring for link capacity 1.  Each round every uncolored route takes
+    the lowest color free on all its resources (its links, its source's ramp input ``4N + src``,
+    its destination's ramp output ``5N + dst``); where routes of one round pick the same color on
+    a shared resource, the earliest in ``order`` keeps it and the others retry next round.
+    Returns (color int16 [R], used uint32 [6N] bitmask per resource, routes left without a free
+    color, rounds)."""
+    full = np.uint32((1 << colors) - 1)
+    used = np.zeros(6 * n_nodes, np.uint32)
+    n = len(offs) - 1
+    color = np.zeros(n, np.int16)
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    pending = np.flatnonzero(np.diff(offs) > 0)
+    everything = len(pending) == n
+    failed = []
+    rounds = 0
+    m_big = np.iinfo(np.int64).max
+    first = np.full(6 * n_nodes, m_big, np.int64)      # scratch: first route (by rank) per resource
+    while len(pending):
+        rounds += 1
+        m = len(pending)
+        lk, starts, lens = _link_entries(offs, links, pending, everything and rounds == 1)
+        ramp_in, ramp_out = 4 * n_nodes + src[pending], 5 * n_nodes + dst[pending]
+        blocked = np.bitwise_or.reduceat(used[lk], starts) | used[ramp_in] | used[ramp_out]
+        free = ~blocked & full
+        none = free == 0
+        if none.any():
+            failed.extend(pending[none].tolist())
+        low = free & (~free + np.uint32(1))                    # lowest free bit
+        pick = np.zeros(m, np.int64)
+        pick[~none] = np.log2(low[~none].astype(np.float64)).astype(np.int64)
+        res = np.concatenate([lk, ramp_in, ramp_out])
+        owner = np.concatenate([np.repeat(np.arange(m), lens), np.arange(m), np.arange(m)])
+        prio = rank[pending]
+        # a route wins if it is the first (by rank) to pick its color on each of its resources
+        epick = pick[owner]
+        ok_e = ~none[owner]
+        lost = np.zeros(m, bool)
+        for c in np.unique(pick[~none]).tolist():
+            e = np.flatnonzero(ok_e & (epick == c))
+            r, w = res[e], prio[owner[e]]
+            np.minimum.at(first, r, w)
+            lost[owner[e][first[r] != w]] = True
+            first[r] = m_big
+        win = ~none & ~lost
+        color[pending[win]] = pick[win]
+        sel = win[owner]
+        for c in np.unique(pick[win]).tolist():
+            used[res[sel & (epick == c)]] |= np.uint32(1 << c)
+        pending = pending[lost & ~none]
+    return color, used, failed, rounds
 
 
 class ColorState:

@@ -37,6 +37,7 @@ class TileOptions:
     fill: float = 1.0          # fraction of a wafer's usable cores the tiles may take
     psum_bytes: int = 4        # partial sums in fp32
     fit_mesh: bool = True      # prefer grids no larger than the program rectangle
+    lane: int = 0              # floorplan lane width: grids are counted by the cores they occupy there
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -57,6 +58,11 @@ class OpTiles:
     @property
     def cores(self) -> int:
         return sum(g.cores for g in self.grids)
+
+    @property
+    def slots(self) -> int:
+        """Cores it occupies in the lane floorplan (= cores without a lane)."""
+        return sum(g.slots for g in self.grids)
 
     @property
     def cycles(self) -> float:
@@ -146,7 +152,7 @@ class _Ctx:
     cache: dict
 
 
-def build(graph: Graph, plan, target, options: TileOptions = TileOptions()) -> TilePlan:
+def build(graph: Graph, plan, target, options: TileOptions = TileOptions(), slots_available=None) -> TilePlan:
     if plan.infeasible is not None or not plan.wafers:
         raise TileError(f"{plan.model}: the wafer plan is infeasible or empty; nothing to tile")
     mem = plan.memory
@@ -156,12 +162,14 @@ def build(graph: Graph, plan, target, options: TileOptions = TileOptions()) -> T
         raise TileError(f"op '{lost[0]}' of the memory plan is not in graph '{graph.name}' ({len(lost)} missing)")
     act = mem.options.act_dtype or DType(mem.weight_dtype)
     cx = _Ctx(graph, nodes, {o.node: o for o in mem.ops}, {n.name: i for i, n in enumerate(graph.nodes)},
-              graph.producers(), graph.consumers(), Machine.of(target, act.bits, options.psum_bytes),
+              graph.producers(), graph.consumers(), Machine.of(target, act.bits, options.psum_bytes, options.lane),
               mem.options, plan.kv_wafers == 0, options, {})
     units = {u.name: u for u in mem.units}
     ops: list[OpTiles] = []
     wafers = []
     for load in plan.wafers:
+        if slots_available is not None:      # the floorplan's cores (e.g. live cores in whole lanes)
+            load = dataclasses.replace(load, usable_cores=int(slots_available[load.index]))
         wops, wt = _tile_wafer(cx, load, [n for u in load.units for n in units[u].nodes])
         wafers.append(dataclasses.replace(wt, ops=tuple(range(len(ops), len(ops) + len(wops)))))
         ops.extend(wops)
@@ -254,12 +262,13 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         f, j = cache[key], pick[key]
         op_, _, e, k, n, bits = spec
         grids[name].append(Grid(op_, e, k, n, int(f.rows[j]), int(f.cols[j]), int(f.tile_k[j]), int(f.tile_n[j]),
-                                bits, share, max(m.receive_buffer, int(f.buffer[j])), float(f.cycles[j])))
+                                bits, share, max(m.receive_buffer, int(f.buffer[j])), float(f.cycles[j]), m.lane))
     for name, c in flat_cores.items():
         r = rec[name]
         total = r["wb"] + r["ab"] + r["hosted"]
         t = ceil_div(total, c)
-        grids[name].append(Grid("*", 1, total, 1, ceil_div(total, t), 1, t, 1, 8, 0, m.receive_buffer, 0.0))
+        grids[name].append(Grid("*", 1, total, 1, ceil_div(total, t), 1, t, 1, 8, 0, m.receive_buffer, 0.0,
+                                m.lane))
     out = []
     for name, r in rec.items():
         node = nodes[name]
@@ -274,7 +283,7 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
     plan_bytes = load.weight_bytes + load.kv_bytes + load.act_bytes
     if placed - plan_bytes != sum(o.rounding_bytes for o in out):
         raise TileError(f"wafer {load.index}: tiles hold {placed} B, the plan {plan_bytes} B")
-    return out, WaferTiles(load.index, load.role, (), load.usable_cores, avail, sum(o.cores for o in out), fewest,
+    return out, WaferTiles(load.index, load.role, (), load.usable_cores, avail, sum(o.slots for o in out), fewest,
                            plan_bytes, placed, sum(o.padding_bytes for o in out),
                            sum(g.buffer_bytes * g.cores for o in out for g in o.grids), sum(o.cycles for o in out), lam)
 
@@ -294,6 +303,7 @@ class TilePass(Pass):
         self.results.append(tile_plan(graph, self.plan, self.target, self.options))
 
 
-def tile_plan(graph: Graph, plan, target, options: TileOptions = TileOptions()) -> TilePlan:
-    """Per-core tiles of every op ``plan`` puts on a wafer (see the module docstring)."""
-    return build(graph, plan, target, options)
+def tile_plan(graph: Graph, plan, target, options: TileOptions = TileOptions(), slots_available=None) -> TilePlan:
+    """Per-core tiles of every op ``plan`` puts on a wafer (see the module docstring).  With
+    ``slots_available`` (cores per wafer index) the tiles fit those instead of the plan's usable cores."""
+    return build(graph, plan, target, options, slots_available)

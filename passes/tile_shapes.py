@@ -32,14 +32,15 @@ class Machine:
     receive_buffer: int        # buffer bytes every core keeps (target field; the planner's capacity)
     mesh_rows: int
     mesh_cols: int
+    lane: int = 0              # lane width of the floorplan (0: grids counted as rows x cols)
 
     @classmethod
-    def of(cls, target, act_bits: int, psum_bytes: int) -> Machine:
+    def of(cls, target, act_bits: int, psum_bytes: int, lane: int = 0) -> Machine:
         c = target.core
         return cls(c.simd_lanes_fp16 * c.flop_per_lane_cycle / 2, c.simd_lanes_fp16 * c.flop_per_lane_cycle,
                    float(target.fabric.hop_latency), float(target.link_bytes_per_cycle), psum_bytes,
                    act_bits / 8, c.sram - c.sram_reserved, c.receive_buffer, target.usable_rows,
-                   target.usable_cols)
+                   target.usable_cols, lane)
 
     @property
     def budget(self) -> int:
@@ -57,6 +58,21 @@ class Frontier:
     cores: np.ndarray      # experts x rows x cols
     cycles: np.ndarray     # float64, one decode step
     buffer: np.ndarray     # receive-buffer bytes one core needs
+
+
+def narrow_limit(lane: int) -> int:
+    """Widest grid the lane floorplan packs row-major without padding (passes/floorplan.py): its
+    column chains then span at most this many links, well inside the color budget."""
+    return max(1, lane // 4)
+
+
+def slots(experts, rows, cols, lane: int):
+    """Cores a grid occupies in a lane floorplan: narrow grids pack row-major; wider ones take whole
+    lanes (cols rounded up to a multiple of ``lane``), so that grid columns stay mesh columns."""
+    if not lane:
+        return experts * rows * cols
+    wide = -(-cols // lane) * lane
+    return experts * rows * np.where(cols > narrow_limit(lane), wide, cols)
 
 
 def _split(total: int, n: int) -> np.ndarray:
@@ -82,10 +98,17 @@ class Grid:
     extra_bytes: int      # vectors and activations (own and riders') spread over these cores
     buffer_bytes: int     # receive buffer one core needs (input slice, partial sums)
     cycles: float
+    lane: int = 0         # lane width it was tiled for (0: none)
 
     @property
     def cores(self) -> int:
+        """Tiles (= cores holding data)."""
         return self.experts * self.rows * self.cols
+
+    @property
+    def slots(self) -> int:
+        """Cores it occupies in the lane floorplan (tiles plus the padding of its last lane)."""
+        return int(slots(self.experts, self.rows, self.cols, self.lane))
 
     def row_sizes(self) -> np.ndarray:
         s = np.full(self.rows, self.tile_k, np.int64)
@@ -140,7 +163,7 @@ def _pareto(tk, tn, r, c, cores, cycles, buf) -> Frontier:
 
 
 def _select(tk, tn, r, c, experts, data, buf, cycles, headroom, min_cores, m: Machine, fit_mesh: bool):
-    cores = experts * r * c
+    cores = slots(experts, r, c, m.lane)
     ok = (data + headroom <= m.free - np.maximum(m.receive_buffer, buf)) & (cores >= min_cores)
     if fit_mesh and (ok & (r <= m.mesh_rows) & (c <= m.mesh_cols)).any():
         ok &= (r <= m.mesh_rows) & (c <= m.mesh_cols)

@@ -1,6 +1,9 @@
 """The transfers a placed wafer must route, as arrays (endpoints are tile indices).
 
-* broadcast (kind 0): along each grid row, tile (e, i, j) forwards its input slice to (e, i, j+1);
+* broadcast (kind 0): along each grid row, tile (e, i, j) forwards its input slice to (e, i, j+1).
+  In a wide grid (passes/floorplan.py) chunk k >= 1 of row i gets the slice from the chunk above at
+  column c = i mod (chunk width), one lane-row block straight down, and spreads it east and west
+  from c (the crossings are spread over the lane's columns instead of piling onto one);
 * reduction (kind 1): along each grid column, (e, i, j) passes partial sums to (e, i+1, j);
   KV grids use the same pattern (queries along a row of context chunks, partial softmax
   sums down the columns);
@@ -30,23 +33,45 @@ class TransferSet:
         return len(self.kind)
 
 
-def grid_transfers(first: int, experts: int, rows: int, cols: int):
-    """Chains inside one grid whose tiles are numbered from ``first`` in (expert, row, col) order."""
+def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 0):
+    """Chains inside one grid whose tiles are numbered from ``first`` in (expert, row, col) order;
+    ``chunk`` > 0: the grid is wide, laid out in chunks of that many columns."""
     idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
-    b_src, b_dst = idx[:, :, :-1].ravel(), idx[:, :, 1:].ravel()
     r_src, r_dst = idx[:, :-1, :].ravel(), idx[:, 1:, :].ravel()
-    return b_src, b_dst, r_src, r_dst
+    if chunk <= 0 or cols <= chunk:
+        return idx[:, :, :-1].ravel(), idx[:, :, 1:].ravel(), r_src, r_dst
+    j = np.arange(cols - 1)                                   # pair (j, j+1) of a row
+    k = j // chunk
+    inner = (j + 1) % chunk != 0                              # both ends in the same chunk
+    width = np.minimum(chunk, cols - k * chunk)               # width of the pair's chunk
+    i = np.arange(rows)[:, None]
+    entry = np.where(k[None, :] == 0, 0, i % width[None, :])  # where the chunk's slice arrives
+    east = (j % chunk)[None, :] >= entry                      # [rows, cols-1]: j -> j+1, else j+1 -> j
+    jj = np.broadcast_to(j, east.shape)
+    a = np.where(east, jj, jj + 1)[:, inner[:]] if inner.any() else np.zeros((rows, 0), np.int64)
+    b = np.where(east, jj + 1, jj)[:, inner[:]] if inner.any() else np.zeros((rows, 0), np.int64)
+    ii = np.broadcast_to(i, a.shape)
+    b_src = [idx[:, ii, a].reshape(experts, -1)]
+    b_dst = [idx[:, ii, b].reshape(experts, -1)]
+    for kc in range(1, -(-cols // chunk)):                    # down into chunk kc at column i mod width
+        w = min(chunk, cols - kc * chunk)
+        c = np.arange(rows) % w
+        b_src.append(idx[:, np.arange(rows), (kc - 1) * chunk + c])
+        b_dst.append(idx[:, np.arange(rows), kc * chunk + c])
+    return (np.concatenate(b_src, axis=1).ravel(), np.concatenate(b_dst, axis=1).ravel(), r_src, r_dst)
 
 
-def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer: bool, last_wafer: bool) -> TransferSet:
-    """``grids_per_op``: for each op in order, its grids as (experts, rows, cols)."""
+def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer: bool, last_wafer: bool,
+                    chunk_of=lambda cols: 0) -> TransferSet:
+    """``grids_per_op``: for each op in order, its grids as (experts, rows, cols); ``chunk_of(cols)``
+    is the chunk width of a wide grid in the floorplan, 0 for a narrow one."""
     src, dst, kind, osrc, odst = [], [], [], [], []
     first = 0
     ends = []  # (first tile, last tile) of each op with tiles
     for op, grids in enumerate(grids_per_op):
         start = first
         for e, r, c in grids:
-            b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c)
+            b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c))
             for s, d, k in ((b_src, b_dst, KIND_BROADCAST), (r_src, r_dst, KIND_REDUCTION)):
                 src.append(s)
                 dst.append(d)

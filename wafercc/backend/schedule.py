@@ -58,7 +58,9 @@ def write_schedule(outdir: str, program, model: str, target, device) -> dict[str
                     "routes": int(len(pw.transfers)), "routed_hops": int(r.total_hops),
                     "hops_lower_bound": int(r.lower_bound), "max_link_load": int(r.max_link_load),
                     "colors_used": int(r.colors_used), "router_iterations": int(r.iterations),
-                    "floorplan": {"method": "band-serpentine", "band_width": pw.floorplan.band_width,
+                    "floorplan": {"method": "row-major" if program.options.baseline else "lanes",
+                                  "lane": pw.floorplan.lane, "slots": pw.floorplan.slots,
+                                  "slots_used": pw.floorplan.slots_used,
                                   "status": "CONSTRUCTIVE", "gap": None}})
     write_npz(files["defects"], defects)
     from ..target.loader import resolve

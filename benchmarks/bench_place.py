@@ -1,0 +1,95 @@
+"""Placement-and-routing benchmark at wafer scale (issue 4's targets, figures in the closing note).
+
+    python benchmarks/bench_place.py [--model llama-3.1-70b] [--defects random:0.01] [--baseline]
+                                     [--out benchmarks/place_results.json]
+
+Plans the model on WSE-3 (bf16, context 8192, batch 1), then times tile + floorplan/assign +
+route over every wafer, keeping one wafer at a time (each is summarised and dropped).  Prints a
+QoR table per wafer (tiles, routes, hops against the Manhattan bound, max link load, colors,
+PathFinder iterations) and the totals; exits 1 if a target is missed:
+
+    llama-3.1-70b: <= 30 s;  llama-3.1-405b: <= 120 s and <= 4 GB peak RSS;  hops <= 1.2 x bound.
+
+``--baseline`` runs the plain row-major layout on the same inputs, for the comparison.
+Not part of pytest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+TARGETS = {"llama-3.1-70b": (30.0, None), "llama-3.1-405b": (120.0, 4.0)}
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="llama-3.1-70b")
+    ap.add_argument("--target", default="wse3")
+    ap.add_argument("--defects", default="random:0.01")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline", action="store_true")
+    ap.add_argument("--wafers", type=int, default=None, help="place only the first N wafers")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    os.environ["WAFERCC_NO_CACHE"] = "1"
+    from wafercc.frontend.hf_config import from_config
+    from wafercc.passes.place_route import PlaceOptions, place_and_route
+    from wafercc.plan.options import PlanOptions
+    from wafercc.plan.planner import plan_wafers
+    from wafercc.target import load_target
+    from wafercc.target.device import Device
+
+    graph = from_config(args.model)
+    target = load_target(args.target)
+    device = Device(target, args.defects, args.seed)
+    plan = plan_wafers(graph, target, PlanOptions(), device, with_levers=False)
+    if args.wafers:
+        import dataclasses
+        plan = dataclasses.replace(plan, wafers=plan.wafers[:args.wafers])
+    rss_before = _rss_gb()
+    rows = []
+
+    def keep(pw):
+        r = pw.routes
+        rows.append({"wafer": pw.index, "tiles": int(len(pw.tile_op)), "routes": int(len(pw.transfers)),
+                     "hops": int(r.total_hops), "bound": int(r.lower_bound), "max_link_load": int(r.max_link_load),
+                     "colors": int(r.colors_used), "iterations": int(r.iterations),
+                     "searched": int(r.stats["searched"]), "route_s": round(r.stats["seconds"], 2)})
+        print(f"wafer {pw.index:3d}: {rows[-1]['tiles']:>9,} tiles {rows[-1]['routes']:>9,} routes "
+              f"hops/bound {r.total_hops / max(1, r.lower_bound):.4f} max load {r.max_link_load:2d} "
+              f"colors {r.colors_used:2d} it {r.iterations:2d} searched {rows[-1]['searched']:>6,} "
+              f"route {r.stats['seconds']:.1f}s", flush=True)
+
+    t0 = time.perf_counter()
+    prog = place_and_route(graph, plan, target, device, PlaceOptions(baseline=args.baseline, seed=args.seed),
+                           on_wafer=keep)
+    wall = time.perf_counter() - t0
+    hops, bound = sum(r["hops"] for r in rows), sum(r["bound"] for r in rows)
+    summary = {"model": args.model, "target": args.target, "defects": args.defects, "seed": args.seed,
+               "layout": "row-major" if args.baseline else "lanes", "wafers": len(rows),
+               "tiles": sum(r["tiles"] for r in rows), "routes": sum(r["routes"] for r in rows),
+               "hops": hops, "hops_lower_bound": bound, "hops_ratio": round(hops / max(1, bound), 4),
+               "max_link_load": max(r["max_link_load"] for r in rows), "colors_max": max(r["colors"] for r in rows),
+               "seconds": round(wall, 2), "seconds_by_pass": {k: round(v, 2) for k, v in prog.seconds.items()},
+               "peak_rss_gb": round(_rss_gb(), 2), "rss_before_gb": round(rss_before, 2), "per_wafer": rows}
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_wafer"}, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(summary, f, indent=1)
+    t_max, gb_max = TARGETS.get(args.model, (None, None))
+    bad = summary["hops_ratio"] > 1.2
+    if t_max and not args.baseline and not args.wafers:
+        bad |= wall > t_max or (gb_max is not None and summary["peak_rss_gb"] > gb_max)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
