@@ -8,11 +8,11 @@ consecutive ops are adjacent.
 
 Inside an op, a grid of ``cols`` tiles per row is laid out so that its chains are mesh links:
 
-* a *wide* grid (cols > lane/4) is cut into chunks of ``lane`` columns; each chunk fills
+* a *wide* grid (cols > lane/8) is cut into chunks of ``lane`` columns; each chunk fills
   ``rows`` whole lane rows, so tile (i, j) and (i+1, j) are one lane row apart (vertical
   neighbours, one hop; two where a dead core shifts the curve) and (i, j), (i, j+1) are
   horizontal neighbours.  The last chunk's unused slots stay empty (the tiler counts them).
-* a *narrow* grid (cols <= lane/4) is packed row-major: its column chains span ``cols`` slots.
+* a *narrow* grid (cols <= lane/8) is packed row-major: its column chains span ``cols`` slots.
 
 ``lane >= usable width`` is the plain row-major baseline: one lane, every grid packed row-major.
 """

@@ -24,6 +24,8 @@ from .route_grid import (
     dor_feasible,
     dor_links,
     link_name,
+    vhv_clear,
+    vhv_links,
     segment_clear,
     usable_links,
 )
@@ -172,6 +174,14 @@ def splice(offs: np.ndarray, links: np.ndarray, overrides: dict) -> tuple[np.nda
     return new_offs, out
 
 
+def _on_hot(offs, links, load, cap, mask):
+    """bool [n]: routes in ``mask`` that cross a link loaded above ``cap``."""
+    rid = np.repeat(np.arange(len(offs) - 1), np.diff(offs))
+    hot = np.zeros(len(offs) - 1, bool)
+    hot[rid[(load[links] > cap) & mask[rid]]] = True
+    return hot
+
+
 def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: int = 1,
           options: RouteOptions | None = None) -> RouteResult:
     t0 = time.perf_counter()
@@ -193,15 +203,28 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     xy = xy_ok.copy()
     offs, links = dor_links(cols, sr, sc, dr, dc, xy)
     load = np.bincount(links[np.repeat(dor, np.diff(offs))], minlength=4 * N).astype(np.int32)
-    flipped = 0
+    flipped = jogged = 0
+    jogged_idx = np.zeros(0, np.int64)
     if (load > capT).any():                  # flip the routes on overused links to the other order
-        rid = np.repeat(np.arange(n), np.diff(offs))
-        hot = np.zeros(n, bool)
-        hot[rid[(load[links] > capT) & dor[rid]]] = True
+        hot = _on_hot(offs, links, load, capT, dor)
         flip = hot & xy_ok & yx_ok
         flipped = int(flip.sum())
         xy[flip] = False
         offs, links = dor_links(cols, sr, sc, dr, dc, xy)
+        load = np.bincount(links[np.repeat(dor, np.diff(offs))], minlength=4 * N).astype(np.int32)
+    if (load > capT).any():                  # U / Z patterns: spread the rest over nearby rows
+        hot = np.flatnonzero(_on_hot(offs, links, load, capT, dor))
+        hot = hot[np.lexsort((sc[hot], sr[hot]))]
+        soft = max(1, int(o.soft_load * capT))
+        spread = int(min(16, -(-int(load.max()) // soft)))
+        d = 1 + np.arange(len(hot)) % spread
+        m = np.where(sr[hot] >= rows // 2, sr[hot] - d, sr[hot] + d)
+        okp = vhv_clear(pE, pS, sr[hot], sc[hot], dr[hot], dc[hot], m)
+        hot, m = hot[okp], m[okp]
+        jogged, jogged_idx = len(hot), hot
+        mid = np.where(xy, sr, dr)
+        mid[hot] = m
+        offs, links = vhv_links(cols, sr, sc, dr, dc, mid)
         load = np.bincount(links[np.repeat(dor, np.diff(offs))], minlength=4 * N).astype(np.int32)
     t1 = time.perf_counter()
 
@@ -225,9 +248,11 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     # ---- colors ----
     offs, links = splice(offs, links, neg.paths)
     lens = np.diff(offs)
-    searched = np.zeros(n, bool)             # routes PathFinder placed sit on the crowded links: first
-    searched[list(neg.paths)] = True
-    order = np.lexsort((np.arange(n), -lens, ~searched))
+    # routes moved off crowded links (searched or jogged) first, then the rest, longest first
+    crowded = np.zeros(n, bool)
+    crowded[list(neg.paths)] = True
+    crowded[jogged_idx] = True
+    order = np.lexsort((np.arange(n), -lens, ~crowded))
     src_a, dst_a = sr * cols + sc, dr * cols + dc
     if cap == 1:
         color, used, failed, rounds = color_rounds(offs, links, src_a, dst_a, N, colors, order)
@@ -263,7 +288,7 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     ramp_out = np.bincount((dr * cols + dc)[moving], minlength=N).astype(np.int32).reshape(rows, cols)
     if (load > capT).any() or (~ok.reshape(-1)[out]).any():
         raise AssertionError("router produced an overused or unusable link")   # internal invariant
-    stats = {"routes": n, "fast_path": int(dor_mask.sum()), "flipped": flipped,
+    stats = {"routes": n, "fast_path": int(dor_mask.sum()), "flipped": flipped, "jogged": jogged,
              "searched": len(neg.paths), "searches": neg.searches, "color_rounds": rounds,
              "color_repaired": len(failed),
              "seconds_fast": t1 - t0, "seconds_pathfinder": t2 - t1, "seconds_color": t3 - t2,

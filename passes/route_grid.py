@@ -73,26 +73,36 @@ def dor_feasible(pE, pS, sr, sc, dr, dc):
 def dor_links(cols: int, sr, sc, dr, dc, xy):
     """CSR (offsets int64 [n+1], links int32) of dimension-ordered routes; ``xy`` bool [n] picks XY
     (columns first) or YX (rows first) per route."""
-    sr, sc, dr, dc = (np.asarray(v, dtype=np.int64) for v in (sr, sc, dr, dc))
-    xy = np.asarray(xy, dtype=bool)
+    sr, dr = np.asarray(sr, np.int64), np.asarray(dr, np.int64)
+    return vhv_links(cols, sr, sc, dr, dc, np.where(np.asarray(xy, bool), sr, dr))
+
+
+def vhv_clear(pE, pS, sr, sc, dr, dc, m):
+    """The via-row route (see vhv_links) avoids every unusable link."""
+    inside = (m >= 0) & (m < pS.shape[0])
+    mm = np.clip(m, 0, pS.shape[0] - 1)
+    return inside & _vclear(pS, sc, sr, mm) & _hclear(pE, mm, sc, dc) & _vclear(pS, dc, mm, dr)
+
+
+def vhv_links(cols: int, sr, sc, dr, dc, m):
+    """CSR (offsets int64 [n+1], links int32) of via-row routes: along the source column to row
+    ``m``, along row ``m`` to the destination column, along it to the destination.  ``m = sr`` is
+    XY, ``m = dr`` is YX, any other row a U or Z pattern around a crowded stretch."""
+    sr, sc, dr, dc, m = (np.asarray(v, dtype=np.int64) for v in (sr, sc, dr, dc, m))
     n = len(sr)
-    nh, nv = np.abs(dc - sc), np.abs(dr - sr)
-    lens = nh + nv
+    n1, n2, n3 = np.abs(m - sr), np.abs(dc - sc), np.abs(dr - m)
+    lens = n1 + n2 + n3
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
-    total = int(offsets[-1])
     rid = np.repeat(np.arange(n), lens)
-    k = np.arange(total, dtype=np.int64) - offsets[:-1][rid]        # hop index within the route
-    hx, vx = np.sign(dc - sc)[rid], np.sign(dr - sr)[rid]
-    nh_r, nv_r, xy_r = nh[rid], nv[rid], xy[rid]
-    horiz = np.where(xy_r, k < nh_r, k >= nv_r)                     # is hop k a horizontal one
-    # XY: horizontal hops leave (sr, sc + hx*k); vertical leave (sr + vx*(k-nh), dc)
-    # YX: vertical hops leave (sr + vx*k, sc); horizontal leave (dr, sc + hx*(k-nv))
-    kh = np.where(xy_r, k, k - nv_r)
-    kv = np.where(xy_r, k - nh_r, k)
-    row = np.where(horiz, np.where(xy_r, sr[rid], dr[rid]), sr[rid] + vx * kv)
-    col = np.where(horiz, sc[rid] + hx * kh, np.where(xy_r, dc[rid], sc[rid]))
-    d = np.where(horiz, np.where(hx > 0, 0, 2), np.where(vx > 0, 1, 3))
+    k = np.arange(int(offsets[-1]), dtype=np.int64) - offsets[:-1][rid]     # hop index within the route
+    a, b = n1[rid], (n1 + n2)[rid]
+    s1, hx, s3 = np.sign(m - sr)[rid], np.sign(dc - sc)[rid], np.sign(dr - m)[rid]
+    seg1, seg3 = k < a, k >= b
+    row = np.where(seg1, sr[rid] + s1 * k, np.where(seg3, m[rid] + s3 * (k - b), m[rid]))
+    col = np.where(seg1, sc[rid], np.where(seg3, dc[rid], sc[rid] + hx * (k - a)))
+    vdir = np.where(np.where(seg1, s1, s3) > 0, 1, 3)
+    d = np.where(seg1 | seg3, vdir, np.where(hx > 0, 0, 2))
     links = ((row * cols + col) * 4 + d).astype(np.int32)
     return offsets, links
 

@@ -63,7 +63,7 @@ class Frontier:
 def narrow_limit(lane: int) -> int:
     """Widest grid the lane floorplan packs row-major without padding (passes/floorplan.py): its
     column chains then span at most this many links, well inside the color budget."""
-    return max(1, lane // 4)
+    return max(1, lane // 8)
 
 
 def slots(experts, rows, cols, lane: int):
