@@ -22,10 +22,10 @@ from .route_color import ColorState, MaskView, color_rounds, greedy, repair
 from .route_grid import (
     components,
     dor_feasible,
-    dor_links,
+    dor_corners,
     link_name,
-    vhv_clear,
-    vhv_links,
+    polyline_clear,
+    polyline_links,
     segment_clear,
     usable_links,
 )
@@ -174,6 +174,25 @@ def splice(offs: np.ndarray, links: np.ndarray, overrides: dict) -> tuple[np.nda
     return new_offs, out
 
 
+def _detour(pE, pS, sr, sc, dr, dc, fast, corners) -> int:
+    """U / Z patterns via a row or column up to 3 away from either end for the routes whose XY and
+    YX paths both hit a defect; updates ``fast`` and the ``corners`` arrays in place."""
+    r1, c1, r2, c2 = corners
+    before = int(fast.sum())
+    for d in (1, -1, 2, -2, 3, -3):
+        for via_row, base in ((True, sr), (False, sc), (True, dr), (False, dc)):
+            b = np.flatnonzero(~fast)
+            if not len(b):
+                return int(fast.sum()) - before
+            m = base[b] + d
+            cr1, cc1, cr2, cc2 = (m, sc[b], m, dc[b]) if via_row else (sr[b], m, dr[b], m)
+            okb = polyline_clear(pE, pS, sr[b], sc[b], cr1, cc1, cr2, cc2, dr[b], dc[b])
+            g = b[okb]
+            r1[g], c1[g], r2[g], c2[g] = cr1[okb], cc1[okb], cr2[okb], cc2[okb]
+            fast[g] = True
+    return int(fast.sum()) - before
+
+
 def _on_hot(offs, links, load, cap, mask):
     """bool [n]: routes in ``mask`` that cross a link loaded above ``cap``."""
     rid = np.repeat(np.arange(len(offs) - 1), np.diff(offs))
@@ -196,36 +215,39 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     _check_inputs(alive, t, colors, cap, ok)
     sr, sc, dr, dc = (a.astype(np.int64) for a in (t.src_row, t.src_col, t.dst_row, t.dst_col))
 
-    # ---- fast path: XY, else YX, for every transfer clear of defects ----
+    # ---- fast path: three-segment patterns, vectorised ----
+    # XY, else YX; around defects U / Z patterns via a nearby row or column; on overused links the
+    # other order, then U / Z patterns spreading the crowd over nearby rows.  PathFinder gets the rest.
     pE, pS = segment_clear(ok)
     xy_ok, yx_ok = dor_feasible(pE, pS, sr, sc, dr, dc)
-    dor = xy_ok | yx_ok
-    xy = xy_ok.copy()
-    offs, links = dor_links(cols, sr, sc, dr, dc, xy)
-    load = np.bincount(links[np.repeat(dor, np.diff(offs))], minlength=4 * N).astype(np.int32)
+    fast = xy_ok | yx_ok
+    r1, c1, r2, c2 = dor_corners(sr, sc, dr, dc, xy_ok)
+    detoured = _detour(pE, pS, sr, sc, dr, dc, fast, (r1, c1, r2, c2))
+    offs, links = polyline_links(cols, sr, sc, r1, c1, r2, c2, dr, dc)
+    load = np.bincount(links[np.repeat(fast, np.diff(offs))], minlength=4 * N).astype(np.int32)
     flipped = jogged = 0
     jogged_idx = np.zeros(0, np.int64)
-    if (load > capT).any():                  # flip the routes on overused links to the other order
-        hot = _on_hot(offs, links, load, capT, dor)
-        flip = hot & xy_ok & yx_ok
-        flipped = int(flip.sum())
-        xy[flip] = False
-        offs, links = dor_links(cols, sr, sc, dr, dc, xy)
-        load = np.bincount(links[np.repeat(dor, np.diff(offs))], minlength=4 * N).astype(np.int32)
-    if (load > capT).any():                  # U / Z patterns: spread the rest over nearby rows
-        hot = np.flatnonzero(_on_hot(offs, links, load, capT, dor))
+    if (load > capT).any():                  # flip the plain routes on overused links to the other order
+        hot = _on_hot(offs, links, load, capT, fast)
+        flip = np.flatnonzero(hot & xy_ok & yx_ok & (r1 == sr) & (c1 == dc) & (r2 == sr) & (c2 == dc))
+        flipped = len(flip)
+        r1[flip], c1[flip], r2[flip], c2[flip] = dr[flip], sc[flip], dr[flip], sc[flip]
+        offs, links = polyline_links(cols, sr, sc, r1, c1, r2, c2, dr, dc)
+        load = np.bincount(links[np.repeat(fast, np.diff(offs))], minlength=4 * N).astype(np.int32)
+    if (load > capT).any():                  # spread the rest over nearby rows
+        hot = np.flatnonzero(_on_hot(offs, links, load, capT, fast))
         hot = hot[np.lexsort((sc[hot], sr[hot]))]
         soft = max(1, int(o.soft_load * capT))
         spread = int(min(16, -(-int(load.max()) // soft)))
         d = 1 + np.arange(len(hot)) % spread
         m = np.where(sr[hot] >= rows // 2, sr[hot] - d, sr[hot] + d)
-        okp = vhv_clear(pE, pS, sr[hot], sc[hot], dr[hot], dc[hot], m)
+        okp = polyline_clear(pE, pS, sr[hot], sc[hot], m, sc[hot], m, dc[hot], dr[hot], dc[hot])
         hot, m = hot[okp], m[okp]
         jogged, jogged_idx = len(hot), hot
-        mid = np.where(xy, sr, dr)
-        mid[hot] = m
-        offs, links = vhv_links(cols, sr, sc, dr, dc, mid)
-        load = np.bincount(links[np.repeat(dor, np.diff(offs))], minlength=4 * N).astype(np.int32)
+        r1[hot], c1[hot], r2[hot], c2[hot] = m, sc[hot], m, dc[hot]
+        offs, links = polyline_links(cols, sr, sc, r1, c1, r2, c2, dr, dc)
+        load = np.bincount(links[np.repeat(fast, np.diff(offs))], minlength=4 * N).astype(np.int32)
+    dor = fast
     t1 = time.perf_counter()
 
     # ---- PathFinder for the blocked transfers and those still on overused links ----
@@ -255,7 +277,8 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     order = np.lexsort((np.arange(n), -lens, ~crowded))
     src_a, dst_a = sr * cols + sc, dr * cols + dc
     if cap == 1:
-        color, used, failed, rounds = color_rounds(offs, links, src_a, dst_a, N, colors, order)
+        color, used, failed, rounds = color_rounds(offs, links, src_a, dst_a, N, colors, order,
+                                                   prefer=t.kind)
         state = ColorState(N, colors, cap)
         state.full = MaskView(used)
     else:                      # several routes per (link, color): the plain greedy
@@ -288,7 +311,7 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     ramp_out = np.bincount((dr * cols + dc)[moving], minlength=N).astype(np.int32).reshape(rows, cols)
     if (load > capT).any() or (~ok.reshape(-1)[out]).any():
         raise AssertionError("router produced an overused or unusable link")   # internal invariant
-    stats = {"routes": n, "fast_path": int(dor_mask.sum()), "flipped": flipped, "jogged": jogged,
+    stats = {"routes": n, "fast_path": int(dor_mask.sum()), "detoured": detoured, "flipped": flipped, "jogged": jogged,
              "searched": len(neg.paths), "searches": neg.searches, "color_rounds": rounds,
              "color_repaired": len(failed),
              "seconds_fast": t1 - t0, "seconds_pathfinder": t2 - t1, "seconds_color": t3 - t2,

@@ -41,13 +41,14 @@ def _link_entries(offs, links, routes, everything: bool):
     return links[idx], starts, lens
 
 
-def color_rounds(offs, links, src, dst, n_nodes: int, colors: int, order: np.ndarray):
+def color_rounds(offs, links, src, dst, n_nodes: int, colors: int, order: np.ndarray, prefer=None):
     """Vectorised first-fit coloring for link capacity 1.  Each round every uncolored route takes
     the lowest color free on all its resources (its links, its source's ramp input ``4N + src``,
     its destination's ramp output ``5N + dst``); where routes of one round pick the same color on
     a shared resource, the earliest in ``order`` keeps it and the others retry next round.
     Returns (color int16 [R], used uint32 [6N] bitmask per resource, routes left without a free
-    color, rounds)."""
+    color, rounds).  ``prefer`` (int [R]): the color each route tries first in round 1 when it is
+    free (e.g. its kind, so that the broadcast and reduction chains leaving a core do not collide)."""
     full = np.uint32((1 << colors) - 1)
     used = np.zeros(6 * n_nodes, np.uint32)
     n = len(offs) - 1
@@ -73,24 +74,34 @@ def color_rounds(offs, links, src, dst, n_nodes: int, colors: int, order: np.nda
         low = free & (~free + np.uint32(1))                    # lowest free bit
         pick = np.zeros(m, np.int64)
         pick[~none] = np.log2(low[~none].astype(np.float64)).astype(np.int64)
+        if rounds == 1 and prefer is not None:
+            pr = np.asarray(prefer, np.int64)[pending] % colors
+            take = (free >> pr.astype(np.uint32)) & np.uint32(1) != 0
+            pick[take] = pr[take]
         res = np.concatenate([lk, ramp_in, ramp_out])
         owner = np.concatenate([np.repeat(np.arange(m), lens), np.arange(m), np.arange(m)])
         prio = rank[pending]
-        # a route wins if it is the first (by rank) to pick its color on each of its resources
-        epick = pick[owner]
-        ok_e = ~none[owner]
+        # a route wins if it is the first (by rank) to pick its color on each of its resources;
+        # entries grouped by color (one radix sort), then per color a minimum over ranks
+        e_ok = np.flatnonzero(~none[owner])
+        epick = pick[owner[e_ok]].astype(np.uint8)
+        by_color = e_ok[np.argsort(epick, kind="stable")]
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(epick, minlength=colors))])
         lost = np.zeros(m, bool)
-        for c in np.unique(pick[~none]).tolist():
-            e = np.flatnonzero(ok_e & (epick == c))
+        groups = []
+        for c in range(colors):
+            e = by_color[bounds[c]:bounds[c + 1]]
+            if not len(e):
+                continue
             r, w = res[e], prio[owner[e]]
             np.minimum.at(first, r, w)
             lost[owner[e][first[r] != w]] = True
             first[r] = m_big
+            groups.append((c, e))
         win = ~none & ~lost
         color[pending[win]] = pick[win]
-        sel = win[owner]
-        for c in np.unique(pick[win]).tolist():
-            used[res[sel & (epick == c)]] |= np.uint32(1 << c)
+        for c, e in groups:
+            used[res[e[win[owner[e]]]]] |= np.uint32(1 << c)
         pending = pending[lost & ~none]
     return color, used, failed, rounds
 

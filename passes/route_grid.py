@@ -62,6 +62,29 @@ def _vclear(pS, c, r0, r1):
     return pS[hi, c] == pS[lo, c]
 
 
+def _seg_clear(pE, pS, r0, c0, r1, c1):
+    """Axis-aligned segments (r0, c0) -> (r1, c1) avoid every unusable link."""
+    return np.where(r0 == r1, _hclear(pE, r0, c0, c1), _vclear(pS, c0, r0, r1))
+
+
+def polyline_clear(pE, pS, sr, sc, r1, c1, r2, c2, dr, dc):
+    """The three-segment route source -> (r1, c1) -> (r2, c2) -> destination avoids every unusable
+    link (each segment axis-aligned; corners outside the mesh are not clear)."""
+    rows, cols = pS.shape
+    inside = (r1 >= 0) & (r1 < rows) & (c1 >= 0) & (c1 < cols) & (r2 >= 0) & (r2 < rows) & (c2 >= 0) & (c2 < cols)
+    r1, r2 = np.clip(r1, 0, rows - 1), np.clip(r2, 0, rows - 1)
+    c1, c2 = np.clip(c1, 0, cols - 1), np.clip(c2, 0, cols - 1)
+    return (inside & _seg_clear(pE, pS, sr, sc, r1, c1) & _seg_clear(pE, pS, r1, c1, r2, c2)
+            & _seg_clear(pE, pS, r2, c2, dr, dc))
+
+
+def dor_corners(sr, sc, dr, dc, xy):
+    """Corners (r1, c1, r2, c2) of XY (``xy``) or YX routes as three-segment polylines."""
+    r = np.where(xy, sr, dr)
+    c = np.where(xy, dc, sc)
+    return r, c, r.copy(), c.copy()
+
+
 def dor_feasible(pE, pS, sr, sc, dr, dc):
     """(xy_ok, yx_ok) bool arrays: the XY route (along the source row, then the destination column)
     and the YX route avoid every unusable link (hence every dead core)."""
@@ -73,38 +96,36 @@ def dor_feasible(pE, pS, sr, sc, dr, dc):
 def dor_links(cols: int, sr, sc, dr, dc, xy):
     """CSR (offsets int64 [n+1], links int32) of dimension-ordered routes; ``xy`` bool [n] picks XY
     (columns first) or YX (rows first) per route."""
-    sr, dr = np.asarray(sr, np.int64), np.asarray(dr, np.int64)
-    return vhv_links(cols, sr, sc, dr, dc, np.where(np.asarray(xy, bool), sr, dr))
+    sr, sc, dr, dc = (np.asarray(v, dtype=np.int64) for v in (sr, sc, dr, dc))
+    return polyline_links(cols, sr, sc, *dor_corners(sr, sc, dr, dc, np.asarray(xy, bool)), dr, dc)
 
 
-def vhv_clear(pE, pS, sr, sc, dr, dc, m):
-    """The via-row route (see vhv_links) avoids every unusable link."""
-    inside = (m >= 0) & (m < pS.shape[0])
-    mm = np.clip(m, 0, pS.shape[0] - 1)
-    return inside & _vclear(pS, sc, sr, mm) & _hclear(pE, mm, sc, dc) & _vclear(pS, dc, mm, dr)
-
-
-def vhv_links(cols: int, sr, sc, dr, dc, m):
-    """CSR (offsets int64 [n+1], links int32) of via-row routes: along the source column to row
-    ``m``, along row ``m`` to the destination column, along it to the destination.  ``m = sr`` is
-    XY, ``m = dr`` is YX, any other row a U or Z pattern around a crowded stretch."""
-    sr, sc, dr, dc, m = (np.asarray(v, dtype=np.int64) for v in (sr, sc, dr, dc, m))
-    n = len(sr)
-    n1, n2, n3 = np.abs(m - sr), np.abs(dc - sc), np.abs(dr - m)
-    lens = n1 + n2 + n3
+def polyline_links(cols: int, sr, sc, r1, c1, r2, c2, dr, dc):
+    """CSR (offsets int64 [n+1], links int32) of three-segment routes source -> (r1, c1) ->
+    (r2, c2) -> destination, every segment axis-aligned.  XY, YX, the U / Z patterns via a row
+    (corners (m, sc), (m, dc)) and via a column ((sr, m), (dr, m)) are all of this form."""
+    pts = [(np.asarray(r, dtype=np.int64), np.asarray(c, dtype=np.int64))
+           for r, c in ((sr, sc), (r1, c1), (r2, c2), (dr, dc))]
+    n = len(pts[0][0])
+    slen = [np.abs(b[0] - a[0]) + np.abs(b[1] - a[1]) for a, b in zip(pts, pts[1:])]
+    lens = slen[0] + slen[1] + slen[2]
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
-    rid = np.repeat(np.arange(n), lens)
-    k = np.arange(int(offsets[-1]), dtype=np.int64) - offsets[:-1][rid]     # hop index within the route
-    a, b = n1[rid], (n1 + n2)[rid]
-    s1, hx, s3 = np.sign(m - sr)[rid], np.sign(dc - sc)[rid], np.sign(dr - m)[rid]
-    seg1, seg3 = k < a, k >= b
-    row = np.where(seg1, sr[rid] + s1 * k, np.where(seg3, m[rid] + s3 * (k - b), m[rid]))
-    col = np.where(seg1, sc[rid], np.where(seg3, dc[rid], sc[rid] + hx * (k - a)))
-    vdir = np.where(np.where(seg1, s1, s3) > 0, 1, 3)
-    d = np.where(seg1 | seg3, vdir, np.where(hx > 0, 0, 2))
-    links = ((row * cols + col) * 4 + d).astype(np.int32)
-    return offsets, links
+    out = np.empty(int(offsets[-1]), np.int32)
+    before = offsets[:-1].copy()                       # where each route's current segment starts
+    for (a_r, a_c), (b_r, b_c), ln in zip(pts, pts[1:], slen):
+        m = np.flatnonzero(ln)
+        if len(m):
+            seg_lens = ln[m]
+            rid = np.repeat(m, seg_lens)
+            starts = np.zeros(len(m), np.int64)
+            np.cumsum(seg_lens[:-1], out=starts[1:])
+            k = np.arange(int(seg_lens.sum()), dtype=np.int64) - np.repeat(starts, seg_lens)
+            vr, vc = np.sign(b_r - a_r)[rid], np.sign(b_c - a_c)[rid]
+            d = np.where(vc > 0, 0, np.where(vc < 0, 2, np.where(vr > 0, 1, 3)))
+            out[before[rid] + k] = ((a_r[rid] + vr * k) * cols + a_c[rid] + vc * k) * 4 + d
+        before += ln
+    return offsets, out
 
 
 def link_loads(links: np.ndarray, n_links: int) -> np.ndarray:

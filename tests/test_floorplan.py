@@ -1,35 +1,72 @@
-"""Band-serpentine floorplan and the transfers of a placed wafer."""
+"""Lane floorplan (passes/floorplan.py) and the transfers of a placed wafer (passes/transfers.py)."""
 import numpy as np
 import pytest
 
-from wafercc.passes.floorplan import FloorplanError, floorplan_wafer, serpentine
+from wafercc.passes.floorplan import (FloorplanError, choose_lane, curve, curve_slots, floorplan_wafer,
+                                      grid_slots)
+from wafercc.passes.tile_shapes import narrow_limit, slots
 from wafercc.passes.transfers import (KIND_ACTIVATION, KIND_BROADCAST, KIND_INTER_WAFER, KIND_REDUCTION,
-                                      wafer_transfers)
+                                      grid_transfers, wafer_transfers)
 
 
-def test_serpentine_visits_every_live_core_once_and_skips_dead_ones():
+def test_curve_visits_live_cores_of_whole_lanes_once():
     alive = np.ones((6, 10), bool)
     alive[2, :] = False          # a dead row
     alive[4, 3] = False
-    r, c = serpentine(alive, 4)
-    assert len(r) == alive.sum()
-    assert alive[r, c].all()
+    r, c = curve(alive, 4)       # lanes [0,4) and [4,8); columns 8, 9 are left over
+    assert len(r) == alive[:, :8].sum() == curve_slots(alive, 4)
+    assert alive[r, c].all() and c.max() == 7
     assert len(set(zip(r.tolist(), c.tolist()))) == len(r)
 
 
-def test_bands_alternate_direction_so_consecutive_bands_meet():
-    alive = np.ones((5, 6), bool)
-    r, c = serpentine(alive, 3)
-    # band 0 ends at the bottom row, band 1 starts there
-    assert (r[14], c[14]) == (4, 2) and (r[15], c[15]) == (4, 3)
-    steps = np.abs(np.diff(r)) + np.abs(np.diff(c))
-    assert steps.max() <= 3  # row ends jump back across the band only
+def test_lanes_alternate_direction_so_consecutive_lanes_meet():
+    r, c = curve(np.ones((5, 6), bool), 3)
+    assert (r[14], c[14]) == (4, 2) and (r[15], c[15]) == (4, 3)   # lane 0 ends at the bottom, lane 1 starts there
+    assert r[-1] == 0
+
+
+@pytest.mark.parametrize("width,lane", [(755, 58), (64, 64), (100, 50), (27, 27)])
+def test_choose_lane_wastes_fewest_columns(width, lane):
+    assert choose_lane(width) == lane
+
+
+def test_wide_grid_chains_are_mesh_links_without_defects():
+    lane, rows, cols = 8, 5, 19                          # 3 chunks of 8, 8, 3 columns
+    assert cols > narrow_limit(lane)
+    fp = floorplan_wafer(0, np.ones((40, 16), bool), [[(1, rows, cols)]], lane)
+    assert fp.slots_used == slots(1, rows, cols, lane) == rows * 3 * lane
+    pos = np.stack([fp.core_row, fp.core_col], 1).reshape(rows, cols, 2)
+    down = np.abs(pos[1:] - pos[:-1]).sum(-1)             # (i, j) -> (i+1, j)
+    assert (down == 1).all()
+    right = np.abs(pos[:, 1:] - pos[:, :-1]).sum(-1)      # (i, j) -> (i, j+1) inside a chunk
+    inner = (np.arange(1, cols) % lane) != 0
+    assert (right[:, inner] == 1).all()
+    assert len({tuple(p) for p in pos.reshape(-1, 2).tolist()}) == rows * cols
+
+
+def test_dead_core_shifts_a_column_chain_by_one_hop_except_one_wrap():
+    alive = np.ones((40, 16), bool)
+    alive[2, 3] = False
+    fp = floorplan_wafer(0, alive, [[(1, 6, 8)]], 8)
+    pos = np.stack([fp.core_row, fp.core_col], 1).reshape(6, 8, 2)
+    assert alive[fp.core_row, fp.core_col].all()
+    down = np.abs(pos[1:] - pos[:-1]).sum(-1)
+    assert (down == 2).sum() == 7           # the chains passing the dead core shift by one column
+    assert (down > 2).sum() == 1            # one wraps from the lane's east edge to the next row
+
+
+def test_narrow_grid_packs_row_major_and_baseline_packs_everything():
+    fp = floorplan_wafer(0, np.ones((10, 16), bool), [[(1, 4, 2)], [(2, 3, 9)]], 16, baseline=True)
+    assert fp.slots_used == 4 * 2 + 2 * 3 * 9
+    assert fp.core_row[:8].tolist() == [0] * 8 and fp.core_col[:8].tolist() == list(range(8))
+    s, used = grid_slots(1, 4, 2, 16, baseline=False)       # narrow in lanes, too
+    assert used == 8 and s.tolist() == list(range(8))
 
 
 def test_ops_take_consecutive_runs_in_order():
     alive = np.ones((8, 8), bool)
     alive[0, 0] = False
-    fp = floorplan_wafer(0, alive, [10, 0, 20], 4)
+    fp = floorplan_wafer(0, alive, [[(1, 10, 1)], [], [(1, 4, 5)]], 4)
     assert fp.op_first.tolist() == [0, 10, 10] and fp.op_count.tolist() == [10, 0, 20]
     assert not ((fp.core_row == 0) & (fp.core_col == 0)).any()
     assert fp.regions(1) == []
@@ -37,20 +74,38 @@ def test_ops_take_consecutive_runs_in_order():
 
 
 def test_too_many_tiles_fail_loudly():
-    with pytest.raises(FloorplanError, match="wafer 3: 65 tiles but 63 live cores"):
-        alive = np.ones((8, 8), bool)
-        alive[1, 1] = False
-        floorplan_wafer(3, alive, [65], 4)
+    alive = np.ones((8, 8), bool)
+    alive[1, 1] = False
+    with pytest.raises(FloorplanError, match="wafer 3: its grids occupy 65 cores but the 8-column lanes hold 63"):
+        floorplan_wafer(3, alive, [[(1, 65, 1)]], 8)
+
+
+@pytest.mark.parametrize("rows,cols,chunk", [(3, 5, 2), (7, 20, 8), (4, 16, 8), (1, 9, 4), (5, 3, 0)])
+def test_broadcast_reaches_every_tile_of_a_row_once_from_its_first_tile(rows, cols, chunk):
+    bs, bd, rs, rd = grid_transfers(0, 2, rows, cols, chunk)
+    n = 2 * rows * cols
+    recv = np.bincount(bd, minlength=n).reshape(2, rows, cols)
+    assert (recv[:, :, 0] == 0).all() and (recv[:, :, 1:] == 1).all()
+    parent = dict(zip(bd.tolist(), bs.tolist()))
+    for t in range(n):                                  # follow parents back to column 0 of the same row
+        seen = 0
+        while t in parent:
+            assert parent[t] // cols == t // cols       # never leaves its (expert, row)
+            t = parent[t]
+            seen += 1
+            assert seen <= cols
+        assert t % cols == 0
+    assert sorted(zip(rs.tolist(), rd.tolist())) == sorted(
+        (e * rows * cols + i * cols + j, e * rows * cols + (i + 1) * cols + j)
+        for e in range(2) for i in range(rows - 1) for j in range(cols))
 
 
 def test_transfers_cover_grid_chains_ops_and_edges():
     t = wafer_transfers([[(1, 2, 3)], [], [(2, 1, 2)]], first_wafer=False, last_wafer=False)
     pairs = set(zip(t.src.tolist(), t.dst.tolist(), t.kind.tolist()))
-    # op 0: grid 2x3 tiles 0..5: broadcast along rows, reduction down columns
     assert {(0, 1, KIND_BROADCAST), (1, 2, KIND_BROADCAST), (3, 4, KIND_BROADCAST),
             (0, 3, KIND_REDUCTION), (2, 5, KIND_REDUCTION)} <= pairs
-    # op 2: two experts of 1x2: no chain between experts
-    assert (6, 7, KIND_BROADCAST) in pairs and (7, 8, KIND_BROADCAST) not in pairs
+    assert (6, 7, KIND_BROADCAST) in pairs and (7, 8, KIND_BROADCAST) not in pairs   # experts apart
     assert (5, 6, KIND_ACTIVATION) in pairs                      # op 0 -> op 2 (op 1 holds no tiles)
     assert (-1, 0, KIND_INTER_WAFER) in pairs and (9, -1, KIND_INTER_WAFER) in pairs
     assert len(t) == 4 + 3 + 2 + 1 + 2
