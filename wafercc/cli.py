@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--wafers", type=int, default=None, help="spread over this many wafers (>= the minimum)")
     c.add_argument("--kv-placement", choices=("beside", "dedicated"), default="beside",
                    help="KV cache beside each layer's weights, or on dedicated KV wafers")
+    c.add_argument("--no-place", action="store_true",
+                   help="stop after capacity planning (no tiles, placement, routes or schedule)")
+    c.add_argument("--layout", choices=("lanes", "row-major"), default="lanes",
+                   help="floorplan: lanes (default) or the plain row-major baseline")
 
     m = sub.add_parser("models", help="list the reference models")
     m.add_argument("--format", choices=("text", "json"), default="text")
@@ -105,6 +109,28 @@ def _write_outputs(outdir: str, graph, summary: dict, report: dict | None = None
     return files
 
 
+def _make_outdir(outdir: str) -> None:
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise InputFileError(f"cannot create output directory: {e.strerror}", where=outdir) from None
+
+
+def _render_qor(placed: dict, console) -> None:
+    """The placement quality-of-result table, one row per wafer (docs/metrics.md)."""
+    from rich.table import Table
+    t = Table(title=f"placement and routing ({placed['layout']})", title_justify="left")
+    for col in ("wafer", "tiles", "cores used", "routes", "hops", "hops / bound", "max link load", "colors",
+                "router it."):
+        t.add_column(col, justify="right")
+    for w in placed["per_wafer"]:
+        ratio = w["routed_hops"] / w["hops_lower_bound"] if w["hops_lower_bound"] else 1.0
+        t.add_row(str(w["wafer"]), f"{w['tiles']:,}", f"{w['slots_used']:,} / {w['slots']:,}", f"{w['routes']:,}",
+                  f"{w['routed_hops']:,}", f"{ratio:.3f}", str(w["max_link_load"]), str(w["colors_used"]),
+                  str(w["router_iterations"]))
+    console.print(t)
+
+
 def _safe_dirname(name: str) -> str:
     keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip(".")
     return keep or "model"
@@ -127,7 +153,31 @@ def cmd_compile(args) -> int:
                   "layers": res.facts.layers, "weight_bytes": res.facts.weight_bytes,
                   "kv_bytes_per_token": res.facts.kv_bytes_per_token}, **plan_dict(plan)}
     outdir = args.outdir or os.path.join("wafercc-out", _safe_dirname(res.graph.name))
+    placed = None
+    if plan is not None and not plan.infeasible and not args.no_place:
+        import time
+        from .backend.place_stage import PLACEMENT_ERRORS, place_to_dir
+        from .passes.place_route import PlaceOptions
+        t0 = time.perf_counter()
+        _make_outdir(outdir)
+        try:
+            placed, secs, sched_files = place_to_dir(outdir, res.graph, plan, target, device,
+                                                     PlaceOptions(baseline=args.layout == "row-major",
+                                                                  seed=args.seed))
+        except PLACEMENT_ERRORS as e:      # the plan fits by bytes but not as tiles / routes: infeasible
+            _write_outputs(outdir, res.graph, summary, report)
+            line = " ".join(str(e).split("\n")[0].split())
+            sys.stderr.write(f"wafercc: error: placement failed: {line}\n")
+            return 3
+        report["placement"] = {k: v for k, v in placed.items() if k != "per_wafer"}
+        for w, pw in zip(report["wafers"]["per_wafer"], placed["per_wafer"]):
+            w["cores_used"] = pw["slots_used"]
+        report["compile"] = {"seconds": round(res.seconds + (time.perf_counter() - t0), 3),
+                             "passes": [{"name": "frontend", "seconds": round(res.seconds, 3)}]
+                             + [{"name": k, "seconds": round(v, 3)} for k, v in secs.items()]}
     files = _write_outputs(outdir, res.graph, summary, report)
+    if placed is not None:
+        files.update(sched_files)
     if args.format == "json":
         print(json.dumps({**summary, "outputs": files, **({"plan": report} if report else {})},
                          indent=1, sort_keys=True))
@@ -136,6 +186,8 @@ def cmd_compile(args) -> int:
         if plan is not None:
             from .plan.report import render_plan
             render_plan(plan, make_console())
+        if placed is not None:
+            _render_qor(placed, make_console())
         print("wrote " + ", ".join(files.values()))
     return 3 if plan is not None and plan.infeasible else 0
 
