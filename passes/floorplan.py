@@ -69,8 +69,21 @@ class WaferFloorplan:
         return out
 
 
+def reachable(alive: np.ndarray) -> np.ndarray:
+    """The live cores of the largest 4-connected group: a live core cut off by dead neighbours
+    (inside a checkerboard of defects, say) can hold no tile, as nothing can reach it."""
+    from scipy import ndimage
+    lab, n = ndimage.label(alive)
+    if n <= 1:
+        return np.asarray(alive, bool)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
 def curve(alive: np.ndarray, lane: int) -> tuple[np.ndarray, np.ndarray]:
-    """Live cores of the whole lanes in curve order: (rows, cols) int32 arrays."""
+    """Usable cores (``reachable``) of the whole lanes in curve order: (rows, cols) int32 arrays."""
+    alive = reachable(alive)
     rows, cols = alive.shape
     w = max(1, min(int(lane), cols))
     r_parts, c_parts = [], []
@@ -85,9 +98,9 @@ def curve(alive: np.ndarray, lane: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def curve_slots(alive: np.ndarray, lane: int) -> int:
-    """Live cores in whole lanes (what the tiler may fill)."""
+    """Usable cores in whole lanes (what the tiler may fill)."""
     w = max(1, min(int(lane), alive.shape[1]))
-    return int(alive[:, : (alive.shape[1] // w) * w].sum())
+    return int(reachable(alive)[:, : (alive.shape[1] // w) * w].sum())
 
 
 def is_wide(cols: int, lane: int, baseline: bool) -> bool:

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .floorplan import WaferFloorplan, choose_lane, curve_slots, floorplan_wafer, is_wide
+from .floorplan import WaferFloorplan, choose_lane, curve_slots, floorplan_wafer, is_wide, reachable
 from .tile import TileOptions, TilePlan, tile_plan
 from .transfers import TransferSet, wafer_transfers
 
@@ -79,7 +79,7 @@ def _tile_arrays(ops, tp: TilePlan, wafer: int):
 
 
 def _edge_core(alive: np.ndarray, row: int, col: int) -> tuple[int, int]:
-    """The live core of column ``col`` (a wafer edge) nearest to ``row``."""
+    """The usable (reachable) core of column ``col`` (a wafer edge) nearest to ``row``."""
     live = np.flatnonzero(alive[:, col])
     if len(live) == 0:
         raise ValueError(f"edge column {col} has no live core")
@@ -109,7 +109,7 @@ def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOp
         fp = floorplan_wafer(k, w.alive, op_grids, lane, options.baseline)
         tr = wafer_transfers(op_grids, first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
                              chunk_of=lambda c: lane if is_wide(c, lane, options.baseline) else 0)
-        src, dst = _endpoints(tr, fp, w.alive)
+        src, dst = _endpoints(tr, fp, reachable(w.alive))
         secs["floorplan"] += time.perf_counter() - t1
         t2 = time.perf_counter()
         res = router(w.alive, w.dead_links, Transfers(src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], tr.kind,

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from ..errors import WaferccError
-from .route_astar import Negotiator
+from .route_astar import Negotiator, NoPath
 from .route_color import ColorState, MaskView, color_rounds, greedy, repair
 from .route_grid import (
     components,
@@ -123,9 +123,6 @@ def _check_inputs(alive, t: Transfers, colors: int, cap: int, ok):
         raise _fail(t, int(i), f"endpoint outside the {rows} x {cols} mesh")
     for i in np.flatnonzero(~alive[t.src_row, t.src_col] | ~alive[t.dst_row, t.dst_col])[:1]:
         raise _fail(t, int(i), "endpoint on a dead core")
-    lab = components(ok)
-    for i in np.flatnonzero(lab[t.src_row, t.src_col] != lab[t.dst_row, t.dst_col])[:1]:
-        raise _fail(t, int(i), "no path: defects disconnect the source from the destination")
     moving = (t.src_row != t.dst_row) | (t.src_col != t.dst_col)
     for name, r, c in (("ramp input", t.src_row, t.src_col), ("ramp output", t.dst_row, t.dst_col)):
         node = (r.astype(np.int64) * cols + c)[moving]
@@ -259,7 +256,13 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
                      src_node, dst_node, offs, links, dor_mask, o)
     if neg.over:
         pending.update(neg.routes_on(set(neg.over)))
-    stuck = neg.run(sorted(pending))
+    try:
+        stuck = neg.run(sorted(pending))
+    except NoPath as e:                      # find the first transfer whose ends defects separate
+        lab = components(ok)
+        cut = np.flatnonzero(lab[t.src_row, t.src_col] != lab[t.dst_row, t.dst_col])
+        raise _fail(t, int(cut[0]) if len(cut) else e.index,
+                    "no path: defects disconnect the source from the destination") from None
     if stuck:
         over = sorted(neg.over)
         raise _fail(t, stuck[0], f"congestion not resolved in {o.max_iterations} PathFinder iterations "

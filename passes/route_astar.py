@@ -19,6 +19,14 @@ import numpy as np
 INF = float("inf")
 
 
+class NoPath(Exception):
+    """Route ``index`` has no path at all (its ends are in different components)."""
+
+    def __init__(self, index: int):
+        self.index = index
+        super().__init__(f"route {index}: no path")
+
+
 def astar(s: int, t: int, bbox, cols: int, ok: bytes, load, hist, cap: int, pf: float,
           full=None, color: int = -1, soft: int = 1 << 30, soft_fac: float = 0.0):
     """Cheapest path of directed link ids from node s to node t inside bbox (r0, r1, c0, c1,
@@ -234,7 +242,7 @@ class Negotiator:
                 if p is None:
                     p = self.route_one(i, pf)
                 if p is None:
-                    raise AssertionError(f"route {i}: no path although connected")
+                    raise NoPath(i)
                 self._add(i, p)
             if not self.over:
                 return []
