@@ -1,6 +1,6 @@
 """Router benchmark at wafer scale (docs/routing.md, "Measured"):
 
-    python -m wafercc.passes.route_bench [--rows 1172 --cols 762 --dead 0.01 --short 100000 --long 2000]
+    python benchmarks/bench_route.py [--rows 1172 --cols 762 --dead 0.01 --short 100000 --long 2000]
 
 Synthetic but shaped like a real wafer: the mesh is tiled into op regions of about 17 x 17 cores;
 every region row carries one broadcast segment (first to last alive core of the row) and every
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .route import Transfers, route
+from wafercc.passes.route import Transfers, route
 
 
 def synthetic(rows, cols, dead, n_short, n_long, reach, seed=0, region=17):
