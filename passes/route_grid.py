@@ -93,13 +93,6 @@ def dor_feasible(pE, pS, sr, sc, dr, dc):
     return xy, yx
 
 
-def dor_links(cols: int, sr, sc, dr, dc, xy):
-    """CSR (offsets int64 [n+1], links int32) of dimension-ordered routes; ``xy`` bool [n] picks XY
-    (columns first) or YX (rows first) per route."""
-    sr, sc, dr, dc = (np.asarray(v, dtype=np.int64) for v in (sr, sc, dr, dc))
-    return polyline_links(cols, sr, sc, *dor_corners(sr, sc, dr, dc, np.asarray(xy, bool)), dr, dc)
-
-
 def polyline_links(cols: int, sr, sc, r1, c1, r2, c2, dr, dc):
     """CSR (offsets int64 [n+1], links int32) of three-segment routes source -> (r1, c1) ->
     (r2, c2) -> destination, every segment axis-aligned.  XY, YX, the U / Z patterns via a row
@@ -126,10 +119,6 @@ def polyline_links(cols: int, sr, sc, r1, c1, r2, c2, dr, dc):
             out[before[rid] + k] = ((a_r[rid] + vr * k) * cols + a_c[rid] + vc * k) * 4 + d
         before += ln
     return offsets, out
-
-
-def link_loads(links: np.ndarray, n_links: int) -> np.ndarray:
-    return np.bincount(links, minlength=n_links).astype(np.int32)
 
 
 def decode(link: int, cols: int) -> tuple[int, int, int]:

@@ -23,6 +23,7 @@ def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions
     """(placement section, seconds per pass, files written)."""
     writer = ScheduleWriter(outdir, graph.name, target, device, plan, options)
     per_wafer = []
+    secs = {"write": 0.0}
 
     def keep(pw):
         r = pw.routes
@@ -37,7 +38,6 @@ def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions
         if progress:
             progress(per_wafer[-1])
 
-    secs = {"write": 0.0}
     try:
         prog = place_and_route(graph, plan, target, device, options, on_wafer=keep)
         t = time.perf_counter()
