@@ -1,20 +1,24 @@
-"""Floorplan and assign (constructive): the lane layout (docs/placement.md).
+"""Floorplan: the lane layout (docs/placement.md); dead cores are then handled by passes/assign.py.
 
-The wafer's usable rectangle is cut into vertical *lanes* ``lane`` columns wide; the columns
-left over at the east edge (fewer than a lane) are not used.  A curve visits lane 0 top to
-bottom, lane 1 bottom to top, and so on, each lane row west to east, skipping dead cores.  A
-position on the curve is a *slot*; ops take consecutive runs of slots in dataflow order, so
-consecutive ops are adjacent.
+The wafer is cut into vertical *lanes* ``lane`` columns wide (the columns left over at the east
+edge, fewer than a lane, hold no planned tile).  Each lane keeps ``spare`` columns free, spread
+over the lane, as room for tiles displaced by dead cores; the other ``width`` columns of a *lane
+row* are slots.  A curve visits lane 0's rows top to bottom, lane 1's bottom to top, and so on,
+each lane row west to east.  Slots are laid out on this defect-free geometry (a lane row mostly
+dead, such as a dead mesh row, is skipped), ops take consecutive runs of slots in dataflow order,
+and the tiles whose cell is a dead core are moved afterwards by a min-cost assignment.
 
 Inside an op, a grid of ``cols`` tiles per row is laid out so that its chains are mesh links:
 
-* a *wide* grid (cols > lane/8) is cut into chunks of ``lane`` columns; each chunk fills
-  ``rows`` whole lane rows, so tile (i, j) and (i+1, j) are one lane row apart (vertical
-  neighbours, one hop; two where a dead core shifts the curve) and (i, j), (i, j+1) are
-  horizontal neighbours.  The last chunk's unused slots stay empty (the tiler counts them).
-* a *narrow* grid (cols <= lane/8) is packed row-major: its column chains span ``cols`` slots.
+* a *wide* grid (cols > width/8) is cut into chunks of ``width`` columns, each taking ``rows``
+  lane rows: tile (i, j) and (i+1, j) are vertical neighbours, (i, j) and (i, j+1) horizontal
+  ones.  A grid that starts mid-row is rotated: its columns keep their lane columns and the
+  columns west of the start sit one lane row lower (a staircase), so a row's chain turns with one
+  extra hop instead of jumping back across the lane.
+* a *narrow* grid (cols <= width/8) is packed row-major: its column chains span ``cols`` slots.
 
-``lane >= usable width`` is the plain row-major baseline: one lane, every grid packed row-major.
+``baseline=True`` is the plain row-major layout: one lane as wide as the mesh, no spares, every
+grid packed row-major along a curve that skips dead cores.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import WaferccError
+from .assign import AssignResult, assign_displaced
 from .tile_shapes import narrow_limit
 
 
@@ -31,6 +36,7 @@ class FloorplanError(WaferccError):
 
 
 LANE_RANGE = (40, 64)   # lane widths tried by choose_lane; wider than the grids' short side
+MAX_SPARE_FRACTION = 0.25  # of a lane's columns kept free for displaced tiles
 
 
 def choose_lane(width: int, lo: int = LANE_RANGE[0], hi: int = LANE_RANGE[1]) -> int:
@@ -41,32 +47,6 @@ def choose_lane(width: int, lo: int = LANE_RANGE[0], hi: int = LANE_RANGE[1]) ->
     cand = np.arange(lo, min(hi, width) + 1)
     waste = width % cand
     return int(cand[np.argmin(waste)])
-
-
-@dataclasses.dataclass(frozen=True)
-class WaferFloorplan:
-    index: int
-    lane: int
-    core_row: np.ndarray        # int32 [T]: physical row of each tile (tile order of TilePlan.core_arrays)
-    core_col: np.ndarray        # int32 [T]
-    op_first: np.ndarray        # int64 [ops]: first tile index of each op on this wafer
-    op_count: np.ndarray        # int64 [ops]: tiles of each op
-    slots: int                  # live cores on the curve (in whole lanes)
-    slots_used: int             # slots the ops occupy, padding included
-
-    def regions(self, op: int) -> list[list[int]]:
-        """Bounding boxes [r0, c0, rows, cols] of the op's tiles, one per lane they cross."""
-        sl = slice(self.op_first[op], self.op_first[op] + self.op_count[op])
-        r, c = self.core_row[sl], self.core_col[sl]
-        if len(r) == 0:
-            return []
-        band = c // self.lane
-        out = []
-        for b in np.unique(band):
-            m = band == b
-            out.append([int(r[m].min()), int(c[m].min()), int(r[m].max() - r[m].min() + 1),
-                        int(c[m].max() - c[m].min() + 1)])
-        return out
 
 
 def reachable(alive: np.ndarray) -> np.ndarray:
@@ -97,48 +77,196 @@ def curve(alive: np.ndarray, lane: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.concatenate(r_parts).astype(np.int32), np.concatenate(c_parts).astype(np.int32))
 
 
-def curve_slots(alive: np.ndarray, lane: int) -> int:
-    """Usable cores in whole lanes (what the tiler may fill)."""
-    w = max(1, min(int(lane), alive.shape[1]))
-    return int(reachable(alive)[:, : (alive.shape[1] // w) * w].sum())
-
-
 def is_wide(cols: int, lane: int, baseline: bool) -> bool:
     return not baseline and cols > narrow_limit(lane)
 
 
-def grid_slots(experts: int, rows: int, cols: int, lane: int, baseline: bool) -> tuple[np.ndarray, int]:
-    """Slot offset (from the grid's first slot) of each tile in (expert, row, col) order, and the
-    slots the grid occupies."""
+
+
+def choose_spare(dead_fraction: float, lane: int) -> int:
+    """Spare columns per lane: enough for the expected dead cores of a lane row (ceil(p x lane)),
+    none on a perfect wafer."""
+    if dead_fraction <= 0 or lane < 3:
+        return 0
+    return int(min(int(lane * MAX_SPARE_FRACTION), max(1, np.ceil(dead_fraction * lane - 1e-9))))
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneGeometry:
+    lane: int
+    spare: int
+    row_of: np.ndarray      # int32 [G]: mesh row of each lane row, in curve order
+    lane_of: np.ndarray     # int32 [G]: its lane
+    col_map: np.ndarray     # int32 [width]: lane column of each slot column (spares left out)
+
+    @property
+    def width(self) -> int:
+        return len(self.col_map)
+
+    @property
+    def capacity(self) -> int:
+        return len(self.row_of) * self.width
+
+    def cells(self, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = slot // self.width
+        return self.row_of[g], self.lane_of[g] * self.lane + self.col_map[slot % self.width]
+
+
+def dead_fraction(usable: np.ndarray, lane: int) -> float:
+    """Unusable cells of the lane rows a lane geometry keeps."""
+    keep, live = _lane_rows(usable, lane)
+    cells = int(keep.sum()) * lane
+    return 1.0 - int(live[keep].sum()) / cells if cells else 0.0
+
+
+def _lane_rows(usable: np.ndarray, lane: int):
+    rows, cols = usable.shape
+    n = cols // lane
+    live = usable[:, : n * lane].reshape(rows, n, lane).sum(2)      # [rows, lanes]
+    return live * 2 >= lane, live                                     # rows at least half usable
+
+
+def lane_geometry(usable: np.ndarray, lane: int, spare: int) -> LaneGeometry:
+    rows, cols = usable.shape
+    lane = max(1, min(int(lane), cols))
+    keep, _ = _lane_rows(usable, lane)
+    row_of, lane_of = [], []
+    for b in range(keep.shape[1]):
+        rr = np.flatnonzero(keep[:, b])
+        row_of.append(rr if b % 2 == 0 else rr[::-1])
+        lane_of.append(np.full(len(rr), b))
+    spare = min(int(spare), max(0, lane - 1))
+    gaps = {(2 * t + 1) * lane // (2 * spare) for t in range(spare)} if spare else set()
+    col_map = np.array([c for c in range(lane) if c not in gaps], np.int32)
+    cat = (lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32))
+    return LaneGeometry(lane, lane - len(col_map), cat(row_of), cat(lane_of), col_map)
+
+
+def tile_capacity(alive: np.ndarray, lane: int, spare: int, layout: str = "lanes") -> int:
+    """Slots the tiler may fill on a wafer: the usable cores of whole lanes; with spares, the lane
+    geometry's slots and never more than the usable cores (so displaced tiles find free ones)."""
+    usable = reachable(alive)
+    if layout == "row-major":
+        return int(usable.sum())
+    if layout == "lanes":
+        lane = max(1, min(int(lane), alive.shape[1]))
+        return int(usable[:, : (alive.shape[1] // lane) * lane].sum())
+    return min(lane_geometry(usable, lane, spare).capacity, int(usable.sum()))
+
+
+def is_wide(cols: int, width: int, baseline: bool) -> bool:
+    return not baseline and cols > narrow_limit(width)
+
+
+def grid_slots(experts: int, rows: int, cols: int, width: int, baseline: bool, start: int = 0
+               ) -> tuple[np.ndarray, int]:
+    """Slot of each tile in (expert, row, col) order of a grid whose first slot is ``start``, and
+    the slots the grid occupies.  Wide grids are rotated by ``start mod width`` (the staircase)."""
     e, i, j = (a.ravel() for a in np.meshgrid(np.arange(experts, dtype=np.int64), np.arange(rows, dtype=np.int64),
                                                 np.arange(cols, dtype=np.int64), indexing="ij"))
-    if not is_wide(cols, lane, baseline):
-        return e * rows * cols + i * cols + j, experts * rows * cols
-    chunks = -(-cols // lane)
-    per_expert = rows * chunks * lane
-    return e * per_expert + (j // lane) * rows * lane + i * lane + j % lane, experts * per_expert
+    if not is_wide(cols, width, baseline):
+        return start + e * rows * cols + i * cols + j, experts * rows * cols
+    chunks = -(-cols // width)
+    per_expert = rows * chunks * width
+    a = start % width
+    return (start + e * per_expert + (j // width) * rows * width + i * width + (j % width - a) % width,
+            experts * per_expert)
+
+
+@dataclasses.dataclass(frozen=True)
+class WaferFloorplan:
+    index: int
+    lane: int
+    width: int                  # slot columns per lane row (lane minus spares)
+    core_row: np.ndarray        # int32 [T]: physical row of each tile (tile order of TilePlan.core_arrays)
+    core_col: np.ndarray        # int32 [T]
+    op_first: np.ndarray        # int64 [ops]: first tile index of each op on this wafer
+    op_count: np.ndarray        # int64 [ops]: tiles of each op
+    slots: int                  # slots the tiles may fill (tile_capacity)
+    slots_used: int             # slots the ops occupy, padding included
+    assign: AssignResult | None = None   # the displaced tiles' assignment (None for the baseline)
+
+    @property
+    def spare(self) -> int:
+        return self.lane - self.width
+
+    def regions(self, op: int) -> list[list[int]]:
+        """Bounding boxes [r0, c0, rows, cols] of the op's tiles, one per lane they cross."""
+        sl = slice(self.op_first[op], self.op_first[op] + self.op_count[op])
+        r, c = self.core_row[sl], self.core_col[sl]
+        if len(r) == 0:
+            return []
+        band = c // self.lane
+        out = []
+        for b in np.unique(band):
+            m = band == b
+            out.append([int(r[m].min()), int(c[m].min()), int(r[m].max() - r[m].min() + 1),
+                        int(c[m].max() - c[m].min() + 1)])
+        return out
+
+
+LAYOUTS = ("lanes", "spares", "row-major")
+
+
+def _sorted_chunk_rows(at: np.ndarray, e: int, rows: int, cols: int, width: int, row_of: np.ndarray,
+                       col_of: np.ndarray) -> np.ndarray:
+    """Curve positions of a wide grid's tiles (lanes layout): each chunk row holds ``width``
+    consecutive curve positions, which span two lane rows when the chunk row starts mid-row (or a
+    dead core shifted it); tile j of the chunk row takes the j-th of them by column, so the chunk
+    row is a staircase whose chain steps down once, not a wrap back across the lane."""
+    base = at.reshape(e, rows, cols)[:, :, ::width]                  # slot of column k*width: chunk starts
+    full = base[..., None] + np.arange(width)                          # [e, rows, chunks, width]
+    order = np.argsort(col_of[full], axis=-1, kind="stable")
+    pick = np.take_along_axis(full, order, axis=-1)                    # by column, curve order on ties
+    j = np.arange(cols)
+    return pick[:, :, j // width, j % width].reshape(-1)
 
 
 def floorplan_wafer(index: int, alive: np.ndarray, op_grids: list[list[tuple[int, int, int]]], lane: int,
-                    baseline: bool = False) -> WaferFloorplan:
+                    layout: str = "lanes", spare: int | None = None) -> WaferFloorplan:
     """``op_grids``: for each op in dataflow order its grids as (experts, rows, cols); tiles are
-    numbered op by op, grid by grid, in (expert, row, col) order."""
-    lane = max(1, min(int(lane), alive.shape[1]))
-    offs, counts = [], []
+    numbered op by op, grid by grid, in (expert, row, col) order.
+
+    ``layout``: "lanes" (the curve skips dead cores: nothing is displaced, every usable core can
+    hold a tile), "spares" (the defect-free lane geometry with ``spare`` free columns per lane, None:
+    ``choose_spare``; tiles on dead cores go to free cores by a min-cost assignment) or "row-major"
+    (the baseline)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    usable = reachable(alive)
+    baseline = layout == "row-major"
+    lane = alive.shape[1] if baseline else max(1, min(int(lane), alive.shape[1]))
+    if layout == "spares":
+        if spare is None:
+            spare = choose_spare(dead_fraction(usable, lane), lane)
+        geom = lane_geometry(usable, lane, spare)
+        width, cap = geom.width, min(geom.capacity, int(usable.sum()))
+    else:
+        rows, cols = curve(usable, lane)
+        width, cap = lane, len(rows)
+    offs, counts, wide = [], [], []
     slot = 0
     for grids in op_grids:
         n = 0
         for e, r, c in grids:
-            s, used = grid_slots(e, r, c, lane, baseline)
-            offs.append(s + slot)
+            s, used = grid_slots(e, r, c, width, baseline, slot if layout == "spares" else 0)
+            if layout != "spares":
+                s = s + slot
+            offs.append(s)
+            wide.append((e, r, c) if layout == "lanes" and is_wide(c, width, False) else None)
             slot += used
             n += e * r * c
         counts.append(n)
-    rows, cols = curve(alive, lane)
-    if slot > len(rows):
-        raise FloorplanError(f"wafer {index}: its grids occupy {slot} cores but the {lane}-column lanes hold "
-                             f"{len(rows)} live cores ({slot - len(rows)} too many)")
-    at = np.concatenate(offs) if offs else np.zeros(0, np.int64)
     counts = np.asarray(counts, np.int64)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    return WaferFloorplan(index, lane, rows[at], cols[at], first, counts, len(rows), slot)
+    if slot > cap:
+        raise FloorplanError(f"wafer {index}: its grids occupy {slot} cores but the {lane}-column lanes hold "
+                             f"{cap} usable cores ({slot - cap} too many)")
+    if layout == "spares":
+        at = np.concatenate(offs) if offs else np.zeros(0, np.int64)
+        row, col = geom.cells(at)
+        row, col, res = assign_displaced(index, row, col, usable)
+        return WaferFloorplan(index, lane, width, row, col, first, counts, cap, slot, res)
+    at = np.concatenate([s if g is None else _sorted_chunk_rows(s, *g, width, rows, cols)
+                         for s, g in zip(offs, wide)]) if offs else np.zeros(0, np.int64)
+    return WaferFloorplan(index, lane, width, rows[at], cols[at], first, counts, cap, slot)

@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from .floorplan import WaferFloorplan, choose_lane, curve_slots, floorplan_wafer, is_wide, reachable
+from .floorplan import (WaferFloorplan, choose_lane, choose_spare, dead_fraction, floorplan_wafer, is_wide,
+                        reachable, tile_capacity)
 from .tile import TileOptions, TilePlan, tile_plan
 from .transfers import TransferSet, wafer_transfers
 
@@ -23,9 +24,13 @@ from .transfers import TransferSet, wafer_transfers
 @dataclasses.dataclass(frozen=True)
 class PlaceOptions:
     lane: int | None = None                     # lane width; None: choose_lane(mesh width)
-    baseline: bool = False                      # the plain row-major layout (one mesh-wide lane)
+    layout: str = "lanes"                       # floorplan.LAYOUTS: lanes, spares (OR-Tools assign), row-major
     tile: TileOptions = TileOptions()           # its ``lane`` is set from the floorplan's
     seed: int = 0
+
+    @property
+    def baseline(self) -> bool:
+        return self.layout == "row-major"
 
     def lane_for(self, width: int) -> int:
         if self.baseline:
@@ -94,8 +99,13 @@ def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOp
     n_wafers = len(plan.wafers)
     alive0 = device.wafer(0).alive
     lane = options.lane_for(alive0.shape[1])
-    slots = [curve_slots(device.wafer(k).alive, lane) for k in range(n_wafers)]
-    topt = dataclasses.replace(options.tile, lane=0 if options.baseline else lane)
+    # one spare count for every wafer (the tiler shapes grids for one slot width): the worst wafer's
+    spare = 0 if options.layout != "spares" else max(
+        (choose_spare(dead_fraction(reachable(device.wafer(k).alive), lane), lane) for k in range(n_wafers)),
+        default=0)
+    width = lane - spare
+    slots = [tile_capacity(device.wafer(k).alive, lane, spare, options.layout) for k in range(n_wafers)]
+    topt = dataclasses.replace(options.tile, lane=0 if options.baseline else width)
     tp = tile_plan(graph, plan, target, topt, slots)
     secs = {"tile": time.perf_counter() - t0, "floorplan": 0.0, "route": 0.0}
     colors = target.fabric.colors - len(target.fabric.reserved_colors)
@@ -106,9 +116,9 @@ def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOp
         ops = tuple(tp.ops[i] for i in wt.ops)
         arrays = _tile_arrays(ops, tp, k)
         op_grids = [[(g.experts, g.rows, g.cols) for g in o.grids] for o in ops]
-        fp = floorplan_wafer(k, w.alive, op_grids, lane, options.baseline)
+        fp = floorplan_wafer(k, w.alive, op_grids, lane, options.layout, spare)
         tr = wafer_transfers(op_grids, first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
-                             chunk_of=lambda c: lane if is_wide(c, lane, options.baseline) else 0)
+                             chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0)
         src, dst = _endpoints(tr, fp, reachable(w.alive))
         secs["floorplan"] += time.perf_counter() - t1
         t2 = time.perf_counter()

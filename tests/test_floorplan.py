@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from wafercc.passes.floorplan import (FloorplanError, choose_lane, curve, curve_slots, floorplan_wafer,
-                                      grid_slots)
+from wafercc.passes.floorplan import (FloorplanError, choose_lane, curve, floorplan_wafer, grid_slots,
+                                      tile_capacity)
 from wafercc.passes.tile_shapes import narrow_limit, slots
 from wafercc.passes.transfers import (KIND_ACTIVATION, KIND_BROADCAST, KIND_INTER_WAFER, KIND_REDUCTION,
                                       grid_transfers, wafer_transfers)
@@ -14,7 +14,7 @@ def test_curve_visits_live_cores_of_whole_lanes_once():
     alive[2, :9] = False         # a dead row, but for one core: still one connected part
     alive[4, 3] = False
     r, c = curve(alive, 4)       # lanes [0,4) and [4,8); columns 8, 9 are left over
-    assert len(r) == alive[:, :8].sum() == curve_slots(alive, 4)
+    assert len(r) == alive[:, :8].sum() == tile_capacity(alive, 4, 0)
     assert alive[r, c].all() and c.max() == 7
     assert len(set(zip(r.tolist(), c.tolist()))) == len(r)
 
@@ -44,19 +44,34 @@ def test_wide_grid_chains_are_mesh_links_without_defects():
     assert len({tuple(p) for p in pos.reshape(-1, 2).tolist()}) == rows * cols
 
 
-def test_dead_core_shifts_a_column_chain_by_one_hop_except_one_wrap():
+def test_dead_core_bends_chains_locally_and_never_wraps_across_the_lane():
     alive = np.ones((40, 16), bool)
     alive[2, 3] = False
     fp = floorplan_wafer(0, alive, [[(1, 6, 8)]], 8)
     pos = np.stack([fp.core_row, fp.core_col], 1).reshape(6, 8, 2)
     assert alive[fp.core_row, fp.core_col].all()
     down = np.abs(pos[1:] - pos[:-1]).sum(-1)
-    assert (down == 2).sum() == 7           # the chains passing the dead core shift by one column
-    assert (down > 2).sum() == 1            # one wraps from the lane's east edge to the next row
+    right = np.abs(pos[:, 1:] - pos[:, :-1]).sum(-1)
+    # chunk row 2 loses (2, 3) and takes (3, 0): tiles sorted by column form a staircase
+    assert pos[2, 0].tolist() == [2, 0] and pos[2, 1].tolist() == [3, 0] and pos[2, 4].tolist() == [2, 4]
+    assert down.max() <= 3 and right.max() <= 3           # before the staircase one chain wrapped 8 columns
+    assert (down[:1] == 1).all() and (down[3:] == 1).all()  # the bend stays in the rows around the dead core
+
+
+def test_grid_starting_mid_row_is_a_staircase():
+    lane, rows, cols = 8, 4, 16                            # two chunks, starting 3 cores into a lane row
+    fp = floorplan_wafer(0, np.ones((40, 16), bool), [[(1, 3, 1)], [(1, rows, cols)]], lane)   # (3, 1) is narrow
+    pos = np.stack([fp.core_row, fp.core_col], 1)[3:].reshape(rows, cols, 2)
+    assert (pos[..., 1] % lane == np.arange(cols) % lane).all()     # every tile keeps its lane column
+    down = np.abs(pos[1:] - pos[:-1]).sum(-1)
+    assert (down == 1).all()
+    right = np.abs(pos[:, 1:] - pos[:, :-1]).sum(-1)
+    inner = (np.arange(1, cols) % lane) != 0
+    assert (right[:, inner] <= 2).all() and (right[:, inner] == 2).sum() == rows * 2   # one step per chunk row
 
 
 def test_narrow_grid_packs_row_major_and_baseline_packs_everything():
-    fp = floorplan_wafer(0, np.ones((10, 16), bool), [[(1, 4, 2)], [(2, 3, 9)]], 16, baseline=True)
+    fp = floorplan_wafer(0, np.ones((10, 16), bool), [[(1, 4, 2)], [(2, 3, 9)]], 16, layout="row-major")
     assert fp.slots_used == 4 * 2 + 2 * 3 * 9
     assert fp.core_row[:8].tolist() == [0] * 8 and fp.core_col[:8].tolist() == list(range(8))
     s, used = grid_slots(1, 4, 2, 16, baseline=False)       # narrow in lanes, too
@@ -76,7 +91,7 @@ def test_ops_take_consecutive_runs_in_order():
 def test_too_many_tiles_fail_loudly():
     alive = np.ones((8, 8), bool)
     alive[1, 1] = False
-    with pytest.raises(FloorplanError, match="wafer 3: its grids occupy 65 cores but the 8-column lanes hold 63"):
+    with pytest.raises(FloorplanError, match="wafer 3: its grids occupy 65 cores but the 8-column lanes hold 63 usable"):
         floorplan_wafer(3, alive, [[(1, 65, 1)]], 8)
 
 

@@ -96,7 +96,7 @@ def test_grids_that_fill_every_live_core_exactly():
     alive = np.ones((12, 16), bool)
     alive[3, 5] = alive[7, 0] = alive[10, 9] = False
     n = int(alive.sum())                                 # 189 = 9 x 21: one wide grid, nothing spare
-    fp = floorplan_wafer(0, alive, [[(1, 9, 21)]], 16, baseline=True)
+    fp = floorplan_wafer(0, alive, [[(1, 9, 21)]], 16, layout="row-major")
     assert fp.slots == fp.slots_used == n
     assert len(set(zip(fp.core_row.tolist(), fp.core_col.tolist()))) == n
     tr = wafer_transfers([[(1, 9, 21)]], True, True)
@@ -108,14 +108,15 @@ def test_grids_that_fill_every_live_core_exactly():
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rate=st.sampled_from([0.0, 0.01, 0.03, 0.06]), seed=st.integers(0, 10_000), lane=st.sampled_from([5, 8, 20]))
-def test_verifier_accepts_random_defect_maps(tmp_path_factory, tiny_llama, rate, seed, lane):
+@given(rate=st.sampled_from([0.0, 0.01, 0.03, 0.06]), seed=st.integers(0, 10_000), lane=st.sampled_from([5, 8, 20]),
+       layout=st.sampled_from(["lanes", "spares"]))
+def test_verifier_accepts_random_defect_maps(tmp_path_factory, tiny_llama, rate, seed, lane, layout):
     tmp = tmp_path_factory.mktemp("r")
     target = tiny_target(tmp, width=W, height=H)
     device = Device(target, f"random:{rate}", seed)
     plan = plan_wafers(tiny_llama, target, PlanOptions(wafers=2), device)
     try:
-        prog = place_and_route(tiny_llama, plan, target, device, PlaceOptions(lane=lane, seed=seed))
+        prog = place_and_route(tiny_llama, plan, target, device, PlaceOptions(lane=lane, seed=seed, layout=layout))
     except RoutingError as e:                 # allowed only as a loud, named failure
         assert "transfer" in str(e)
         return

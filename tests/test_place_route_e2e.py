@@ -17,20 +17,20 @@ from wafercc.verify import verify_dir
 TINY = pathlib.Path(__file__).resolve().parents[1] / "models" / "onnx" / "tiny-llama.onnx"
 
 
-def _run(tmp_path, name, baseline=False, defects="random:0.02", wafers=2):
+def _run(tmp_path, name, layout="lanes", defects="random:0.02", wafers=2):
     target = tiny_target(tmp_path, width=27, height=22)
     device = Device(target, defects, 3)
     graph = lower_onnx(TINY)
     plan = plan_wafers(graph, target, PlanOptions(wafers=wafers), device)
-    prog = place_and_route(graph, plan, target, device, PlaceOptions(lane=8, baseline=baseline))
+    prog = place_and_route(graph, plan, target, device, PlaceOptions(lane=8, layout=layout))
     out = tmp_path / name
     write_schedule(str(out), prog, graph.name, target, device)
     return out, prog
 
 
-@pytest.mark.parametrize("baseline", [False, True])  # lanes, and the row-major baseline
-def test_placed_and_routed_program_verifies(tmp_path, baseline):
-    out, prog = _run(tmp_path, "s", baseline)
+@pytest.mark.parametrize("layout", ["lanes", "spares", "row-major"])
+def test_placed_and_routed_program_verifies(tmp_path, layout):
+    out, prog = _run(tmp_path, "s", layout)
     res = verify_dir(str(out))
     assert res.ok, [v.message for v in res.violations][:5]
     assert len(prog.wafers) == 2

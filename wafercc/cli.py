@@ -60,8 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="KV cache beside each layer's weights, or on dedicated KV wafers")
     c.add_argument("--no-place", action="store_true",
                    help="stop after capacity planning (no tiles, placement, routes or schedule)")
-    c.add_argument("--layout", choices=("lanes", "row-major"), default="lanes",
-                   help="floorplan: lanes (default) or the plain row-major baseline")
+    c.add_argument("--layout", choices=("lanes", "spares", "row-major"), default="lanes",
+                   help="floorplan: lanes (default; the curve skips dead cores), spares (spare columns, "
+                        "displaced tiles placed by an OR-Tools min-cost assignment) or the row-major baseline")
 
     m = sub.add_parser("models", help="list the reference models")
     m.add_argument("--format", choices=("text", "json"), default="text")
@@ -162,7 +163,7 @@ def cmd_compile(args) -> int:
         _make_outdir(outdir)
         try:
             placed, secs, sched_files = place_to_dir(outdir, res.graph, plan, target, device,
-                                                     PlaceOptions(baseline=args.layout == "row-major",
+                                                     PlaceOptions(layout=args.layout,
                                                                   seed=args.seed))
         except PLACEMENT_ERRORS as e:      # the plan fits by bytes but not as tiles / routes: infeasible
             _write_outputs(outdir, res.graph, summary, report)

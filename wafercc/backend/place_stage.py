@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 
+from ..passes.assign import AssignError
 from ..passes.floorplan import FloorplanError
 from ..passes.place_route import PlaceOptions, place_and_route
 from ..passes.route import RoutingError
 from ..passes.tile_shapes import TileError
 from .schedule import ScheduleWriter
 
-PLACEMENT_ERRORS = (TileError, FloorplanError, RoutingError)
+PLACEMENT_ERRORS = (TileError, FloorplanError, AssignError, RoutingError)
 
 
 def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions = PlaceOptions(),
@@ -30,7 +31,8 @@ def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions
         per_wafer.append({"wafer": pw.index, "tiles": int(len(pw.tile_op)), "routes": int(len(pw.transfers)),
                           "routed_hops": int(r.total_hops), "hops_lower_bound": int(r.lower_bound),
                           "max_link_load": int(r.max_link_load), "colors_used": int(r.colors_used),
-                          "router_iterations": int(r.iterations), "lane": int(pw.floorplan.lane),
+                          "router_iterations": int(r.iterations), "lane": int(pw.floorplan.lane), "width": int(pw.floorplan.width),
+                          "displaced": int(pw.floorplan.assign.displaced) if pw.floorplan.assign else 0,
                           "slots_used": int(pw.floorplan.slots_used), "slots": int(pw.floorplan.slots)})
         t = time.perf_counter()
         writer.add(pw)
@@ -48,7 +50,7 @@ def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions
         raise
     hops = sum(w["routed_hops"] for w in per_wafer)
     bound = sum(w["hops_lower_bound"] for w in per_wafer)
-    section = {"layout": "row-major" if options.baseline else "lanes",
+    section = {"layout": options.layout,
                "tiles": sum(w["tiles"] for w in per_wafer), "routes": sum(w["routes"] for w in per_wafer),
                "routed_hops": hops, "hops_lower_bound": bound,
                "hops_ratio": round(hops / bound, 4) if bound else None,

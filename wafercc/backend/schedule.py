@@ -22,7 +22,7 @@ class ScheduleWriter:
 
     def __init__(self, outdir: str, model: str, target, device, plan, options):
         self.outdir, self.model, self.target, self.device, self.plan = outdir, model, target, device, plan
-        self.baseline = bool(getattr(options, "baseline", False))
+        self.layout = getattr(options, "layout", "lanes")
         self.stage = os.path.join(outdir, ".wafercc-staging")
         os.makedirs(self.stage, exist_ok=True)
         self.colors = [c for c in range(target.fabric.colors) if c not in set(target.fabric.reserved_colors)]
@@ -68,10 +68,7 @@ class ScheduleWriter:
                          "routes": int(len(pw.transfers)), "routed_hops": int(r.total_hops),
                          "hops_lower_bound": int(r.lower_bound), "max_link_load": int(r.max_link_load),
                          "colors_used": int(r.colors_used), "router_iterations": int(r.iterations),
-                         "floorplan": {"method": "row-major" if self.baseline else "lanes",
-                                       "lane": pw.floorplan.lane, "slots": pw.floorplan.slots,
-                                       "slots_used": pw.floorplan.slots_used,
-                                       "status": "CONSTRUCTIVE", "gap": None}})
+                         "floorplan": floorplan_qor(pw.floorplan, self.layout)})
 
     def finish(self) -> dict[str, str]:
         write_npz(os.path.join(self.stage, "defects.npz"), self.defects)
@@ -94,6 +91,18 @@ class ScheduleWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def floorplan_qor(fp, layout: str) -> dict:
+    """The floorplan/assign entry of a wafer's QoR: a constructive layout, or the OR-Tools
+    assignment's status (a min-cost flow solves to optimality: gap 0)."""
+    out = {"method": layout, "lane": int(fp.lane), "width": int(fp.width), "slots": int(fp.slots),
+           "slots_used": int(fp.slots_used), "status": "CONSTRUCTIVE", "gap": None}
+    a = fp.assign
+    if a is not None:
+        out.update(status=a.status if a.displaced else "OPTIMAL", gap=0.0, displaced=a.displaced,
+                   assign_cost=a.cost, max_move=a.max_move, assign_rounds=a.rounds)
+    return out
 
 
 def write_schedule(outdir: str, program, model: str, target, device) -> dict[str, str]:
