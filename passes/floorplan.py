@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import WaferccError
 from .assign import AssignResult, assign_displaced
+from .floorplan_cpsat import RefineOptions, RefineResult, refine_padding
 from .tile_shapes import narrow_limit
 
 
@@ -184,7 +185,8 @@ class WaferFloorplan:
     op_count: np.ndarray        # int64 [ops]: tiles of each op
     slots: int                  # slots the tiles may fill (tile_capacity)
     slots_used: int             # slots the ops occupy, padding included
-    assign: AssignResult | None = None   # the displaced tiles' assignment (None for the baseline)
+    assign: AssignResult | None = None   # the displaced tiles' assignment (spares layout)
+    refine: RefineResult | None = None   # the CP-SAT lane-turn refinement (lanes layout)
 
     @property
     def spare(self) -> int:
@@ -222,13 +224,46 @@ def _sorted_chunk_rows(at: np.ndarray, e: int, rows: int, cols: int, width: int,
     return pick[:, :, j // width, j % width].reshape(-1)
 
 
+def _pack(op_grids, width: int, layout: str, pads=None):
+    """Slots of every grid's tiles when grids follow each other along the curve (after ``pads[g]``
+    empty slots): (slot arrays, wide-grid shapes or None, tiles per op, grid starts, slots used)."""
+    baseline = layout == "row-major"
+    offs, counts, wide, starts = [], [], [], []
+    slot, g = 0, 0
+    for grids in op_grids:
+        n = 0
+        for e, r, c in grids:
+            slot += int(pads[g]) if pads is not None else 0
+            starts.append(slot)
+            s, used = grid_slots(e, r, c, width, baseline, slot if layout == "spares" else 0)
+            offs.append(s if layout == "spares" else s + slot)
+            wide.append((e, r, c) if layout == "lanes" and is_wide(c, width, False) else None)
+            slot += used
+            n += e * r * c
+            g += 1
+        counts.append(n)
+    return offs, wide, np.asarray(counts, np.int64), np.asarray(starts, np.int64), slot
+
+
+def _refine(offs, wide, starts, used: int, cap: int, cols: np.ndarray, lane: int, width: int,
+            options: RefineOptions):
+    chunks = []
+    for g, shape in enumerate(wide):
+        if shape is not None:
+            e, r, c = shape
+            chunks.append((g, (np.arange(e * -(-c // width)) * r * width).astype(np.int64), r * width))
+    boundaries = np.flatnonzero(np.diff(cols // lane)) + 1
+    return refine_padding(starts, chunks, boundaries, cap - used, options)
+
+
 def floorplan_wafer(index: int, alive: np.ndarray, op_grids: list[list[tuple[int, int, int]]], lane: int,
-                    layout: str = "lanes", spare: int | None = None) -> WaferFloorplan:
+                    layout: str = "lanes", spare: int | None = None,
+                    refine: RefineOptions | None = RefineOptions()) -> WaferFloorplan:
     """``op_grids``: for each op in dataflow order its grids as (experts, rows, cols); tiles are
     numbered op by op, grid by grid, in (expert, row, col) order.
 
     ``layout``: "lanes" (the curve skips dead cores: nothing is displaced, every usable core can
-    hold a tile), "spares" (the defect-free lane geometry with ``spare`` free columns per lane, None:
+    hold a tile; with ``refine`` CP-SAT pads the curve to keep chunks off lane turns), "spares" (the defect-free lane geometry with ``spare`` free columns per lane, None:
     ``choose_spare``; tiles on dead cores go to free cores by a min-cost assignment) or "row-major"
     (the baseline)."""
     if layout not in LAYOUTS:
@@ -244,20 +279,7 @@ def floorplan_wafer(index: int, alive: np.ndarray, op_grids: list[list[tuple[int
     else:
         rows, cols = curve(usable, lane)
         width, cap = lane, len(rows)
-    offs, counts, wide = [], [], []
-    slot = 0
-    for grids in op_grids:
-        n = 0
-        for e, r, c in grids:
-            s, used = grid_slots(e, r, c, width, baseline, slot if layout == "spares" else 0)
-            if layout != "spares":
-                s = s + slot
-            offs.append(s)
-            wide.append((e, r, c) if layout == "lanes" and is_wide(c, width, False) else None)
-            slot += used
-            n += e * r * c
-        counts.append(n)
-    counts = np.asarray(counts, np.int64)
+    offs, wide, counts, starts, slot = _pack(op_grids, width, layout)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     if slot > cap:
         raise FloorplanError(f"wafer {index}: its grids occupy {slot} cores but the {lane}-column lanes hold "
@@ -267,6 +289,11 @@ def floorplan_wafer(index: int, alive: np.ndarray, op_grids: list[list[tuple[int
         row, col = geom.cells(at)
         row, col, res = assign_displaced(index, row, col, usable)
         return WaferFloorplan(index, lane, width, row, col, first, counts, cap, slot, res)
+    res = None
+    if layout == "lanes" and refine is not None:
+        pads, res = _refine(offs, wide, starts, slot, cap, cols, lane, width, refine)
+        if pads.any():
+            offs, wide, counts, starts, slot = _pack(op_grids, width, layout, pads)
     at = np.concatenate([s if g is None else _sorted_chunk_rows(s, *g, width, rows, cols)
                          for s, g in zip(offs, wide)]) if offs else np.zeros(0, np.int64)
-    return WaferFloorplan(index, lane, width, rows[at], cols[at], first, counts, cap, slot)
+    return WaferFloorplan(index, lane, width, rows[at], cols[at], first, counts, cap, slot, refine=res)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .floorplan import (WaferFloorplan, choose_lane, choose_spare, dead_fraction, floorplan_wafer, is_wide,
                         reachable, tile_capacity)
+from .floorplan_cpsat import RefineOptions
 from .tile import TileOptions, TilePlan, tile_plan
 from .transfers import TransferSet, wafer_transfers
 
@@ -26,6 +27,7 @@ class PlaceOptions:
     lane: int | None = None                     # lane width; None: choose_lane(mesh width)
     layout: str = "lanes"                       # floorplan.LAYOUTS: lanes, spares (OR-Tools assign), row-major
     tile: TileOptions = TileOptions()           # its ``lane`` is set from the floorplan's
+    refine: bool = True                         # lanes: CP-SAT pads the curve to keep chunks off lane turns
     seed: int = 0
 
     @property
@@ -116,7 +118,8 @@ def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOp
         ops = tuple(tp.ops[i] for i in wt.ops)
         arrays = _tile_arrays(ops, tp, k)
         op_grids = [[(g.experts, g.rows, g.cols) for g in o.grids] for o in ops]
-        fp = floorplan_wafer(k, w.alive, op_grids, lane, options.layout, spare)
+        fp = floorplan_wafer(k, w.alive, op_grids, lane, options.layout, spare,
+                             RefineOptions(seed=options.seed) if options.refine else None)
         tr = wafer_transfers(op_grids, first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
                              chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0)
         src, dst = _endpoints(tr, fp, reachable(w.alive))

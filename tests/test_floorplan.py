@@ -124,3 +124,26 @@ def test_transfers_cover_grid_chains_ops_and_edges():
     assert (5, 6, KIND_ACTIVATION) in pairs                      # op 0 -> op 2 (op 1 holds no tiles)
     assert (-1, 0, KIND_INTER_WAFER) in pairs and (9, -1, KIND_INTER_WAFER) in pairs
     assert len(t) == 4 + 3 + 2 + 1 + 2
+
+
+def test_cp_sat_pads_the_curve_to_keep_a_chunk_off_the_lane_turn():
+    # lane 8 on a 10 x 16 mesh: lanes of 80 cores.  A 3 x 1 narrow grid, then a 9 x 8 wide grid:
+    # packed, the wide grid spans slots 3..75 (fine); a second 2 x 8 grid spans 75..91 and straddles
+    # the turn at 80.  Slack 160 - 91 = 69: padding 5 before it moves it to 80..96.
+    alive = np.ones((10, 16), bool)
+    grids = [[(1, 3, 1)], [(1, 9, 8)], [(1, 2, 8)]]
+    packed = floorplan_wafer(0, alive, grids, 8, refine=None)
+    fp = floorplan_wafer(0, alive, grids, 8)
+    r = fp.refine
+    assert (r.status, r.straddling_before, r.straddling_after, r.gap) == ("OPTIMAL", 1, 0, 0.0)
+    assert r.padding_used == 5 and fp.slots_used == packed.slots_used + 5
+    hops = lambda f: np.abs(np.diff(np.stack([f.core_row, f.core_col], 1)[-16:].reshape(2, 8, 2), axis=0)).sum()
+    assert hops(fp) == 8 < hops(packed)            # the grid's 8 column links are single hops again
+    again = floorplan_wafer(0, alive, grids, 8)
+    assert (again.core_row == fp.core_row).all() and (again.core_col == fp.core_col).all()
+
+
+def test_cp_sat_is_skipped_without_slack():
+    alive = np.ones((10, 16), bool)
+    fp = floorplan_wafer(0, alive, [[(1, 20, 8)]], 8)      # 160 slots: the wafer is full
+    assert fp.refine.status == "SKIPPED" and fp.refine.slack == 0

@@ -122,13 +122,13 @@ def _render_qor(placed: dict, console) -> None:
     from rich.table import Table
     t = Table(title=f"placement and routing ({placed['layout']})", title_justify="left")
     for col in ("wafer", "tiles", "cores used", "routes", "hops", "hops / bound", "max link load", "colors",
-                "router it."):
+                "router it.", "floorplan"):
         t.add_column(col, justify="right")
     for w in placed["per_wafer"]:
         ratio = w["routed_hops"] / w["hops_lower_bound"] if w["hops_lower_bound"] else 1.0
         t.add_row(str(w["wafer"]), f"{w['tiles']:,}", f"{w['slots_used']:,} / {w['slots']:,}", f"{w['routes']:,}",
                   f"{w['routed_hops']:,}", f"{ratio:.3f}", str(w["max_link_load"]), str(w["colors_used"]),
-                  str(w["router_iterations"]))
+                  str(w["router_iterations"]), w.get("floorplan_status", ""))
     console.print(t)
 
 

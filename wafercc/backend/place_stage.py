@@ -19,6 +19,13 @@ from .schedule import ScheduleWriter
 PLACEMENT_ERRORS = (TileError, FloorplanError, AssignError, RoutingError)
 
 
+def _status(fp) -> str:
+    for r in (fp.refine, fp.assign):
+        if r is not None:
+            return r.status
+    return "CONSTRUCTIVE"
+
+
 def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions = PlaceOptions(),
                  progress=None) -> tuple[dict, dict, dict[str, str]]:
     """(placement section, seconds per pass, files written)."""
@@ -33,6 +40,7 @@ def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions
                           "max_link_load": int(r.max_link_load), "colors_used": int(r.colors_used),
                           "router_iterations": int(r.iterations), "lane": int(pw.floorplan.lane), "width": int(pw.floorplan.width),
                           "displaced": int(pw.floorplan.assign.displaced) if pw.floorplan.assign else 0,
+                          "floorplan_status": _status(pw.floorplan),
                           "slots_used": int(pw.floorplan.slots_used), "slots": int(pw.floorplan.slots)})
         t = time.perf_counter()
         writer.add(pw)

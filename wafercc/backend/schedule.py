@@ -94,10 +94,15 @@ class ScheduleWriter:
 
 
 def floorplan_qor(fp, layout: str) -> dict:
-    """The floorplan/assign entry of a wafer's QoR: a constructive layout, or the OR-Tools
-    assignment's status (a min-cost flow solves to optimality: gap 0)."""
+    """The floorplan/assign entry of a wafer's QoR: the CP-SAT refinement's status and gap (lanes),
+    the OR-Tools assignment's (spares: a min-cost flow solves to optimality, gap 0), or
+    CONSTRUCTIVE (row-major, or lanes with the refinement off)."""
     out = {"method": layout, "lane": int(fp.lane), "width": int(fp.width), "slots": int(fp.slots),
            "slots_used": int(fp.slots_used), "status": "CONSTRUCTIVE", "gap": None}
+    r = getattr(fp, "refine", None)
+    if r is not None:
+        out.update(status=r.status, gap=r.gap, straddling_before=r.straddling_before,
+                   straddling_after=r.straddling_after, slack=r.slack, padding_used=r.padding_used)
     a = fp.assign
     if a is not None:
         out.update(status=a.status if a.displaced else "OPTIMAL", gap=0.0, displaced=a.displaced,
