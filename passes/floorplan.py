@@ -1,24 +1,24 @@
-"""Floorplan: the lane layout (docs/placement.md); dead cores are then handled by passes/assign.py.
+"""Floorplan: the lane layout (docs/placement.md), in three variants (``LAYOUTS``).
 
 The wafer is cut into vertical *lanes* ``lane`` columns wide (the columns left over at the east
-edge, fewer than a lane, hold no planned tile).  Each lane keeps ``spare`` columns free, spread
-over the lane, as room for tiles displaced by dead cores; the other ``width`` columns of a *lane
-row* are slots.  A curve visits lane 0's rows top to bottom, lane 1's bottom to top, and so on,
-each lane row west to east.  Slots are laid out on this defect-free geometry (a lane row mostly
-dead, such as a dead mesh row, is skipped), ops take consecutive runs of slots in dataflow order,
-and the tiles whose cell is a dead core are moved afterwards by a min-cost assignment.
-
-Inside an op, a grid of ``cols`` tiles per row is laid out so that its chains are mesh links:
+edge, fewer than a lane, hold no planned tile).  A curve visits lane 0's rows top to bottom, lane
+1's bottom to top, and so on, each lane row west to east; ops take consecutive runs of the curve
+in dataflow order, so consecutive ops are adjacent.  Inside an op, a grid of ``cols`` tiles per
+row is laid out so that its chains are mesh links:
 
 * a *wide* grid (cols > width/8) is cut into chunks of ``width`` columns, each taking ``rows``
-  lane rows: tile (i, j) and (i+1, j) are vertical neighbours, (i, j) and (i, j+1) horizontal
-  ones.  A grid that starts mid-row is rotated: its columns keep their lane columns and the
-  columns west of the start sit one lane row lower (a staircase), so a row's chain turns with one
-  extra hop instead of jumping back across the lane.
+  runs of ``width`` curve positions: tile (i, j) and (i+1, j) are vertical neighbours, (i, j) and
+  (i, j+1) horizontal ones.  A run that starts mid-row is a staircase: its columns keep their
+  lane columns and those west of the start sit one lane row lower, so a row's chain steps down
+  once instead of jumping back across the lane.
 * a *narrow* grid (cols <= width/8) is packed row-major: its column chains span ``cols`` slots.
 
-``baseline=True`` is the plain row-major layout: one lane as wide as the mesh, no spares, every
-grid packed row-major along a curve that skips dead cores.
+``lanes`` (default): the curve skips dead cores (every usable core can hold a tile; a dead core
+shifts the rest of the curve by one), each chunk row takes its run's cores by column, and CP-SAT
+(passes/floorplan_cpsat.py) pads the curve where there is slack so fewer chunks straddle a turn.
+``spares``: the curve runs over the defect-free geometry with ``spare`` free columns per lane
+(width = lane - spare); tiles whose cell is dead move by a min-cost assignment (passes/assign.py).
+``row-major``: the plain baseline, one lane as wide as the mesh, every grid packed row-major.
 """
 from __future__ import annotations
 
@@ -76,12 +76,6 @@ def curve(alive: np.ndarray, lane: int) -> tuple[np.ndarray, np.ndarray]:
         r_parts.append(r[keep])
         c_parts.append(c[keep])
     return (np.concatenate(r_parts).astype(np.int32), np.concatenate(c_parts).astype(np.int32))
-
-
-def is_wide(cols: int, lane: int, baseline: bool) -> bool:
-    return not baseline and cols > narrow_limit(lane)
-
-
 
 
 def choose_spare(dead_fraction: float, lane: int) -> int:
@@ -245,7 +239,7 @@ def _pack(op_grids, width: int, layout: str, pads=None):
     return offs, wide, np.asarray(counts, np.int64), np.asarray(starts, np.int64), slot
 
 
-def _refine(offs, wide, starts, used: int, cap: int, cols: np.ndarray, lane: int, width: int,
+def _refine(wide, starts, used: int, cap: int, cols: np.ndarray, lane: int, width: int,
             options: RefineOptions):
     chunks = []
     for g, shape in enumerate(wide):
@@ -291,7 +285,7 @@ def floorplan_wafer(index: int, alive: np.ndarray, op_grids: list[list[tuple[int
         return WaferFloorplan(index, lane, width, row, col, first, counts, cap, slot, res)
     res = None
     if layout == "lanes" and refine is not None:
-        pads, res = _refine(offs, wide, starts, slot, cap, cols, lane, width, refine)
+        pads, res = _refine(wide, starts, slot, cap, cols, lane, width, refine)
         if pads.any():
             offs, wide, counts, starts, slot = _pack(op_grids, width, layout, pads)
     at = np.concatenate([s if g is None else _sorted_chunk_rows(s, *g, width, rows, cols)

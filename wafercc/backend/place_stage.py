@@ -14,16 +14,9 @@ from ..passes.floorplan import FloorplanError
 from ..passes.place_route import PlaceOptions, place_and_route
 from ..passes.route import RoutingError
 from ..passes.tile_shapes import TileError
-from .schedule import ScheduleWriter
+from .schedule import ScheduleWriter, floorplan_qor
 
 PLACEMENT_ERRORS = (TileError, FloorplanError, AssignError, RoutingError)
-
-
-def _status(fp) -> str:
-    for r in (fp.refine, fp.assign):
-        if r is not None:
-            return r.status
-    return "CONSTRUCTIVE"
 
 
 def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions = PlaceOptions(),
@@ -38,9 +31,10 @@ def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions
         per_wafer.append({"wafer": pw.index, "tiles": int(len(pw.tile_op)), "routes": int(len(pw.transfers)),
                           "routed_hops": int(r.total_hops), "hops_lower_bound": int(r.lower_bound),
                           "max_link_load": int(r.max_link_load), "colors_used": int(r.colors_used),
-                          "router_iterations": int(r.iterations), "lane": int(pw.floorplan.lane), "width": int(pw.floorplan.width),
+                          "router_iterations": int(r.iterations),
+                          "floorplan_status": floorplan_qor(pw.floorplan, options.layout)["status"],
                           "displaced": int(pw.floorplan.assign.displaced) if pw.floorplan.assign else 0,
-                          "floorplan_status": _status(pw.floorplan),
+                          "lane": int(pw.floorplan.lane), "width": int(pw.floorplan.width),
                           "slots_used": int(pw.floorplan.slots_used), "slots": int(pw.floorplan.slots)})
         t = time.perf_counter()
         writer.add(pw)
