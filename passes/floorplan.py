@@ -229,6 +229,7 @@ def _pack(op_grids, width: int, layout: str, pads=None):
         for e, r, c in grids:
             slot += int(pads[g]) if pads is not None else 0
             starts.append(slot)
+            # spares rotate wide grids by their start (geometric staircase); lanes sort by column later
             s, used = grid_slots(e, r, c, width, baseline, slot if layout == "spares" else 0)
             offs.append(s if layout == "spares" else s + slot)
             wide.append((e, r, c) if layout == "lanes" and is_wide(c, width, False) else None)

@@ -59,7 +59,7 @@ def refine_padding(grid_start: np.ndarray, chunks: list[tuple[int, np.ndarray, i
         for b in boundaries[(boundaries > a.min()) & (boundaries < a.max() + length + slack)]:
             lo = b - (a + length)                 # P <= lo: the chunk ends by b;  P >= hi: it starts at b
             hi = b - a
-            near = (hi > -slack) & (lo < slack) & (hi > 0)
+            near = (hi > 0) & (lo < slack)           # some P in [0, slack] puts b inside the chunk
             for x, y in zip(lo[near], hi[near]):
                 pairs.append((g, int(x), int(y)))
                 before += int(x < 0 < y)          # straddles at P = 0
