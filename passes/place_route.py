@@ -120,7 +120,8 @@ def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOp
         op_grids = [[(g.experts, g.rows, g.cols) for g in o.grids] for o in ops]
         fp = floorplan_wafer(k, w.alive, op_grids, lane, options.layout, spare,
                              RefineOptions(seed=options.seed) if options.refine else None)
-        tr = wafer_transfers(op_grids, first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
+        tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv") for g in o.grids] for o in ops],
+                             first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
                              chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0)
         src, dst = _endpoints(tr, fp, reachable(w.alive))
         secs["floorplan"] += time.perf_counter() - t1

@@ -4,9 +4,10 @@
   In a wide grid (passes/floorplan.py) chunk k >= 1 of row i gets the slice from the chunk above at
   column c = i mod (chunk width), one lane-row block straight down, and spreads it east and west
   from c (the crossings are spread over the lane's columns instead of piling onto one);
-* reduction (kind 1): along each grid column, (e, i, j) passes partial sums to (e, i+1, j);
-  KV grids use the same pattern (queries along a row of context chunks, partial softmax
-  sums down the columns);
+* reduction (kind 1): along each grid column, (e, i, j) passes partial sums to (e, i+1, j).
+  A KV grid's row is one (sequence, kv head) and its columns are chunks of context positions, so
+  its partial softmax sums combine along the row instead: each tile sends its partial back up the
+  row's broadcast tree (the query's path, reversed) to the row's entry tile;
 * activation (kind 2): each op's output (its last tile) to the next op's input (its first
   tile), in the wafer's dataflow order; riders travel with their hosts;
 * inter-wafer (kind 3): from the west edge into the wafer's first op and from its last op
@@ -33,9 +34,17 @@ class TransferSet:
         return len(self.kind)
 
 
-def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 0):
+def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 0, along_row: bool = False):
     """Chains inside one grid whose tiles are numbered from ``first`` in (expert, row, col) order;
-    ``chunk`` > 0: the grid is wide, laid out in chunks of that many columns."""
+    ``chunk`` > 0: the grid is wide, laid out in chunks of that many columns.  ``along_row`` (KV
+    grids): the reduction is the broadcast tree reversed instead of the column chains."""
+    b_src, b_dst, r_src, r_dst = _grid_transfers(first, experts, rows, cols, chunk)
+    if along_row:
+        return b_src, b_dst, b_dst.copy(), b_src.copy()
+    return b_src, b_dst, r_src, r_dst
+
+
+def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int):
     idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
     r_src, r_dst = idx[:, :-1, :].ravel(), idx[:, 1:, :].ravel()
     if chunk <= 0 or cols <= chunk:
@@ -63,15 +72,17 @@ def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 
 
 def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer: bool, last_wafer: bool,
                     chunk_of=lambda cols: 0) -> TransferSet:
-    """``grids_per_op``: for each op in order, its grids as (experts, rows, cols); ``chunk_of(cols)``
-    is the chunk width of a wide grid in the floorplan, 0 for a narrow one."""
+    """``grids_per_op``: for each op in order, its grids as (experts, rows, cols) or (experts, rows,
+    cols, along_row) (True for KV grids); ``chunk_of(cols)`` is the chunk width of a wide grid in
+    the floorplan, 0 for a narrow one."""
     src, dst, kind, osrc, odst = [], [], [], [], []
     first = 0
     ends = []  # (first tile, last tile) of each op with tiles
     for op, grids in enumerate(grids_per_op):
         start = first
-        for e, r, c in grids:
-            b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c))
+        for g in grids:
+            e, r, c = g[:3]
+            b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c), bool(g[3:] and g[3]))
             for s, d, k in ((b_src, b_dst, KIND_BROADCAST), (r_src, r_dst, KIND_REDUCTION)):
                 src.append(s)
                 dst.append(d)

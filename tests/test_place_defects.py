@@ -43,7 +43,7 @@ def _place_and_verify(tmp_path, graph, spec, wafers=2, lane=8):
     plan = plan_wafers(graph, target, PlanOptions(wafers=wafers), device)
     prog = place_and_route(graph, plan, target, device, PlaceOptions(lane=lane))
     out = tmp_path / "out"
-    write_schedule(str(out), prog, graph.name, target, device)
+    write_schedule(str(out), prog, graph, target, device)
     res = verify_dir(str(out))
     assert res.ok, [v.message for v in res.violations][:5]
     return prog, device
@@ -120,6 +120,6 @@ def test_verifier_accepts_random_defect_maps(tmp_path_factory, tiny_llama, rate,
     except RoutingError as e:                 # allowed only as a loud, named failure
         assert "transfer" in str(e)
         return
-    write_schedule(str(tmp / "o"), prog, tiny_llama.name, target, device)
+    write_schedule(str(tmp / "o"), prog, tiny_llama, target, device)
     res = verify_dir(str(tmp / "o"))
     assert res.ok, [v.message for v in res.violations][:5]

@@ -24,7 +24,7 @@ def _run(tmp_path, name, layout="lanes", defects="random:0.02", wafers=2):
     plan = plan_wafers(graph, target, PlanOptions(wafers=wafers), device)
     prog = place_and_route(graph, plan, target, device, PlaceOptions(lane=8, layout=layout))
     out = tmp_path / name
-    write_schedule(str(out), prog, graph.name, target, device)
+    write_schedule(str(out), prog, graph, target, device)
     return out, prog
 
 

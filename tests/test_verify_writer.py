@@ -48,7 +48,7 @@ class Sched:
         self.alive = [np.ones((self.rows, self.cols), bool) if alive is None else np.array(alive[k], bool)
                       for k in range(nwafers)]
         self.dead_links = [np.zeros((0, 3), np.int32) for _ in range(nwafers)]
-        self.doc = {"schema": "wafercc.schedule/1", "model": "tiny", "target": target_name or target.path,
+        self.doc = {"schema": "wafercc.schedule/2", "model": "tiny", "target": target_name or target.path,
                     "defects": "hand", "seed": 0, "budget_bytes_per_core": target.usable_bytes_per_core,
                     "colors": list(target.free_colors), "link_capacity": 1,
                     "wafers": [{"index": k, "layers": None, "units": [], "ops": [], "inter_wafer": []}

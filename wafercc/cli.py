@@ -63,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--layout", choices=("lanes", "spares", "row-major"), default="lanes",
                    help="floorplan: lanes (default; the curve skips dead cores), spares (spare columns, "
                         "displaced tiles placed by an OR-Tools min-cost assignment) or the row-major baseline")
+    c.add_argument("--prompt-tokens", type=int, default=1024,
+                   help="prompt length for time to first token and the decode position (default 1024)")
+    c.add_argument("--speculative", default=None, metavar="DRAFT",
+                   help="also report speculative decoding with this draft model (reference name, config or .onnx)")
+    c.add_argument("--spec-tokens", type=int, default=4, help="draft tokens proposed per step (default 4)")
+    c.add_argument("--spec-acceptance", type=float, default=0.7,
+                   help="probability each draft token is accepted (default 0.7)")
+    c.add_argument("--no-curve", action="store_true", help="skip the speed-versus-wafers curve")
 
     m = sub.add_parser("models", help="list the reference models")
     m.add_argument("--format", choices=("text", "json"), default="text")
@@ -142,6 +150,7 @@ def cmd_compile(args) -> int:
     from .summary import make_console, render_text, summary_dict
 
     plan_inputs = _plan_inputs(args)  # validate planning options before the (slow) frontend
+    perf_opts = _perf_options(args)
     res = wcompile(args.model, name=args.name, cache=not args.no_cache, layers=args.layers)
     summary = summary_dict(res.graph, res.facts, source=res.source, cached=res.cached, seconds=res.seconds)
     plan = report = None
@@ -162,9 +171,9 @@ def cmd_compile(args) -> int:
         t0 = time.perf_counter()
         _make_outdir(outdir)
         try:
-            placed, secs, sched_files = place_to_dir(outdir, res.graph, plan, target, device,
-                                                     PlaceOptions(layout=args.layout,
-                                                                  seed=args.seed))
+            placed, secs, sched_files, program = place_to_dir(outdir, res.graph, plan, target, device,
+                                                              PlaceOptions(layout=args.layout, seed=args.seed),
+                                                              prompt_tokens=perf_opts.prompt_tokens)
         except PLACEMENT_ERRORS as e:      # the plan fits by bytes but not as tiles / routes: infeasible
             _write_outputs(outdir, res.graph, summary, report)
             line = " ".join(str(e).split("\n")[0].split())
@@ -173,6 +182,10 @@ def cmd_compile(args) -> int:
         report["placement"] = {k: v for k, v in placed.items() if k != "per_wafer"}
         for w, pw in zip(report["wafers"]["per_wafer"], placed["per_wafer"]):
             w["cores_used"] = pw["slots_used"]
+        from .perf.report import performance_section
+        t1 = time.perf_counter()
+        report["performance"] = performance_section(program, res.graph, plan, target, device, perf_opts)
+        secs["timing"] = time.perf_counter() - t1
         report["compile"] = {"seconds": round(res.seconds + (time.perf_counter() - t0), 3),
                              "passes": [{"name": "frontend", "seconds": round(res.seconds, 3)}]
                              + [{"name": k, "seconds": round(v, 3)} for k, v in secs.items()]}
@@ -188,9 +201,18 @@ def cmd_compile(args) -> int:
             from .plan.report import render_plan
             render_plan(plan, make_console())
         if placed is not None:
+            from .perf.report import render_performance
             _render_qor(placed, make_console())
+            render_performance(report["performance"], make_console())
         print("wrote " + ", ".join(files.values()))
     return 3 if plan is not None and plan.infeasible else 0
+
+
+def _perf_options(args):
+    from .perf.evaluate import Speculative
+    from .perf.report import PerfOptions
+    spec = (Speculative(args.speculative, args.spec_tokens, args.spec_acceptance) if args.speculative else None)
+    return PerfOptions(prompt_tokens=args.prompt_tokens, speculative=spec, curve=not args.no_curve)
 
 
 def _plan_inputs(args):

@@ -14,15 +14,16 @@ from ..passes.floorplan import FloorplanError
 from ..passes.place_route import PlaceOptions, place_and_route
 from ..passes.route import RoutingError
 from ..passes.tile_shapes import TileError
+from ..perf.evaluate import DEFAULT_PROMPT_TOKENS, Program
 from .schedule import ScheduleWriter, floorplan_qor
 
 PLACEMENT_ERRORS = (TileError, FloorplanError, AssignError, RoutingError)
 
 
 def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions = PlaceOptions(),
-                 progress=None) -> tuple[dict, dict, dict[str, str]]:
-    """(placement section, seconds per pass, files written)."""
-    writer = ScheduleWriter(outdir, graph.name, target, device, plan, options)
+                 progress=None, prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> tuple[dict, dict, dict[str, str], Program]:
+    """(placement section, seconds per pass, files written, the timing model's view of the schedule)."""
+    writer = ScheduleWriter(outdir, graph, target, device, plan, options, prompt_tokens)
     per_wafer = []
     secs = {"write": 0.0}
 
@@ -59,4 +60,4 @@ def place_to_dir(outdir: str, graph, plan, target, device, options: PlaceOptions
                "max_link_load": max((w["max_link_load"] for w in per_wafer), default=0),
                "colors_used_max": max((w["colors_used"] for w in per_wafer), default=0),
                "per_wafer": per_wafer}
-    return section, {**prog.seconds, **secs}, files
+    return section, {**prog.seconds, **secs}, files, writer.program()

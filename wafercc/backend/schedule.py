@@ -10,9 +10,14 @@ from ..target import list_targets
 import numpy as np
 
 from ..cache import atomic_write_text
+from ..ir import DType
+from ..perf.evaluate import DEFAULT_PROMPT_TOKENS, Boundary, Program, timeline
+from ..perf.model import CostParams, Machine
+from ..perf.paths import grid_paths, op_edges
+from ..perf.records import op_records
 from .npz import write_npz
 
-SCHEMA = "wafercc.schedule/1"
+SCHEMA = "wafercc.schedule/2"
 
 
 class ScheduleWriter:
@@ -20,8 +25,12 @@ class ScheduleWriter:
     ``defects.npz`` (``finish``).  Files are staged in a hidden directory and moved into ``outdir``
     only by ``finish``, so a failed compile leaves no half-written schedule; ``abort`` drops them."""
 
-    def __init__(self, outdir: str, model: str, target, device, plan, options):
-        self.outdir, self.model, self.target, self.device, self.plan = outdir, model, target, device, plan
+    def __init__(self, outdir: str, graph, target, device, plan, options, prompt_tokens: int = DEFAULT_PROMPT_TOKENS):
+        self.outdir, self.model, self.target, self.device, self.plan = outdir, graph.name, target, device, plan
+        self.graph, self.prompt_tokens = graph, prompt_tokens
+        self.cost = CostParams.of(target)         # fail before placing anything if it is not calibrated
+        self.flops = {o.node: float(o.flops) for o in plan.memory.ops}
+        self.records, self.boundaries = [], []     # per wafer: op records (timing model input)
         self.layout = getattr(options, "layout", "lanes")
         self.stage = os.path.join(outdir, ".wafercc-staging")
         os.makedirs(self.stage, exist_ok=True)
@@ -35,10 +44,20 @@ class ScheduleWriter:
         self.defects[f"alive_{k}"] = w.alive
         self.defects[f"dead_links_{k}"] = np.asarray(w.dead_links, np.int32).reshape(-1, 3)
         load = self.plan.wafers[k]
-        ops_json = [{"id": i, "name": o.node, "layer": o.layer,
-                     "grids": [{"grid": gi, "experts": g.experts, "rows": g.rows, "cols": g.cols}
-                               for gi, g in enumerate(o.grids)],
-                     "region": pw.floorplan.regions(i)} for i, o in enumerate(pw.ops)]
+        tr, r = pw.transfers, pw.routes
+        hops = np.diff(np.asarray(r.offsets, np.int64))
+        paths = grid_paths(pw.tile_op, pw.tile_grid, tr.src, tr.dst, tr.kind, hops)
+        recs = op_records(pw.ops, self.graph, self.flops, paths, op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 2))
+        edges = op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 3)
+        self.records.append(tuple(recs))
+        if k > 0:
+            prev = self.boundaries[-1]
+            self.boundaries[-1] = (prev[0], prev[1], prev[2] + max((v for o, v in edges.items() if o >= 0),
+                                                                   default=0))
+        if k < len(self.plan.wafers) - 1:
+            per_token = (int(pw.ops[-1].act_bytes) if pw.ops else 0) // self.plan.options.batch
+            self.boundaries.append((k, per_token, edges.get(-1, 0)))
+        ops_json = [dict(rec, region=pw.floorplan.regions(i)) for i, rec in enumerate(recs)]
         n = len(self.plan.wafers)
         inter = []
         for ri in np.flatnonzero(pw.transfers.kind == 3):   # edge I/O routes to the neighbouring wafers
@@ -51,14 +70,13 @@ class ScheduleWriter:
         self.wafers_json.append({"index": k, "layers": list(load.layers) if load.layers else None,
                                  "units": list(load.units), "role": load.role, "ops": ops_json,
                                  "inter_wafer": inter})
-        r = pw.routes
         arrays = {"tile_op": pw.tile_op, "tile_grid": pw.tile_grid, "tile_expert": pw.tile_expert,
                   "tile_row": pw.tile_row, "tile_col": pw.tile_col,
                   "tile_core_row": pw.floorplan.core_row, "tile_core_col": pw.floorplan.core_col,
                   "tile_bytes": pw.tile_bytes,
                   "route_src_row": pw.route_src[:, 0], "route_src_col": pw.route_src[:, 1],
                   "route_dst_row": pw.route_dst[:, 0], "route_dst_col": pw.route_dst[:, 1],
-                  "route_kind": pw.transfers.kind, "route_op_src": pw.transfers.op_src,
+                  "route_kind": pw.transfers.kind, "route_src_tile": tr.src, "route_dst_tile": tr.dst, "route_op_src": pw.transfers.op_src,
                   "route_op_dst": pw.transfers.op_dst,
                   "route_color": np.asarray(self.colors, np.int16)[np.asarray(r.color, np.int64)],
                   "route_offsets": np.asarray(r.offsets, np.int64), "route_links": np.asarray(r.links, np.int32)}
@@ -79,6 +97,8 @@ class ScheduleWriter:
                "defects": self.device.spec.text, "seed": self.device.seed,
                "budget_bytes_per_core": int(t.core.sram - t.core.sram_reserved),
                "colors": self.colors, "link_capacity": 1, "wafers": self.wafers_json,
+               "timeline": {"prompt_tokens": self.prompt_tokens, "clock_hz": Machine.of(t).clock_hz,
+                            "wafers": timeline(self.program(), Machine.of(t), self.cost, self.prompt_tokens)},
                "qor": {"wafers": self.qor}}  # wall times go to report.json: this file is byte-identical per input
         atomic_write_text(os.path.join(self.stage, "schedule.json"), json.dumps(doc, indent=1, sort_keys=True) + "\n")
         files = {}
@@ -88,6 +108,13 @@ class ScheduleWriter:
             os.replace(os.path.join(self.stage, name), files[key])
         os.rmdir(self.stage)
         return files
+
+    def program(self) -> Program:
+        """The timing model's view of the wafers added so far."""
+        mem = self.plan.memory
+        act = DType(mem.options.act_dtype or mem.weight_dtype)
+        return Program(tuple(self.records), tuple(Boundary(*b) for b in self.boundaries), act.bits / 8,
+                       self.plan.options.context, self.plan.options.batch)
 
     def abort(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
@@ -110,9 +137,9 @@ def floorplan_qor(fp, layout: str) -> dict:
     return out
 
 
-def write_schedule(outdir: str, program, model: str, target, device) -> dict[str, str]:
+def write_schedule(outdir: str, program, graph, target, device) -> dict[str, str]:
     """Writes an in-memory placed program (every wafer kept) as a schedule directory."""
-    w = ScheduleWriter(outdir, model, target, device, program.plan, program.options)
+    w = ScheduleWriter(outdir, graph, target, device, program.plan, program.options)
     try:
         for pw in program.wafers:
             w.add(pw)

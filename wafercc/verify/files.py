@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import WaferccError
 
-SCHEMA = "wafercc.schedule/1"
+SCHEMA = "wafercc.schedule/2"
 TILE_ARRAYS = ("tile_op", "tile_grid", "tile_expert", "tile_row", "tile_col",
                "tile_core_row", "tile_core_col", "tile_bytes")
 ROUTE_ARRAYS = ("route_src_row", "route_src_col", "route_dst_row", "route_dst_col", "route_kind",

@@ -1,0 +1,96 @@
+"""Timing estimates without placement: the tile plan with the lane floorplan's path geometry.
+
+Used where placing and routing would cost too much for what is asked: the speed-versus-wafers
+curve (one plan and tile plan per wafer count) and a speculative-decoding draft model.  The
+compiled point itself is always timed from its routed schedule; tests/test_perf.py checks the
+estimate against it.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..ir import DType
+from .evaluate import Boundary, Program, tpot_seconds
+from .model import CostParams, Machine
+from .records import op_records
+
+
+def estimate_program(graph, target, options, device, plan=None) -> tuple[object, Program]:
+    """(wafer plan, timing-model Program) of ``graph`` planned with ``options`` and tiled for the lane
+    floorplan, paths from its geometry."""
+    from ..passes.floorplan import choose_lane, tile_capacity
+    from ..passes.tile import TileOptions, tile_plan
+    from ..plan.planner import plan_wafers
+
+    plan = plan or plan_wafers(graph, target, options, device, with_levers=False)
+    if plan.infeasible is not None:
+        return plan, None
+    lane = choose_lane(int(device.wafer(0).alive.shape[1]))
+    slots = [tile_capacity(device.wafer(k).alive, lane, 0, "lanes") for k in range(len(plan.wafers))]
+    tp = tile_plan(graph, plan, target, TileOptions(lane=lane), slots)
+    flops = {o.node: float(o.flops) for o in plan.memory.ops}
+    wafers, bounds = [], []
+    for k, wt in enumerate(tp.wafers):
+        ops = [tp.ops[i] for i in wt.ops]
+        wafers.append(tuple(op_records(ops, graph, flops, None, _act_hops(ops, lane), lane)))
+        if k < len(tp.wafers) - 1:
+            bounds.append(Boundary(k, (ops[-1].act_bytes if ops else 0) // plan.options.batch, 0))
+    mem = plan.memory
+    act = DType(mem.options.act_dtype or mem.weight_dtype)
+    return plan, Program(tuple(wafers), tuple(bounds), act.bits / 8, plan.options.context, plan.options.batch)
+
+
+def _act_hops(ops, lane: int) -> dict[int, int]:
+    """An op's input arrives from the previous op's last tile, about one grid's lane rows away."""
+    out, prev = {}, None
+    for i, o in enumerate(ops):
+        if not o.grids:
+            continue
+        if prev is not None:
+            g = prev.grids[-1]
+            out[i] = int(np.ceil(g.slots / max(lane, 1))) + min(g.cols, lane)
+        prev = o
+    return out
+
+
+def wafers_curve(graph, target, options, device, prompt_tokens: int, compiled: tuple[int, float] | None = None,
+                 points: int = 6) -> list[dict]:
+    """[{wafers, decode_tokens_per_s_per_user, source}] from the fewest wafers that hold the model to
+    twice that, ``points`` counts spread evenly (every count for small ranges); ``compiled`` =
+    (wafers, tokens/s) is the routed schedule's figure, which replaces the estimate at that count."""
+    mc, p = Machine.of(target), CostParams.of(target)
+    base = dataclasses.replace(options, wafers=None, max_wafers=None)
+    plan0, prog0 = estimate_program(graph, target, base, device)
+    lo = plan0.used if prog0 is not None else None
+    if lo is None:
+        return []
+    counts = {int(round(x)) for x in np.linspace(lo, 2 * lo, min(points, lo + 1))}
+    counts = sorted(counts | ({compiled[0]} if compiled else set()))
+    out = []
+    for n in counts:
+        if compiled is not None and n == compiled[0]:
+            out.append({"wafers": n, "decode_tokens_per_s_per_user": compiled[1], "source": "schedule"})
+            continue
+        plan, prog = (plan0, prog0) if n == lo else estimate_program(
+            graph, target, dataclasses.replace(base, wafers=n), device)
+        if prog is None:
+            continue
+        out.append({"wafers": n, "decode_tokens_per_s_per_user": round(1.0 / tpot_seconds(prog, mc, p, prompt_tokens), 3),
+                    "source": "estimate"})
+    return out
+
+
+def draft_time_per_token(draft, target, options, device, prompt_tokens: int) -> tuple[float, int]:
+    """(seconds per token, wafers) of a draft model on its own wafers, by estimate; ``draft`` is
+    anything ``wafercc.compile`` takes (a reference-model name, a config, an ONNX path)."""
+    from ..api import compile as wcompile
+
+    g = wcompile(draft).graph
+    plan, prog = estimate_program(g, target, dataclasses.replace(options, wafers=None, max_wafers=None,
+                                                                  dtype_overrides=()), device)
+    if prog is None:
+        from .model import CostModelError
+        raise CostModelError(f"speculative draft '{draft}' does not fit the target")
+    return tpot_seconds(prog, Machine.of(target), CostParams.of(target), prompt_tokens), plan.used

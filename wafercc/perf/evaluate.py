@@ -1,0 +1,133 @@
+"""Decode figures of a compiled program from its per-op records (docs/metrics.md defines each).
+
+``Program`` is what the timing model needs of a schedule: the op records of every wafer
+(wafercc.perf.records), the bytes and edge hops of every wafer boundary, and the workload
+(activation bytes, context, batch).  ``performance`` turns it into the report's ``performance``
+section; ``timeline`` into the schedule's per-token event timeline.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .model import (CostParams, Machine, Workload, boundary_seconds, bottleneck_cycles, check_finite,
+                    expected_accepted, pipeline_round, wafer_time)
+
+
+# Prompt length of the published single-user speeds (Artificial Analysis measures with ~1k input tokens)
+DEFAULT_PROMPT_TOKENS = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Boundary:
+    src_wafer: int
+    bytes_per_token: float
+    hops: int                     # edge routes: last op -> east edge, west edge -> first op
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    wafers: tuple[tuple[dict, ...], ...]   # op records per wafer, dataflow order
+    boundaries: tuple[Boundary, ...]       # one per consecutive wafer pair
+    act_bytes: float
+    context: int
+    batch: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Speculative:
+    """Speculative decoding: a draft model proposes ``proposed`` tokens per step, the target verifies
+    them in one pass; each is accepted with probability ``acceptance``."""
+    draft: str
+    proposed: int = 4
+    acceptance: float = 0.7
+    draft_time_per_token_s: float | None = None   # filled from the draft's own estimate
+
+    def __post_init__(self):
+        from .model import CostModelError
+        if self.proposed < 1:
+            raise CostModelError(f"speculative: proposed tokens {self.proposed}: expected at least 1")
+        if not 0.0 <= self.acceptance <= 1.0:
+            raise CostModelError(f"speculative: acceptance {self.acceptance}: expected a fraction in [0, 1]")
+
+
+def decode_position(prog: Program, prompt_tokens: int) -> int:
+    """Cached positions a decode step attends over: the prompt, capped by the planned context."""
+    return max(1, min(prog.context, prompt_tokens))
+
+
+def token_seconds(prog: Program, mc: Machine, p: CostParams, kv_len: int, tokens: int = 1):
+    """(per-wafer stage seconds, per-boundary seconds, per-wafer WaferTime) for ``tokens`` users' tokens."""
+    w = Workload(prog.act_bytes, kv_len, tokens)
+    times = [wafer_time(i, list(ops), mc, p, w) for i, ops in enumerate(prog.wafers)]
+    stages = [t.cycles / mc.clock_hz for t in times]
+    bounds = [boundary_seconds(b.bytes_per_token, b.hops, mc, p, tokens) for b in prog.boundaries]
+    return stages, bounds, times
+
+
+def tpot_seconds(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int) -> float:
+    stages, bounds, _ = token_seconds(prog, mc, p, decode_position(prog, prompt_tokens))
+    return sum(stages) + sum(bounds)
+
+
+def performance(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int,
+                speculative: Speculative | None = None) -> dict:
+    prompt_tokens = min(prompt_tokens, prog.context)     # a prompt longer than the KV cache cannot be served
+    kv = decode_position(prog, prompt_tokens)
+    stages, bounds, times = token_seconds(prog, mc, p, kv)
+    tpot = check_finite(sum(stages) + sum(bounds), "time per output token")
+    comp = sum(t.compute for t in times) / mc.clock_hz
+    fab = sum(t.fabric for t in times) / mc.clock_hz
+    # batch B: users in groups along the wafer pipeline
+    groups = max(1, min(prog.batch, len(stages)))
+    m = -(-prog.batch // groups)
+    st_b, bd_b, _ = token_seconds(prog, mc, p, kv, m)
+    round_s, groups, per_group = pipeline_round(st_b, bd_b, prog.batch)
+    # prefill: the prompt streams through the (spatially separate) ops
+    w1 = Workload(prog.act_bytes, decode_position(prog, prompt_tokens), 1)
+    st_p, bd_p, _ = token_seconds(prog, mc, p, kv)
+    interval = max(max(bottleneck_cycles(list(ops), mc, p, w1) for ops in prog.wafers) / mc.clock_hz,
+                   max((b.bytes_per_token / mc.off_wafer_bandwidth for b in prog.boundaries), default=0.0))
+    ttft = sum(st_p) + sum(bd_p) + (prompt_tokens - 1) * interval
+    wafers = len(prog.wafers)
+    out = {
+        "decode_tokens_per_s_per_user": round(1.0 / tpot, 3),
+        "time_per_output_token_s": tpot,
+        "decode_tokens_per_s_aggregate": round(prog.batch / round_s, 3),
+        "decode_tokens_per_s_per_user_at_batch": round(1.0 / round_s, 3),
+        "batch": prog.batch, "pipeline_groups": groups, "users_per_group": per_group,
+        "ttft_s": ttft, "prompt_tokens": int(prompt_tokens), "decode_context_tokens": int(kv),
+        "energy_j_per_token": wafers * mc.system_power_w * round_s / prog.batch,
+        "breakdown_s": {"compute": comp, "fabric": fab, "inter_wafer": sum(bounds)},
+        "stream_interval_s": interval,
+        "speculative": None,
+    }
+    if speculative is not None:
+        out["speculative"] = speculative_figures(speculative, tpot, interval, p)
+    return out
+
+
+def speculative_figures(s: Speculative, tpot: float, interval: float, p: CostParams) -> dict:
+    """One step: the draft proposes k tokens one after another, the target verifies k+1 positions
+    in one streamed pass (its latency plus k stream intervals), and the draft and target exchange
+    the tokens across one wafer boundary."""
+    if s.draft_time_per_token_s is None:
+        raise ValueError("speculative figures need the draft's time per token")
+    k = s.proposed
+    step = k * s.draft_time_per_token_s + tpot + k * interval + p.inter_wafer_latency_s
+    tokens = expected_accepted(k, s.acceptance)
+    return {"draft": s.draft, "proposed_tokens": k, "acceptance": s.acceptance,
+            "draft_time_per_token_s": s.draft_time_per_token_s, "expected_tokens_per_step": tokens,
+            "step_s": step, "decode_tokens_per_s_per_user": round(tokens / step, 3)}
+
+
+def timeline(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int) -> list[dict]:
+    """Per wafer: each op's start and end cycle for one decode token at batch 1, counted from the
+    token's arrival on the wafer, and the wafer's arrival cycle (all integers)."""
+    stages, bounds, times = token_seconds(prog, mc, p, decode_position(prog, prompt_tokens))
+    out, arrive = [], 0.0
+    for i, t in enumerate(times):
+        out.append({"wafer": i, "arrive_cycle": int(round(arrive * mc.clock_hz)),
+                    "cycles": int(round(t.cycles)),
+                    "ops": [[int(round(a)), int(round(b))] for a, b in zip(t.start, t.end)]})
+        arrive += stages[i] + (bounds[i] if i < len(bounds) else 0.0)
+    return out

@@ -1,0 +1,220 @@
+"""The analytic timing model: cycles of every op of a placed wafer, and the decode timeline.
+
+Per op (docs/cost-model.md), for ``m`` tokens streamed through it (1 in decode at batch 1):
+
+    gemv grid    broadcast  = broadcast_hops x hop + m x tile_k x act_bytes / link_bytes
+                 compute    = m x tile_k x tile_n / (MACs per cycle x compute_efficiency)
+                 reduction  = reduction_hops x hop + reduction_links x reduce_step
+                              + m x tile_n x psum_bytes / link_bytes
+    kv grid      the query (and the new K, V row) along the row, each core's partial attention over
+                 min(kv_len, tile_n) positions, partial (out, max, sum) back up the row
+    lookup grid  the row's one-hot select and the gathered slice down the column
+    op           op_sync + its grids in order (an MoE's router, gate/up, down)
+    rider        runs on its host's cores after the host: FLOPs / (host cores x peak x efficiency);
+                 norms and softmax add an all-reduce across the host's row (2 x its broadcast path)
+
+Ops of a wafer run in dataflow order, each starting when its input has arrived (activation route
+hops); a token crosses wafers in order, paying the inter-wafer latency plus its bytes over the
+off-wafer bandwidth at every boundary.  The few free parameters are ``CostParams``, read from the
+target's ``[cost_model]`` (calibrated on ../shared/brief/calibration.md, see benchmarks/calibrate.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..errors import WaferccError
+
+PSUM_BYTES = 4          # partial sums in fp32 (passes/tile.py TileOptions.psum_bytes)
+SOFTMAX_FLOPS = 5       # per score: max, subtract, exp, sum, scale (passes/tile_shapes.kv_frontier)
+ALLREDUCE_RIDERS = ("norm", "softmax")
+
+
+class CostModelError(WaferccError):
+    """The target has no (or an invalid) calibrated cost-model parameter."""
+
+
+PARAMS = {  # name in [cost_model] -> (unit, attribute)
+    "compute_efficiency": "fraction",
+    "op_sync": "cycles",
+    "reduce_step": "cycles",
+    "inter_wafer_latency": "us",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CostParams:
+    compute_efficiency: float     # achieved fraction of the SIMD peak on a core's own tile
+    op_sync: float                # cycles per dependent op with its own cores: inputs in, launch, done
+    reduce_step: float            # cycles per store-and-forward step of a partial-sum chain
+    inter_wafer_latency_s: float  # one-way wafer-to-wafer latency, per boundary per token
+
+    @classmethod
+    def of(cls, target) -> CostParams:
+        cm = target.cost_model
+        missing = [k for k in PARAMS if k not in cm]
+        if missing:
+            raise CostModelError(f"target '{target.name}': [cost_model] has no '{missing[0]}' "
+                                 f"(expected {', '.join(PARAMS)}, see docs/cost-model.md)")
+        vals = {}
+        for k, unit in PARAMS.items():
+            q = cm[k]
+            if q.unit != unit:
+                raise CostModelError(f"target '{target.name}': cost_model.{k} is in '{q.unit}', expected '{unit}'")
+            vals[k] = float(q.value)
+        if not 0 < vals["compute_efficiency"] <= 1:
+            raise CostModelError(f"target '{target.name}': cost_model.compute_efficiency "
+                                 f"{vals['compute_efficiency']}: expected a fraction in (0, 1]")
+        if min(vals["op_sync"], vals["reduce_step"], vals["inter_wafer_latency"]) < 0:
+            raise CostModelError(f"target '{target.name}': cost-model latencies must be non-negative")
+        return cls(vals["compute_efficiency"], vals["op_sync"], vals["reduce_step"],
+                   vals["inter_wafer_latency"] * 1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class Machine:
+    """Target figures the model reads (wafercc.target fields)."""
+    clock_hz: float
+    hop: float                    # cycles per fabric hop
+    link_bytes: float             # bytes per link per cycle
+    macs_per_cycle: float
+    flops_per_cycle: float
+    off_wafer_bandwidth: float    # B/s
+    system_power_w: float         # per wafer (one system each)
+
+    @classmethod
+    def of(cls, target) -> Machine:
+        c = target.core
+        flops = c.simd_lanes_fp16 * c.flop_per_lane_cycle
+        return cls(float(c.clock), float(target.fabric.hop_latency), float(target.link_bytes_per_cycle),
+                   flops / 2, float(flops), float(target.io.off_wafer_bandwidth), float(target.power.system))
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    act_bytes: float              # activation element bytes
+    kv_len: int                   # cached positions each decode step attends over
+    tokens: int = 1               # tokens streamed through every op (micro-batch size)
+
+
+def grid_phases(g: dict, op: dict, mc: Machine, p: CostParams, w: Workload) -> tuple[float, float, float]:
+    """(broadcast, compute, reduction) cycles of one grid."""
+    m, a, link = w.tokens, w.act_bytes, mc.link_bytes
+    eff = p.compute_efficiency
+    bcast = g["broadcast_hops"] * mc.hop
+    red = g["reduction_hops"] * mc.hop + g["reduction_links"] * p.reduce_step
+    if g["operand"] == "kv":       # one (user, kv head) per row: users in a batch use separate rows
+        m = 1
+        at = op["attention"]
+        grp, hd = at["group"], at["head_dim"]
+        pos = min(w.kv_len, g["tile_n"])
+        bcast += m * (grp + 2) * hd * a / link                      # G query heads + this token's K, V
+        comp = m * (2 * pos * grp * hd / mc.macs_per_cycle + SOFTMAX_FLOPS * pos * grp / mc.flops_per_cycle) / eff
+        red += m * grp * (hd + 2) * PSUM_BYTES / link               # partial out, running max and sum
+        return bcast, comp, red
+    if op["role"] == "lookup":                                      # one row holds the token's entry
+        return bcast, 0.0, red + m * g["tile_n"] * a / link
+    bcast += m * g["tile_k"] * a / link
+    comp = m * g["tile_k"] * g["tile_n"] / (mc.macs_per_cycle * eff)
+    red += m * g["tile_n"] * PSUM_BYTES / link
+    return bcast, comp, red
+
+
+def op_cycles(op: dict, ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> dict[str, float]:
+    """{"compute", "fabric", "total"} cycles of one op (fabric includes its sync)."""
+    comp = fab = 0.0
+    if op["grids"]:
+        fab = p.op_sync
+        for g in op["grids"]:
+            b, c, r = grid_phases(g, op, mc, p, w)
+            comp += c
+            fab += b + r
+        if op["role"] == "flat":                  # bytes, not a matrix: only its slice moves
+            comp = 0.0
+    elif op["host"] is not None:
+        host = ops[op["host"]]
+        cores = sum(g["experts"] * g["rows"] * g["cols"] for g in host["grids"]) or 1
+        comp = w.tokens * op["flops"] / (cores * mc.flops_per_cycle * p.compute_efficiency)
+        if op["op"] in ALLREDUCE_RIDERS and host["grids"]:
+            g = host["grids"][-1]
+            fab = 2 * g["broadcast_hops"] * mc.hop + g["broadcast_links"] * p.reduce_step
+    act = op.get("act_in_hops", 0) * mc.hop
+    return {"compute": comp, "fabric": fab + act, "total": comp + fab + act}
+
+
+@dataclasses.dataclass(frozen=True)
+class WaferTime:
+    index: int
+    start: list[float]            # cycles from the token's arrival on this wafer, per op
+    end: list[float]
+    compute: float
+    fabric: float
+
+    @property
+    def cycles(self) -> float:
+        return max(self.end, default=0.0)
+
+
+def wafer_time(index: int, ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> WaferTime:
+    """The op timeline of one token on one wafer: ops in dataflow order, riders right after their
+    host's (they share its cores); an op waits for the previous op to finish."""
+    start, end = [], []
+    t = comp = fab = 0.0
+    for op in ops:
+        c = op_cycles(op, ops, mc, p, w)
+        start.append(t)
+        t += c["total"]
+        end.append(t)
+        comp += c["compute"]
+        fab += c["fabric"]
+    return WaferTime(index, start, end, comp, fab)
+
+
+def boundary_seconds(bytes_per_token: float, hops: int, mc: Machine, p: CostParams, tokens: int = 1) -> float:
+    """One wafer-to-wafer crossing: latency, the activations over the off-wafer links, the edge hops."""
+    return p.inter_wafer_latency_s + tokens * bytes_per_token / mc.off_wafer_bandwidth + hops * mc.hop / mc.clock_hz
+
+
+def bottleneck_cycles(ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> float:
+    """Per-token occupancy of the busiest op: the interval at which a stream of tokens (a prompt, a
+    speculative verify) leaves a wafer once the first is through (ops are spatially separate)."""
+    one = dataclasses.replace(w, tokens=1)
+    worst = 0.0
+    for op in ops:
+        busy = 0.0
+        for g in op["grids"]:
+            b, c, r = grid_phases(g, op, mc, p, one)
+            busy += c + (b - g["broadcast_hops"] * mc.hop) + (r - g["reduction_hops"] * mc.hop
+                                                             - g["reduction_links"] * p.reduce_step)
+        worst = max(worst, busy, op_cycles(op, ops, mc, p, one)["compute"])
+    return worst
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def pipeline_round(stage_s: list[float], boundary_s: list[float], batch: int) -> tuple[float, int, int]:
+    """(seconds per round, groups, users per group) for ``batch`` users over the wafer pipeline: users
+    go in min(batch, stages) groups, one group per stage at a time; every user gets one token per
+    round.  A round is the slower of one group's full latency and the busiest stage serving every
+    group (stage_s and boundary_s are per group, at its size)."""
+    stages = len(stage_s)
+    groups = max(1, min(batch, stages))
+    latency = sum(stage_s) + sum(boundary_s)
+    busiest = max(s + (boundary_s[i] if i < len(boundary_s) else 0.0) for i, s in enumerate(stage_s))
+    return max(latency, groups * busiest), groups, ceil_div(batch, groups)
+
+
+def expected_accepted(k: int, acceptance: float) -> float:
+    """Tokens a speculative step yields: accepted drafts plus the target's own token, with each draft
+    token accepted independently with probability ``acceptance`` (Leviathan et al. 2023)."""
+    if acceptance >= 1.0:
+        return float(k + 1)
+    return (1 - acceptance ** (k + 1)) / (1 - acceptance)
+
+
+def check_finite(x: float, what: str) -> float:
+    if not math.isfinite(x) or x < 0:
+        raise CostModelError(f"{what}: the timing model produced {x}")
+    return x
