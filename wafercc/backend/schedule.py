@@ -64,7 +64,8 @@ class ScheduleWriter:
             incoming = pw.transfers.src[ri] < 0
             boundary = self.prev_last_op if incoming else pw.ops[-1]
             inter.append({"src_wafer": k - 1 if incoming else k, "dst_wafer": k if incoming else k + 1,
-                          "bytes_per_token": int(boundary.act_bytes), "route": int(ri)})
+                          "bytes_per_token": int(boundary.act_bytes) // self.plan.options.batch,
+                          "route": int(ri)})
         assert all(0 <= e["src_wafer"] < n and 0 <= e["dst_wafer"] < n for e in inter)
         self.prev_last_op = pw.ops[-1] if pw.ops else self.prev_last_op
         self.wafers_json.append({"index": k, "layers": list(load.layers) if load.layers else None,
@@ -98,6 +99,8 @@ class ScheduleWriter:
                "budget_bytes_per_core": int(t.core.sram - t.core.sram_reserved),
                "colors": self.colors, "link_capacity": 1, "wafers": self.wafers_json,
                "timeline": {"prompt_tokens": self.prompt_tokens, "clock_hz": Machine.of(t).clock_hz,
+                            "act_bytes": self.program().act_bytes, "context": self.plan.options.context,
+                            "batch": self.plan.options.batch,
                             "wafers": timeline(self.program(), Machine.of(t), self.cost, self.prompt_tokens)},
                "qor": {"wafers": self.qor}}  # wall times go to report.json: this file is byte-identical per input
         atomic_write_text(os.path.join(self.stage, "schedule.json"), json.dumps(doc, indent=1, sort_keys=True) + "\n")

@@ -7,7 +7,8 @@ Per op (docs/cost-model.md), for ``m`` tokens streamed through it (1 in decode a
                  reduction  = reduction_hops x hop + reduction_links x reduce_step
                               + m x tile_n x psum_bytes / link_bytes
     kv grid      the query (and the new K, V row) along the row, each core's partial attention over
-                 min(kv_len, tile_n) positions, partial (out, max, sum) back up the row
+                 its ceil(kv_len / cols) positions (position p lives on column p mod cols, so every
+                 core of the row shares the work at any context length), partials back up the row
     lookup grid  the row's one-hot select and the gathered slice down the column
     op           op_sync + its grids in order (an MoE's router, gate/up, down)
     rider        runs on its host's cores after the host: FLOPs / (host cores x peak x efficiency);
@@ -107,7 +108,7 @@ def grid_phases(g: dict, op: dict, mc: Machine, p: CostParams, w: Workload) -> t
         m = 1
         at = op["attention"]
         grp, hd = at["group"], at["head_dim"]
-        pos = min(w.kv_len, g["tile_n"])
+        pos = min(g["tile_n"], -(-w.kv_len // g["cols"]))           # positions striped over the row's cores
         bcast += m * (grp + 2) * hd * a / link                      # G query heads + this token's K, V
         comp = m * (2 * pos * grp * hd / mc.macs_per_cycle + SOFTMAX_FLOPS * pos * grp / mc.flops_per_cycle) / eff
         red += m * grp * (hd + 2) * PSUM_BYTES / link               # partial out, running max and sum
@@ -156,18 +157,25 @@ class WaferTime:
 
 
 def wafer_time(index: int, ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> WaferTime:
-    """The op timeline of one token on one wafer: ops in dataflow order, riders right after their
-    host's (they share its cores); an op waits for the previous op to finish."""
-    start, end = [], []
-    t = comp = fab = 0.0
+    """The op timeline of one token on one wafer: an op starts when the ops it reads from (``deps``)
+    have finished (at the token's arrival if they are on an earlier wafer), so independent ops on
+    their own cores (q, k and v projections; gate and up) overlap.  ``compute`` and ``fabric`` split
+    the critical path that ends last."""
+    start, end, comp, fab = [], [], [], []
     for op in ops:
         c = op_cycles(op, ops, mc, p, w)
-        start.append(t)
-        t += c["total"]
-        end.append(t)
-        comp += c["compute"]
-        fab += c["fabric"]
-    return WaferTime(index, start, end, comp, fab)
+        deps = op.get("deps", [])
+        if any(d >= len(end) for d in deps):
+            raise CostModelError(f"op '{op['name']}' reads an op that comes after it on its wafer")
+        j = max(deps, key=lambda d: end[d], default=None)
+        t0 = end[j] if j is not None else 0.0
+        start.append(t0)
+        end.append(t0 + c["total"])
+        comp.append((comp[j] if j is not None else 0.0) + c["compute"])
+        fab.append((fab[j] if j is not None else 0.0) + c["fabric"])
+    last = max(range(len(end)), key=end.__getitem__, default=None)
+    return WaferTime(index, start, end, comp[last] if last is not None else 0.0,
+                     fab[last] if last is not None else 0.0)
 
 
 def boundary_seconds(bytes_per_token: float, hops: int, mc: Machine, p: CostParams, tokens: int = 1) -> float:

@@ -2,7 +2,7 @@
 
 One record per op in the wafer's dataflow order (wafer-local ``id``):
 
-    {id, name, op, role, layer, host, flops, grids: [{grid, operand, experts, rows, cols, k, n,
+    {id, name, op, role, layer, host, flops, deps (ids of the ops on this wafer whose outputs it reads), grids: [{grid, operand, experts, rows, cols, k, n,
      tile_k, tile_n, unit_bits, broadcast_hops, broadcast_links, reduction_hops, reduction_links}],
      attention: {group, head_dim} (attention ops), act_in_hops}
 
@@ -41,6 +41,7 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
     ``act_in``: {op: hops of its incoming activation route}."""
     ids = {o.node: i for i, o in enumerate(ops)}
     nodes = {n.name: n for n in graph.nodes}
+    producers = graph.producers()
     out = []
     for i, o in enumerate(ops):
         node = nodes[o.node]
@@ -54,7 +55,9 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
             grids.append(rec)
         r = {"id": i, "name": o.node, "op": o.op, "role": o.role, "layer": o.layer,
              "host": ids.get(o.host) if o.host else None, "flops": float(flops.get(o.node, 0.0)),
-             "grids": grids, "act_in_hops": int((act_in or {}).get(i, 0))}
+             "grids": grids, "act_in_hops": int((act_in or {}).get(i, 0)),
+             "deps": sorted({ids[producers[v].name] for v in node.inputs.values()
+                             if v in producers and producers[v].name in ids})}
         if o.op == "attention":
             at = node.spec.with_defaults(node.attrs)
             r["attention"] = {"group": int(at["num_heads"] // at["num_kv_heads"]), "head_dim": int(at["head_dim"])}

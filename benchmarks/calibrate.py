@@ -1,0 +1,163 @@
+"""Fit the timing model's free parameters to the published wafer-scale decode speeds.
+
+    python benchmarks/calibrate.py                       # place every row, fit, print the table
+    python benchmarks/calibrate.py --check               # no fit: the presets' parameters against every row
+    python benchmarks/calibrate.py --out benchmarks/calibration.json
+
+Rows come from ../shared/brief/calibration.md (copied below with their sources).  Each wafer row is
+compiled, planned, placed and routed exactly as ``wafercc compile`` does (bf16, context 8192, batch 1,
+1 % random dead cores, seed 0, prompt 1,024 tokens) on the row's target, and its routed schedule is
+timed.  One parameter set is fitted for all rows at once (least squares on log speed, bounded):
+no per-model factor.  The speculative row is predicted with a stated draft and acceptance, not fitted
+(its draft and acceptance were not published); the other systems' rows are not wafer targets and get
+the weight-streaming roofline the report uses for GPUs, where the brief gives a bandwidth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (label, target, model, published tok/s/user, wafers published, fit?, note)
+ROWS = [
+    ("CS-3, Llama 3.1 8B, Aug 2024", "wse3", "llama-3.1-8b", 1800, 1, True, "launch software"),
+    ("CS-3, Llama 3.1 70B, Aug 2024", "wse3", "llama-3.1-70b", 450, 4, True, "launch software"),
+    ("WSE-2 WaferLLM, Llama 3 8B", "wse2", "llama-3.1-8b", 2700, 1, True,
+     "one layer measured x layer count; Llama 3.1 8B has Llama 3 8B's shapes"),
+    ("WSE-2 WaferLLM, Qwen2 72B", "wse2", os.path.join(HERE, "configs", "qwen2-72b.json"), 840, None, True,
+     "extrapolated from one layer; does not fit one wafer"),
+]
+SPECULATIVE_ROW = ("CS-3, Llama 3.1 70B, Oct 2024 (speculative)", "wse3", "llama-3.1-70b", 2100, 4,
+                   "llama-3.1-8b", 4, 0.8)
+# (label, published, aggregate weight-read bandwidth B/s or None, note); roofline = bandwidth / 70B bf16 bytes
+OTHER_ROWS = [
+    ("Groq LPU (576 chips), Llama 3.1 70B 8-bit", 250, None, "SRAM-bound per chip, not a wafer target"),
+    ("SambaNova SN40L (16 chips), Llama 3.1 70B", 457, None, "HBM bandwidth not in the brief"),
+    ("SambaNova SN40L (16 chips), Llama 3.1 8B", 1042, None, "HBM bandwidth not in the brief"),
+    ("SambaNova SN40L (16 chips), Llama 3.1 405B", 129, None, "HBM bandwidth not in the brief"),
+    ("8 x H100, Llama 3.1 70B", 95, 8 * 3.35e12, "published ~60-130 (midpoint); HBM roofline"),
+]
+PROMPT = 1024
+
+
+def place_row(target_name: str, model: str, seed: int = 0):
+    """The timing model's Program of ``model`` placed on ``target_name`` as wafercc compile does."""
+    from wafercc.api import compile as wcompile
+    from wafercc.backend.place_stage import place_to_dir
+    from wafercc.ir import DType
+    from wafercc.passes.place_route import PlaceOptions
+    from wafercc.plan.options import PlanOptions
+    from wafercc.plan.planner import plan_wafers
+    from wafercc.target import Device, load_target
+
+    target = load_target(target_name)
+    graph = wcompile(model).graph
+    device = Device(target, None, seed)
+    plan = plan_wafers(graph, target, PlanOptions(dtype=DType.BF16, context=8192), device)
+    with tempfile.TemporaryDirectory() as d:
+        _, _, _, prog = place_to_dir(d, graph, plan, target, device, PlaceOptions(seed=seed), prompt_tokens=PROMPT)
+    return graph, plan, target, device, prog
+
+
+def predict(prog, target, params) -> float:
+    from wafercc.perf.evaluate import tpot_seconds
+    from wafercc.perf.model import Machine
+    return 1.0 / tpot_seconds(prog, Machine.of(target), params, PROMPT)
+
+
+def fit(rows):
+    """Bounded least squares on log(predicted / published) over the fitted rows."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    from wafercc.perf.model import CostParams
+
+    def params(x):
+        return CostParams(float(x[0]), float(x[1]), float(x[2]), float(x[3]) * 1e-6)
+
+    def resid(x):
+        return np.array([math.log(predict(r["prog"], r["target"], params(x)) / r["published"]) for r in rows])
+
+    x0 = np.array([0.5, 200.0, 10.0, 5.0])
+    lo, hi = np.array([0.05, 0.0, 0.0, 0.0]), np.array([1.0, 20000.0, 2000.0, 1000.0])
+    res = least_squares(resid, x0, bounds=(lo, hi), x_scale=np.array([0.1, 100.0, 10.0, 10.0]), max_nfev=400)
+    return params(res.x), res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="evaluate the presets' parameters; no fit")
+    ap.add_argument("--out", default=None, help="write rows and parameters as JSON")
+    args = ap.parse_args(argv)
+    from wafercc.perf.evaluate import Speculative, performance
+    from wafercc.perf.estimate import draft_time_per_token
+    from wafercc.perf.model import CostParams, Machine
+
+    rows = []
+    for label, tname, model, pub, wafers, use, note in ROWS:
+        t0 = time.perf_counter()
+        graph, plan, target, device, prog = place_row(tname, model)
+        rows.append({"label": label, "target": target, "prog": prog, "published": pub, "fit": use, "note": note,
+                     "wafers_published": wafers, "wafers": plan.used, "model": graph.name, "plan": plan,
+                     "device": device, "graph": graph})
+        print(f"placed {label}: {plan.used} wafer(s) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if args.check:
+        params = {id(r): CostParams.of(r["target"]) for r in rows}
+        fitted = None
+    else:
+        p, res = fit([r for r in rows if r["fit"]])
+        params = {id(r): p for r in rows}
+        fitted = {"compute_efficiency": p.compute_efficiency, "op_sync_cycles": p.op_sync,
+                  "reduce_step_cycles": p.reduce_step, "inter_wafer_latency_us": p.inter_wafer_latency_s * 1e6,
+                  "status": res.message, "evaluations": int(res.nfev), "cost": float(res.cost)}
+        print("fitted: " + json.dumps(fitted), file=sys.stderr)
+    table = []
+    for r in rows:
+        pr = predict(r["prog"], r["target"], params[id(r)])
+        table.append({"row": r["label"], "model": r["model"], "target": r["target"].name, "wafers": r["wafers"],
+                      "wafers_published": r["wafers_published"], "published": r["published"],
+                      "predicted": round(pr, 1), "error": round(pr / r["published"] - 1, 4), "fit": r["fit"],
+                      "note": r["note"]})
+    # the speculative row: same 70B schedule, a stated draft and acceptance
+    label, tname, model, pub, wafers, draft, k, acc = SPECULATIVE_ROW
+    base = next(r for r in rows if r["model"] == "llama-3.1-70b")
+    p = params[id(base)]
+    mc = Machine.of(base["target"])
+    dt, dw = draft_time_per_token(draft, base["target"], base["plan"].options, base["device"], PROMPT)
+    perf = performance(base["prog"], mc, p, PROMPT, Speculative(draft, k, acc, dt))
+    sp = perf["speculative"]["decode_tokens_per_s_per_user"]
+    table.append({"row": label, "model": "llama-3.1-70b", "target": "wse3", "wafers": base["wafers"],
+                  "wafers_published": wafers, "published": pub, "predicted": round(sp, 1),
+                  "error": round(sp / pub - 1, 4), "fit": False,
+                  "note": f"draft {draft} on {dw} wafer(s), {k} tokens per step, acceptance {acc} (assumed)"})
+    for label, pub, bw, note in OTHER_ROWS:
+        pr = None
+        if bw:
+            pr = bw / (70.6e9 * 2)
+        table.append({"row": label, "model": None, "target": None, "wafers": None, "wafers_published": None,
+                      "published": pub, "predicted": None if pr is None else round(pr, 1),
+                      "error": None if pr is None else round(pr / pub - 1, 4), "fit": False, "note": note})
+    print("| row | wafers (ours / published) | published tok/s | predicted tok/s | error | fitted on |")
+    print("|---|---|---|---|---|---|")
+    for t in table:
+        pred = "-" if t["predicted"] is None else f"{t['predicted']:,.0f}"
+        err = "-" if t["error"] is None else f"{100 * t['error']:+.1f} %"
+        w = "-" if t["wafers"] is None else f"{t['wafers']} / {t['wafers_published'] or '-'}"
+        print(f"| {t['row']} | {w} | {t['published']:,} | {pred} | {err} | {'yes' if t['fit'] else 'no'} |")
+    if args.out:
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"prompt_tokens": PROMPT, "fitted": fitted, "rows": table}, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
