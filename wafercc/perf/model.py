@@ -16,8 +16,8 @@ Per op (docs/cost-model.md), for ``m`` tokens streamed through it (1 in decode a
 
 Ops of a wafer run in dataflow order, each starting when its input has arrived (activation route
 hops); a token crosses wafers in order, paying the inter-wafer latency plus its bytes over the
-off-wafer bandwidth at every boundary.  The few free parameters are ``CostParams``, read from the
-target's ``[cost_model]`` (calibrated on ../shared/brief/calibration.md, see benchmarks/calibrate.py).
+off-wafer bandwidth at every boundary.  The free parameters are ``CostParams``: three read from the
+target's ``[cost_model]``, the inter-wafer latency from its ``[io]`` (calibrated on ../shared/brief/calibration.md, see benchmarks/calibrate.py).
 """
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ PARAMS = {  # name in [cost_model] -> (unit, attribute)
     "compute_efficiency": "fraction",
     "op_sync": "cycles",
     "reduce_step": "cycles",
-    "inter_wafer_latency": "us",
 }
 
 
@@ -48,7 +47,7 @@ class CostParams:
     compute_efficiency: float     # achieved fraction of the SIMD peak on a core's own tile
     op_sync: float                # cycles per dependent op with its own cores: inputs in, launch, done
     reduce_step: float            # cycles per store-and-forward step of a partial-sum chain
-    inter_wafer_latency_s: float  # one-way wafer-to-wafer latency, per boundary per token
+    inter_wafer_latency_s: float  # one-way wafer-to-wafer latency per boundary per token (target io)
 
     @classmethod
     def of(cls, target) -> CostParams:
@@ -66,10 +65,10 @@ class CostParams:
         if not 0 < vals["compute_efficiency"] <= 1:
             raise CostModelError(f"target '{target.name}': cost_model.compute_efficiency "
                                  f"{vals['compute_efficiency']}: expected a fraction in (0, 1]")
-        if min(vals["op_sync"], vals["reduce_step"], vals["inter_wafer_latency"]) < 0:
+        if min(vals["op_sync"], vals["reduce_step"]) < 0:
             raise CostModelError(f"target '{target.name}': cost-model latencies must be non-negative")
         return cls(vals["compute_efficiency"], vals["op_sync"], vals["reduce_step"],
-                   vals["inter_wafer_latency"] * 1e-6)
+                   float(target.io.off_wafer_latency))
 
 
 @dataclasses.dataclass(frozen=True)
