@@ -1,0 +1,177 @@
+"""The timing model: paths, the analytic op model, pipeline/speculative formulas, the report section,
+the schedule's timeline and its save / load round trip."""
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+
+import numpy as np
+import pytest
+
+from target_util import write_variant
+from wafercc.backend.schedule_io import load_schedule, save_schedule
+from wafercc.cli import main
+from wafercc.errors import InputFileError
+from wafercc.perf.model import (CostModelError, CostParams, Machine, Workload, expected_accepted, pipeline_round,
+                                wafer_time)
+from wafercc.perf.paths import grid_paths
+from wafercc.target import load_target
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "models", "onnx", "tiny-llama.onnx")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("perf") / "out"
+    rc = main(["compile", TINY, "--target", "wse3", "-o", str(out), "--context", "128", "--batch", "2",
+               "--prompt-tokens", "32", "--speculative", TINY, "--spec-tokens", "3", "--spec-acceptance", "0.6",
+               "--format", "json"])
+    assert rc == 0
+    return out
+
+
+def test_paths_out_and_in_forests():
+    # one grid of 4 tiles: a broadcast chain 0->1->2->3 with 1, 2, 3 hops; a reduction in-tree 1,2,3 -> 0
+    op = np.zeros(4, np.int32)
+    grid = np.zeros(4, np.int16)
+    src = np.array([0, 1, 2, 1, 2, 3])
+    dst = np.array([1, 2, 3, 0, 0, 0])
+    kind = np.array([0, 0, 0, 1, 1, 1])
+    hops = np.array([1, 2, 3, 4, 5, 6])
+    p = grid_paths(op, grid, src, dst, kind, hops)[(0, 0)]
+    assert (p["broadcast_hops"], p["broadcast_links"]) == (6, 3)
+    assert (p["reduction_hops"], p["reduction_links"]) == (6, 1)
+
+
+def test_paths_reject_a_non_forest():
+    op, grid = np.zeros(3, np.int32), np.zeros(3, np.int16)
+    with pytest.raises(ValueError, match="forest"):   # tile 2 receives from two, tile 0 sends to two
+        grid_paths(op, grid, np.array([0, 0, 1]), np.array([1, 2, 2]), np.zeros(3, np.int8), np.ones(3))
+
+
+def _gemv(i, deps, tile=(64, 64), rows=4, cols=4, hops=3):
+    g = {"grid": 0, "operand": "w", "experts": 1, "rows": rows, "cols": cols, "k": tile[0] * rows,
+         "n": tile[1] * cols, "tile_k": tile[0], "tile_n": tile[1], "unit_bits": 16,
+         "broadcast_hops": hops, "broadcast_links": cols - 1, "reduction_hops": hops, "reduction_links": rows - 1}
+    return {"id": i, "name": f"op{i}", "op": "matmul", "role": "gemv", "host": None, "flops": 0.0,
+            "grids": [g], "act_in_hops": 0, "deps": deps}
+
+
+def test_independent_ops_overlap_and_dependent_ops_add():
+    t = load_target("wse3")
+    mc, p = Machine.of(t), CostParams.of(t)
+    w = Workload(2.0, 64)
+    one = wafer_time(0, [_gemv(0, [])], mc, p, w).cycles
+    par = wafer_time(0, [_gemv(0, []), _gemv(1, []), _gemv(2, [0, 1])], mc, p, w)   # q, k in parallel, then o
+    assert par.cycles == pytest.approx(2 * one)
+    seq = wafer_time(0, [_gemv(0, []), _gemv(1, [0]), _gemv(2, [1])], mc, p, w)
+    assert seq.cycles == pytest.approx(3 * one)
+    assert par.compute + par.fabric == pytest.approx(par.cycles)
+
+
+def test_bigger_tiles_cost_more_compute():
+    t = load_target("wse3")
+    mc, p = Machine.of(t), CostParams.of(t)
+    w = Workload(2.0, 64)
+    small = wafer_time(0, [_gemv(0, [], (32, 32))], mc, p, w)
+    big = wafer_time(0, [_gemv(0, [], (128, 128))], mc, p, w)
+    assert big.compute == pytest.approx(16 * small.compute)
+    # 128 x 128 MACs at 8 MACs/cycle and the calibrated efficiency
+    assert big.compute == pytest.approx(128 * 128 / (mc.macs_per_cycle * p.compute_efficiency))
+
+
+def test_expected_accepted_tokens():
+    assert expected_accepted(4, 0.0) == 1.0
+    assert expected_accepted(4, 1.0) == 5.0
+    assert expected_accepted(4, 0.7) == pytest.approx(1 + 0.7 + 0.49 + 0.343 + 0.2401)
+
+
+def test_pipeline_round_fills_the_stages():
+    # 4 equal stages of 1 s, no boundaries: one user gets a token every 4 s; 4 users share the round
+    assert pipeline_round([1.0] * 4, [0.0] * 3, 1)[0] == pytest.approx(4.0)
+    r, groups, per = pipeline_round([1.0] * 4, [0.0] * 3, 4)
+    assert (r, groups, per) == (pytest.approx(4.0), 4, 1)
+    r, groups, per = pipeline_round([1.0] * 4, [0.0] * 3, 8)   # stages at 2 users each: same latency model
+    assert (groups, per) == (4, 2)
+
+
+def test_cost_params_need_every_parameter(tmp_path):
+    path = write_variant(tmp_path, 'op_sync = { value = 177.3, unit = "cycles", source = "calibration", '
+                                   'confidence = "derived" }\n', "")
+    with pytest.raises(CostModelError, match="op_sync"):
+        CostParams.of(load_target(path))
+    bad = write_variant(tmp_path, 'reduce_step = { value = 24.93, unit = "cycles"',
+                        'reduce_step = { value = 24.93, unit = "ns"', name="unit.toml")
+    with pytest.raises(CostModelError, match="expected 'cycles'"):
+        CostParams.of(load_target(bad))
+
+
+REPORT_FIELDS = {
+    "model": ("name", "params", "layers", "weight_bytes", "kv_bytes_per_token"),
+    "target": ("name",),
+    "options": ("dtype", "kv_dtype", "context", "batch", "wafers_requested", "defects"),
+    "wafers": ("required", "used", "lower_bound", "per_wafer"),
+    "performance": ("decode_tokens_per_s_per_user", "decode_tokens_per_s_aggregate", "time_per_output_token_s",
+                    "ttft_s", "prompt_tokens", "energy_j_per_token", "breakdown_s", "speculative", "wafers_curve"),
+    "placement": ("routed_hops", "hops_lower_bound", "max_link_load", "colors_used_max"),
+    "compile": ("seconds", "passes"),
+}
+
+
+def test_report_has_every_field(compiled):
+    r = json.loads((compiled / "report.json").read_text())
+    assert r["schema"] == "wafercc.report/1"
+    for sec, keys in REPORT_FIELDS.items():
+        for k in keys:
+            assert k in r[sec], f"{sec}.{k}"
+    for w in r["wafers"]["per_wafer"]:
+        for k in ("index", "layers", "sram_used_bytes", "sram_usable_bytes", "cores_used", "dead_cores"):
+            assert w[k] is not None, k
+    perf = r["performance"]
+    assert perf["time_per_output_token_s"] > 0
+    assert perf["decode_tokens_per_s_per_user"] == pytest.approx(1 / perf["time_per_output_token_s"], rel=1e-6)
+    assert sum(perf["breakdown_s"].values()) == pytest.approx(perf["time_per_output_token_s"], rel=1e-6)
+    assert perf["prompt_tokens"] == 32 and perf["ttft_s"] > perf["time_per_output_token_s"]
+    assert perf["decode_tokens_per_s_aggregate"] >= perf["decode_tokens_per_s_per_user_at_batch"]
+    curve = perf["wafers_curve"]
+    assert curve[0]["wafers"] == r["wafers"]["required"] and curve[-1]["wafers"] >= 2 * r["wafers"]["required"]
+    assert [c["source"] for c in curve].count("schedule") == 1
+    s = perf["speculative"]
+    assert s["proposed_tokens"] == 3 and s["acceptance"] == 0.6
+    assert s["expected_tokens_per_step"] == pytest.approx(expected_accepted(3, 0.6))
+    assert s["decode_tokens_per_s_per_user"] == pytest.approx(s["expected_tokens_per_step"] / s["step_s"], rel=1e-3)
+    names = [p["name"] for p in r["compile"]["passes"]]
+    assert {"frontend", "tile", "route", "timing"} <= set(names)
+
+
+def test_timeline_matches_the_report(compiled):
+    doc = json.loads((compiled / "schedule.json").read_text())
+    rep = json.loads((compiled / "report.json").read_text())
+    tl = doc["timeline"]
+    assert tl["prompt_tokens"] == 32 and tl["batch"] == 2 and tl["context"] == 128
+    w = tl["wafers"][0]
+    ops = doc["wafers"][0]["ops"]
+    assert len(w["ops"]) == len(ops)
+    for (s, e), op in zip(w["ops"], ops):
+        assert 0 <= s <= e <= w["cycles"]
+        assert all(w["ops"][d][1] <= s for d in op["deps"])
+    # one wafer: the token's time is the wafer's cycles at the clock
+    assert w["cycles"] / tl["clock_hz"] == pytest.approx(rep["performance"]["time_per_output_token_s"], rel=1e-3)
+
+
+def test_round_trip_is_byte_identical(compiled, tmp_path):
+    s = load_schedule(str(compiled))
+    save_schedule(s, str(tmp_path))
+    for name in ("schedule.json", "defects.npz", "wafer0.npz"):
+        assert filecmp.cmp(compiled / name, tmp_path / name, shallow=False), name
+    assert s.wafers[0]["route_src_tile"].shape == s.wafers[0]["route_kind"].shape
+
+
+def test_load_rejects_a_wrong_schema(compiled, tmp_path):
+    s = load_schedule(str(compiled))
+    s.doc["schema"] = "wafercc.schedule/1"
+    save_schedule(s, str(tmp_path))
+    with pytest.raises(InputFileError, match="expected 'wafercc.schedule/2'"):
+        load_schedule(str(tmp_path))
