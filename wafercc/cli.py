@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     vf.add_argument("outdir", metavar="OUTDIR", help="a directory holding schedule.json, defects.npz, wafer{k}.npz")
     vf.add_argument("--format", choices=("text", "json"), default="text")
     vf.add_argument("--max-violations", type=int, default=50, metavar="N", help="violations printed (default 50)")
+    from .sim.cli_simulate import add_parser as add_simulate
+    add_simulate(sub)
     return p
 
 
@@ -309,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "verify":
             from .verify.report import cmd_verify
             return cmd_verify(args)
+        if args.cmd == "simulate":
+            from .sim.cli_simulate import cmd_simulate
+            return cmd_simulate(args)
         parser.error(f"unknown command {args.cmd}")
     except WaferccError as e:
         line = " ".join(str(e).split("\n")[0].split()) or type(e).__name__
