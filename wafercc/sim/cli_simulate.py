@@ -15,7 +15,6 @@ import numpy as np
 
 from ..errors import WaferccError
 from .errors import SimulationError
-from .run import TOLERANCE, compare_with_onnxruntime, simulate
 
 SCHEMA = "wafercc.simulate/1"
 EXIT_MISMATCH, EXIT_USER_ERROR = 1, 2
@@ -34,8 +33,8 @@ def add_parser(subparsers):
                                                         "(default 9)")
     p.add_argument("--compare", action="store_true", help="recompute every step with onnxruntime on the full "
                                                           "sequence; exit 1 on a mismatch")
-    p.add_argument("--tolerance", type=float, default=TOLERANCE,
-                   help=f"max relative error allowed with --compare (default {TOLERANCE:g})")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max relative error allowed with --compare (default 1e-4, wafercc.sim.run.TOLERANCE)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_simulate)
     return p
@@ -73,6 +72,11 @@ def _model_hint(outdir: str) -> str:
 
 
 def cmd_simulate(args) -> int:
+    # imported here: building the CLI parser must not load the IR or the simulator
+    from .run import TOLERANCE
+
+    if args.tolerance is None:
+        args.tolerance = TOLERANCE
     try:
         return _run(args)
     except WaferccError as e:
@@ -82,6 +86,8 @@ def cmd_simulate(args) -> int:
 
 
 def _run(args) -> int:
+    from .run import compare_with_onnxruntime, simulate
+
     if not os.path.isdir(args.outdir):
         raise SimulationError("no such output directory", where=args.outdir)
     if not args.model:

@@ -328,6 +328,20 @@ def _glu(node, at, gate, up):
     return _act(fn, up, node) if gate is None else _act(fn, gate, node) * up
 
 
+
+def route_tokens(logits: np.ndarray, at, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(expert ids [T, k], weights [T, k]) of the MoE router for its ``router_fn``."""
+    fn = at["router_fn"]
+    if fn == "topk_softmax":  # softmax over the k selected logits: already normalised
+        idx = _topk(logits, k)
+        return idx, _softmax(np.take_along_axis(logits, idx, axis=1))
+    probs = _softmax(logits) if fn == "softmax_topk" else expit(logits)
+    idx = _topk(probs, k)
+    wts = np.take_along_axis(probs, idx, axis=1)
+    if at["normalize_topk"]:
+        wts = wts / wts.sum(axis=1, keepdims=True)
+    return idx, wts
+
 def moe(node, inputs, ctx):
     at = attrs_of(node)
     e_n, k, d, i_n = at["num_experts"], at["top_k"], at["hidden"], at["intermediate"]
@@ -339,16 +353,7 @@ def moe(node, inputs, ctx):
     logits = xt @ (rw.T if at["router_transposed"] else rw)
     if "router_b" in inputs:
         logits = logits + _f(inputs["router_b"])
-    fn = at["router_fn"]
-    if fn == "topk_softmax":  # softmax over the k selected logits: already normalised
-        idx = _topk(logits, k)
-        wts = _softmax(np.take_along_axis(logits, idx, axis=1))
-    else:
-        probs = _softmax(logits) if fn == "softmax_topk" else expit(logits)
-        idx = _topk(probs, k)
-        wts = np.take_along_axis(probs, idx, axis=1)
-        if at["normalize_topk"]:
-            wts = wts / wts.sum(axis=1, keepdims=True)
+    idx, wts = route_tokens(logits, at, k)
 
     def emat(role):  # expert matrices as [E, in, out]
         w = _f(inputs[role])

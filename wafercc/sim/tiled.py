@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import expit
 
 from .errors import SimulationError
-from .kernels import KERNELS, _glu, _mask, _softmax, _topk, attrs_of
+from .kernels import KERNELS, _glu, _mask, attrs_of, route_tokens
 from .placed import GridView, Placement
 
 
@@ -158,16 +158,7 @@ class TiledKernels:
             return self.gemv(node, self._grid(node, view, role), w, xs, e or 0, bias).astype(np.float64)
 
         logits = mm("router_w", xt, bias=inputs.get("router_b"))
-        fn = at["router_fn"]
-        if fn == "topk_softmax":
-            idx = _topk(logits, k)
-            wts = _softmax(np.take_along_axis(logits, idx, axis=1))
-        else:
-            probs = _softmax(logits) if fn == "softmax_topk" else expit(logits)
-            idx = _topk(probs, k)
-            wts = np.take_along_axis(probs, idx, axis=1)
-            if at["normalize_topk"]:
-                wts = wts / wts.sum(axis=1, keepdims=True)
+        idx, wts = route_tokens(logits, at, k)
         fused = at["gated"] and "gate_up_w" in inputs
         gu_b = np.asarray(inputs["gate_up_b"]).reshape(e_n, 2 * i_n) if "gate_up_b" in inputs else None
         down_b = np.asarray(inputs["down_b"]).reshape(e_n, d) if "down_b" in inputs else None
