@@ -82,12 +82,11 @@ def performance(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int,
     m = -(-prog.batch // groups)
     st_b, bd_b, _ = token_seconds(prog, mc, p, kv, m)
     round_s, groups, per_group = pipeline_round(st_b, bd_b, prog.batch)
-    # prefill: the prompt streams through the (spatially separate) ops
-    w1 = Workload(prog.act_bytes, decode_position(prog, prompt_tokens), 1)
-    st_p, bd_p, _ = token_seconds(prog, mc, p, kv)
+    # prefill: the prompt streams through the (spatially separate) ops behind its first token
+    w1 = Workload(prog.act_bytes, kv, 1)
     interval = max(max(bottleneck_cycles(list(ops), mc, p, w1) for ops in prog.wafers) / mc.clock_hz,
                    max((b.bytes_per_token / mc.off_wafer_bandwidth for b in prog.boundaries), default=0.0))
-    ttft = sum(st_p) + sum(bd_p) + (prompt_tokens - 1) * interval
+    ttft = tpot + (prompt_tokens - 1) * interval
     wafers = len(prog.wafers)
     out = {
         "decode_tokens_per_s_per_user": round(1.0 / tpot, 3),
