@@ -342,48 +342,55 @@ def route_tokens(logits: np.ndarray, at, k: int) -> tuple[np.ndarray, np.ndarray
         wts = wts / wts.sum(axis=1, keepdims=True)
     return idx, wts
 
-def moe(node, inputs, ctx):
-    at = attrs_of(node)
-    e_n, k, d, i_n = at["num_experts"], at["top_k"], at["hidden"], at["intermediate"]
-    x = _f(inputs["x"])
-    if x.shape[-1] != d:
-        fail(node, f"x last dim {x.shape[-1]} != hidden {d}")
-    xt = x.reshape(-1, d)
-    rw = _f(inputs["router_w"])
-    logits = xt @ (rw.T if at["router_transposed"] else rw)
-    if "router_b" in inputs:
-        logits = logits + _f(inputs["router_b"])
-    idx, wts = route_tokens(logits, at, k)
 
-    def emat(role):  # expert matrices as [E, in, out]
-        w = _f(inputs[role])
-        return w.transpose(0, 2, 1) if at["experts_transposed"] else w
-
-    if not at["gated"] and ({"gate_w", "gate_up_w", "gate_up_b"} & set(inputs)):
-        fail(node, "ungated experts with a gate weight")
-    if "gate_up_b" in inputs and "gate_up_w" not in inputs:
-        fail(node, "gate_up_b without gate_up_w")
+def routed_experts(node, at, inputs, xt, mm, dtype):
+    """The routed experts of an MoE op: router, top-k, then each expert's gate/up/down on the tokens
+    that chose it.  ``mm(role, x, expert=None, bias=None)`` multiplies by one logical matrix, densely
+    (the reference) or tile by tile over the placed grids (wafercc.sim.tiled)."""
+    e_n, d, i_n = at["num_experts"], at["hidden"], at["intermediate"]
+    idx, wts = route_tokens(mm("router_w", xt, bias=inputs.get("router_b")), at, at["top_k"])
     fused = at["gated"] and "gate_up_w" in inputs
-    if at["gate_up_interleaved"] and not fused:
-        fail(node, "gate_up_interleaved without a fused gate_up_w")
-    down = emat("down_w")
-    gu_b = _f(inputs["gate_up_b"]).reshape(e_n, 2 * i_n) if "gate_up_b" in inputs else None
-    down_b = _f(inputs["down_b"]).reshape(e_n, d) if "down_b" in inputs else None
-    mats = {r: emat(r) for r in (("gate_up_w",) if fused else ("gate_w", "up_w") if at["gated"] else ("up_w",))}
-    y = np.zeros_like(xt)
+    gu_b = np.asarray(inputs["gate_up_b"]).reshape(e_n, 2 * i_n) if "gate_up_b" in inputs else None
+    down_b = np.asarray(inputs["down_b"]).reshape(e_n, d) if "down_b" in inputs else None
+    y = np.zeros(xt.shape, dtype)
     for e in range(e_n):
         rows, slot = np.nonzero(idx == e)
         if not rows.size:
             continue
         xe = xt[rows]
         if fused:
-            h = xe @ mats["gate_up_w"][e] + (gu_b[e] if gu_b is not None else 0.0)
+            h = mm("gate_up_w", xe, e, None if gu_b is None else gu_b[e])
             gate, up = (h[:, 0::2], h[:, 1::2]) if at["gate_up_interleaved"] else (h[:, :i_n], h[:, i_n:])
         else:
-            gate = xe @ mats["gate_w"][e] if at["gated"] else None
-            up = xe @ mats["up_w"][e]
-        out = _glu(node, at, gate, up) @ down[e] + (down_b[e] if down_b is not None else 0.0)
+            gate = mm("gate_w", xe, e) if at["gated"] else None
+            up = mm("up_w", xe, e)
+        out = mm("down_w", _glu(node, at, gate, up), e, None if down_b is None else down_b[e])
         y[rows] += wts[rows, slot][:, None] * out  # each row selects expert e at most once
+    return y
+
+def moe(node, inputs, ctx):
+    at = attrs_of(node)
+    d = at["hidden"]
+    x = _f(inputs["x"])
+    if x.shape[-1] != d:
+        fail(node, f"x last dim {x.shape[-1]} != hidden {d}")
+    xt = x.reshape(-1, d)
+
+    def mm(role, xs, e=None, bias=None):  # x @ the logical [in, out] matrix of ``role`` (expert e)
+        w = _f(inputs[role])
+        if w.ndim == 3:
+            w = w[e].T if at["experts_transposed"] else w[e]
+        elif at["shared_transposed" if role.startswith("shared") else "router_transposed"]:
+            w = w.T
+        return xs @ w if bias is None else xs @ w + _f(bias)
+
+    if not at["gated"] and ({"gate_w", "gate_up_w", "gate_up_b"} & set(inputs)):
+        fail(node, "ungated experts with a gate weight")
+    if "gate_up_b" in inputs and "gate_up_w" not in inputs:
+        fail(node, "gate_up_b without gate_up_w")
+    if at["gate_up_interleaved"] and not (at["gated"] and "gate_up_w" in inputs):
+        fail(node, "gate_up_interleaved without a fused gate_up_w")
+    y = routed_experts(node, at, inputs, xt, mm, xt.dtype)
     y += _shared(node, at, inputs, xt)
     return _out(y.reshape(x.shape))
 

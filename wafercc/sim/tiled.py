@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import expit
 
 from .errors import SimulationError
-from .kernels import KERNELS, _glu, _mask, attrs_of, route_tokens
+from .kernels import KERNELS, _glu, _mask, attrs_of, routed_experts
 from .placed import GridView, Placement
 
 
@@ -141,7 +141,7 @@ class TiledKernels:
             return KERNELS["moe"](node, inputs, ctx)
         self._count(node)
         at = attrs_of(node)
-        e_n, k, d, i_n = at["num_experts"], at["top_k"], at["hidden"], at["intermediate"]
+        d = at["hidden"]
         dt = self.dtype
         x = np.asarray(inputs["x"], dt)
         if x.shape[-1] != d:
@@ -157,26 +157,7 @@ class TiledKernels:
                 w = w.T if t else w
             return self.gemv(node, self._grid(node, view, role), w, xs, e or 0, bias).astype(np.float64)
 
-        logits = mm("router_w", xt, bias=inputs.get("router_b"))
-        idx, wts = route_tokens(logits, at, k)
-        fused = at["gated"] and "gate_up_w" in inputs
-        gu_b = np.asarray(inputs["gate_up_b"]).reshape(e_n, 2 * i_n) if "gate_up_b" in inputs else None
-        down_b = np.asarray(inputs["down_b"]).reshape(e_n, d) if "down_b" in inputs else None
-        y = np.zeros(xt.shape, np.float64)
-        for e in range(e_n):
-            rows, slot = np.nonzero(idx == e)
-            if not rows.size:
-                continue
-            xe = xt[rows]
-            if fused:
-                h = mm("gate_up_w", xe, e, None if gu_b is None else gu_b[e])
-                gate, up = (h[:, 0::2], h[:, 1::2]) if at["gate_up_interleaved"] else (h[:, :i_n], h[:, i_n:])
-            else:
-                gate = mm("gate_w", xe, e) if at["gated"] else None
-                up = mm("up_w", xe, e)
-            act = _glu(node, at, gate, up)
-            out = mm("down_w", act, e, None if down_b is None else down_b[e])
-            y[rows] += wts[rows, slot][:, None] * out
+        y = routed_experts(node, at, inputs, xt, mm, np.float64)
         y += self._shared(node, at, inputs, xt, mm)
         return y.reshape(x.shape).astype(np.float32)
 
