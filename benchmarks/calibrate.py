@@ -4,13 +4,16 @@
     python benchmarks/calibrate.py --check               # no fit: the presets' parameters against every row
     python benchmarks/calibrate.py --out benchmarks/calibration.json
 
-Rows come from ../shared/brief/calibration.md (copied below with their sources).  Each wafer row is
-compiled, planned, placed and routed exactly as ``wafercc compile`` does (bf16, context 8192, batch 1,
-1 % random dead cores, seed 0, prompt 1,024 tokens) on the row's target, and its routed schedule is
-timed.  One parameter set is fitted for all rows at once (least squares on log speed, bounded):
-no per-model factor.  The speculative row is predicted with a stated draft and acceptance, not fitted
-(its draft and acceptance were not published); the other systems' rows are not wafer targets and get
-the weight-streaming roofline the report uses for GPUs, where the brief gives a bandwidth.
+Rows come from ../shared/brief/calibration.md (copied below with their sources).  Each served wafer
+row is compiled, planned, placed and routed exactly as ``wafercc compile`` does (bf16, context 8192,
+batch 1, 1 % random dead cores, seed 0, prompt 1,024 tokens) on the row's target, and its routed
+schedule is timed.  The research rows (WaferLLM) were measured on one layer with every operator on
+one P x P grid (P <= 720) and multiplied by the layer count; they are timed by that protocol
+(wafercc.perf.protocol), with the same cost model.  One parameter set is fitted for all rows of
+both targets at once (least squares on log speed, bounded): no per-model or per-target factor.
+The speculative row is predicted with a stated draft and acceptance, not fitted (its draft and
+acceptance were not published); the other systems' rows are not wafer targets and get the
+weight-streaming roofline the report uses for GPUs, where the brief gives a bandwidth.
 """
 from __future__ import annotations
 
@@ -24,15 +27,16 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# (label, target, model, published tok/s/user, wafers published, fit?, note)
+# (label, target, model, published tok/s/user, wafers published, fit?, protocol, note)
 ROWS = [
-    ("CS-3, Llama 3.1 8B, Aug 2024", "wse3", "llama-3.1-8b", 1800, 1, True, "launch software"),
-    ("CS-3, Llama 3.1 70B, Aug 2024", "wse3", "llama-3.1-70b", 450, 4, True, "launch software"),
-    ("WSE-2 WaferLLM, Llama 3 8B", "wse2", "llama-3.1-8b", 2700, 1, True,
-     "one layer measured x layer count; Llama 3.1 8B has Llama 3 8B's shapes"),
+    ("CS-3, Llama 3.1 8B, Aug 2024", "wse3", "llama-3.1-8b", 1800, 1, True, "placed", "launch software"),
+    ("CS-3, Llama 3.1 70B, Aug 2024", "wse3", "llama-3.1-70b", 450, 4, True, "placed", "launch software"),
+    ("WSE-2 WaferLLM, Llama 3 8B", "wse2", "llama-3.1-8b", 2700, 1, True, "one-layer",
+     "one layer on a 720 x 720 grid x 32 layers; Llama 3.1 8B has Llama 3 8B's shapes"),
     ("WSE-2 WaferLLM, Qwen2 72B", "wse2", os.path.join(HERE, "configs", "qwen2-72b.json"), 840, None, True,
-     "extrapolated from one layer; does not fit one wafer"),
+     "one-layer", "one layer on a 720 x 720 grid x 80 layers; the model does not fit one wafer"),
 ]
+PROTOCOL_SIDE = 720     # WaferLLM's largest grid side (calibration.md: "P <= 720")
 SPECULATIVE_ROW = ("CS-3, Llama 3.1 70B, Oct 2024 (speculative)", "wse3", "llama-3.1-70b", 2100, 4,
                    "llama-3.1-8b", 4, 0.8)
 # (label, published, aggregate weight-read bandwidth B/s or None, note); roofline = bandwidth / 70B bf16 bytes
@@ -66,26 +70,48 @@ def place_row(target_name: str, model: str, seed: int = 0):
     return graph, plan, target, device, prog
 
 
-def predict(prog, target, params) -> float:
+def layer_row(target_name: str, model: str, seed: int = 0):
+    """(layers, one-layer Program, plan, target, device) for a row timed by the one-layer protocol."""
+    from wafercc.api import compile as wcompile
+    from wafercc.ir import DType
+    from wafercc.perf.estimate import estimate_program
+    from wafercc.plan.options import PlanOptions
+    from wafercc.target import Device, load_target
+
+    target = load_target(target_name)
+    layers = wcompile(model).facts.layers
+    graph = wcompile(model, layers=1).graph
+    device = Device(target, None, seed)
+    plan, prog = estimate_program(graph, target, PlanOptions(dtype=DType.BF16, context=8192), device)
+    return layers, graph, plan, target, device, prog
+
+
+def predict(row, params) -> float:
     from wafercc.perf.evaluate import tpot_seconds
     from wafercc.perf.model import Machine
-    return 1.0 / tpot_seconds(prog, Machine.of(target), params, PROMPT)
+    from wafercc.perf.protocol import one_layer_seconds
+
+    mc = Machine.of(row["target"])
+    if row["protocol"] == "one-layer":
+        return 1.0 / one_layer_seconds(row["prog"], row["layers"], row["side"], mc, params, PROMPT)
+    return 1.0 / tpot_seconds(row["prog"], mc, params, PROMPT)
+
+
+def row_params(x, row):
+    """The fitted values ``x`` as the row's target's CostParams (the inter-wafer latency is the
+    target's own ``io`` figure: no row identifies it)."""
+    from wafercc.perf.model import CostParams
+    return CostParams(float(x[0]), float(x[1]), float(x[2]), float(row["target"].io.off_wafer_latency))
 
 
 def fit(rows):
-    """Bounded least squares on log(predicted / published) over the fitted rows."""
+    """Bounded least squares on log(predicted / published) over the fitted rows, one parameter set
+    for every row (the WSE-2 and WSE-3 cores share the architecture the parameters describe)."""
     import numpy as np
     from scipy.optimize import least_squares
 
-    from wafercc.perf.model import CostParams
-
-    latency = float(rows[0]["target"].io.off_wafer_latency)   # not identified by the rows: the target's
-
-    def params(x):
-        return CostParams(float(x[0]), float(x[1]), float(x[2]), latency)
-
     def resid(x):
-        fit = [math.log(predict(r["prog"], r["target"], params(x)) / r["published"]) for r in rows]
+        fit = [math.log(predict(r, row_params(x, r)) / r["published"]) for r in rows]
         # a weak prior (weight PRIOR) makes the fit unique where rows do not pin every parameter:
         # full SIMD efficiency, and overheads of order 1,000 / 100 cycles, not larger
         prior = [math.log(x[0]), x[1] / 1000.0, x[2] / 100.0]
@@ -94,7 +120,23 @@ def fit(rows):
     x0 = np.array([0.5, 200.0, 10.0])
     lo, hi = np.array([0.05, 0.0, 0.0]), np.array([1.0, 20000.0, 2000.0])
     res = least_squares(resid, x0, bounds=(lo, hi), x_scale=np.array([0.1, 100.0, 10.0]), max_nfev=400)
-    return params(res.x), res
+    return res.x, res
+
+
+CEILING_DRAFT = "llama-3.2-1b"     # the smallest Llama 3 family model of the reference set
+
+
+def speculative_ceiling(base, p, mc) -> dict:
+    """The most speculative decoding could give the placed 70B schedule: the smallest reference
+    draft, every proposed token accepted, the best of 1..8 proposed tokens."""
+    from wafercc.perf.estimate import draft_time_per_token
+    from wafercc.perf.evaluate import Speculative, performance
+
+    dt, dw = draft_time_per_token(CEILING_DRAFT, base["target"], base["plan"].options, base["device"], PROMPT)
+    best = max((performance(base["prog"], mc, p, PROMPT, Speculative(CEILING_DRAFT, k, 1.0, dt))["speculative"]
+                ["decode_tokens_per_s_per_user"], k) for k in range(1, 9))
+    return {"draft": CEILING_DRAFT, "draft_wafers": dw, "acceptance": 1.0, "proposed_tokens": best[1],
+            "decode_tokens_per_s_per_user": best[0]}
 
 
 def main(argv=None) -> int:
@@ -107,31 +149,37 @@ def main(argv=None) -> int:
     from wafercc.perf.model import CostParams, Machine
 
     rows = []
-    for label, tname, model, pub, wafers, use, note in ROWS:
+    for label, tname, model, pub, wafers, use, protocol, note in ROWS:
         t0 = time.perf_counter()
-        graph, plan, target, device, prog = place_row(tname, model)
-        rows.append({"label": label, "target": target, "prog": prog, "published": pub, "fit": use, "note": note,
-                     "wafers_published": wafers, "wafers": plan.used, "model": graph.name, "plan": plan,
-                     "device": device, "graph": graph})
+        row = {"label": label, "published": pub, "fit": use, "note": note, "wafers_published": wafers,
+               "protocol": protocol}
+        if protocol == "one-layer":
+            layers, graph, plan, target, device, prog = layer_row(tname, model)
+            alive = device.wafer(0).alive.shape
+            row.update(layers=layers, side=min(PROTOCOL_SIDE, *alive), wafers=None,
+                       model=graph.name)
+        else:
+            graph, plan, target, device, prog = place_row(tname, model)
+            row.update(wafers=plan.used, model=graph.name)
+        row.update(target=target, prog=prog, plan=plan, device=device, graph=graph)
+        rows.append(row)
         print(f"placed {label}: {plan.used} wafer(s) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if args.check:
         params = {id(r): CostParams.of(r["target"]) for r in rows}
         fitted = None
     else:
-        params, fitted = {}, {}
-        for tname in sorted({r["target"].name for r in rows}):     # one parameter set per target
-            mine = [r for r in rows if r["target"].name == tname]
-            p, res = fit([r for r in mine if r["fit"]])
-            params.update({id(r): p for r in mine})
-            fitted[tname] = {"compute_efficiency": round(p.compute_efficiency, 4), "op_sync_cycles": round(p.op_sync, 1),
-                             "reduce_step_cycles": round(p.reduce_step, 2),
-                             "inter_wafer_latency_us (target io, not fitted)": p.inter_wafer_latency_s * 1e6,
-                             "status": res.message, "evaluations": int(res.nfev), "cost": float(res.cost)}
-            print(f"fitted {tname}: " + json.dumps(fitted[tname]), file=sys.stderr)
+        x, res = fit([r for r in rows if r["fit"]])
+        params = {id(r): row_params(x, r) for r in rows}
+        fitted = {"compute_efficiency": round(float(x[0]), 4), "op_sync_cycles": round(float(x[1]), 1),
+                  "reduce_step_cycles": round(float(x[2]), 2), "targets": sorted({r["target"].name for r in rows}),
+                  "inter_wafer_latency": "each target's io.off_wafer_latency, not fitted",
+                  "status": res.message, "evaluations": int(res.nfev), "cost": float(res.cost)}
+        print("fitted: " + json.dumps(fitted), file=sys.stderr)
     table = []
     for r in rows:
-        pr = predict(r["prog"], r["target"], params[id(r)])
-        table.append({"row": r["label"], "model": r["model"], "target": r["target"].name, "wafers": r["wafers"],
+        pr = predict(r, params[id(r)])
+        table.append({"row": r["label"], "model": r["model"], "target": r["target"].name, "protocol": r["protocol"],
+                      "wafers": r["wafers"],
                       "wafers_published": r["wafers_published"], "published": r["published"],
                       "predicted": round(pr, 1), "error": round(pr / r["published"] - 1, 4), "fit": r["fit"],
                       "note": r["note"]})
@@ -146,7 +194,8 @@ def main(argv=None) -> int:
     table.append({"row": label, "model": "llama-3.1-70b", "target": "wse3", "wafers": base["wafers"],
                   "wafers_published": wafers, "published": pub, "predicted": round(sp, 1),
                   "error": round(sp / pub - 1, 4), "fit": False,
-                  "note": f"draft {draft} on {dw} wafer(s), {k} tokens per step, acceptance {acc} (assumed)"})
+                  "note": f"draft {draft} on {dw} wafer(s), {k} tokens per step, acceptance {acc} (assumed)",
+                  "ceiling": speculative_ceiling(base, p, mc)})
     for label, pub, bw, note in OTHER_ROWS:
         pr = None
         if bw:
@@ -161,6 +210,10 @@ def main(argv=None) -> int:
         err = "-" if t["error"] is None else f"{100 * t['error']:+.1f} %"
         w = "-" if t["wafers"] is None else f"{t['wafers']} / {t['wafers_published'] or '-'}"
         print(f"| {t['row']} | {w} | {t['published']:,} | {pred} | {err} | {'yes' if t['fit'] else 'no'} |")
+        if t.get("ceiling"):
+            c = t["ceiling"]
+            print(f"|   ceiling: draft {c['draft']}, acceptance 1, {c['proposed_tokens']} proposed | | | "
+                  f"{c['decode_tokens_per_s_per_user']:,.0f} | {100 * (c['decode_tokens_per_s_per_user'] / t['published'] - 1):+.1f} % | no |")
     if args.out:
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:

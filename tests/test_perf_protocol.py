@@ -1,0 +1,74 @@
+"""The one-layer research protocol (wafercc.perf.protocol): square grids, layer scaling, fail loudly."""
+from __future__ import annotations
+
+import pytest
+
+from wafercc.perf.evaluate import Program
+from wafercc.perf.model import CostModelError, CostParams, Machine
+from wafercc.perf.protocol import layer_records, one_layer_seconds, square_grid, tree_depth
+from wafercc.target import load_target
+
+
+def _grid(operand="w", k=4096, n=1024, rows=20, cols=49):
+    return {"grid": 0, "operand": operand, "experts": 1, "rows": rows, "cols": cols, "k": k, "n": n,
+            "tile_k": -(-k // rows), "tile_n": -(-n // cols), "unit_bits": 16, "broadcast_hops": 60,
+            "broadcast_links": 48, "reduction_hops": 19, "reduction_links": 19}
+
+
+def _op(i, layer, grids, deps=(), host=None, op="matmul", role="gemv"):
+    return {"id": i, "name": f"op{i}", "op": op, "role": role, "layer": layer, "host": host, "flops": 1e4,
+            "grids": grids, "act_in_hops": 7, "deps": list(deps)}
+
+
+def _program(layers_on_wafer=((None, 0, 0, 0, 1, 1),)):
+    """Wafer ops: embedding (layer None), norm riding on it, q, k (parallel), o after both; layer 1 the same."""
+    ops = [_op(0, None, [_grid("table")], role="lookup", op="embedding")]
+    for layer in (0, 1):
+        b = len(ops)
+        ops += [_op(b, layer, [], deps=[b - 1], host=b - 1 if layer == 0 else b - 1, op="norm", role="rider"),
+                _op(b + 1, layer, [_grid(k=4096, n=4096)], deps=[b]),
+                _op(b + 2, layer, [_grid()], deps=[b]),
+                _op(b + 3, layer, [_grid(k=4096, n=4096)], deps=[b + 1, b + 2])]
+    return Program((tuple(ops),), (), 2.0, 8192, 1)
+
+
+def test_square_grid_pads_to_the_side_and_reduces_in_a_tree():
+    g = square_grid(_grid(k=4096, n=1024), 720)
+    assert (g["rows"], g["cols"], g["tile_k"], g["tile_n"]) == (720, 720, 6, 2)   # 4096 / 720 padded up
+    assert (g["broadcast_hops"], g["reduction_hops"]) == (719, 719)
+    assert g["reduction_links"] == tree_depth(720) == 10
+    small = square_grid(_grid(k=64, n=32), 720)      # a dimension below the side keeps one element per core
+    assert (small["rows"], small["cols"], small["tile_k"], small["tile_n"]) == (64, 32, 1, 1)
+    kv = square_grid(_grid("kv", k=8, n=8192, rows=8, cols=482), 720)
+    assert (kv["rows"], kv["cols"], kv["tile_n"]) == (8, 720, 12)
+    assert kv["reduction_hops"] == 719                   # KV partials merge back along the row
+
+
+def test_layer_records_keep_dataflow_within_the_layer():
+    recs = layer_records(_program(), 720)
+    assert [r["id"] for r in recs] == [0, 1, 2, 3]
+    assert [r["deps"] for r in recs] == [[], [0], [0], [1, 2]]   # the embedding dependency is dropped
+    assert recs[0]["host"] == 1                        # the norm rode on the embedding: now on the first grid
+    assert all(r["act_in_hops"] == 0 for r in recs)
+
+
+def test_one_layer_time_scales_with_layers_and_trades_hops_for_macs():
+    t = load_target("wse2")
+    mc, p = Machine.of(t), CostParams.of(t)
+    prog = _program()
+    one = one_layer_seconds(prog, 1, 720, mc, p, 1024)
+    assert one_layer_seconds(prog, 32, 720, mc, p, 1024) == pytest.approx(32 * one)
+    # 4096-wide matrices: an 8 x 8 grid is MAC-bound (512 x 512 tiles), 720 x 720 hop-bound (719-hop
+    # paths), 64 x 64 between the two and the fastest
+    free = CostParams(1.0, 0.0, 0.0, 0.0)
+    t8, t64, t720 = (one_layer_seconds(prog, 1, s, mc, free, 1024) for s in (8, 64, 720))
+    assert t8 > t720 > t64
+
+
+def test_protocol_fails_loudly():
+    t = load_target("wse2")
+    mc, p = Machine.of(t), CostParams.of(t)
+    with pytest.raises(CostModelError, match="layer 5 is on 0 wafers"):
+        one_layer_seconds(_program(), 1, 720, mc, p, 1024, layer=5)
+    with pytest.raises(CostModelError, match="must be positive"):
+        one_layer_seconds(_program(), 0, 720, mc, p, 1024)
