@@ -307,15 +307,38 @@ def test_cli_simulate(moe_wse3, tmp_path):
                         "--tolerance", "0")
     assert code == 1 and "MISMATCH" in out
     np.save(tmp_path / "ids.npy", np.array([5, 6, 7]))
-    code, out, _ = _cli(moe_wse3, "--inputs", str(tmp_path / "ids.npy"), "--model", MOE, "--steps", "2")
-    assert code == 0 and "step   1" in out
-    for argv, msg in [((moe_wse3, "--inputs", "5,6"), "--model ONNX is required"),
-                      ((moe_wse3, "--inputs", "5,x", "--model", MOE), "comma-separated integers"),
+    code, out, _ = _cli(moe_wse3, "--inputs", str(tmp_path / "ids.npy"), "--steps", "2", "--format", "json")
+    assert code == 0 and json.loads(out)["model"] == os.path.abspath(MOE)   # the file schedule.json records
+    for argv, msg in [((moe_wse3, "--inputs", "5,x", "--model", MOE), "comma-separated integers"),
                       ((moe_wse3, "--inputs", "5,999", "--model", MOE), "ids out of range"),
                       ((str(tmp_path / "nope"), "--inputs", "5", "--model", MOE), "no such output directory"),
                       ((moe_wse3, "--inputs", "5", "--model", LLAMA), "not an initializer")]:
         code, out, err = _cli(*argv)
         assert code == 2 and msg in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_simulate_checks_the_recorded_model_file(tmp_path):
+    copy = tmp_path / "tiny-llama.onnx"
+    shutil.copy(LLAMA, copy)
+    out = _compile(copy, tmp_path / "out", "--target", "wse3", "--context", "64")
+    with open(os.path.join(out, "schedule.json")) as f:
+        src = json.load(f)["source"]
+    assert src["onnx"] == str(copy) and len(src["sha256"]) == 64
+    assert simulate(out, None, np.arange(3, 7), 2).tokens.shape == (1, 2)
+    with open(copy, "ab") as f:           # the file changed since the compile
+        f.write(b"\0")
+    code, _, err = _cli(out, "--inputs", "5,6")
+    assert code == 2 and "changed since it was compiled" in err and err.count("\n") == 1
+    os.remove(copy)
+    code, _, err = _cli(out, "--inputs", "5,6")
+    assert code == 2 and "no longer exists" in err
+    sched = os.path.join(out, "schedule.json")     # as a config or reference-model compile writes it
+    with open(sched) as f:
+        doc = json.load(f)
+    with open(sched, "w") as f:
+        json.dump(dict(doc, source=None), f)
+    code, _, err = _cli(out, "--inputs", "5,6")
+    assert code == 2 and "records no ONNX source" in err, err
 
 
 def test_simulate_without_onnxruntime_matches_reference_kernels(moe_wse3):

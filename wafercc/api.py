@@ -145,10 +145,21 @@ def compile(model: Any, example_inputs: Any = None, *, name: str | None = None, 
             key = _cache.make_key(source, identity, {"name": gname, "layers": layers})
             graph = _cache.load(key)
             if graph is not None:
+                _record_source(graph, source, model, identity)
                 return CompileResult(graph, model_facts(graph), source, True, time.perf_counter() - t0, key)
     graph = _lower(source, model, gname, layers, example_inputs)
     if source == "onnx":
         graph.meta.setdefault("onnx_file", os.path.basename(os.fspath(model)))
     if use_cache and key is not None:
         _cache.store(key, graph)
+    if source != "module":
+        _record_source(graph, source, model, identity)
     return CompileResult(graph, model_facts(graph), source, False, time.perf_counter() - t0, key)
+
+
+def _record_source(graph: Graph, source: str, model: Any, identity: str) -> None:
+    """An ONNX source's absolute path and SHA-256 (after caching: the cache is keyed by content, so a
+    cached graph may come from a copy elsewhere); the schedule records them for ``wafercc simulate``."""
+    if source == "onnx":
+        graph.meta["onnx_path"] = os.path.abspath(os.fspath(model))
+        graph.meta["onnx_sha256"] = identity.split(":", 1)[1]

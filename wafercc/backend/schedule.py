@@ -27,6 +27,8 @@ class ScheduleWriter:
 
     def __init__(self, outdir: str, graph, target, device, plan, options, prompt_tokens: int = DEFAULT_PROMPT_TOKENS):
         self.outdir, self.model, self.target, self.device, self.plan = outdir, graph.name, target, device, plan
+        self.source = ({"onnx": graph.meta["onnx_path"], "sha256": graph.meta["onnx_sha256"]}
+                       if "onnx_path" in graph.meta else None)
         self.graph, self.prompt_tokens = graph, prompt_tokens
         self.cost = CostParams.of(target)         # fail before placing anything if it is not calibrated
         self.flops = {o.node: float(o.flops) for o in plan.memory.ops}
@@ -95,7 +97,7 @@ class ScheduleWriter:
         t = self.target
         preset = t.name in list_targets() and os.path.samefile(resolve(t.name), t.path)
         prog, mc = self.program(), Machine.of(t)
-        doc = {"schema": SCHEMA, "model": self.model, "target": t.name if preset else os.path.abspath(t.path),
+        doc = {"schema": SCHEMA, "model": self.model, "source": self.source, "target": t.name if preset else os.path.abspath(t.path),
                "defects": self.device.spec.text, "seed": self.device.seed,
                "budget_bytes_per_core": int(t.core.sram - t.core.sram_reserved),
                "colors": self.colors, "link_capacity": 1, "wafers": self.wafers_json,

@@ -1,4 +1,4 @@
-"""``wafercc simulate OUTDIR --inputs IDS --model ONNX [--steps N] [--compare] [--format text|json]``:
+"""``wafercc simulate OUTDIR --inputs IDS [--model ONNX] [--steps N] [--compare] [--format text|json]``:
 run a placed program tile by tile (wafercc.sim.run) and optionally check it against onnxruntime.
 
 Exit status: 0 ok; 1 with ``--compare``, a step's max relative error above ``--tolerance`` or a
@@ -27,8 +27,8 @@ def add_parser(subparsers):
     p.add_argument("--inputs", required=True, metavar="IDS",
                    help="prompt token ids: comma-separated (sequences separated by ';') or a .npy file "
                         "of shape [seq] or [batch, seq]")
-    p.add_argument("--model", metavar="ONNX", help="the .onnx file the directory was compiled from (its "
-                                                   "weights are read from it; required for now)")
+    p.add_argument("--model", metavar="ONNX", help="the .onnx file whose weights to use (default: the file "
+                                                   "schedule.json records, checked by SHA-256)")
     p.add_argument("--steps", type=int, default=9, help="forward passes: the prompt, then one token each "
                                                         "(default 9)")
     p.add_argument("--compare", action="store_true", help="recompute every step with onnxruntime on the full "
@@ -62,15 +62,6 @@ def parse_ids(text: str) -> np.ndarray:
     return np.asarray(rows, np.int64)
 
 
-def _model_hint(outdir: str) -> str:
-    try:
-        from .placed import _read_graph
-        name = _read_graph(outdir).meta.get("onnx_file")
-    except Exception:  # noqa: BLE001 - only a hint
-        name = None
-    return f" (model.ir names '{name}')" if name else ""
-
-
 def cmd_simulate(args) -> int:
     # imported here: building the CLI parser must not load the IR or the simulator
     from .run import TOLERANCE
@@ -86,13 +77,12 @@ def cmd_simulate(args) -> int:
 
 
 def _run(args) -> int:
-    from .run import compare_with_onnxruntime, simulate
+    from .run import compare_with_onnxruntime, recorded_model, simulate
 
     if not os.path.isdir(args.outdir):
         raise SimulationError("no such output directory", where=args.outdir)
     if not args.model:
-        raise SimulationError("--model ONNX is required: schedule.json does not record the model file"
-                              + _model_hint(args.outdir), where=args.outdir)
+        args.model = recorded_model(args.outdir)
     if args.steps < 1:
         raise SimulationError(f"--steps must be >= 1, got {args.steps}")
     ids = parse_ids(args.inputs)

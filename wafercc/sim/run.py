@@ -80,6 +80,31 @@ def _prompt(prompt_ids, attention_mask):
     return ids.astype(np.int64), mask.astype(np.int64)
 
 
+def recorded_model(outdir) -> str:
+    """The ONNX file ``outdir`` was compiled from, as its schedule.json records it (path and SHA-256);
+    SimulationError if none is recorded, the file is gone or its content changed since."""
+    import json
+
+    from ..cache import file_digest
+
+    path = os.path.join(os.fspath(outdir), "schedule.json")
+    try:
+        with open(path) as f:
+            src = json.load(f).get("source")
+    except (OSError, ValueError) as e:
+        raise SimulationError(f"cannot read the schedule: {e}", where=path) from None
+    if not src:
+        raise SimulationError("the schedule records no ONNX source (compiled from a config or a reference "
+                              "model): pass the .onnx file (--model)", where=path)
+    onnx = src.get("onnx")
+    if not onnx or not os.path.isfile(onnx):
+        raise SimulationError(f"the recorded model file {onnx!r} no longer exists: pass it (--model)", where=path)
+    if file_digest(onnx) != src.get("sha256"):
+        raise SimulationError(f"the recorded model file {onnx} changed since it was compiled "
+                              "(SHA-256 differs): recompile, or pass the right file (--model)", where=path)
+    return onnx
+
+
 def load(outdir, model_path) -> tuple[Placement, dict]:
     placement = Placement.load(os.fspath(outdir))
     return placement, load_weights(placement.graph, model_path)
@@ -88,13 +113,13 @@ def load(outdir, model_path) -> tuple[Placement, dict]:
 def simulate(outdir, model_path, prompt_ids, steps: int, *, attention_mask=None, dtype=np.float32,
              placement: Placement | None = None, weights: dict | None = None, tiled: bool = True) -> Simulation:
     """``steps`` forward passes through the tiles of ``outdir`` (``tiled=False``: the reference
-    kernels on the same IR, for comparison)."""
+    kernels on the same IR, for comparison).  ``model_path`` None: the file the schedule records."""
     if steps < 1:
         raise SimulationError(f"steps must be >= 1, got {steps}")
     if placement is None:
         placement = Placement.load(os.fspath(outdir))
     if weights is None:
-        weights = load_weights(placement.graph, model_path)
+        weights = load_weights(placement.graph, model_path if model_path is not None else recorded_model(outdir))
     ids, mask = _prompt(prompt_ids, attention_mask)
     tk = TiledKernels(placement, dtype)
     interp = Interpreter(placement.graph, weights, tk.kernels() if tiled else None,
@@ -160,6 +185,8 @@ def compare_with_onnxruntime(outdir, onnx_path, prompt, steps: int, *, attention
     the errors are over the tokens each step fed (unpadded ones only)."""
     import onnxruntime as ort
 
+    if onnx_path is None:
+        onnx_path = recorded_model(outdir)
     sim = simulate(outdir, onnx_path, prompt, steps, attention_mask=attention_mask, dtype=dtype,
                    placement=placement)
     try:
