@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from target_util import write_variant
+from report_fields import check_report_fields
+from target_util import preset_text, write_variant
 from wafercc.backend.schedule_io import load_schedule, save_schedule
 from wafercc.cli import main
 from wafercc.errors import InputFileError
@@ -98,37 +99,19 @@ def test_pipeline_round_fills_the_stages():
 
 
 def test_cost_params_need_every_parameter(tmp_path):
-    path = write_variant(tmp_path, 'op_sync = { value = 177.3, unit = "cycles", source = "calibration", '
-                                   'confidence = "derived" }\n', "")
+    lines = {ln.split(" =")[0]: ln for ln in preset_text("wse3").splitlines() if " = { value" in ln}
+    path = write_variant(tmp_path, lines["op_sync"] + "\n", "")
     with pytest.raises(CostModelError, match="op_sync"):
         CostParams.of(load_target(path))
-    bad = write_variant(tmp_path, 'reduce_step = { value = 24.93, unit = "cycles"',
-                        'reduce_step = { value = 24.93, unit = "ns"', name="unit.toml")
+    bad = write_variant(tmp_path, lines["reduce_step"], lines["reduce_step"].replace('"cycles"', '"ns"'),
+                        name="unit.toml")
     with pytest.raises(CostModelError, match="expected 'cycles'"):
         CostParams.of(load_target(bad))
 
 
-REPORT_FIELDS = {
-    "model": ("name", "params", "layers", "weight_bytes", "kv_bytes_per_token"),
-    "target": ("name",),
-    "options": ("dtype", "kv_dtype", "context", "batch", "wafers_requested", "defects"),
-    "wafers": ("required", "used", "lower_bound", "per_wafer"),
-    "performance": ("decode_tokens_per_s_per_user", "decode_tokens_per_s_aggregate", "time_per_output_token_s",
-                    "ttft_s", "prompt_tokens", "energy_j_per_token", "breakdown_s", "speculative", "wafers_curve"),
-    "placement": ("routed_hops", "hops_lower_bound", "max_link_load", "colors_used_max"),
-    "compile": ("seconds", "passes"),
-}
-
-
 def test_report_has_every_field(compiled):
     r = json.loads((compiled / "report.json").read_text())
-    assert r["schema"] == "wafercc.report/1"
-    for sec, keys in REPORT_FIELDS.items():
-        for k in keys:
-            assert k in r[sec], f"{sec}.{k}"
-    for w in r["wafers"]["per_wafer"]:
-        for k in ("index", "layers", "sram_used_bytes", "sram_usable_bytes", "cores_used", "dead_cores"):
-            assert w[k] is not None, k
+    check_report_fields(r)
     perf = r["performance"]
     assert perf["time_per_output_token_s"] > 0
     assert perf["decode_tokens_per_s_per_user"] == pytest.approx(1 / perf["time_per_output_token_s"], rel=1e-6)
