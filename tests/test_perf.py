@@ -158,3 +158,19 @@ def test_load_rejects_a_wrong_schema(compiled, tmp_path):
     save_schedule(s, str(tmp_path))
     with pytest.raises(InputFileError, match="expected 'wafercc.schedule/2'"):
         load_schedule(str(tmp_path))
+
+
+def test_timeline_transfers_cross_each_wafer_boundary():
+    from wafercc.perf.evaluate import Boundary, Program, timeline, tpot_seconds
+    t = load_target("wse3")
+    mc, p = Machine.of(t), CostParams.of(t)
+    prog = Program(((_gemv(0, []),), (_gemv(0, []), _gemv(1, [0]))), (Boundary(0, 16384, 40),), 2.0, 128, 1)
+    tl = timeline(prog, mc, p, 32)
+    w0, w1 = tl["wafers"]
+    (x,) = tl["transfers"]
+    assert (x["src_wafer"], x["dst_wafer"], x["bytes"]) == (0, 1, 16384)
+    assert x["start_cycle"] == w0["cycles"] and x["end_cycle"] == w1["arrive_cycle"] > x["start_cycle"]
+    # latency + bytes / bandwidth + edge hops, in cycles
+    want = (p.inter_wafer_latency_s + 16384 / mc.off_wafer_bandwidth) * mc.clock_hz + 40 * mc.hop
+    assert x["end_cycle"] - x["start_cycle"] == pytest.approx(want, abs=1)
+    assert (w1["arrive_cycle"] + w1["cycles"]) / mc.clock_hz == pytest.approx(tpot_seconds(prog, mc, p, 32), rel=1e-4)   # integer cycles

@@ -103,7 +103,7 @@ class ScheduleWriter:
                "colors": self.colors, "link_capacity": 1, "wafers": self.wafers_json,
                "timeline": {"prompt_tokens": self.prompt_tokens, "clock_hz": mc.clock_hz,
                             "act_bytes": prog.act_bytes, "context": prog.context, "batch": prog.batch,
-                            "wafers": timeline(prog, mc, self.cost, self.prompt_tokens)},
+                            **timeline(prog, mc, self.cost, self.prompt_tokens)},
                "qor": {"wafers": self.qor}}  # wall times go to report.json: this file is byte-identical per input
         atomic_write_text(os.path.join(self.stage, "schedule.json"), json.dumps(doc, indent=1, sort_keys=True) + "\n")
         files = {}

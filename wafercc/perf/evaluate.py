@@ -119,14 +119,21 @@ def speculative_figures(s: Speculative, tpot: float, interval: float, p: CostPar
             "step_s": step, "decode_tokens_per_s_per_user": round(tokens / step, 3)}
 
 
-def timeline(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int) -> list[dict]:
-    """Per wafer: each op's start and end cycle for one decode token at batch 1, counted from the
-    token's arrival on the wafer, and the wafer's arrival cycle (all integers)."""
+def timeline(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int) -> dict:
+    """One decode token at batch 1, in integer cycles from its start on wafer 0: per wafer its
+    arrival and each op's start and end (counted from the arrival), and per wafer boundary the
+    activation transfer (leaves when the wafer's last op ends, arrives at the next wafer)."""
     stages, bounds, times = token_seconds(prog, mc, p, decode_position(prog, prompt_tokens))
-    out, arrive = [], 0.0
+    wafers, transfers, arrive = [], [], 0.0
     for i, t in enumerate(times):
-        out.append({"wafer": i, "arrive_cycle": int(round(arrive * mc.clock_hz)),
-                    "cycles": int(round(t.cycles)),
-                    "ops": [[int(round(a)), int(round(b))] for a, b in zip(t.start, t.end)]})
-        arrive += stages[i] + (bounds[i] if i < len(bounds) else 0.0)
-    return out
+        wafers.append({"wafer": i, "arrive_cycle": int(round(arrive * mc.clock_hz)),
+                       "cycles": int(round(t.cycles)),
+                       "ops": [[int(round(a)), int(round(b))] for a, b in zip(t.start, t.end)]})
+        arrive += stages[i]
+        if i < len(bounds):
+            b = prog.boundaries[i]
+            transfers.append({"src_wafer": i, "dst_wafer": i + 1, "bytes": int(round(b.bytes_per_token)),
+                              "start_cycle": int(round(arrive * mc.clock_hz)),
+                              "end_cycle": int(round((arrive + bounds[i]) * mc.clock_hz))})
+            arrive += bounds[i]
+    return {"wafers": wafers, "transfers": transfers}
