@@ -33,14 +33,21 @@ class Machine:
     mesh_rows: int
     mesh_cols: int
     lane: int = 0              # lane width of the floorplan (0: grids counted as rows x cols)
+    efficiency: float = 1.0    # the calibrated cost model's achieved fraction of SIMD peak
+    reduce_step: float = 0.0   # ... and its cycles per store-and-forward partial-sum link
 
     @classmethod
     def of(cls, target, act_bits: int, psum_bytes: int, lane: int = 0) -> Machine:
+        """Tile latencies use the timing model's calibrated parameters (docs/cost-model.md) when the
+        target has them, so the tiler picks the shapes the timing model finds fastest."""
         c = target.core
+        cm = getattr(target, "cost_model", None) or {}
+        eff = float(cm["compute_efficiency"].value) if "compute_efficiency" in cm else 1.0
+        step = float(cm["reduce_step"].value) if "reduce_step" in cm else 0.0
         return cls(c.simd_lanes_fp16 * c.flop_per_lane_cycle / 2, c.simd_lanes_fp16 * c.flop_per_lane_cycle,
                    float(target.fabric.hop_latency), float(target.link_bytes_per_cycle), psum_bytes,
                    act_bits / 8, c.sram - c.sram_reserved, c.receive_buffer, target.usable_rows,
-                   target.usable_cols, lane)
+                   target.usable_cols, lane, eff, step)
 
     @property
     def budget(self) -> int:
@@ -193,9 +200,10 @@ def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: 
     data = (tk * tn * bits + 7) // 8
     if kind == "gemv":
         buf = np.ceil(2 * tk * a).astype(np.int64) + tn * m.psum_bytes   # double-buffered input, psums
-        cycles = (tokens * tk * tn / m.macs_per_cycle                   # this core's MACs
+        cycles = (tokens * tk * tn / (m.macs_per_cycle * m.efficiency)  # this core's MACs
                   + (c - 1) * m.hop + tokens * tk * a / m.link_bytes     # input broadcast along the row
-                  + (r - 1) * m.hop + tokens * tn * m.psum_bytes / m.link_bytes)  # psum chain up the column
+                  + (r - 1) * (m.hop + m.reduce_step)                    # psum chain up the column
+                  + tokens * tn * m.psum_bytes / m.link_bytes)
     else:
         buf = np.ceil(tn * a).astype(np.int64)                           # the gathered output slice
         cycles = (r + c - 2) * m.hop + tokens * tn * a / m.link_bytes
@@ -214,8 +222,8 @@ def kv_frontier(seq_heads: int, positions: int, row_bytes: int, group: int, head
     r = np.full(len(cp), seq_heads, np.int64)
     a = m.act_bytes
     buf = np.full(len(cp), int(np.ceil(group * head_dim * a)) + group * (head_dim + 2) * m.psum_bytes, np.int64)
-    cycles = (2 * pp * group * head_dim / m.macs_per_cycle + 5 * pp * group / m.flops_per_cycle
-              + 2 * (cp - 1) * m.hop + buf / m.link_bytes)
+    cycles = ((2 * pp * group * head_dim / m.macs_per_cycle + 5 * pp * group / m.flops_per_cycle) / m.efficiency
+              + (cp - 1) * (2 * m.hop + m.reduce_step) + buf / m.link_bytes)
     return _select(np.ones_like(pp), pp, r, cp, 1, pp * row_bytes, buf, cycles.astype(np.float64), headroom,
                    min_cores, m, fit_mesh)
 
