@@ -126,17 +126,16 @@ def fit(rows):
 CEILING_DRAFT = "llama-3.2-1b"     # the smallest Llama 3 family model of the reference set
 
 
-def speculative_ceiling(base, p, mc) -> dict:
-    """The most speculative decoding could give the placed 70B schedule: the smallest reference
-    draft, every proposed token accepted, the best of 1..8 proposed tokens."""
+def ceiling(base, perf, p) -> dict:
+    """The most speculative decoding could give the placed 70B schedule (wafercc.perf.evaluate.
+    speculative_ceiling) with the smallest reference draft."""
     from wafercc.perf.estimate import draft_time_per_token
-    from wafercc.perf.evaluate import Speculative, performance
+    from wafercc.perf.evaluate import speculative_ceiling
 
     dt, dw = draft_time_per_token(CEILING_DRAFT, base["target"], base["plan"].options, base["device"], PROMPT)
-    best = max((performance(base["prog"], mc, p, PROMPT, Speculative(CEILING_DRAFT, k, 1.0, dt))["speculative"]
-                ["decode_tokens_per_s_per_user"], k) for k in range(1, 9))
-    return {"draft": CEILING_DRAFT, "draft_wafers": dw, "acceptance": 1.0, "proposed_tokens": best[1],
-            "decode_tokens_per_s_per_user": best[0]}
+    best = speculative_ceiling(CEILING_DRAFT, dt, perf["time_per_output_token_s"], perf["stream_interval_s"], p)
+    return {"draft": CEILING_DRAFT, "draft_wafers": dw, "acceptance": 1.0, "proposed_tokens": best["proposed_tokens"],
+            "decode_tokens_per_s_per_user": best["decode_tokens_per_s_per_user"]}
 
 
 def main(argv=None) -> int:
@@ -195,7 +194,7 @@ def main(argv=None) -> int:
                   "wafers_published": wafers, "published": pub, "predicted": round(sp, 1),
                   "error": round(sp / pub - 1, 4), "fit": False,
                   "note": f"draft {draft} on {dw} wafer(s), {k} tokens per step, acceptance {acc} (assumed)",
-                  "ceiling": speculative_ceiling(base, p, mc)})
+                  "ceiling": ceiling(base, perf, p)})
     for label, pub, bw, note in OTHER_ROWS:
         pr = None
         if bw:

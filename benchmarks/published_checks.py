@@ -33,17 +33,15 @@ CEILING_DRAFT = "llama-3.2-1b"
 
 def ceiling(report: dict, target, options, device) -> dict:
     from wafercc.perf.estimate import draft_time_per_token
-    from wafercc.perf.evaluate import Speculative, speculative_figures
+    from wafercc.perf.evaluate import speculative_ceiling
     from wafercc.perf.model import CostParams
 
     perf = report["performance"]
     dt, dw = draft_time_per_token(CEILING_DRAFT, target, options, device, perf["prompt_tokens"])
-    p = CostParams.of(target)
-    best = max((speculative_figures(Speculative(CEILING_DRAFT, k, 1.0, dt), perf["time_per_output_token_s"],
-                                    perf["stream_interval_s"], p)["decode_tokens_per_s_per_user"], k)
-               for k in range(1, 9))
-    return {"draft": CEILING_DRAFT, "draft_wafers": dw, "acceptance": 1.0, "proposed_tokens": best[1],
-            "decode_tokens_per_s_per_user": best[0]}
+    best = speculative_ceiling(CEILING_DRAFT, dt, perf["time_per_output_token_s"], perf["stream_interval_s"],
+                               CostParams.of(target))
+    return {"draft": CEILING_DRAFT, "draft_wafers": dw, "acceptance": 1.0, "proposed_tokens": best["proposed_tokens"],
+            "decode_tokens_per_s_per_user": best["decode_tokens_per_s_per_user"]}
 
 
 def main(argv=None) -> int:
@@ -61,7 +59,8 @@ def main(argv=None) -> int:
         if not os.path.exists(path):
             print(f"error: {path}: no report (run benchmarks/bench_reports.py --models {model})", file=sys.stderr)
             return 2
-        r = json.load(open(path))
+        with open(path) as f:
+            r = json.load(f)
         target = load_target(r["target"]["name"])
         opts = PlanOptions(dtype=DType(r["options"]["dtype"]), context=r["options"]["context"])
         perf = r["performance"]

@@ -119,6 +119,14 @@ def speculative_figures(s: Speculative, tpot: float, interval: float, p: CostPar
             "step_s": step, "decode_tokens_per_s_per_user": round(tokens / step, 3)}
 
 
+def speculative_ceiling(draft: str, draft_time_per_token_s: float, tpot: float, interval: float, p: CostParams,
+                        max_proposed: int = 8) -> dict:
+    """The best speculative figure a schedule can reach with ``draft``: every proposed token
+    accepted, the best of 1..max_proposed tokens per step (an upper bound, not a prediction)."""
+    return max((speculative_figures(Speculative(draft, k, 1.0, draft_time_per_token_s), tpot, interval, p)
+                for k in range(1, max_proposed + 1)), key=lambda f: f["decode_tokens_per_s_per_user"])
+
+
 def timeline(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int) -> dict:
     """One decode token at batch 1, in integer cycles from its start on wafer 0: per wafer its
     arrival and each op's start and end (counted from the arrival), and per wafer boundary the
