@@ -12,7 +12,8 @@ import shutil
 
 import numpy as np
 import pytest
-from wafercc.ir import DType, Graph, ValueKind
+from graph_util import small_graph
+from wafercc.ir import DType, ValueKind
 from wafercc.passes.transfers import grid_transfers
 
 from wafercc.cli import main
@@ -226,13 +227,7 @@ def _placement(graph, views, context=64, batch=1):
     return Placement("hand", {"timeline": {"context": context, "batch": batch}}, graph, ops, [])
 
 
-def _graph(inputs, weights):
-    g = Graph("t")
-    for name, shape in inputs:
-        g.add_value(name, shape, DType.F32, ValueKind.INPUT)
-    for name, shape in weights:
-        g.add_value(name, shape, DType.F32, ValueKind.WEIGHT)
-    return g
+_graph = small_graph
 
 
 def test_moe_with_shared_expert_on_binary_trees():

@@ -9,8 +9,9 @@ import re
 import numpy as np
 import pytest
 
+from graph_util import small_graph
 from wafercc.frontend.onnx_frontend import lower_onnx
-from wafercc.ir import DType, Graph, Node, ValueKind, parse_graph
+from wafercc.ir import DType, Node, ValueKind, parse_graph
 from wafercc.sim import Interpreter, SimulationError, load_weights
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -184,13 +185,7 @@ def test_minilm_matches_onnxruntime(tmp_path):
 
 # --- kernels by hand -------------------------------------------------------------------------
 
-def _graph(inputs, weights=()):
-    g = Graph("t")
-    for name, shape in inputs:
-        g.add_value(name, shape, DType.F32, ValueKind.INPUT)
-    for name, shape in weights:
-        g.add_value(name, shape, DType.F32, ValueKind.WEIGHT)
-    return g
+_graph = small_graph
 
 
 def _run(g, weights=None, **inputs):
