@@ -21,13 +21,12 @@ def square_grid(g: dict, side: int) -> dict:
     Paths run straight along the row and the column; partial sums combine in a binary tree
     (MeshGEMV's K-tree), ceil(log2(length)) store-and-forward steps deep."""
     g = dict(g)
-    if g["operand"] == "kv":
-        g.update(cols=side, tile_n=ceil_div(g["n"], side))
-        rows, cols = side, side
+    if g["operand"] == "kv":                              # KV partials merge back along the row
+        cols = red = side
+        g.update(cols=cols, tile_n=ceil_div(g["n"], cols))
     else:
-        rows, cols = min(side, g["k"]), min(side, g["n"])
-        g.update(rows=rows, cols=cols, tile_k=ceil_div(g["k"], rows), tile_n=ceil_div(g["n"], cols))
-    red = cols if g["operand"] == "kv" else rows          # KV partials merge back along the row
+        red, cols = min(side, g["k"]), min(side, g["n"])
+        g.update(rows=red, cols=cols, tile_k=ceil_div(g["k"], red), tile_n=ceil_div(g["n"], cols))
     g.update(broadcast_hops=cols - 1, broadcast_links=tree_depth(cols),
              reduction_hops=red - 1, reduction_links=tree_depth(red))
     return g
