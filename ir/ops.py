@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
+from ..errors import IRError
 from .dtypes import DType
 from .values import Dim, Shape, Value, ValueKind, numel, resolve
 
@@ -18,8 +19,9 @@ KV = frozenset({ValueKind.KV_CACHE})
 ANY_DATA = frozenset({ValueKind.ACTIVATION, ValueKind.INPUT, ValueKind.WEIGHT})
 
 
-class ShapeError(Exception):
-    """Raised by shape inference; the verifier turns it into a located message."""
+class ShapeError(IRError):
+    """Raised by shape inference; the verifier turns it into a located message.  An ``IRError``
+    (so a ``WaferccError``): a frontend that lets one escape still gives the user one line."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,12 +19,12 @@ import time
 
 import numpy as np
 
-from ..errors import WaferccError
+from ..errors import PlacementError
 
 K_FIRST = 8          # nearest free cores offered to each displaced tile on the first try
 
 
-class AssignError(WaferccError):
+class AssignError(PlacementError):
     """Displaced tiles outnumber the free good cores of a wafer."""
 
 

@@ -26,13 +26,13 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import WaferccError
+from ..errors import PlacementError
 from .assign import AssignResult, assign_displaced
 from .floorplan_cpsat import RefineOptions, RefineResult, refine_padding
 from .tile_shapes import narrow_limit
 
 
-class FloorplanError(WaferccError):
+class FloorplanError(PlacementError):
     """The tiles of a wafer do not fit its live cores."""
 
 

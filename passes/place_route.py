@@ -93,10 +93,29 @@ def _edge_core(alive: np.ndarray, row: int, col: int) -> tuple[int, int]:
     return int(live[np.argmin(np.abs(live - row))]), col
 
 
-def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOptions(), router=None,
-                    on_wafer=None) -> PlacedProgram:
-    from .route import RouteOptions, Transfers, route as default_route
-    router = router or default_route
+@dataclasses.dataclass(frozen=True, eq=False)
+class TileProgram:
+    """The tile stage's product: the tile plan and the lane geometry every wafer shares."""
+    tiles: TilePlan
+    lane: int
+    spare: int
+    width: int                  # lane - spare: the columns a tile row may use
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WaferLayout:
+    """The floorplan stage's product for one wafer: its tiles on cores and the transfers to route."""
+    index: int
+    ops: tuple
+    arrays: dict
+    floorplan: WaferFloorplan
+    transfers: TransferSet
+    src: np.ndarray
+    dst: np.ndarray
+
+
+def tile_program(graph, plan, target, device, options: PlaceOptions = PlaceOptions()) -> TileProgram:
     t0 = time.perf_counter()
     n_wafers = len(plan.wafers)
     alive0 = device.wafer(0).alive
@@ -109,34 +128,58 @@ def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOp
     slots = [tile_capacity(device.wafer(k).alive, lane, spare, options.layout) for k in range(n_wafers)]
     topt = dataclasses.replace(options.tile, lane=0 if options.baseline else width)
     tp = tile_plan(graph, plan, target, topt, slots)
-    secs = {"tile": time.perf_counter() - t0, "floorplan": 0.0, "route": 0.0}
+    return TileProgram(tp, lane, spare, width, time.perf_counter() - t0)
+
+
+def layout_wafer(tprog: TileProgram, k: int, device, options: PlaceOptions = PlaceOptions()) -> WaferLayout:
+    """Floorplan wafer k of a tile program and derive its transfers and their end cores."""
+    tp, lane, width = tprog.tiles, tprog.lane, tprog.width
+    wt = tp.wafers[k]
+    w = device.wafer(k)
+    ops = tuple(tp.ops[i] for i in wt.ops)
+    arrays = _tile_arrays(ops, tp, k)
+    op_grids = [[(g.experts, g.rows, g.cols) for g in o.grids] for o in ops]
+    fp = floorplan_wafer(k, w.alive, op_grids, lane, options.layout, tprog.spare,
+                         RefineOptions(seed=options.seed) if options.refine else None)
+    tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv") for g in o.grids] for o in ops],
+                         first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
+                         chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0)
+    src, dst = _endpoints(tr, fp, reachable(w.alive))
+    return WaferLayout(k, ops, arrays, fp, tr, src, dst)
+
+
+def route_wafer(lw: WaferLayout, target, device, options: PlaceOptions = PlaceOptions(), router=None) -> PlacedWafer:
+    """Route every transfer of a laid-out wafer on its live mesh."""
+    from .route import RouteOptions, Transfers, route as default_route
+    router = router or default_route
+    w = device.wafer(lw.index)
     colors = target.fabric.colors - len(target.fabric.reserved_colors)
+    src, dst, tr, a = lw.src, lw.dst, lw.transfers, lw.arrays
+    res = router(w.alive, w.dead_links, Transfers(src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], tr.kind,
+                                                  np.arange(len(tr), dtype=np.int64)),
+                 colors, 1, RouteOptions(seed=options.seed))
+    return PlacedWafer(lw.index, lw.ops, lw.floorplan, a["op"], a["grid"], a["expert"], a["row"], a["col"],
+                       a["bytes"], tr, src, dst, res)
+
+
+def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOptions(), router=None,
+                    on_wafer=None) -> PlacedProgram:
+    """Every stage from tile to route in one call (wafercc.driver runs them as named stages)."""
+    tprog = tile_program(graph, plan, target, device, options)
+    secs = {"tile": tprog.seconds, "floorplan": 0.0, "route": 0.0}
     wafers = []
-    for k, wt in enumerate(tp.wafers):
+    for k in range(len(tprog.tiles.wafers)):
         t1 = time.perf_counter()
-        w = device.wafer(k)
-        ops = tuple(tp.ops[i] for i in wt.ops)
-        arrays = _tile_arrays(ops, tp, k)
-        op_grids = [[(g.experts, g.rows, g.cols) for g in o.grids] for o in ops]
-        fp = floorplan_wafer(k, w.alive, op_grids, lane, options.layout, spare,
-                             RefineOptions(seed=options.seed) if options.refine else None)
-        tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv") for g in o.grids] for o in ops],
-                             first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
-                             chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0)
-        src, dst = _endpoints(tr, fp, reachable(w.alive))
-        secs["floorplan"] += time.perf_counter() - t1
+        lw = layout_wafer(tprog, k, device, options)
         t2 = time.perf_counter()
-        res = router(w.alive, w.dead_links, Transfers(src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], tr.kind,
-                                                      np.arange(len(tr), dtype=np.int64)),
-                     colors, 1, RouteOptions(seed=options.seed))
+        pw = route_wafer(lw, target, device, options, router)
+        secs["floorplan"] += t2 - t1
         secs["route"] += time.perf_counter() - t2
-        pw = PlacedWafer(k, ops, fp, arrays["op"], arrays["grid"], arrays["expert"], arrays["row"],
-                         arrays["col"], arrays["bytes"], tr, src, dst, res)
         if on_wafer is None:
             wafers.append(pw)
         else:
             on_wafer(pw)
-    return PlacedProgram(plan, tp, tuple(wafers), options, secs)
+    return PlacedProgram(plan, tprog.tiles, tuple(wafers), options, secs)
 
 
 def _endpoints(tr: TransferSet, fp: WaferFloorplan, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..errors import WaferccError
+from ..errors import PlacementError
 from .route_astar import Negotiator, NoPath
 from .route_color import ColorState, MaskView, color_rounds, greedy, repair
 from .route_grid import (
@@ -33,7 +33,7 @@ from .route_grid import (
 KINDS = ("broadcast", "reduction", "activation", "inter-wafer")
 
 
-class RoutingError(WaferccError):
+class RoutingError(PlacementError):
     """A transfer could not be routed; names it and the overused resources."""
 
     def __init__(self, message: str, *, index: int = -1, src=None, dst=None, tag=None,

@@ -11,11 +11,11 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import WaferccError
+from ..errors import PlacementError
 from ..ir import DType, Graph, ValueKind
 
 
-class TileError(WaferccError):
+class TileError(PlacementError):
     """An op cannot be tiled, or a wafer's tiles do not fit its cores."""
 
 

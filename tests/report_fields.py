@@ -9,7 +9,6 @@ REPORT_FIELDS = {
     "performance": ("decode_tokens_per_s_per_user", "decode_tokens_per_s_aggregate", "time_per_output_token_s",
                     "ttft_s", "prompt_tokens", "energy_j_per_token", "breakdown_s", "speculative", "wafers_curve"),
     "placement": ("routed_hops", "hops_lower_bound", "max_link_load", "colors_used_max"),
-    "compile": ("seconds", "passes"),
 }
 PER_WAFER_FIELDS = ("index", "layers", "sram_used_bytes", "sram_usable_bytes", "cores_used", "dead_cores")
 

@@ -167,14 +167,29 @@ def test_registry_lists_reference_models():
 # -- compile API and cache -------------------------------------------------------------------
 def test_compile_module_needs_example_inputs():
     with pytest.raises(WaferccError):
-        wafercc.compile(tiny_llama(True))
+        wafercc.compile(tiny_llama(True), until="ir")
 
 
-def test_compile_module_not_cached(tmp_path, monkeypatch):
+def test_compile_module_cached_by_structure(tmp_path, monkeypatch):
+    """A module is cached by its structure, not its weights: a second instance with other weights
+    is a hit (no re-export), a different architecture a miss."""
+    import transformers
     monkeypatch.setenv("WAFERCC_CACHE_DIR", str(tmp_path))
-    r = wafercc.compile(tiny_llama(True), inputs(True), name="tiny")
+    monkeypatch.delenv("WAFERCC_NO_CACHE", raising=False)
+    r = wafercc.compile(tiny_llama(True), inputs(True), name="tiny", until="ir")
     assert r.source == "module" and not r.cached and r.facts.layers == 2
-    assert not (tmp_path / "ir").exists()
+    assert len(list((tmp_path / "ir").glob("*.ir.json"))) == 1
+    m2 = tiny_llama(True)
+    with torch.no_grad():
+        for p in m2.parameters():
+            p.add_(1.0)
+    r2 = wafercc.compile(m2, inputs(True), name="tiny", until="ir")
+    assert r2.cached and print_graph(r2.graph) == print_graph(r.graph)
+    with torch.device("meta"):
+        m3 = Wrap(transformers.AutoModelForCausalLM.from_config(
+            transformers.LlamaConfig(**dict(TINY, num_hidden_layers=3)))).eval()
+    r3 = wafercc.compile(m3, inputs(True), name="tiny", until="ir")
+    assert not r3.cached and r3.facts.layers == 3
 
 
 def test_compile_cache_hit(tmp_path, monkeypatch):
@@ -182,42 +197,42 @@ def test_compile_cache_hit(tmp_path, monkeypatch):
     monkeypatch.delenv("WAFERCC_NO_CACHE", raising=False)
     cfg = reg.config("llama-3.2-1b")
     cfg["num_hidden_layers"] = 2
-    r1 = wafercc.compile(cfg)
+    r1 = wafercc.compile(cfg, until="ir")
     assert r1.source == "config" and not r1.cached
     assert len(list((tmp_path / "ir").glob("*.ir.json"))) == 1
-    r2 = wafercc.compile(dict(cfg))
+    r2 = wafercc.compile(dict(cfg), until="ir")
     assert r2.cached
     assert print_graph(r2.graph) == print_graph(r1.graph) and r2.facts == r1.facts
     # the frontend is not run on a hit
-    import wafercc.api as api
+    import wafercc.frontend.load as api
 
     def boom(*a, **k):
         raise AssertionError("frontend ran on a cache hit")
     monkeypatch.setattr(api, "_lower", boom)
-    assert wafercc.compile(cfg).cached
+    assert wafercc.compile(cfg, until="ir").cached
     # disabled cache: frontend runs
     with pytest.raises(AssertionError):
-        wafercc.compile(cfg, cache=False)
+        wafercc.compile(cfg, cache=False, until="ir")
     monkeypatch.setenv("WAFERCC_NO_CACHE", "1")
     with pytest.raises(AssertionError):
-        wafercc.compile(cfg)
+        wafercc.compile(cfg, until="ir")
     monkeypatch.delenv("WAFERCC_NO_CACHE")
     # a different config is a different key
     cfg2 = dict(cfg, rms_norm_eps=1e-6)
     with pytest.raises(AssertionError):
-        wafercc.compile(cfg2)
+        wafercc.compile(cfg2, until="ir")
 
 
 def test_compile_cache_corrupt_entry_is_a_miss(tmp_path, monkeypatch):
     monkeypatch.setenv("WAFERCC_CACHE_DIR", str(tmp_path))
     cfg = reg.config("llama-3.2-1b")
     cfg["num_hidden_layers"] = 1
-    r1 = wafercc.compile(cfg)
+    r1 = wafercc.compile(cfg, until="ir")
     (entry,) = (tmp_path / "ir").glob("*.ir.json")
     entry.write_text("{not json")
-    r2 = wafercc.compile(cfg)
+    r2 = wafercc.compile(cfg, until="ir")
     assert not r2.cached and print_graph(r2.graph) == print_graph(r1.graph)
-    assert wafercc.compile(cfg).cached
+    assert wafercc.compile(cfg, until="ir").cached
 
 
 def test_compile_onnx_file_cached_by_content(tmp_path, monkeypatch):
@@ -225,9 +240,9 @@ def test_compile_onnx_file_cached_by_content(tmp_path, monkeypatch):
     proto = to_onnx(tiny_llama(False), inputs(False))
     p = tmp_path / "tiny.onnx"
     onnx.save(proto, p)
-    r1 = wafercc.compile(p)
+    r1 = wafercc.compile(p, until="ir")
     assert r1.source == "onnx" and not r1.cached and r1.graph.name == "tiny" and r1.facts.layers == 2
-    assert wafercc.compile(str(p)).cached
+    assert wafercc.compile(str(p), until="ir").cached
 
 
 def test_compile_shipped_onnx_cache_hit(tmp_path, monkeypatch):
@@ -238,12 +253,12 @@ def test_compile_shipped_onnx_cache_hit(tmp_path, monkeypatch):
     monkeypatch.setenv("WAFERCC_CACHE_DIR", str(tmp_path))
     p = tmp_path / "copy.onnx"
     p.write_bytes(src.read_bytes())
-    r1 = wafercc.compile(p)
+    r1 = wafercc.compile(p, until="ir")
     assert not r1.cached and r1.source == "onnx"
-    import wafercc.api as api
+    import wafercc.frontend.load as api
     monkeypatch.setattr(api, "_lower", lambda *a, **k: (_ for _ in ()).throw(AssertionError("frontend ran")))
-    r2 = wafercc.compile(p)
+    r2 = wafercc.compile(p, until="ir")
     assert r2.cached and print_graph(r2.graph) == print_graph(r1.graph)
     # same content under another name and another graph name: a different key
     with pytest.raises(AssertionError):
-        wafercc.compile(p, name="other")
+        wafercc.compile(p, name="other", until="ir")

@@ -1,165 +1,98 @@
-"""``wafercc.compile``: one entry point for every model source.
+"""The Python API: the whole compiler (``compile``) and a quick budget check (``check``).
 
-A model is one of:
+    import wafercc
+    c = wafercc.compile("llama-3.1-8b")                 # any model source, every stage
+    c.wafers, c.performance.tokens_per_s_per_user       # 1 1978.0...
+    c.save("out/")                                      # the same files as `wafercc compile -o out/`
 
-* a ``torch.nn.Module`` (real or meta weights; needs ``example_inputs``),
-* a path to an ``.onnx`` file (weights inline, external or absent),
-* a Hugging Face ``config.json`` path, or a directory that holds one,
-* a config ``dict``,
-* a reference-model key (``wafercc models`` lists them), e.g. ``"llama-3.1-70b"``.
+    r = wafercc.check(model, example_inputs, max_wafers=4, min_tokens_per_s=500)
+    r.ok, r.reasons
 
-Everything but modules is cached on disk (see :mod:`wafercc.cache`).
+Keyword options are the CLI's flags with underscores (``context=4096``, ``dtype="fp8"``,
+``layout="spares"``; wafercc.options.KNOBS lists them).  Errors are ``WaferccError`` subclasses:
+``Infeasible`` (no plan fits the budget; ``.levers``), ``PlacementError`` (fits by bytes, not as
+tiles or routes), ``InputFileError``, ``ModelConfigError``, ``UnsupportedOpError``, ...
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
-from typing import Any, Mapping
+from typing import Any
 
-from . import cache as _cache
-from . import models_registry as _reg
-from .errors import InputFileError, ModelConfigError
-from .ir import Graph, ModelFacts, model_facts
+from .driver import Compilation
+from .errors import Infeasible, PlacementError
+from .options import build_options
 
-SOURCES = ("module", "onnx", "config", "reference")
+# IR-only callers of earlier versions: ``compile(m, until="ir")`` returns the same fields
+CompileResult = Compilation
 
 
-@dataclasses.dataclass
-class CompileResult:
-    graph: Graph
-    facts: ModelFacts
-    source: str          # module | onnx | config | reference
-    cached: bool
+def compile(model: Any, example_inputs: Any = None, *, target: str = "wse3", until: str = "report",
+            **options) -> Compilation:
+    """Compile ``model`` through ``until`` (default: every stage) and return the compilation.
+
+    ``model``: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, a Hugging Face
+    ``config.json`` path or dict, or a reference-model name.  Raises ``Infeasible`` when no plan
+    fits ``max_wafers``/``wafers`` and ``PlacementError`` when a plan cannot be placed; the
+    exception's ``.compilation`` holds what was compiled."""
+    opts = build_options(target=target, until=until, **options)
+    return Compilation(model, opts, example_inputs).run()
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    wafers: int | None                   # wafers the plan needs (None: infeasible at any count tried)
+    tokens_per_s_per_user: float | None
+    source: str                          # "estimate" (tile plan) or "schedule" (placed and routed)
+    reasons: tuple[str, ...]             # why not ok (empty when ok)
     seconds: float
-    cache_key: str | None = None
+    compilation: Compilation = dataclasses.field(repr=False)
 
-    @property
-    def name(self) -> str:
-        return self.graph.name
-
-
-def _is_module(model: Any) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(model, torch.nn.Module)
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "wafers": self.wafers, "tokens_per_s_per_user": self.tokens_per_s_per_user,
+                "source": self.source, "reasons": list(self.reasons), "seconds": round(self.seconds, 3)}
 
 
-def classify(model: Any) -> str:
-    """Which kind of source ``model`` is: module | onnx | config | reference."""
-    if _is_module(model):
-        return "module"
-    if isinstance(model, Mapping):
-        return "config"
-    if isinstance(model, (str, os.PathLike)):
-        s = os.fspath(model)
-        if s.lower().endswith(".onnx"):
-            return "onnx"
-        if os.path.isdir(s) or s.lower().endswith(".json") or os.path.exists(s):
-            if os.path.isfile(s) and not s.lower().endswith(".json") and _looks_like_onnx(s):
-                return "onnx"
-            return "config"
-        if _reg.is_reference(s):
-            return "reference"
-        if os.sep in s or (os.altsep and os.altsep in s):
-            raise InputFileError("no such file or directory", where=s)
-        raise ModelConfigError(f"unknown model '{s}': not a file, and not a reference model "
-                               f"(known: {', '.join(_reg.names())})")
-    raise InputFileError(f"cannot compile a {type(model).__name__}: expected an nn.Module, an .onnx path, "
-                         f"a config.json path or dict, or a reference model name")
+def check(model: Any, example_inputs: Any = None, *, max_wafers: int | None = None,
+          min_tokens_per_s: float | None = None, place: bool = False, target: str = "wse3",
+          **options) -> CheckResult:
+    """Does ``model`` fit ``max_wafers`` and decode at ``min_tokens_per_s`` per user?
 
-
-def _looks_like_onnx(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except OSError:
-        return False
-    return bool(head) and head[:1] == b"\x08"  # ModelProto starts with field 1 (ir_version, varint)
-
-
-def _identity(source: str, model: Any) -> tuple[str, str]:
-    """(cache identity string, default graph name) of a non-module source."""
-    if source == "reference":
-        return "reference:" + _cache.canonical_json(_reg.config(model)), model
-    if source == "config" and isinstance(model, Mapping):
-        name = str(model.get("model_type") or "model")
-        return "config:" + _cache.canonical_json(dict(model)), name
-    path = os.fspath(model)
-    if source == "config" and os.path.isdir(path):
-        path = os.path.join(path, "config.json")
-    if not os.path.exists(path):
-        raise InputFileError("no such file", where=os.fspath(model))
-    if os.path.isdir(path):
-        raise InputFileError("is a directory", where=path)
-    try:
-        digest = _cache.file_digest(path)
-    except OSError as e:
-        raise InputFileError(f"cannot read: {e.strerror}", where=path) from None
-    return f"{source}-file:{digest}", _default_name(source, os.fspath(model))
-
-
-def _default_name(source: str, path: str) -> str:
-    if source == "config":
-        p = path[:-1] if path.endswith(os.sep) else path
-        if os.path.isdir(p):
-            return os.path.basename(os.path.abspath(p)) or "model"
-        stem = os.path.splitext(os.path.basename(p))[0]
-        if stem == "config":
-            return os.path.basename(os.path.dirname(os.path.abspath(p))) or "model"
-        return stem
-    return os.path.splitext(os.path.basename(path))[0] or "model"
-
-
-def _lower(source: str, model: Any, name: str, layers: int | None, example_inputs) -> Graph:
-    if source == "module":
-        from .frontend.torch_frontend import compile_module
-        if example_inputs is None:
-            raise InputFileError("compiling an nn.Module needs example_inputs", where=type(model).__name__)
-        return compile_module(model, example_inputs, name=name)
-    if source == "onnx":
-        from .frontend.onnx_frontend import lower_onnx
-        if layers is not None:
-            raise ModelConfigError("layers= applies to configs and reference models, not ONNX files")
-        return lower_onnx(model, name=name)
-    from .frontend.hf_config import from_config
-    return from_config(model, layers=layers, name=name)
-
-
-def compile(model: Any, example_inputs: Any = None, *, name: str | None = None, cache: bool = True,
-            layers: int | None = None) -> CompileResult:
-    """Lower ``model`` to verified IR and compute its facts.  See the module doc for
-    accepted sources.  ``layers`` truncates configs/reference models to N layers."""
+    By default plans and times the tile plan (wafercc.perf.estimate: no placement or routing, well
+    under a second for a cached 1B-class graph); ``place=True`` compiles every stage and times the
+    routed schedule.  Never raises for a broken budget: ``ok`` is False and ``reasons`` say why."""
+    import time
     t0 = time.perf_counter()
-    source = classify(model)
-    key = None
-    use_cache = source != "module" and _cache.enabled(cache)
-    if source == "module":
-        gname = name or type(model).__name__
+    opts = build_options(target=target, until="report" if place else "plan", max_wafers=max_wafers,
+                         curve=False if not place else None, **options)
+    c = Compilation(model, opts, example_inputs)
+    reasons: list[str] = []
+    try:
+        c.run()
+    except Infeasible as e:
+        budget = max_wafers or opts.plan.wafers
+        lever = next((lv for lv in e.levers if lv.wafers is not None and lv.wafers <= budget), None)
+        reasons.append(str(e) + (f" (fits with {lever.change})" if lever else ""))
+        return CheckResult(False, e.needed_wafers, None, "estimate", tuple(reasons), time.perf_counter() - t0, c)
+    except PlacementError as e:
+        reasons.append(f"placement failed: {' '.join(str(e).split())}")
+        return CheckResult(False, c.wafers, None, "schedule", tuple(reasons), time.perf_counter() - t0, c)
+    if place:
+        tps, source = c.performance.tokens_per_s_per_user, "schedule"
     else:
-        identity, default = _identity(source, model)
-        gname = name or default
-        if use_cache:
-            key = _cache.make_key(source, identity, {"name": gname, "layers": layers})
-            graph = _cache.load(key)
-            if graph is not None:
-                _record_source(graph, source, model, identity)
-                return CompileResult(graph, model_facts(graph), source, True, time.perf_counter() - t0, key)
-    graph = _lower(source, model, gname, layers, example_inputs)
-    if source == "onnx":
-        graph.meta.setdefault("onnx_file", os.path.basename(os.fspath(model)))
-    if use_cache and key is not None:
-        _cache.store(key, graph)
-    if source != "module":
-        _record_source(graph, source, model, identity)
-    return CompileResult(graph, model_facts(graph), source, False, time.perf_counter() - t0, key)
+        tps, source = _estimate_tokens_per_s(c), "estimate"
+    if min_tokens_per_s is not None and (tps is None or tps < min_tokens_per_s):
+        reasons.append(f"predicted {tps:,.1f} tokens/s per user ({source}) is below the budget "
+                       f"{min_tokens_per_s:,.1f}" if tps is not None else "no timing estimate for this plan")
+    return CheckResult(not reasons, c.wafers, tps, source, tuple(reasons), time.perf_counter() - t0, c)
 
 
-def _record_source(graph: Graph, source: str, model: Any, identity: str) -> None:
-    """An ONNX source's absolute path and SHA-256 (after caching: the cache is keyed by content, so a
-    cached graph may come from a copy elsewhere); the schedule records them for ``wafercc simulate``."""
-    if source == "onnx":
-        graph.meta["onnx_path"] = os.path.abspath(os.fspath(model))
-        graph.meta["onnx_sha256"] = identity.split(":", 1)[1]
+def _estimate_tokens_per_s(c: Compilation) -> float | None:
+    from .perf.estimate import estimate_program
+    from .perf.evaluate import tpot_seconds
+    from .perf.model import CostParams, Machine
+    _, prog = estimate_program(c.graph, c.target, c.options.plan, c.device, c.plan)
+    if prog is None:
+        return None
+    return round(1.0 / tpot_seconds(prog, Machine.of(c.target), CostParams.of(c.target),
+                                    c.options.perf.prompt_tokens), 3)

@@ -57,3 +57,27 @@ class IRVerificationError(IRError):
         first = problems[0] if problems else "unknown problem"
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         super().__init__(first + more, where=where)
+
+
+class StageError(WaferccError):
+    """A compile stage was run without what it requires, or did not produce what it promises; the
+    message names the stage (wafercc.driver)."""
+
+
+class Infeasible(WaferccError):
+    """No plan fits the wafer budget (``max_wafers`` / ``wafers``).  ``levers`` lists the single
+    changes that would fit, each re-planned (``change``, ``wafers``, ``saves_bytes``);
+    ``needed_wafers`` is what the model needs as asked (None: more than any count tried);
+    ``compilation`` holds everything compiled so far (graph, facts, the infeasible plan)."""
+
+    def __init__(self, message: str, *, levers=(), needed_wafers: int | None = None, compilation=None):
+        self.levers, self.needed_wafers, self.compilation = tuple(levers), needed_wafers, compilation
+        super().__init__(message)
+
+
+class PlacementError(WaferccError):
+    """A plan that fits by bytes could not be placed: its tiles do not fit a wafer's usable cores
+    (TileError), the floorplan or the spare assignment failed (FloorplanError, AssignError), or
+    its transfers could not be routed (RoutingError).  ``compilation`` is set by the driver."""
+
+    compilation = None

@@ -84,10 +84,10 @@ def wafers_curve(graph, target, options, device, prompt_tokens: int, compiled: t
 
 def draft_time_per_token(draft, target, options, device, prompt_tokens: int) -> tuple[float, int]:
     """(seconds per token, wafers) of a draft model on its own wafers, by estimate; ``draft`` is
-    anything ``wafercc.compile`` takes (a reference-model name, a config, an ONNX path)."""
-    from ..api import compile as wcompile
+    anything the frontend takes (a reference-model name, a config, an ONNX path)."""
+    from ..frontend.load import lower_model
 
-    g = wcompile(draft).graph
+    g = lower_model(draft).graph
     plan, prog = estimate_program(g, target, dataclasses.replace(options, wafers=None, max_wafers=None,
                                                                   dtype_overrides=()), device)
     if prog is None:

@@ -1,0 +1,453 @@
+"""The compile driver: one object per compilation, one straight list of named stages.
+
+    frontend  model -> verified IR graph and its facts           (wafercc.frontend.load)
+    plan      graph -> target, device model, wafer plan          (wafercc.plan.planner)
+    tile      plan -> tile grids of every op, lane geometry      (passes.place_route.tile_program)
+    floorplan per wafer: tiles on cores, transfers to route      (passes.place_route.layout_wafer)
+    route     per wafer: every transfer routed on the live mesh  (passes.place_route.route_wafer)
+    schedule  per wafer: the schedule files, the timing program  (wafercc.backend.schedule)
+    timing    program -> decode performance, wafers curve        (wafercc.perf.report)
+    report    everything -> report.json                          (wafercc.report)
+
+Every stage names the ``Compilation`` fields it ``requires`` and ``produces``; the ``StageManager``
+checks both around each stage and names the stage that broke them, records its seconds, stops after
+``until``, can dump each stage's product and run the checks after it (the IR verifier after the
+frontend, the independent schedule verifier after the schedule).  The per-wafer stages (floorplan,
+route, schedule) run wafer by wafer, so a program of dozens of wafers holds one in memory; the
+last per-wafer stage asked for keeps its products (``until="floorplan"`` keeps every floorplan).
+
+    c = Compilation("llama-3.1-8b", build_options(context=4096))
+    c.run()                      # or c.run(until="plan"), then c.run() resumes where it stopped
+    c.wafers, c.performance.tokens_per_s_per_user, c.report, c.save("out/")
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+import weakref
+from typing import Any, ClassVar
+
+from .errors import Infeasible, PlacementError, StageError
+from .options import STAGES, CompileOptions, build_options, resolve_until
+
+
+@dataclasses.dataclass(frozen=True)
+class Performance:
+    """The headline decode figures of the routed schedule (docs/metrics.md defines each)."""
+    tokens_per_s_per_user: float
+    tokens_per_s_aggregate: float
+    time_per_output_token_s: float
+    ttft_s: float
+    energy_j_per_token: float
+    breakdown_s: dict
+    batch: int
+    prompt_tokens: int
+    speculative_tokens_per_s_per_user: float | None
+    section: dict = dataclasses.field(repr=False)       # the report's whole performance section
+
+    @classmethod
+    def of(cls, perf: dict) -> "Performance":
+        spec = perf.get("speculative")
+        return cls(perf["decode_tokens_per_s_per_user"], perf["decode_tokens_per_s_aggregate"],
+                   perf["time_per_output_token_s"], perf["ttft_s"], perf["energy_j_per_token"],
+                   dict(perf["breakdown_s"]), perf["batch"], perf["prompt_tokens"],
+                   spec["decode_tokens_per_s_per_user"] if spec else None, perf)
+
+
+class Compilation:
+    """What each stage produced so far.  Fields stay None until their stage has run."""
+
+    def __init__(self, model: Any, options: CompileOptions | None = None, example_inputs: Any = None, *,
+                 stage_dir: str | None = None):
+        self.model, self.example_inputs = model, example_inputs
+        self.options = options or build_options()
+        self.stage_dir = stage_dir                 # where the schedule is staged (default: the system temp)
+        self.lowered = self.graph = self.facts = None                    # frontend
+        self.target = self.device = self.plan = None                     # plan
+        self.tiles = None                                                # tile
+        self.floorplans = None                                           # floorplan (kept if last)
+        self.routed = None                                               # route (kept if last)
+        self.placement = self.program = self.schedule_files = None       # schedule
+        self.performance_section = None                                  # timing
+        self.report_dict = None                                          # report
+        self.seconds: dict[str, float] = {}
+        self.ran: list[str] = []
+        self._workdir = None
+
+    # ---- running ----
+    def prepare(self) -> "Compilation":
+        """Load the target and parse the defect spec now (cheap), so bad ones fail before the frontend."""
+        if STAGES.index(self.options.last_stage) >= STAGES.index("plan") and self.target is None:
+            from .target import load_target
+            from .target.device import Device
+            self.target = load_target(self.options.target)
+            self.device = Device(self.target, self.options.defects, self.options.seed)
+        return self
+
+    def run(self, until: str | None = None, *, dump_dir: str | None = None, dump: tuple[str, ...] = (),
+            verify: bool = False) -> "Compilation":
+        last = resolve_until(until or self.options.until)
+        if STAGES.index(last) >= STAGES.index("plan"):
+            self.prepare()
+        StageManager(dump_dir, tuple(dump), verify).run(self, last)
+        return self
+
+    def workdir(self) -> str:
+        """A private directory for the schedule until ``save`` moves it (removed with this object)."""
+        if self._workdir is None:
+            if self.stage_dir:
+                os.makedirs(self.stage_dir, exist_ok=True)
+            self._workdir = tempfile.mkdtemp(prefix=".wafercc-", dir=self.stage_dir)
+            weakref.finalize(self, shutil.rmtree, self._workdir, True)
+        return self._workdir
+
+    # ---- what users read ----
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def source(self) -> str:
+        return self.lowered.source
+
+    @property
+    def cached(self) -> bool:
+        return self.lowered.cached
+
+    @property
+    def wafers(self) -> int | None:
+        """Wafers the compiled plan uses (None before planning, 0 when infeasible)."""
+        return None if self.plan is None else self.plan.used
+
+    @property
+    def performance(self) -> Performance | None:
+        return None if self.performance_section is None else Performance.of(self.performance_section)
+
+    @property
+    def report(self) -> dict | None:
+        """report.json as a dict: the plan and whatever later stages have run (None before planning)."""
+        if self.report_dict is not None:
+            return self.report_dict
+        from .report import build_report
+        return build_report(self) if self.plan is not None else None
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+    def compile_record(self) -> dict:
+        """compile.json: wall times per stage (the only output that varies between identical runs)."""
+        from .plan.report import solve_seconds
+        return {"schema": "wafercc.compile/1", "model": self.name, "cached": self.cached,
+                "stages": [{"name": s, "seconds": round(self.seconds[s], 3)} for s in self.ran],
+                "seconds": round(self.total_seconds, 3),
+                "solves": solve_seconds(self.plan) if self.plan is not None else []}
+
+    def save(self, outdir: str) -> dict[str, str]:
+        from .report import save_outputs
+        return save_outputs(self, outdir)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()
+    produces: ClassVar[tuple[str, ...]] = ()
+    per_wafer: ClassVar[bool] = False
+
+    # a whole-program stage defines run(c); a WaferStage defines run_wafer(c, k, item) instead
+
+    def dump(self, c: Compilation) -> tuple[str, str] | None:
+        """(file name, text) of this stage's product, or None."""
+        return None
+
+    def check(self, c: Compilation) -> None:
+        """The independent check after this stage (``verify=True``); raises on a violation."""
+
+
+class WaferStage(Stage):
+    per_wafer: ClassVar[bool] = True
+    keeps: ClassVar[str] = ""                   # field holding every wafer's product when this stage is last
+
+    def start(self, c: Compilation) -> None:
+        pass
+
+    def dump_wafer(self, c: Compilation, k: int, item) -> dict | None:
+        """One wafer's entry of this stage's dump (a JSON list, one entry per wafer)."""
+        return None
+
+    def finish(self, c: Compilation, items: list | None) -> None:
+        if self.keeps:
+            setattr(c, self.keeps, items)
+
+    def abort(self, c: Compilation) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontendStage(Stage):
+    name: ClassVar[str] = "frontend"
+    produces: ClassVar[tuple[str, ...]] = ("lowered", "graph", "facts")
+
+    def run(self, c):
+        from .frontend.load import lower_model
+        o = c.options.frontend
+        c.lowered = lower_model(c.model, c.example_inputs, name=o.name, cache=o.cache, layers=o.layers)
+        c.graph, c.facts = c.lowered.graph, c.lowered.facts
+
+    def dump(self, c):
+        from .ir import print_graph
+        return "model.ir", print_graph(c.graph)
+
+    def check(self, c):
+        from .ir import verify
+        verify(c.graph)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanStage(Stage):
+    name: ClassVar[str] = "plan"
+    requires: ClassVar[tuple[str, ...]] = ("graph",)
+    produces: ClassVar[tuple[str, ...]] = ("target", "device", "plan")
+
+    def run(self, c):
+        from .plan.planner import plan_wafers
+        c.prepare()
+        c.plan = plan_wafers(c.graph, c.target, c.options.plan, c.device)
+        if c.plan.infeasible:
+            inf = c.plan.infeasible
+            needs = f"needs {inf.needed_wafers}" if inf.needed_wafers else "needs more than any count tried"
+            raise Infeasible(f"no plan fits {inf.max_wafers} wafer(s): {inf.reason}; {needs}",
+                             levers=inf.levers, needed_wafers=inf.needed_wafers, compilation=c)
+
+    def dump(self, c):
+        from .plan.report import plan_dict
+        return "plan.json", _json(plan_dict(c.plan))
+
+
+@dataclasses.dataclass(frozen=True)
+class TileStage(Stage):
+    name: ClassVar[str] = "tile"
+    requires: ClassVar[tuple[str, ...]] = ("graph", "plan", "target", "device")
+    produces: ClassVar[tuple[str, ...]] = ("tiles",)
+
+    def run(self, c):
+        from .passes.place_route import tile_program
+        c.tiles = tile_program(c.graph, c.plan, c.target, c.device, c.options.place)
+
+    def dump(self, c):
+        tp = c.tiles.tiles
+        return "tiles.json", _json({"lane": c.tiles.lane, "spare": c.tiles.spare, "width": c.tiles.width,
+                                    "ops": [{"node": o.node, "op": o.op, "wafer": o.wafer,
+                                             "grids": [[g.experts, g.rows, g.cols, g.operand] for g in o.grids]}
+                                            for o in tp.ops]})
+
+
+@dataclasses.dataclass(frozen=True)
+class FloorplanStage(WaferStage):
+    name: ClassVar[str] = "floorplan"
+    requires: ClassVar[tuple[str, ...]] = ("tiles", "device")
+    produces: ClassVar[tuple[str, ...]] = ("floorplans",)
+    keeps: ClassVar[str] = "floorplans"
+
+    def run_wafer(self, c, k, item):
+        from .passes.place_route import layout_wafer
+        return layout_wafer(c.tiles, k, c.device, c.options.place)
+
+    def dump_wafer(self, c, k, lw):
+        from .backend.schedule import floorplan_qor
+        return {"wafer": k, "transfers": len(lw.transfers), **floorplan_qor(lw.floorplan, c.options.place.layout)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteStage(WaferStage):
+    name: ClassVar[str] = "route"
+    requires: ClassVar[tuple[str, ...]] = ("floorplans", "target", "device")
+    produces: ClassVar[tuple[str, ...]] = ("routed",)
+    keeps: ClassVar[str] = "routed"
+
+    def run_wafer(self, c, k, item):
+        from .passes.place_route import route_wafer
+        return route_wafer(item, c.target, c.device, c.options.place)
+
+    def dump_wafer(self, c, k, pw):
+        from .backend.qor import wafer_row
+        return wafer_row(pw, c.options.place.layout)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleStage(WaferStage):
+    name: ClassVar[str] = "schedule"
+    requires: ClassVar[tuple[str, ...]] = ("routed", "graph", "plan", "target", "device")
+    produces: ClassVar[tuple[str, ...]] = ("placement", "program", "schedule_files")
+
+    def start(self, c):
+        from .backend.schedule import ScheduleWriter
+        c._writer = ScheduleWriter(c.workdir(), c.graph, c.target, c.device, c.plan, c.options.place,
+                                   c.options.perf.prompt_tokens)
+        c._rows = []
+
+    def run_wafer(self, c, k, pw):
+        from .backend.qor import wafer_row
+        c._rows.append(wafer_row(pw, c.options.place.layout))
+        c._writer.add(pw)
+        return None
+
+    def finish(self, c, items):
+        from .backend.qor import placement_section
+        c.schedule_files = c._writer.finish()
+        c.program = c._writer.program()
+        c.placement = placement_section(c._rows, c.options.place.layout)
+        del c._writer, c._rows
+
+    def abort(self, c):
+        if getattr(c, "_writer", None) is not None:
+            c._writer.abort()
+            del c._writer
+
+    def dump(self, c):
+        return "placement.json", _json(c.placement)
+
+    def check(self, c):
+        from .verify import verify_dir
+        res = verify_dir(os.path.dirname(c.schedule_files["schedule"]))
+        if not res.ok:
+            first = res.violations[0] if res.violations else {}
+            raise StageError(f"stage 'schedule': the independent verifier found {res.violation_count} "
+                             f"violation(s), first: {first}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingStage(Stage):
+    name: ClassVar[str] = "timing"
+    requires: ClassVar[tuple[str, ...]] = ("program", "graph", "plan", "target", "device")
+    produces: ClassVar[tuple[str, ...]] = ("performance_section",)
+
+    def run(self, c):
+        from .perf.report import performance_section
+        c.performance_section = performance_section(c.program, c.graph, c.plan, c.target, c.device,
+                                                    c.options.perf)
+
+    def dump(self, c):
+        return "performance.json", _json(c.performance_section)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportStage(Stage):
+    name: ClassVar[str] = "report"
+    requires: ClassVar[tuple[str, ...]] = ("graph", "facts", "plan")
+    produces: ClassVar[tuple[str, ...]] = ("report_dict",)
+
+    def run(self, c):
+        from .report import build_report
+        c.report_dict = build_report(c)
+
+    def dump(self, c):
+        return "report.json", _json(c.report_dict)
+
+
+PIPELINE: tuple[Stage, ...] = (FrontendStage(), PlanStage(), TileStage(), FloorplanStage(), RouteStage(),
+                               ScheduleStage(), TimingStage(), ReportStage())
+assert tuple(s.name for s in PIPELINE) == STAGES
+
+
+def _json(d) -> str:
+    return json.dumps(d, indent=1, sort_keys=True, default=str) + "\n"
+
+
+@dataclasses.dataclass
+class StageManager:
+    dump_dir: str | None = None
+    dump: tuple[str, ...] = ()          # stage names to dump after ("all": every stage)
+    verify: bool = False
+
+    def run(self, c: Compilation, last: str) -> None:
+        todo = [s for s in PIPELINE[: STAGES.index(last) + 1] if s.name not in c.ran]
+        i = 0
+        try:
+            while i < len(todo):
+                group = [todo[i]]
+                while group[-1].per_wafer and i + len(group) < len(todo) and todo[i + len(group)].per_wafer:
+                    group.append(todo[i + len(group)])
+                if group[0].per_wafer:
+                    self._wafers(c, group)
+                else:
+                    self._require(c, group[0], set())
+                    t0 = time.perf_counter()
+                    group[0].run(c)
+                    self._done(c, group[0], time.perf_counter() - t0)
+                i += len(group)
+        except PlacementError as e:
+            e.compilation = c
+            raise
+
+    def _wafers(self, c: Compilation, group: list[WaferStage]) -> None:
+        streamed: set[str] = set()
+        for s in group:
+            self._require(c, s, streamed)
+            streamed |= set(s.produces)
+        prev = PIPELINE[STAGES.index(group[0].name) - 1]
+        source = getattr(c, prev.keeps) if isinstance(prev, WaferStage) else None
+        secs = dict.fromkeys((s.name for s in group), 0.0)
+        dumps = {s.name: [] for s in group if self._dumps(s)}
+        kept = []
+        try:
+            for s in group:
+                t0 = time.perf_counter()
+                s.start(c)
+                secs[s.name] += time.perf_counter() - t0
+            for k in range(len(c.tiles.tiles.wafers)):
+                item = source[k] if source is not None else None
+                for s in group:
+                    t0 = time.perf_counter()
+                    item = s.run_wafer(c, k, item)
+                    secs[s.name] += time.perf_counter() - t0
+                    if s.name in dumps:
+                        dumps[s.name].append(s.dump_wafer(c, k, item))
+                kept.append(item)
+            for s in group:
+                t0 = time.perf_counter()
+                s.finish(c, kept if s is group[-1] else None)
+                secs[s.name] += time.perf_counter() - t0
+        except BaseException:
+            for s in group:
+                s.abort(c)
+            raise
+        if source is not None and prev.keeps:     # resumed: the upstream products were consumed
+            setattr(c, prev.keeps, None)
+        for s in group:
+            self._done(c, s, secs[s.name], streamed=s is not group[-1])
+            if dumps.get(s.name) and dumps[s.name][0] is not None:
+                self._write(s, f"{s.name}.json", _json(dumps[s.name]))
+
+    @staticmethod
+    def _require(c: Compilation, s: Stage, streamed: set[str]) -> None:
+        missing = [f for f in s.requires if getattr(c, f, None) is None and f not in streamed]
+        if missing:
+            raise StageError(f"stage '{s.name}' requires {', '.join(missing)}, which no earlier stage produced "
+                             f"(stages run: {', '.join(c.ran) or 'none'})")
+
+    def _done(self, c: Compilation, s: Stage, seconds: float, streamed: bool = False) -> None:
+        if not streamed:
+            missing = [f for f in s.produces if getattr(c, f, None) is None]
+            if missing:
+                raise StageError(f"stage '{s.name}' did not produce {', '.join(missing)}")
+        c.seconds[s.name] = seconds
+        c.ran.append(s.name)
+        if self.verify:
+            s.check(c)
+        d = s.dump(c) if self._dumps(s) and not streamed else None
+        if d is not None:
+            self._write(s, *d)
+
+    def _dumps(self, s: Stage) -> bool:
+        return bool(self.dump_dir) and ("all" in self.dump or s.name in self.dump)
+
+    def _write(self, s: Stage, name: str, text: str) -> None:
+        from .cache import atomic_write_text
+        os.makedirs(self.dump_dir, exist_ok=True)
+        atomic_write_text(os.path.join(self.dump_dir, f"{STAGES.index(s.name):02d}-{s.name}-{name}"), text)
