@@ -25,13 +25,18 @@ class ModelFacts:
         return dataclasses.asdict(self)
 
 
+# The default planned context (tokens of KV cache per sequence): the one place it is written; the
+# planner's PlanOptions.context and the summary's decode FLOPs read it from here.
+DEFAULT_CONTEXT = 8192
+
+
 def decode_bindings(context: int, batch: int = 1) -> dict[str, int]:
     """Bindings for one decode step: one new token per sequence, ``context`` cached."""
     return {BATCH: batch, SEQ: 1, CONTEXT: context}
 
 
 def model_facts(graph: Graph, *, weight_dtype: DType | None = None, kv_dtype: DType | None = None,
-                context: int = 8192) -> ModelFacts:
+                context: int = DEFAULT_CONTEXT) -> ModelFacts:
     """Facts for batch 1: KV bytes per token of context, FLOPs of one decode step at ``context``."""
     ctx = CostContext(decode_bindings(context), weight_dtype=weight_dtype, kv_dtype=kv_dtype)
     weights = graph.weights()

@@ -70,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     vf.add_argument("--max-violations", type=int, default=50, metavar="N", help="violations printed (default 50)")
     from .sim.cli_simulate import add_parser as add_simulate
     add_simulate(sub)
+    from .regress_cli import add_parser as add_regress
+    add_regress(sub)
     return p
 
 
@@ -210,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "verify":
             from .verify.report import cmd_verify
             return cmd_verify(args)
+        if args.cmd == "regress":
+            from .regress_cli import cmd_regress
+            return cmd_regress(args)
         if args.cmd == "simulate":
             from .sim.cli_simulate import cmd_simulate
             return cmd_simulate(args)

@@ -17,7 +17,7 @@ route, schedule) run wafer by wafer, so a program of dozens of wafers holds one 
 last per-wafer stage asked for keeps its products (``until="floorplan"`` keeps every floorplan).
 
     c = Compilation("llama-3.1-8b", build_options(context=4096))
-    c.run()                      # or c.run(until="plan"), then c.run() resumes where it stopped
+    c.run()                      # through options.until; c.run(until="report") later resumes where it stopped
     c.wafers, c.performance.tokens_per_s_per_user, c.report, c.save("out/")
 """
 from __future__ import annotations

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ir import Graph, ModelFacts
-
-DECODE_CONTEXT = 8192
+from .ir import DEFAULT_CONTEXT, Graph, ModelFacts
 
 
 def human_count(n: float) -> str:
@@ -32,7 +30,7 @@ def human_flops(n: float) -> str:
 
 
 def summary_dict(graph: Graph, facts: ModelFacts, *, source: str, cached: bool | None = None,
-                 seconds: float | None = None, context: int = DECODE_CONTEXT) -> dict[str, Any]:
+                 seconds: float | None = None, context: int = DEFAULT_CONTEXT) -> dict[str, Any]:
     d: dict[str, Any] = {
         "model": graph.name,
         "source": source,

@@ -5,7 +5,7 @@ import dataclasses
 import re
 
 from ..errors import WaferccError
-from ..ir import DType
+from ..ir import DEFAULT_CONTEXT, DType
 
 KV_PLACEMENTS = ("beside", "dedicated")
 
@@ -28,7 +28,7 @@ class PlanOptions:
     kv_dtype: DType | None = None          # KV cache; None: the weight dtype
     act_dtype: DType | None = None         # activations and receive buffers; None: the weight dtype
     dtype_overrides: tuple[tuple[str, DType], ...] = ()  # (regex on node name or op, dtype), first match wins
-    context: int = 8192
+    context: int = DEFAULT_CONTEXT
     batch: int = 1
     kv_placement: str = "beside"
     max_wafers: int | None = None
