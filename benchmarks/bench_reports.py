@@ -1,30 +1,30 @@
-"""Compile every reference model end to end and keep its report.json (the CI regression set).
+"""Compile every reference model end to end and keep its report.json (the reference reports that
+docs/cost-model.md and published_checks.py quote).  The CI regression over the same models is
+``wafercc regress`` (docs/regress.md); this script only refreshes the full reports.
 
     python benchmarks/bench_reports.py                    # all reference models -> benchmarks/reports/
     python benchmarks/bench_reports.py --models llama-3.1-8b,gpt2 --out DIR
 
-Each model: ``wafercc compile NAME --target wse3 --dtype bf16`` (context 8192, batch 1, the target's
-1 % dead cores, seed 0) into a scratch directory; report.json is copied to OUT/NAME.json and a
-one-line summary (wafers, tokens/s, seconds, peak RSS of the compile) printed.  Schedules are not
-kept (hundreds of MB for the largest models).
+Each model goes through the driver (``wafercc.compile(NAME, dtype="bf16")``: WSE-3, context 8192,
+batch 1, the target's 1 % dead cores, seed 0), exactly what ``wafercc compile NAME --dtype bf16``
+does; report.json is written to OUT/NAME.json and a one-line summary (wafers, tokens/s, seconds,
+peak RSS of this process so far) printed.  Schedules are not kept (hundreds of MB for the largest).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None) -> int:
+    import wafercc
     from wafercc import models_registry
+    from wafercc.cache import atomic_write_text
+    from wafercc.report import dumps
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=None, help="comma-separated reference names (default: all)")
@@ -34,22 +34,18 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     failed = 0
     for name in names:
-        with tempfile.TemporaryDirectory() as d:
-            t0 = time.perf_counter()
-            p = subprocess.run([sys.executable, "-m", "wafercc.cli", "compile", name, "--target", "wse3",
-                                "--dtype", "bf16", "-o", d, "--format", "json"], capture_output=True, text=True)
-            secs = time.perf_counter() - t0
-            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
-            if p.returncode != 0 or not os.path.exists(os.path.join(d, "report.json")):
-                failed += 1
-                print(f"{name}: exit {p.returncode}: {p.stderr.strip().splitlines()[-1:]}", flush=True)
-                continue
-            shutil.copy(os.path.join(d, "report.json"), os.path.join(args.out, f"{name}.json"))
-            r = json.load(open(os.path.join(d, "report.json")))
-            perf = r["performance"]
-            print(f"{name}: {r['wafers']['used']} wafer(s), {perf['decode_tokens_per_s_per_user']:,.0f} tok/s/user, "
-                  f"TTFT {perf['ttft_s'] * 1e3:.1f} ms, {perf['energy_j_per_token']:.1f} J/token, "
-                  f"{secs:.0f} s, peak RSS so far {rss:.2f} GB", flush=True)
+        try:
+            c = wafercc.compile(name, dtype="bf16")
+        except wafercc.WaferccError as e:
+            failed += 1
+            print(f"{name}: {type(e).__name__}: {e}", flush=True)
+            continue
+        atomic_write_text(os.path.join(args.out, f"{name}.json"), dumps(c.report))
+        p = c.performance
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        print(f"{name}: {c.wafers} wafer(s), {p.tokens_per_s_per_user:,.0f} tok/s/user, "
+              f"TTFT {p.ttft_s * 1e3:.1f} ms, {p.energy_j_per_token:.1f} J/token, "
+              f"{c.total_seconds:.0f} s, peak RSS so far {rss:.2f} GB", flush=True)
     return 1 if failed else 0
 
 

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,35 +51,26 @@ PRIOR = 0.05
 
 
 def place_row(target_name: str, model: str, seed: int = 0):
-    """The timing model's Program of ``model`` placed on ``target_name`` as wafercc compile does."""
-    from wafercc.api import compile as wcompile
-    from wafercc.backend.place_stage import place_to_dir
-    from wafercc.ir import DType
-    from wafercc.passes.place_route import PlaceOptions
-    from wafercc.plan.options import PlanOptions
-    from wafercc.plan.planner import plan_wafers
-    from wafercc.target import Device, load_target
+    """The timing model's Program of ``model`` placed on ``target_name`` as wafercc compile does
+    (the driver through the schedule stage: bf16, context 8192, the target's defects)."""
+    import wafercc
 
-    target = load_target(target_name)
-    graph = wcompile(model).graph
-    device = Device(target, None, seed)
-    plan = plan_wafers(graph, target, PlanOptions(dtype=DType.BF16, context=8192), device)
-    with tempfile.TemporaryDirectory() as d:
-        _, _, _, prog = place_to_dir(d, graph, plan, target, device, PlaceOptions(seed=seed), prompt_tokens=PROMPT)
-    return graph, plan, target, device, prog
+    c = wafercc.compile(model, target=target_name, until="schedule", dtype="bf16", context=8192, seed=seed,
+                        prompt_tokens=PROMPT)
+    return c.graph, c.plan, c.target, c.device, c.program
 
 
 def layer_row(target_name: str, model: str, seed: int = 0):
     """(layers, one-layer Program, plan, target, device) for a row timed by the one-layer protocol."""
-    from wafercc.api import compile as wcompile
+    import wafercc
     from wafercc.ir import DType
     from wafercc.perf.estimate import estimate_program
     from wafercc.plan.options import PlanOptions
     from wafercc.target import Device, load_target
 
     target = load_target(target_name)
-    layers = wcompile(model).facts.layers
-    graph = wcompile(model, layers=1).graph
+    layers = wafercc.compile(model, until="ir").facts.layers
+    graph = wafercc.compile(model, until="ir", layers=1).graph
     device = Device(target, None, seed)
     plan, prog = estimate_program(graph, target, PlanOptions(dtype=DType.BF16, context=8192), device)
     return layers, graph, plan, target, device, prog

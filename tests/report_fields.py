@@ -1,6 +1,10 @@
 """The cost report's promised fields (issue 5, docs/metrics.md): shared by the report tests."""
 from __future__ import annotations
 
+import math
+
+import pytest
+
 REPORT_FIELDS = {
     "model": ("name", "params", "layers", "weight_bytes", "kv_bytes_per_token"),
     "target": ("name",),
@@ -22,3 +26,34 @@ def check_report_fields(r: dict, what: str = "report") -> None:
     for w in r["wafers"]["per_wafer"]:
         for k in PER_WAFER_FIELDS:
             assert w.get(k) is not None, f"{what}: wafers.per_wafer[{w.get('index')}].{k} missing"
+
+
+def check_report_invariants(r: dict, name: str) -> None:
+    """Every promised field is filled and the figures agree with each other: tokens/s = 1/TPOT, the
+    breakdown sums to TPOT, inter-wafer time exactly when there is more than one wafer, the curve
+    from the compiled count to at least twice it with the routed point marked ``schedule``."""
+    check_report_fields(r, name)
+    assert r["model"]["name"] == name and r["model"]["params"] > 0 and r["model"]["layers"] > 0
+    w = r["wafers"]
+    assert w["used"] >= w["required"] >= w["lower_bound"] >= 1
+    assert [p["index"] for p in w["per_wafer"]] == list(range(w["used"]))
+    for p in w["per_wafer"]:
+        assert 0 < p["sram_used_bytes"] <= p["sram_usable_bytes"] and p["cores_used"] > 0 and p["dead_cores"] >= 0
+    perf = r["performance"]
+    tpot = perf["time_per_output_token_s"]
+    assert tpot > 0 and perf["decode_tokens_per_s_per_user"] == pytest.approx(1 / tpot, rel=1e-6)
+    assert perf["ttft_s"] >= tpot and perf["energy_j_per_token"] > 0 and perf["prompt_tokens"] >= 1
+    b = perf["breakdown_s"]
+    assert set(b) == {"compute", "fabric", "inter_wafer"} and all(v >= 0 for v in b.values())
+    assert sum(b.values()) == pytest.approx(tpot, rel=1e-6)
+    assert (b["inter_wafer"] > 0) == (w["used"] > 1)
+    curve = perf["wafers_curve"]
+    counts = [c["wafers"] for c in curve]
+    assert counts == sorted(counts) and counts[0] == w["used"] and counts[-1] >= 2 * counts[0]
+    assert all(c["decode_tokens_per_s_per_user"] > 0 and math.isfinite(c["decode_tokens_per_s_per_user"])
+               for c in curve)
+    assert [c for c in curve if c["source"] == "schedule"] == [
+        {"wafers": w["used"], "decode_tokens_per_s_per_user": perf["decode_tokens_per_s_per_user"],
+         "source": "schedule"}]
+    pl = r["placement"]
+    assert pl["routed_hops"] >= pl["hops_lower_bound"] > 0 and pl["max_link_load"] >= 1

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from report_fields import check_report_invariants
 from wafercc import regress as rg
 from wafercc.cli import main
 
@@ -41,7 +42,8 @@ def _edit(gdir, metric, value=None, tolerance=None):
 def test_fast_set_matches_the_checked_in_goldens(tmp_path, capsys):
     """The CI regression: every fast-set model compiled through the driver, within its golden."""
     junit = tmp_path / "qor.xml"
-    rc = main(["regress", "--fast", "--jobs", "2", "--junit", str(junit), "--format", "json"])
+    rc = main(["regress", "--fast", "--jobs", "2", "--junit", str(junit), "--format", "json",
+               "--reports", str(tmp_path / "reports")])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 0, [(m["model"], [r for r in m["rows"] if r["verdict"] in rg.FAILING], m["error"])
                      for m in doc["models"]]
@@ -49,6 +51,8 @@ def test_fast_set_matches_the_checked_in_goldens(tmp_path, capsys):
     fast = {m["model"] for m in doc["models"]}
     assert {c.get("name") for c in suite.iter("testcase")} == fast and suite.get("failures") == "0"
     assert fast >= {"tiny-llama", "gpt2"}
+    for name in fast:                         # each report complete and self-consistent
+        check_report_invariants(json.loads((tmp_path / "reports" / f"{name}.json").read_text()), name)
 
 
 def test_verdicts(tiny_now):

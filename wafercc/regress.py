@@ -87,8 +87,8 @@ def default_options(name: str) -> dict:
 
 
 def measure(name: str, options: dict) -> dict:
-    """Compile ``name`` with ``options`` through every stage: {metric name: value, 'seconds.<stage>': s}
-    or {'error': message}.  Runs in a worker process with --jobs."""
+    """Compile ``name`` with ``options`` through every stage: {metric name: value, 'seconds.<stage>': s,
+    'report': report.json's dict} or {'error': message}.  Runs in a worker process with --jobs."""
     from .driver import Compilation
     from .options import build_options
     try:
@@ -103,6 +103,7 @@ def measure(name: str, options: dict) -> dict:
             v = v.get(k) if isinstance(v, dict) else None
         out[m.name] = v
     out.update({f"seconds.{s}": round(t, 3) for s, t in c.seconds.items()})
+    out["report"] = rep
     return out
 
 

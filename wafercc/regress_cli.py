@@ -23,6 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--format", choices=("text", "json", "junit"), default="text", help="what to print")
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
     p.add_argument("--golden-dir", default=None, metavar="DIR", help="golden files (default tests/golden/qor)")
+    p.add_argument("--reports", default=None, metavar="DIR", help="also write each model's report.json as DIR/MODEL.json")
 
 
 def _selection(args, gdir: str) -> list[str]:
@@ -62,6 +63,11 @@ def cmd_regress(args) -> int:
         res = {"model": n, "options": options[n], "error": now.get("error"),
                "rows": [] if "error" in now else rg.compare(goldens[n] or {}, now)}
         results.append(res)
+        if args.reports and "report" in now:
+            from .cache import atomic_write_text
+            from .report import dumps
+            os.makedirs(args.reports, exist_ok=True)
+            atomic_write_text(os.path.join(args.reports, f"{n}.json"), dumps(now["report"]))
         if args.update and res["error"] is None:
             from .cache import atomic_write_text
             os.makedirs(gdir, exist_ok=True)
