@@ -164,7 +164,8 @@ def lower_model(model: Any, example_inputs: Any = None, *, name: str | None = No
 def module_identity(module: Any, example_inputs: Any) -> str:
     """The cache identity of an ``nn.Module``: what decides its exported graph (class, config,
     module tree with its hyperparameters, parameter and buffer names, shapes and dtypes, the
-    example inputs' shapes and dtypes), not its weight values."""
+    example inputs' shapes and dtypes), not its weight values nor its train/eval mode (the
+    exporter always traces in eval mode)."""
     import torch
 
     cfg = getattr(module, "config", None)
@@ -182,7 +183,7 @@ def module_identity(module: Any, example_inputs: Any) -> str:
         return repr(x)
     cls = type(module)
     doc = {"class": f"{cls.__module__}.{cls.__qualname__}", "config": cfg_json, "repr": repr(module),
-           "tensors": tensors, "training": bool(module.training), "inputs": spec(example_inputs)}
+           "tensors": tensors, "inputs": spec(example_inputs)}
     return "module:" + _cache.canonical_json(doc)
 
 
