@@ -109,7 +109,4 @@ def test_plans_are_deterministic(reference_graph):
     from wafercc.plan.report import plan_dict
     g = reference_graph("qwen3-32b")
     a, b = plan_dict(_plan(g)), plan_dict(_plan(g))
-    for d in (a, b):
-        for s in d["partition"]["solves"]:
-            s.pop("seconds")
-    assert a == b
+    assert a == b and all("seconds" not in s for s in a["partition"]["solves"])   # wall times: compile.json

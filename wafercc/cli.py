@@ -22,7 +22,6 @@ from typing import Sequence
 
 from . import __version__
 from .errors import Infeasible, InputFileError, PlacementError, WaferccError
-from .options import add_cli_flags
 
 EXIT_USER_ERROR = 2
 
@@ -34,16 +33,41 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USER_ERROR)
 
 
+class _CompileParser(_Parser):
+    """``compile``'s flags come from wafercc.options.KNOBS, which imports the planner and passes; they
+    are added only when ``compile`` is parsed or its help shown, so ``wafercc verify`` loads none."""
+    _ready = False
+
+    def _flags(self):
+        if not self._ready:
+            self._ready = True
+            from .options import add_cli_flags
+            add_cli_flags(self)
+
+    def parse_known_args(self, *a, **k):
+        self._flags()
+        return super().parse_known_args(*a, **k)
+
+    def format_help(self):
+        self._flags()
+        return super().format_help()
+
+    def format_usage(self):
+        self._flags()
+        return super().format_usage()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="wafercc", description="Compile transformer models onto wafer-scale meshes.")
     p.add_argument("--version", action="version", version=f"wafercc {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
 
+    sub._parser_class = _CompileParser
     c = sub.add_parser("compile", help="compile a model: IR, plan, placement, schedule, performance report")
+    sub._parser_class = _Parser
     c.add_argument("model", metavar="MODEL", help="an .onnx file, a config.json (or its directory) or a reference model")
     c.add_argument("-o", "--outdir", help="output directory (default wafercc-out/<name>)")
     c.add_argument("--format", choices=("text", "json"), default="text", help="summary format on stdout")
-    add_cli_flags(c)
     c.add_argument("--no-place", action="store_true", help="alias of --until plan")
     c.add_argument("--dump", default=None, metavar="STAGES",
                    help="write each named stage's product (comma-separated, or 'all') to OUTDIR/dump/")
