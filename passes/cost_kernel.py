@@ -25,6 +25,7 @@ import numpy as np
 from ..ir.ops import SOFTMAX_FLOPS
 
 PSUM_BYTES = 4     # partial sums accumulate in fp32 (the TileOptions.psum_bytes default)
+ID_BYTES = 4       # a lookup's token id: one int32 (one 32-bit wavelet on the WSE fabric)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +71,9 @@ def kv(positions, group: int, head_dim: int, act_bytes: float, r: Rates) -> Phas
 
 
 def lookup(tokens, tile_n, act_bytes: float, r: Rates) -> Phases:
-    """A table lookup: the token id along the row, the one-hot row's slice summed down the column."""
-    return Phases(0.0, 0.0, tokens * tile_n * act_bytes)
+    """A table lookup: the token id along the row, the one-hot row's slice summed down the column
+    (every link a receive-add-forward, as in a GEMV's partial-sum chain)."""
+    return Phases(0.0, tokens * ID_BYTES, tokens * tile_n * act_bytes)
 
 
 def striped_positions(tile_n, cols, kv_len, col=0):

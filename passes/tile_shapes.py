@@ -210,9 +210,7 @@ def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: 
     else:
         buf = np.ceil(tn * a).astype(np.int64)                           # the gathered output slice
         ph = ck.lookup(tokens, tn, a, m.rates)
-    bh, rh, rl = ck.chain_paths(kind, r, c)
-    rl = rl if kind == "gemv" else 0 * rl    # as before: a lookup's reduce steps unscored (the model charges them)
-    cycles = ck.grid_cycles(ph, (bh, rh, rl), m.rates)
+    cycles = ck.grid_cycles(ph, ck.chain_paths(kind, r, c), m.rates)
     return _select(tk, tn, r, c, experts, data, buf, cycles.astype(np.float64), headroom, min_cores, m, fit_mesh)
 
 

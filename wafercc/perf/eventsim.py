@@ -277,7 +277,7 @@ def _grid_time(wf: _Wafer, t0: float, i: int, g: dict, op: dict, mc: Machine, p:
         at = op["attention"]
         pos = ck.striped_positions(g["tile_n"], g["cols"], kv_len, wf.cols[tiles]) if tiles else np.zeros(0)
         comp = dict(zip(tiles, ck.kv(pos, at["group"], at["head_dim"], a, rt).compute.tolist()))
-    else:                          # a lookup's row only forwards the token id (one wavelet)
+    else:
         comp = dict.fromkeys(tiles, ph.compute) if ph.compute else {}
     wb, wr = wavelets(ph.bcast_bytes, mc.link_bytes), wavelets(ph.reduce_bytes, mc.link_bytes)
     return wf.net.phase(t0, tiles, comp, b, r, wb, wr, p.reduce_step, cut)
