@@ -237,6 +237,11 @@ def _norm_flops(ins, outs, at, b):
 
 UNARY_FNS = ("neg", "exp", "log", "sqrt", "rsqrt", "reciprocal", "abs", "clamp", "square")
 BINARY_FNS = ("add", "sub", "mul", "div", "max", "min", "pow")
+# FLOPs per softmax element (per attention score): the numerically stable softmax's five steps, max,
+# subtract, exp, sum and normalise, one FLOP each.  A counting convention (exp as one FLOP), not a
+# measured WSE figure; the compute_efficiency fit (docs/cost-model.md) absorbs the difference.  The
+# cost kernel (passes/cost_kernel.py) charges the same count to a KV grid's cores.
+SOFTMAX_FLOPS = 5
 
 
 def _elementwise_infer(ins, at):
@@ -321,8 +326,8 @@ def _attention_flops(ins, outs, at, b):
     q = ins["q"]
     seqs = numel(q.shape[:-2], b) if len(q.shape) > 2 else 1
     pairs = seqs * _attended_len(q, at, b, "k_cache" in ins)
-    # QK^T and PV: 2 FLOPs per MAC each; softmax ~5 per score.
-    return at["num_heads"] * pairs * (4 * at["head_dim"] + 5)
+    # QK^T and PV: 2 FLOPs per MAC each; the softmax SOFTMAX_FLOPS per score.
+    return at["num_heads"] * pairs * (4 * at["head_dim"] + SOFTMAX_FLOPS)
 
 
 # --- moe --------------------------------------------------------------------------------
@@ -419,7 +424,7 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
            (Attr("fn", (str,), choices=tuple(ACTIVATION_FLOPS)),),
            _same_shape_infer("x"), _per_elem(lambda at: ACTIVATION_FLOPS[at["fn"]])),
     OpSpec("softmax", "y = softmax(x) over the last axis",
-           (Operand("x", ACT),), (), _same_shape_infer("x"), _per_elem(lambda at: 5)),
+           (Operand("x", ACT),), (), _same_shape_infer("x"), _per_elem(lambda at: SOFTMAX_FLOPS)),
     OpSpec("rotary", "rotary position embedding of each head of x at the token's position",
            (Operand("x", ACT),),
            (Attr("num_heads", (int,), positive=True), Attr("head_dim", (int,), positive=True),

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import PlacementError
 from ..ir import DType, Graph, ValueKind
+from . import cost_kernel as ck
 
 
 class TileError(PlacementError):
@@ -44,10 +45,15 @@ class Machine:
         cm = getattr(target, "cost_model", None) or {}
         eff = float(cm["compute_efficiency"].value) if "compute_efficiency" in cm else 1.0
         step = float(cm["reduce_step"].value) if "reduce_step" in cm else 0.0
-        return cls(c.simd_lanes_fp16 * c.flop_per_lane_cycle / 2, c.simd_lanes_fp16 * c.flop_per_lane_cycle,
-                   float(target.fabric.hop_latency), float(target.link_bytes_per_cycle), psum_bytes,
-                   act_bits / 8, c.sram - c.sram_reserved, c.receive_buffer, target.usable_rows,
+        return cls(*ck.core_peak(target), float(target.fabric.hop_latency), float(target.link_bytes_per_cycle),
+                   psum_bytes, act_bits / 8, c.sram - c.sram_reserved, c.receive_buffer, target.usable_rows,
                    target.usable_cols, lane, eff, step)
+
+    @property
+    def rates(self) -> ck.Rates:
+        """What the cost kernel (passes/cost_kernel.py) reads."""
+        return ck.Rates(self.macs_per_cycle, self.flops_per_cycle, self.hop, self.link_bytes, self.efficiency,
+                        self.reduce_step, self.psum_bytes)
 
     @property
     def budget(self) -> int:
@@ -200,13 +206,11 @@ def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: 
     data = (tk * tn * bits + 7) // 8
     if kind == "gemv":
         buf = np.ceil(2 * tk * a).astype(np.int64) + tn * m.psum_bytes   # double-buffered input, psums
-        cycles = (tokens * tk * tn / (m.macs_per_cycle * m.efficiency)  # this core's MACs
-                  + (c - 1) * m.hop + tokens * tk * a / m.link_bytes     # input broadcast along the row
-                  + (r - 1) * (m.hop + m.reduce_step)                    # psum chain up the column
-                  + tokens * tn * m.psum_bytes / m.link_bytes)
+        ph = ck.gemv(tokens, tk, tn, a, m.rates)
     else:
         buf = np.ceil(tn * a).astype(np.int64)                           # the gathered output slice
-        cycles = (r + c - 2) * m.hop + tokens * tn * a / m.link_bytes
+        ph = ck.lookup(tokens, tn, a, m.rates)
+    cycles = ck.grid_cycles(ph, ck.chain_paths(kind, r, c), m.rates)
     return _select(tk, tn, r, c, experts, data, buf, cycles.astype(np.float64), headroom, min_cores, m, fit_mesh)
 
 
@@ -222,8 +226,8 @@ def kv_frontier(seq_heads: int, positions: int, row_bytes: int, group: int, head
     r = np.full(len(cp), seq_heads, np.int64)
     a = m.act_bytes
     buf = np.full(len(cp), int(np.ceil(group * head_dim * a)) + group * (head_dim + 2) * m.psum_bytes, np.int64)
-    cycles = ((2 * pp * group * head_dim / m.macs_per_cycle + 5 * pp * group / m.flops_per_cycle) / m.efficiency
-              + (cp - 1) * (2 * m.hop + m.reduce_step) + buf / m.link_bytes)
+    ph = ck.kv(ck.striped_positions(pp, cp, positions), group, head_dim, a, m.rates)   # scored at full context
+    cycles = ck.grid_cycles(ph, ck.chain_paths("kv", r, cp), m.rates)
     return _select(np.ones_like(pp), pp, r, cp, 1, pp * row_bytes, buf, cycles.astype(np.float64), headroom,
                    min_cores, m, fit_mesh)
 

@@ -6,7 +6,8 @@ per link, and each directed link it crosses is busy for ``w`` cycles.  A link ca
 a time per direction; a head that finds its link busy waits (FIFO by head arrival, ties by route
 index), buffered at the router (virtual cut-through: a stalled head does not hold upstream links).
 
-Per op, in the wafer's dataflow order (``records``):
+Per op, in the wafer's dataflow order (``records``); each grid's compute and message sizes come from
+the cost kernel (passes/cost_kernel.py) that the analytic model and the tiler also use:
 
 * the op's input arrives on its activation route (kind 2) from the previous op with tiles, sent
   when the op before it (host or rider) ends; the message is the producer's output slice of its
@@ -43,7 +44,8 @@ import os
 import numpy as np
 
 from .evaluate import Boundary, Program, tpot_seconds
-from .model import ALLREDUCE_RIDERS, PSUM_BYTES, SOFTMAX_FLOPS, CostParams, Machine
+from ..passes import cost_kernel as ck
+from .model import ALLREDUCE_RIDERS, CostParams, Machine, Workload, host_cores, kernel_phases, rates
 
 ARRAYS = ("tile_op", "tile_grid", "tile_col", "route_src_tile", "route_dst_tile", "route_kind",
           "route_op_src", "route_op_dst", "route_offsets", "route_links")
@@ -269,23 +271,15 @@ def _out_slice(op: dict, a: float) -> float:
 def _grid_time(wf: _Wafer, t0: float, i: int, g: dict, op: dict, mc: Machine, p: CostParams,
                a: float, kv_len: int, cut: bool) -> float:
     tiles, b, r = wf.grid(i, g["grid"])
-    link, eff = mc.link_bytes, p.compute_efficiency
-    if g["operand"] == "kv":
+    rt = rates(mc, p)
+    ph = kernel_phases(g, op, rt, Workload(a, kv_len))      # the cost kernel, at the busiest core
+    if g["operand"] == "kv":       # each core's own positions (position p on column p mod cols)
         at = op["attention"]
-        grp, hd, tn = at["group"], at["head_dim"], g["tile_n"]
-        # positions are striped over the row's columns (position p on column p mod cols)
-        cols = g["cols"]
-        pos = (np.minimum(tn, np.maximum(0, (kv_len - wf.cols[tiles] + cols - 1) // cols))
-               if tiles else np.zeros(0))
-        c = (2 * pos * grp * hd / mc.macs_per_cycle + SOFTMAX_FLOPS * pos * grp / mc.flops_per_cycle) / eff
-        comp = dict(zip(tiles, c.tolist()))
-        wb, wr = wavelets((grp + 2) * hd * a, link), wavelets(grp * (hd + 2) * PSUM_BYTES, link)
-    elif op["role"] == "lookup":                  # the token id along the row, the entry down the column
-        comp, wb, wr = {}, 1, wavelets(g["tile_n"] * a, link)
+        pos = ck.striped_positions(g["tile_n"], g["cols"], kv_len, wf.cols[tiles]) if tiles else np.zeros(0)
+        comp = dict(zip(tiles, ck.kv(pos, at["group"], at["head_dim"], a, rt).compute.tolist()))
     else:
-        c = 0.0 if op["role"] == "flat" else g["tile_k"] * g["tile_n"] / (mc.macs_per_cycle * eff)
-        comp = dict.fromkeys(tiles, c)
-        wb, wr = wavelets(g["tile_k"] * a, link), wavelets(g["tile_n"] * PSUM_BYTES, link)
+        comp = dict.fromkeys(tiles, ph.compute) if ph.compute else {}
+    wb, wr = wavelets(ph.bcast_bytes, mc.link_bytes), wavelets(ph.reduce_bytes, mc.link_bytes)
     return wf.net.phase(t0, tiles, comp, b, r, wb, wr, p.reduce_step, cut)
 
 
@@ -293,8 +287,7 @@ def _rider_time(wf: _Wafer, t0: float, op: dict, mc: Machine, p: CostParams, cut
     if op["host"] is None:
         return t0
     host = wf.ops[op["host"]]
-    cores = sum(g["experts"] * g["rows"] * g["cols"] for g in host["grids"]) or 1
-    t = t0 + op["flops"] / (cores * mc.flops_per_cycle * p.compute_efficiency)
+    t = t0 + ck.rider_compute(1, op["flops"], host_cores(host), rates(mc, p))
     if op["op"] in ALLREDUCE_RIDERS and host["grids"]:
         tiles, b, _ = wf.grid(op["host"], host["grids"][-1]["grid"])
         up = [(wf.net.reversed_route(pid), d, s) for pid, s, d in b]

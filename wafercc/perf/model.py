@@ -1,6 +1,8 @@
 """The analytic timing model: cycles of every op of a placed wafer, and the decode timeline.
 
-Per op (docs/cost-model.md), for ``m`` tokens streamed through it (1 in decode at batch 1):
+Per op (docs/cost-model.md), for ``m`` tokens streamed through it (1 in decode at batch 1); the
+per-grid formulas live in the cost kernel (passes/cost_kernel.py), which the tiler and the
+event-driven replay share:
 
     gemv grid    broadcast  = broadcast_hops x hop + m x tile_k x act_bytes / link_bytes
                  compute    = m x tile_k x tile_n / (MACs per cycle x compute_efficiency)
@@ -25,9 +27,8 @@ import dataclasses
 import math
 
 from ..errors import WaferccError
+from ..passes import cost_kernel as ck
 
-PSUM_BYTES = 4          # partial sums in fp32 (passes/tile.py TileOptions.psum_bytes)
-SOFTMAX_FLOPS = 5       # per score: max, subtract, exp, sum, scale (passes/tile_shapes.kv_frontier)
 ALLREDUCE_RIDERS = ("norm", "softmax")
 
 
@@ -84,10 +85,9 @@ class Machine:
 
     @classmethod
     def of(cls, target) -> Machine:
-        c = target.core
-        flops = c.simd_lanes_fp16 * c.flop_per_lane_cycle
-        return cls(float(c.clock), float(target.fabric.hop_latency), float(target.link_bytes_per_cycle),
-                   flops / 2, float(flops), float(target.io.off_wafer_bandwidth), float(target.power.system))
+        macs, flops = ck.core_peak(target)
+        return cls(float(target.core.clock), float(target.fabric.hop_latency), float(target.link_bytes_per_cycle),
+                   macs, flops, float(target.io.off_wafer_bandwidth), float(target.power.system))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,27 +97,30 @@ class Workload:
     tokens: int = 1               # tokens streamed through every op (micro-batch size)
 
 
-def grid_phases(g: dict, op: dict, mc: Machine, p: CostParams, w: Workload) -> tuple[float, float, float]:
-    """(broadcast, compute, reduction) cycles of one grid."""
-    m, a, link = w.tokens, w.act_bytes, mc.link_bytes
-    eff = p.compute_efficiency
-    bcast = g["broadcast_hops"] * mc.hop
-    red = g["reduction_hops"] * mc.hop + g["reduction_links"] * p.reduce_step
-    if g["operand"] == "kv":       # one (user, kv head) per row: users in a batch use separate rows
-        m = 1
+def rates(mc: Machine, p: CostParams) -> ck.Rates:
+    """What the cost kernel reads (fp32 partial sums, passes/cost_kernel.PSUM_BYTES)."""
+    return ck.Rates(mc.macs_per_cycle, mc.flops_per_cycle, mc.hop, mc.link_bytes, p.compute_efficiency,
+                    p.reduce_step)
+
+
+def kernel_phases(g: dict, op: dict, r: ck.Rates, w: Workload) -> ck.Phases:
+    """The cost kernel's phases of one grid record: KV at the decode position (one (user, kv head)
+    per row, so users in a batch use separate rows), the others for ``w.tokens`` tokens."""
+    if g["operand"] == "kv":
         at = op["attention"]
-        grp, hd = at["group"], at["head_dim"]
-        pos = min(g["tile_n"], -(-w.kv_len // g["cols"]))           # positions striped over the row's cores
-        bcast += m * (grp + 2) * hd * a / link                      # G query heads + this token's K, V
-        comp = m * (2 * pos * grp * hd / mc.macs_per_cycle + SOFTMAX_FLOPS * pos * grp / mc.flops_per_cycle) / eff
-        red += m * grp * (hd + 2) * PSUM_BYTES / link               # partial out, running max and sum
-        return bcast, comp, red
-    if op["role"] == "lookup":                                      # one row holds the token's entry
-        return bcast, 0.0, red + m * g["tile_n"] * a / link
-    bcast += m * g["tile_k"] * a / link
-    comp = m * g["tile_k"] * g["tile_n"] / (mc.macs_per_cycle * eff)
-    red += m * g["tile_n"] * PSUM_BYTES / link
-    return bcast, comp, red
+        pos = int(ck.striped_positions(g["tile_n"], g["cols"], w.kv_len))
+        return ck.kv(pos, at["group"], at["head_dim"], w.act_bytes, r)
+    if op["role"] == "lookup":
+        return ck.lookup(w.tokens, g["tile_n"], w.act_bytes, r)
+    return ck.gemv(w.tokens, g["tile_k"], g["tile_n"], w.act_bytes, r, flat=op["role"] == "flat")
+
+
+def grid_phases(g: dict, op: dict, mc: Machine, p: CostParams, w: Workload) -> tuple[float, float, float]:
+    """(broadcast, compute, reduction) cycles of one grid on its recorded paths."""
+    r = rates(mc, p)
+    ph = kernel_phases(g, op, r, w)
+    return (ck.broadcast(ph, g["broadcast_hops"], r), ph.compute,
+            ck.reduction(ph, g["reduction_hops"], g["reduction_links"], r))
 
 
 def op_cycles(op: dict, ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> dict[str, float]:
@@ -129,17 +132,19 @@ def op_cycles(op: dict, ops: list[dict], mc: Machine, p: CostParams, w: Workload
             b, c, r = grid_phases(g, op, mc, p, w)
             comp += c
             fab += b + r
-        if op["role"] == "flat":                  # bytes, not a matrix: only its slice moves
-            comp = 0.0
     elif op["host"] is not None:
         host = ops[op["host"]]
-        cores = sum(g["experts"] * g["rows"] * g["cols"] for g in host["grids"]) or 1
-        comp = w.tokens * op["flops"] / (cores * mc.flops_per_cycle * p.compute_efficiency)
+        comp = ck.rider_compute(w.tokens, op["flops"], host_cores(host), rates(mc, p))
         if op["op"] in ALLREDUCE_RIDERS and host["grids"]:
             g = host["grids"][-1]
-            fab = 2 * g["broadcast_hops"] * mc.hop + g["broadcast_links"] * p.reduce_step
+            fab = ck.allreduce(g["broadcast_hops"], g["broadcast_links"], rates(mc, p))
     act = op.get("act_in_hops", 0) * mc.hop
     return {"compute": comp, "fabric": fab + act, "total": comp + fab + act}
+
+
+def host_cores(host: dict) -> int:
+    """Cores of a rider's host (at least 1)."""
+    return sum(g["experts"] * g["rows"] * g["cols"] for g in host["grids"]) or 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,13 +191,13 @@ def bottleneck_cycles(ops: list[dict], mc: Machine, p: CostParams, w: Workload) 
     """Per-token occupancy of the busiest op: the interval at which a stream of tokens (a prompt, a
     speculative verify) leaves a wafer once the first is through (ops are spatially separate)."""
     one = dataclasses.replace(w, tokens=1)
+    r = rates(mc, p)
     worst = 0.0
     for op in ops:
         busy = 0.0
         for g in op["grids"]:
-            b, c, r = grid_phases(g, op, mc, p, one)
-            busy += c + (b - g["broadcast_hops"] * mc.hop) + (r - g["reduction_hops"] * mc.hop
-                                                             - g["reduction_links"] * p.reduce_step)
+            ph = kernel_phases(g, op, r, one)
+            busy += ph.compute + ck.serialisation(ph, r)
         worst = max(worst, busy, op_cycles(op, ops, mc, p, one)["compute"])
     return worst
 

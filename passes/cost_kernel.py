@@ -1,0 +1,120 @@
+"""The cycle kernel of one tiled operator grid, shared by every caller that times one: the tiler's
+shape search (passes/tile_shapes.py), the analytic timing model (wafercc/perf/model.py) and the
+event-driven replay (wafercc/perf/eventsim.py).  docs/cost-model.md describes the formulas.
+
+A grid's decode step has three phases:
+
+    broadcast  = broadcast_hops x hop + broadcast bytes / link_bytes
+    compute    = the work of one core (``Phases.compute``)
+    reduction  = reduction_hops x hop + reduction_links x reduce_step + reduction bytes / link_bytes
+
+The kind functions (``gemv``, ``kv``, ``lookup``) give the compute cycles and the sizes of the two
+messages.  The caller gives the paths: the tiler uses the straight chains of an unplaced grid
+(``chain_paths``), the model uses the routed (or estimated) paths of the op records, and the replay
+sends each message over its own route, in whole wavelets, adding ``reduce_step`` per partial it
+receives.  Everything takes plain numbers or numpy arrays (the tiler scores all its candidates at
+once), so wafercc.passes can use it without importing wafercc.perf.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..ir.ops import SOFTMAX_FLOPS
+
+PSUM_BYTES = 4     # partial sums accumulate in fp32 (the TileOptions.psum_bytes default)
+ID_BYTES = 4       # a lookup's token id: one int32 (one 32-bit wavelet on the WSE fabric)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """Target figures (docs/targets.md) and calibrated cost-model parameters (``[cost_model]``)."""
+    macs_per_cycle: float      # simd_lanes_fp16 x flop_per_lane_cycle / 2
+    flops_per_cycle: float     # simd_lanes_fp16 x flop_per_lane_cycle
+    hop: float                 # fabric.hop_latency: cycles per fabric hop
+    link_bytes: float          # bytes per link per cycle
+    efficiency: float = 1.0    # cost_model.compute_efficiency: achieved fraction of the SIMD peak
+    reduce_step: float = 0.0   # cost_model.reduce_step: cycles per receive-add-forward link
+    psum_bytes: int = PSUM_BYTES
+
+
+def core_peak(target) -> tuple[float, float]:
+    """(MACs, FLOPs) per cycle of one core of ``target``."""
+    flops = target.core.simd_lanes_fp16 * target.core.flop_per_lane_cycle
+    return flops / 2, float(flops)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phases:
+    """One grid's work per core and its two messages (scalars or arrays of candidates / cores)."""
+    compute: Any        # cycles of one core's own work
+    bcast_bytes: Any    # what a core receives along its broadcast tree
+    reduce_bytes: Any   # what a core sends up its reduction chain
+
+
+def gemv(tokens, tile_k, tile_n, act_bytes: float, r: Rates, flat: bool = False) -> Phases:
+    """y = x @ W on tile_k x tile_n tiles: the input slice in, this core's MACs, its fp32 partial
+    sums out.  ``flat``: bytes, not a matrix (only its slice moves, no MACs)."""
+    compute = 0.0 if flat else tokens * tile_k * tile_n / (r.macs_per_cycle * r.efficiency)
+    return Phases(compute, tokens * tile_k * act_bytes, tokens * tile_n * r.psum_bytes)
+
+
+def kv(positions, group: int, head_dim: int, act_bytes: float, r: Rates) -> Phases:
+    """Partial attention of one kv head's ``group`` query heads over ``positions`` cached positions:
+    the queries and this token's K and V row in, QK^T and PV (2 x positions x group x head_dim MACs)
+    plus the softmax's FLOPs per score, the partial (output, running max, running sum) out."""
+    compute = (2 * positions * group * head_dim / r.macs_per_cycle
+               + SOFTMAX_FLOPS * positions * group / r.flops_per_cycle) / r.efficiency
+    return Phases(compute, (group + 2) * head_dim * act_bytes, group * (head_dim + 2) * r.psum_bytes)
+
+
+def lookup(tokens, tile_n, act_bytes: float, r: Rates) -> Phases:
+    """A table lookup: the token id along the row, the one-hot row's slice summed down the column
+    (every link a receive-add-forward, as in a GEMV's partial-sum chain)."""
+    return Phases(0.0, tokens * ID_BYTES, tokens * tile_n * act_bytes)
+
+
+def striped_positions(tile_n, cols, kv_len, col=0):
+    """Positions the core in column ``col`` of a KV row attends over: position p lives on column
+    p mod cols (at most ``tile_n``, the positions it holds); column 0 is the busiest."""
+    return np.minimum(tile_n, np.maximum(0, (kv_len - col + cols - 1) // cols))
+
+
+def broadcast(ph: Phases, hops, r: Rates):
+    return hops * r.hop + ph.bcast_bytes / r.link_bytes
+
+
+def reduction(ph: Phases, hops, links, r: Rates):
+    return hops * r.hop + links * r.reduce_step + ph.reduce_bytes / r.link_bytes
+
+
+def serialisation(ph: Phases, r: Rates):
+    """Cycles the grid's links are busy per token (a token stream's interval, without latencies)."""
+    return (ph.bcast_bytes + ph.reduce_bytes) / r.link_bytes
+
+
+def chain_paths(kind: str, rows, cols) -> tuple[Any, Any, Any]:
+    """(broadcast hops, reduction hops, reduction links) of an unplaced grid: one-hop chains along
+    the row and up the column; a KV row's partials return along the row."""
+    if kind == "kv":
+        return cols - 1, cols - 1, cols - 1
+    return cols - 1, rows - 1, rows - 1
+
+
+def grid_cycles(ph: Phases, paths, r: Rates):
+    """Broadcast + compute + reduction of one grid with paths (broadcast hops, reduction hops,
+    reduction links)."""
+    bh, rh, rl = paths
+    return broadcast(ph, bh, r) + ph.compute + reduction(ph, rh, rl, r)
+
+
+def rider_compute(tokens, flops, cores, r: Rates):
+    """An op without its own cores (norm, rotary, elementwise) spread over its host's cores."""
+    return tokens * flops / (cores * r.flops_per_cycle * r.efficiency)
+
+
+def allreduce(hops, links, r: Rates):
+    """A norm's or softmax's all-reduce over its host's row: up the broadcast tree and back down."""
+    return 2 * hops * r.hop + links * r.reduce_step

@@ -1,0 +1,117 @@
+"""One cost kernel (passes/cost_kernel.py): the tiler's score, the analytic model and the event-driven
+replay give the same cycles for the same grid.  Each case takes the tiler's frontier of a small
+GEMV, lookup or KV op, lays every point out as one-hop chains (tile (i, j) on mesh cell (i, j)),
+and times it with all three.  The points are those whose messages are whole 32-bit wavelets (the
+replay rounds up to wavelets, the other two do not) on grids of at least 2 x 2 (KV: 2 columns): in
+a single row or column the replay sends no broadcast or reduction message at all (the root holds
+its input or sum; the activation routes between ops carry the bytes), while the model and the
+tiler still charge one serialisation per phase.  That difference sits in the replay's network,
+not in the kernel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from target_util import preset_text, write_variant
+from wafercc.passes import cost_kernel as ck
+from wafercc.passes.tile_shapes import Machine, kv_frontier, matrix_frontier
+from wafercc.perf.eventsim import ARRAYS, simulate_timing
+from wafercc.perf.model import CostParams, Workload, op_cycles
+from wafercc.perf.model import Machine as ModelMachine
+from wafercc.target import load_target
+
+A = 2.0          # bf16 activations
+
+
+@pytest.fixture(scope="module", params=["wse3", "op_sync"])
+def target(request, tmp_path_factory):
+    """The wse3 preset, and a variant with a nonzero op_sync (the tiler leaves it out: one per op)."""
+    if request.param == "wse3":
+        return load_target("wse3")
+    line = next(ln for ln in preset_text("wse3").splitlines() if ln.startswith("op_sync = "))
+    return load_target(write_variant(tmp_path_factory.mktemp("t"), line, line.replace("value = 0.0", "value = 7.0")))
+
+
+def _record(kind: str, rows: int, cols: int, k: int, n: int, tk: int, tn: int, group=2, head_dim=8) -> dict:
+    bh, rh, rl = ck.chain_paths(kind, rows, cols)
+    g = {"grid": 0, "operand": {"gemv": "w", "lookup": "table", "kv": "kv"}[kind], "experts": 1, "rows": rows,
+         "cols": cols, "k": k, "n": n, "tile_k": tk, "tile_n": tn, "unit_bits": 16, "broadcast_hops": bh,
+         "broadcast_links": bh, "reduction_hops": rh, "reduction_links": rl}
+    op = {"id": 0, "name": "op", "op": {"gemv": "matmul", "lookup": "embedding", "kv": "attention"}[kind],
+          "role": kind, "layer": 0, "host": None, "flops": 0.0, "deps": [], "grids": [g], "act_in_hops": 0}
+    if kind == "kv":
+        op["attention"] = {"group": group, "head_dim": head_dim}
+    return op
+
+
+def _arrays(kind: str, rows: int, cols: int, mesh_cols: int) -> dict:
+    """Tile (i, j) on cell i x mesh_cols + j; broadcast E along the row; reduction S down the column
+    (KV: W back along the row).  Links are cell x 4 + direction (E, S, W, N)."""
+    cell = lambda i, j: i * mesh_cols + j          # noqa: E731
+    routes = [(i * cols + j, i * cols + j + 1, 0, cell(i, j) * 4) for i in range(rows) for j in range(cols - 1)]
+    if kind == "kv":
+        routes += [(i * cols + j + 1, i * cols + j, 1, cell(i, j + 1) * 4 + 2)
+                   for i in range(rows) for j in range(cols - 1)]
+    else:
+        routes += [(i * cols + j, (i + 1) * cols + j, 1, cell(i, j) * 4 + 1)
+                   for i in range(rows - 1) for j in range(cols)]
+    src, dst, kinds, links = (np.array(x, np.int64).reshape(-1) for x in zip(*routes)) if routes else [
+        np.zeros(0, np.int64)] * 4
+    n = rows * cols
+    return dict(zip(ARRAYS, (np.zeros(n), np.zeros(n), np.tile(np.arange(cols), rows), src, dst, kinds,
+                             np.zeros(len(src)), np.zeros(len(src)), np.arange(len(src) + 1), links)))
+
+
+def _three(target, kind, f, j, k, n, context=1, **at) -> tuple[float, float, float]:
+    """(tiler, analytic, replay) cycles of frontier point ``j`` (the tiler's plus op_sync)."""
+    rows, cols = int(f.rows[j]), int(f.cols[j])
+    op = _record(kind, rows, cols, k, n, int(f.tile_k[j]), int(f.tile_n[j]), **at)
+    mc, p = ModelMachine.of(target), CostParams.of(target)
+    analytic = op_cycles(op, [op], mc, p, Workload(A, context))["total"]
+    doc = {"target": "wse3", "wafers": [{"ops": [op]}], "timeline": {"prompt_tokens": context, "context": context}}
+    ev = simulate_timing("", target, A, doc=doc, arrays=[_arrays(kind, rows, cols, target.usable_cols)])
+    return float(f.cycles[j]) + p.op_sync, analytic, ev.total_cycles
+
+
+def _whole_wavelets(*nbytes) -> bool:
+    return all(float(b) % 4 == 0 for b in nbytes)
+
+
+@pytest.mark.parametrize("kind,k,n", [("gemv", 60000, 6), ("gemv", 100000, 8), ("lookup", 100000, 16),
+                                     ("lookup", 200000, 12)])
+def test_gemv_and_lookup_cycles_agree(target, kind, k, n):
+    m = Machine.of(target, 16, 4)
+    f = matrix_frontier(kind, k, n, 1, 16, 1, 0, 1, m)
+    checked = 0
+    for j in range(len(f.cores)):
+        ph = (ck.gemv if kind == "gemv" else ck.lookup)(1, *(() if kind == "lookup" else (int(f.tile_k[j]),)),
+                                                         int(f.tile_n[j]), A, m.rates)
+        if min(f.rows[j], f.cols[j]) < 2 or f.rows[j] * f.cols[j] > 400 or not _whole_wavelets(ph.bcast_bytes, ph.reduce_bytes):
+            continue
+        tiler, analytic, replay = _three(target, kind, f, j, k, n)
+        assert tiler == pytest.approx(analytic, rel=1e-12) and replay == pytest.approx(analytic, rel=1e-12)
+        checked += 1
+    assert checked >= 1
+
+
+@pytest.mark.parametrize("positions", [240, 8192])
+def test_kv_cycles_agree(target, positions):
+    m = Machine.of(target, 16, 4)
+    group, head_dim = 2, 8
+    f = kv_frontier(3, positions, 4 * head_dim, group, head_dim, 0, 1, m)
+    checked = 0
+    for j in range(len(f.cores)):
+        if positions % int(f.cols[j]) or not 2 <= f.cols[j] <= 60:      # equal columns: the replay's busiest core
+            continue
+        tiler, analytic, replay = _three(target, "kv", f, j, 3, positions, positions, group=group,
+                                         head_dim=head_dim)
+        assert tiler == pytest.approx(analytic, rel=1e-12) and replay == pytest.approx(analytic, rel=1e-12)
+        checked += 1
+    assert checked >= 2
+
+
+def test_the_softmax_count_is_the_irs():
+    """The kernel charges the IR's FLOPs per attention score (one named constant, ir/ops.py)."""
+    from wafercc.ir.ops import SOFTMAX_FLOPS
+    r = ck.Rates(8.0, 16.0, 1.0, 4.0)
+    assert ck.kv(10, 1, 1, 2.0, r).compute == pytest.approx(2 * 10 / 8 + SOFTMAX_FLOPS * 10 / 16)
