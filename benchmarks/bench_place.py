@@ -45,24 +45,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     os.environ["WAFERCC_NO_CACHE"] = "1"
-    from wafercc.frontend.hf_config import from_config
-    from wafercc.passes.place_route import PlaceOptions, place_and_route
-    from wafercc.plan.options import PlanOptions
-    from wafercc.plan.planner import plan_wafers
-    from wafercc.target import load_target
-    from wafercc.target.device import Device
+    import dataclasses
 
-    graph = from_config(args.model)
-    target = load_target(args.target)
-    device = Device(target, args.defects, args.seed)
-    plan = plan_wafers(graph, target, PlanOptions(), device, with_levers=False)
+    from wafercc.driver import Compilation
+    from wafercc.options import build_options
+
+    # the driver through the schedule stage (wafercc compile's path); timed: tile + floorplan + route
+    c = Compilation(args.model, build_options(target=args.target, defects=args.defects, seed=args.seed,
+                                              layout=args.layout, until="schedule"))
+    c.run(until="plan")
     if args.wafers:
-        import dataclasses
-        plan = dataclasses.replace(plan, wafers=plan.wafers[:args.wafers])
+        c.plan = dataclasses.replace(c.plan, wafers=c.plan.wafers[:args.wafers])
     rss_before = _rss_gb()
     rows = []
 
-    def keep(pw):
+    def keep(stage, k, pw):
+        if stage != "route" or pw is None:
+            return
         r = pw.routes
         rows.append({"wafer": pw.index, "tiles": int(len(pw.tile_op)), "routes": int(len(pw.transfers)),
                      "hops": int(r.total_hops), "bound": int(r.lower_bound), "max_link_load": int(r.max_link_load),
@@ -86,15 +85,15 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, args.time_limit)
     t0 = time.perf_counter()
-    finished, secs = True, {}
+    finished = True
     try:
-        secs = place_and_route(graph, plan, target, device, PlaceOptions(layout=args.layout, seed=args.seed),
-                               on_wafer=keep).seconds
+        c.run(progress=keep)
     except _Timeout:
         finished = False
         print(f"stopped after {args.time_limit:.0f} s with {len(rows)} wafer(s) done", flush=True)
     signal.setitimer(signal.ITIMER_REAL, 0)
-    wall = time.perf_counter() - t0
+    secs = {k: v for k, v in c.seconds.items() if k in ("tile", "floorplan", "route")}
+    wall = sum(secs.values()) if finished else time.perf_counter() - t0
     hops, bound = sum(r["hops"] for r in rows), sum(r["bound"] for r in rows)
     summary = {"model": args.model, "target": args.target, "defects": args.defects, "seed": args.seed,
                "layout": args.layout, "finished": finished, "wafers": len(rows),

@@ -89,11 +89,14 @@ class Compilation:
         return self
 
     def run(self, until: str | None = None, *, dump_dir: str | None = None, dump: tuple[str, ...] = (),
-            verify: bool = False) -> "Compilation":
+            verify: bool = False, progress=None) -> "Compilation":
+        """Run the stages after the last one run, through ``until`` (default ``options.until``).
+        ``progress(stage, wafer, product)`` is called after each wafer of a per-wafer stage and
+        after each stage (wafer and product None); an exception it raises stops the compile."""
         last = resolve_until(until or self.options.until)
         if STAGES.index(last) >= STAGES.index("plan"):
             self.prepare()
-        StageManager(dump_dir, tuple(dump), verify).run(self, last)
+        StageManager(dump_dir, tuple(dump), verify, progress).run(self, last)
         return self
 
     def workdir(self) -> str:
@@ -364,6 +367,7 @@ class StageManager:
     dump_dir: str | None = None
     dump: tuple[str, ...] = ()          # stage names to dump after ("all": every stage)
     verify: bool = False
+    progress: Any = None                # progress(stage, wafer | None, product | None)
 
     def run(self, c: Compilation, last: str) -> None:
         todo = [s for s in PIPELINE[: STAGES.index(last) + 1] if s.name not in c.ran]
@@ -408,6 +412,8 @@ class StageManager:
                     secs[s.name] += time.perf_counter() - t0
                     if s.name in dumps:
                         dumps[s.name].append(s.dump_wafer(c, k, item))
+                    if self.progress is not None:
+                        self.progress(s.name, k, item)
                 kept.append(item)
             for s in group:
                 t0 = time.perf_counter()
@@ -443,6 +449,8 @@ class StageManager:
         d = s.dump(c) if self._dumps(s) and not streamed else None
         if d is not None:
             self._write(s, *d)
+        if self.progress is not None:
+            self.progress(s.name, None, None)
 
     def _dumps(self, s: Stage) -> bool:
         return bool(self.dump_dir) and ("all" in self.dump or s.name in self.dump)
