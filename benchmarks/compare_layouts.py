@@ -17,7 +17,6 @@ import os
 import pathlib
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,25 +32,21 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from target_util import tiny_target
 
-    from wafercc.frontend.onnx_frontend import lower_onnx
-    from wafercc.passes.place_route import PlaceOptions, place_and_route
-    from wafercc.plan.options import PlanOptions
-    from wafercc.plan.planner import plan_wafers
-    from wafercc.target.device import Device
+    from wafercc.driver import Compilation
+    from wafercc.options import build_options
 
-    graph = lower_onnx(ROOT / "models" / "onnx" / "tiny-llama.onnx")
+    model = str(ROOT / "models" / "onnx" / "tiny-llama.onnx")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             w, h = (int(x) for x in size.split("x"))
             target = tiny_target(pathlib.Path(tmp), width=w + 7, height=h + 2)
-            device = Device(target, args.defects, args.seed)
-            plan = plan_wafers(graph, target, PlanOptions(), device, with_levers=False)
             for layout in ("lanes", "spares", "row-major"):
-                t0 = time.perf_counter()
-                prog = place_and_route(graph, plan, target, device, PlaceOptions(layout=layout, seed=args.seed))
-                secs = time.perf_counter() - t0
-                ws = prog.wafers
+                # the driver through the route stage, which keeps every routed wafer
+                c = Compilation(model, build_options(target=str(target.path), defects=args.defects, seed=args.seed,
+                                                     layout=layout, until="route")).run()
+                secs = sum(c.seconds[s] for s in ("tile", "floorplan", "route"))
+                ws = c.routed
                 routes = sum(len(p.transfers) for p in ws)
                 hops = sum(int(p.routes.total_hops) for p in ws)
                 row = {"mesh": size, "layout": layout, "wafers": len(ws), "tiles": sum(len(p.tile_op) for p in ws),
