@@ -16,7 +16,8 @@ raises ``BudgetExceeded`` (``"raise"``).
 What is compiled: a Hugging Face model of a stock ``transformers`` class is compiled from its config
 on the meta device (no export, nothing copied off the training weights); any other module is
 exported with ``example_inputs``.  Both are cached by structure, not weights, so only the first check
-of an architecture pays for lowering (about 0.1 s per check after that for a tiny model).
+of an architecture pays for lowering (after that a check of a cached 1B-class graph takes under
+0.1 s: benchmarks/bench_check.py).
 """
 from __future__ import annotations
 
