@@ -109,7 +109,8 @@ def _overrides(v):
 
 
 KNOBS: tuple[Knob, ...] = (
-    Knob("until", "compile", "until", "the last stage to run", choices=(*STAGES, *UNTIL_ALIASES)),
+    Knob("until", "compile", "until", "the last stage to run; ir = frontend, place = schedule, perf = timing",
+         choices=(*STAGES, *UNTIL_ALIASES)),
     Knob("target", "compile", "target", "target preset or .toml file"),
     Knob("defects", "compile", "defects", "defect spec, e.g. random:0.01, none (default: the target's rate)"),
     Knob("seed", "compile", "seed", "seed for generated defects and the solvers", _int),
@@ -185,7 +186,7 @@ def add_cli_flags(parser) -> None:
         if k.cli == "negate":
             parser.add_argument(k.flag, dest=k.name, action="store_const", const=False, default=None, help=k.help)
             continue
-        shown = f" (default {d})" if d is not None and k.name != "until" else ""
+        shown = f" (default {d})" if d not in (None, ()) else ""
         parser.add_argument(k.flag, dest=k.name, default=None, choices=k.choices, metavar=k.metavar,
                             action="append" if k.cli == "append" else "store",
                             type=int if k.parse is _int else float if k.parse is _float else None,
