@@ -99,18 +99,15 @@ def place_and_route(graph, plan, target, device, options: PlaceOptions = PlaceOp
     router = router or default_route
     t0 = time.perf_counter()
     n_wafers = len(plan.wafers)
-    alive0 = device.wafer(0).alive
-    lane = options.lane_for(alive0.shape[1])
-    # one spare count for every wafer (the tiler shapes grids for one slot width): the worst wafer's
-    spare = 0 if options.layout != "spares" else max(
-        (choose_spare(dead_fraction(reachable(device.wafer(k).alive), lane), lane) for k in range(n_wafers)),
-        default=0)
+    # the device model's figures, the same the planner counted (PlanOptions.layout / lane)
+    lane = device.lane_width(options.layout, options.lane)
+    spare = device.spare(options.layout, lane, n_wafers)   # one for every wafer: the tiler has one slot width
     width = lane - spare
-    slots = [tile_capacity(device.wafer(k).alive, lane, spare, options.layout) for k in range(n_wafers)]
+    slots = [device.wafer(k).lane_slots(lane, spare, options.layout) for k in range(n_wafers)]
     topt = dataclasses.replace(options.tile, lane=0 if options.baseline else width)
     tp = tile_plan(graph, plan, target, topt, slots)
     secs = {"tile": time.perf_counter() - t0, "floorplan": 0.0, "route": 0.0}
-    colors = target.fabric.colors - len(target.fabric.reserved_colors)
+    colors = len(device.free_colors)
     wafers = []
     for k, wt in enumerate(tp.wafers):
         t1 = time.perf_counter()
