@@ -119,3 +119,24 @@ def test_plans_are_deterministic(reference_graph):
         for s in d["partition"]["solves"]:
             s.pop("seconds")
     assert a == b
+
+
+@pytest.mark.parametrize("layout", ["lanes", "spares", "row-major"])
+def test_capacity_is_what_the_tiler_can_fill(reference_graph, layout):
+    """cores_usable / sram_usable_bytes are the tiler's slots in the plan's layout, the same figure
+    place_and_route hands the tiler (so fitting by bytes means fitting as tiles)."""
+    dev = Device(WSE3, None, 0)
+    p = plan_wafers(reference_graph("gpt2"), WSE3, PlanOptions(layout=layout), dev)
+    lane = dev.lane_width(layout)
+    w = p.wafers[0]
+    assert w.usable_cores == dev.wafer(0).lane_slots(lane, dev.spare(layout, lane, p.used), layout)
+    assert w.sram_usable_bytes == w.usable_cores * dev.bytes_per_core(receive_buffer_bytes(WSE3))
+    assert (w.usable_cores <= dev.wafer(0).usable_cores) if layout == "row-major" else \
+        (w.usable_cores < dev.wafer(0).usable_cores)     # a lane layout leaves WSE-3's last column empty
+
+
+def test_layout_must_be_known():
+    with pytest.raises(PlanError, match="layout"):
+        PlanOptions(layout="diagonal")
+    with pytest.raises(PlanError, match="lane width"):
+        PlanOptions(lane=0)
