@@ -27,6 +27,8 @@ import dataclasses
 import numpy as np
 
 from ..errors import PlacementError
+from ..target.geometry import check_layout, choose_spare, dead_fraction, lane_geometry, reachable
+from ..target.geometry import LAYOUTS, choose_lane, tile_capacity  # noqa: F401  (moved to target; old callers)
 from .assign import AssignResult, assign_displaced
 from .floorplan_cpsat import RefineOptions, RefineResult, refine_padding
 from .tile_shapes import narrow_limit
@@ -34,32 +36,6 @@ from .tile_shapes import narrow_limit
 
 class FloorplanError(PlacementError):
     """The tiles of a wafer do not fit its live cores."""
-
-
-LANE_RANGE = (40, 64)   # lane widths tried by choose_lane; wider than the grids' short side
-MAX_SPARE_FRACTION = 0.25  # of a lane's columns kept free for displaced tiles
-
-
-def choose_lane(width: int, lo: int = LANE_RANGE[0], hi: int = LANE_RANGE[1]) -> int:
-    """The lane in [lo, hi] that leaves the fewest columns unused (the narrowest on ties); the
-    whole width when the mesh is narrower than ``lo``."""
-    if width <= lo:
-        return width
-    cand = np.arange(lo, min(hi, width) + 1)
-    waste = width % cand
-    return int(cand[np.argmin(waste)])
-
-
-def reachable(alive: np.ndarray) -> np.ndarray:
-    """The live cores of the largest 4-connected group: a live core cut off by dead neighbours
-    (inside a checkerboard of defects, say) can hold no tile, as nothing can reach it."""
-    from scipy import ndimage
-    lab, n = ndimage.label(alive)
-    if n <= 1:
-        return np.asarray(alive, bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
 
 
 def curve(alive: np.ndarray, lane: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,77 +52,6 @@ def curve(alive: np.ndarray, lane: int) -> tuple[np.ndarray, np.ndarray]:
         r_parts.append(r[keep])
         c_parts.append(c[keep])
     return (np.concatenate(r_parts).astype(np.int32), np.concatenate(c_parts).astype(np.int32))
-
-
-def choose_spare(dead_fraction: float, lane: int) -> int:
-    """Spare columns per lane: enough for the expected dead cores of a lane row (ceil(p x lane)),
-    none on a perfect wafer."""
-    if dead_fraction <= 0 or lane < 3:
-        return 0
-    return int(min(int(lane * MAX_SPARE_FRACTION), max(1, np.ceil(dead_fraction * lane - 1e-9))))
-
-
-@dataclasses.dataclass(frozen=True)
-class LaneGeometry:
-    lane: int
-    spare: int
-    row_of: np.ndarray      # int32 [G]: mesh row of each lane row, in curve order
-    lane_of: np.ndarray     # int32 [G]: its lane
-    col_map: np.ndarray     # int32 [width]: lane column of each slot column (spares left out)
-
-    @property
-    def width(self) -> int:
-        return len(self.col_map)
-
-    @property
-    def capacity(self) -> int:
-        return len(self.row_of) * self.width
-
-    def cells(self, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        g = slot // self.width
-        return self.row_of[g], self.lane_of[g] * self.lane + self.col_map[slot % self.width]
-
-
-def dead_fraction(usable: np.ndarray, lane: int) -> float:
-    """Unusable cells of the lane rows a lane geometry keeps."""
-    keep, live = _lane_rows(usable, lane)
-    cells = int(keep.sum()) * lane
-    return 1.0 - int(live[keep].sum()) / cells if cells else 0.0
-
-
-def _lane_rows(usable: np.ndarray, lane: int):
-    rows, cols = usable.shape
-    n = cols // lane
-    live = usable[:, : n * lane].reshape(rows, n, lane).sum(2)      # [rows, lanes]
-    return live * 2 >= lane, live                                     # rows at least half usable
-
-
-def lane_geometry(usable: np.ndarray, lane: int, spare: int) -> LaneGeometry:
-    rows, cols = usable.shape
-    lane = max(1, min(int(lane), cols))
-    keep, _ = _lane_rows(usable, lane)
-    row_of, lane_of = [], []
-    for b in range(keep.shape[1]):
-        rr = np.flatnonzero(keep[:, b])
-        row_of.append(rr if b % 2 == 0 else rr[::-1])
-        lane_of.append(np.full(len(rr), b))
-    spare = min(int(spare), max(0, lane - 1))
-    gaps = {(2 * t + 1) * lane // (2 * spare) for t in range(spare)} if spare else set()
-    col_map = np.array([c for c in range(lane) if c not in gaps], np.int32)
-    cat = (lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32))
-    return LaneGeometry(lane, lane - len(col_map), cat(row_of), cat(lane_of), col_map)
-
-
-def tile_capacity(alive: np.ndarray, lane: int, spare: int, layout: str = "lanes") -> int:
-    """Slots the tiler may fill on a wafer: the usable cores of whole lanes; with spares, the lane
-    geometry's slots and never more than the usable cores (so displaced tiles find free ones)."""
-    usable = reachable(alive)
-    if layout == "row-major":
-        return int(usable.sum())
-    if layout == "lanes":
-        lane = max(1, min(int(lane), alive.shape[1]))
-        return int(usable[:, : (alive.shape[1] // lane) * lane].sum())
-    return min(lane_geometry(usable, lane, spare).capacity, int(usable.sum()))
 
 
 def is_wide(cols: int, width: int, baseline: bool) -> bool:
@@ -200,8 +105,6 @@ class WaferFloorplan:
                         int(c[m].max() - c[m].min() + 1)])
         return out
 
-
-LAYOUTS = ("lanes", "spares", "row-major")
 
 
 def _sorted_chunk_rows(at: np.ndarray, e: int, rows: int, cols: int, width: int, row_of: np.ndarray,
@@ -261,8 +164,7 @@ def floorplan_wafer(index: int, alive: np.ndarray, op_grids: list[list[tuple[int
     hold a tile; with ``refine`` CP-SAT pads the curve to keep chunks off lane turns), "spares" (the defect-free lane geometry with ``spare`` free columns per lane, None:
     ``choose_spare``; tiles on dead cores go to free cores by a min-cost assignment) or "row-major"
     (the baseline)."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    check_layout(layout)
     usable = reachable(alive)
     baseline = layout == "row-major"
     lane = alive.shape[1] if baseline else max(1, min(int(lane), alive.shape[1]))

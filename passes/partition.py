@@ -20,7 +20,7 @@ from typing import Sequence
 
 from ortools.sat.python import cp_model
 
-from ..plan.options import SolverOptions
+from .solver import SolverOptions
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from .floorplan import (WaferFloorplan, choose_lane, choose_spare, dead_fraction, floorplan_wafer, is_wide,
-                        reachable, tile_capacity)
+from ..target.geometry import DEFAULT_LAYOUT
+from .floorplan import WaferFloorplan, floorplan_wafer, is_wide, reachable
 from .floorplan_cpsat import RefineOptions
 from .tile import TileOptions, TilePlan, tile_plan
 from .transfers import TransferSet, wafer_transfers
@@ -24,8 +24,8 @@ from .transfers import TransferSet, wafer_transfers
 
 @dataclasses.dataclass(frozen=True)
 class PlaceOptions:
-    lane: int | None = None                     # lane width; None: choose_lane(mesh width)
-    layout: str = "lanes"                       # floorplan.LAYOUTS: lanes, spares (OR-Tools assign), row-major
+    lane: int | None = None                     # lane width; None: the device model's (geometry.lane_for)
+    layout: str = DEFAULT_LAYOUT                # LAYOUTS: lanes, spares (OR-Tools assign), row-major
     tile: TileOptions = TileOptions()           # its ``lane`` is set from the floorplan's
     refine: bool = True                         # lanes: CP-SAT pads the curve to keep chunks off lane turns
     seed: int = 0
@@ -34,10 +34,6 @@ class PlaceOptions:
     def baseline(self) -> bool:
         return self.layout == "row-major"
 
-    def lane_for(self, width: int) -> int:
-        if self.baseline:
-            return width
-        return max(1, min(width, self.lane)) if self.lane else choose_lane(width)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -118,14 +114,11 @@ class WaferLayout:
 def tile_program(graph, plan, target, device, options: PlaceOptions = PlaceOptions()) -> TileProgram:
     t0 = time.perf_counter()
     n_wafers = len(plan.wafers)
-    alive0 = device.wafer(0).alive
-    lane = options.lane_for(alive0.shape[1])
-    # one spare count for every wafer (the tiler shapes grids for one slot width): the worst wafer's
-    spare = 0 if options.layout != "spares" else max(
-        (choose_spare(dead_fraction(reachable(device.wafer(k).alive), lane), lane) for k in range(n_wafers)),
-        default=0)
+    # the device model's figures, the same the planner counted (PlanOptions.layout / lane)
+    lane = device.lane_width(options.layout, options.lane)
+    spare = device.spare(options.layout, lane, n_wafers)   # one for every wafer: the tiler has one slot width
     width = lane - spare
-    slots = [tile_capacity(device.wafer(k).alive, lane, spare, options.layout) for k in range(n_wafers)]
+    slots = [device.wafer(k).lane_slots(lane, spare, options.layout) for k in range(n_wafers)]
     topt = dataclasses.replace(options.tile, lane=0 if options.baseline else width)
     tp = tile_plan(graph, plan, target, topt, slots)
     return TileProgram(tp, lane, spare, width, time.perf_counter() - t0)
@@ -153,11 +146,10 @@ def route_wafer(lw: WaferLayout, target, device, options: PlaceOptions = PlaceOp
     from .route import RouteOptions, Transfers, route as default_route
     router = router or default_route
     w = device.wafer(lw.index)
-    colors = target.fabric.colors - len(target.fabric.reserved_colors)
     src, dst, tr, a = lw.src, lw.dst, lw.transfers, lw.arrays
     res = router(w.alive, w.dead_links, Transfers(src[:, 0], src[:, 1], dst[:, 0], dst[:, 1], tr.kind,
                                                   np.arange(len(tr), dtype=np.int64)),
-                 colors, 1, RouteOptions(seed=options.seed))
+                 len(device.free_colors), device.link_capacity, RouteOptions(seed=options.seed))
     return PlacedWafer(lw.index, lw.ops, lw.floorplan, a["op"], a["grid"], a["expert"], a["row"], a["col"],
                        a["bytes"], tr, src, dst, res)
 

@@ -120,3 +120,41 @@ def test_whole_wafer_region_bytes_do_not_overflow():
     w = Device(WSE3, "random:0.01", seed=1).wafer(0)
     full = w.region_bytes([0, 0], [0, 0], [w.rows, 1], [w.cols, 1])
     assert full.dtype == np.int64 and full[0] == w.usable_bytes() > 2**32
+
+
+def test_tiler_slots_are_the_floorplans_usable_cores():
+    """The device model counts the cores the floorplan lays tiles on: the lanes curve, the spares
+    geometry, every reachable core for row-major; the planner packs bytes into exactly these."""
+    from wafercc.passes.floorplan import curve
+
+    dev = Device(WSE3, "random:0.01", 0)
+    w = dev.wafer(0)
+    lane = dev.lane_width()
+    assert lane == 58 and dev.lane_width("row-major") == WSE3.usable_cols and dev.lane_width(lane=40) == 40
+    assert w.tiler_slots() == w.lane_slots(lane) == len(curve(w.alive, lane)[0]) < w.usable_cores
+    assert w.tiler_slots("row-major") == int(w.reachable.sum()) <= w.usable_cores
+    spare = w.lane_spare(lane)
+    assert spare == dev.spare("spares", lane, 1) == 1 and dev.spare("lanes", lane, 3) == 0
+    assert w.tiler_slots("spares") == w.lane_slots(lane, spare, "spares") < w.tiler_slots()
+    assert w.tiler_bytes(2048) == w.tiler_slots() * w.bytes_per_core(2048) == w.tiler_slots() * (PER_CORE - 2048)
+
+
+def test_cut_off_cores_hold_no_tile(tmp_path):
+    t = tiny_target(tmp_path)
+    p = tmp_path / "ring.json"      # a live core boxed in by four dead ones
+    p.write_text(json.dumps({"version": 1, "all": {"dead_cores": [[4, 5], [6, 5], [5, 4], [5, 6]]}}))
+    w = Device(t, f"file:{p}").wafer(0)
+    assert w.alive[5, 5] and not w.reachable[5, 5]
+    assert int(w.reachable.sum()) == w.usable_cores - 1 == w.tiler_slots("row-major")
+
+
+def test_target_level_figures_agree_with_the_target():
+    dev = Device(WSE3, "random:0.01", 0)
+    w = dev.wafer(1)
+    assert dev.free_colors == w.free_colors == WSE3.free_colors and len(dev.free_colors) == 21
+    assert dev.link_capacity == w.link_capacity == 1
+    assert dev.bytes_per_core() == w.bytes_per_core() == PER_CORE
+    ok = w.usable_links
+    east, south = w.link_masks()
+    assert ok.shape == (*w.shape, 4) and (ok[:, :-1, 0] == east).all() and (ok[:, 1:, 2] == east).all()
+    assert (ok[:-1, :, 1] == south).all() and (ok[1:, :, 3] == south).all()

@@ -49,12 +49,18 @@ def test_fp8_needs_about_half_the_wafers(reference_graph):
     assert bf16 >= 20 and abs(fp8 - bf16 / 2) <= 1.5
 
 
-def test_defects_cost_exactly_the_dead_cores(reference_graph):
+def test_defects_cost_exactly_the_cores_the_tiler_loses(reference_graph):
     clean = _plan(reference_graph("llama-3.1-8b"), defects="none").wafers[0]
     dirty = _plan(reference_graph("llama-3.1-8b"), defects="random:0.01").wafers[0]
-    per_core = Device(WSE3, "none", 0).wafer(0).bytes_per_core(receive_buffer_bytes(WSE3))
-    assert clean.dead_cores == 0 and 0.008 < dirty.dead_cores / clean.usable_cores < 0.012
-    assert clean.sram_usable_bytes - dirty.sram_usable_bytes == dirty.dead_cores * per_core
+    w = Device(WSE3, "random:0.01", 0).wafer(0)
+    per_core = w.bytes_per_core(receive_buffer_bytes(WSE3))
+    in_lanes = WSE3.usable_cols // w.lane_width() * w.lane_width()     # columns of whole lanes
+    assert clean.dead_cores == 0 and clean.usable_cores == WSE3.usable_rows * in_lanes
+    assert 0.008 < dirty.dead_cores / clean.usable_cores < 0.012
+    # capacity = tiler slots: dead or cut-off cores inside the whole lanes cost their bytes, no more
+    lost = int((~w.reachable[:, :in_lanes]).sum())
+    assert 0 < lost <= dirty.dead_cores
+    assert clean.sram_usable_bytes - dirty.sram_usable_bytes == lost * per_core
 
 
 def test_max_wafers_infeasible_reports_levers(reference_graph):
@@ -110,3 +116,24 @@ def test_plans_are_deterministic(reference_graph):
     g = reference_graph("qwen3-32b")
     a, b = plan_dict(_plan(g)), plan_dict(_plan(g))
     assert a == b and all("seconds" not in s for s in a["partition"]["solves"])   # wall times: compile.json
+
+
+@pytest.mark.parametrize("layout", ["lanes", "spares", "row-major"])
+def test_capacity_is_what_the_tiler_can_fill(reference_graph, layout):
+    """cores_usable / sram_usable_bytes are the tiler's slots in the plan's layout, the same figure
+    place_and_route hands the tiler (so fitting by bytes means fitting as tiles)."""
+    dev = Device(WSE3, None, 0)
+    p = plan_wafers(reference_graph("gpt2"), WSE3, PlanOptions(layout=layout), dev)
+    lane = dev.lane_width(layout)
+    w = p.wafers[0]
+    assert w.usable_cores == dev.wafer(0).lane_slots(lane, dev.spare(layout, lane, p.used), layout)
+    assert w.sram_usable_bytes == w.usable_cores * dev.bytes_per_core(receive_buffer_bytes(WSE3))
+    assert (w.usable_cores <= dev.wafer(0).usable_cores) if layout == "row-major" else \
+        (w.usable_cores < dev.wafer(0).usable_cores)     # a lane layout leaves WSE-3's last column empty
+
+
+def test_layout_must_be_known():
+    with pytest.raises(PlanError, match="layout"):
+        PlanOptions(layout="diagonal")
+    with pytest.raises(PlanError, match="lane width"):
+        PlanOptions(lane=0)

@@ -16,11 +16,11 @@ import dataclasses
 from typing import Any, Callable
 
 from .errors import WaferccError
-from .passes.floorplan import LAYOUTS
 from .passes.place_route import PlaceOptions
 from .perf.evaluate import Speculative
 from .perf.report import PerfOptions
 from .plan.options import KV_PLACEMENTS, PlanOptions, SolverOptions, parse_dtype, parse_overrides
+from .target.geometry import LAYOUTS
 
 
 class OptionError(WaferccError):
@@ -174,8 +174,10 @@ def build_options(**kw) -> CompileOptions:
     perf = dict(vals["perf"], speculative=Speculative(**spec) if spec.get("draft") else None)
     if spec and not spec.get("draft"):
         raise OptionError("spec_tokens / spec_acceptance need speculative=DRAFT")
+    # the planner counts the cores of the layout the placer will use (the device model's tiler slots)
+    plan_kw = dict(vals["plan"], layout=vals["place"].get("layout", PlaceOptions.layout))
     return CompileOptions(**top, frontend=FrontendOptions(**vals["frontend"]),
-                          plan=PlanOptions(**vals["plan"], solver=SolverOptions(seed=seed)),
+                          plan=PlanOptions(**plan_kw, solver=SolverOptions(seed=seed)),
                           place=PlaceOptions(**vals["place"], seed=seed), perf=PerfOptions(**perf))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .console import make_console  # also imported from here by the commands
 from .ir import DEFAULT_CONTEXT, Graph, ModelFacts
 
 
@@ -70,16 +71,6 @@ def rows(d: dict[str, Any]) -> list[tuple[str, str]]:
     if d.get("seconds") is not None:
         out.append(("time", f"{d['seconds']:.2f} s"))
     return out
-
-
-def make_console():
-    """A rich console; 120 columns when stdout is not a terminal (pipes, tests)."""
-    import sys
-
-    from rich.console import Console
-
-    width = None if sys.stdout.isatty() else 120
-    return Console(highlight=False, width=width)
 
 
 def render_text(d: dict[str, Any], *, console=None) -> None:

@@ -36,7 +36,7 @@ class ScheduleWriter:
         self.layout = getattr(options, "layout", "lanes")
         self.stage = os.path.join(outdir, ".wafercc-staging")
         os.makedirs(self.stage, exist_ok=True)
-        self.colors = [c for c in range(target.fabric.colors) if c not in set(target.fabric.reserved_colors)]
+        self.colors = list(device.free_colors)
         self.defects, self.wafers_json, self.qor, self.names = {}, [], [], []
         self.prev_last_op = None
 
@@ -99,8 +99,8 @@ class ScheduleWriter:
         prog, mc = self.program(), Machine.of(t)
         doc = {"schema": SCHEMA, "model": self.model, "source": self.source, "target": t.name if preset else os.path.abspath(t.path),
                "defects": self.device.spec.text, "seed": self.device.seed,
-               "budget_bytes_per_core": int(t.core.sram - t.core.sram_reserved),
-               "colors": self.colors, "link_capacity": 1, "wafers": self.wafers_json,
+               "budget_bytes_per_core": int(self.device.bytes_per_core()),
+               "colors": self.colors, "link_capacity": self.device.link_capacity, "wafers": self.wafers_json,
                "timeline": {"prompt_tokens": self.prompt_tokens, "clock_hz": mc.clock_hz,
                             "act_bytes": prog.act_bytes, "context": prog.context, "batch": prog.batch,
                             **timeline(prog, mc, self.cost, self.prompt_tokens)},

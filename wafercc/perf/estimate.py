@@ -20,15 +20,14 @@ from .records import op_records
 def estimate_program(graph, target, options, device, plan=None) -> tuple[object, Program]:
     """(wafer plan, timing-model Program) of ``graph`` planned with ``options`` and tiled for the lane
     floorplan, paths from its geometry."""
-    from ..passes.floorplan import choose_lane, tile_capacity
     from ..passes.tile import TileOptions, tile_plan
     from ..plan.planner import plan_wafers
 
     plan = plan or plan_wafers(graph, target, options, device, with_levers=False)
     if plan.infeasible is not None:
         return plan, None
-    lane = choose_lane(int(device.wafer(0).alive.shape[1]))
-    slots = [tile_capacity(device.wafer(k).alive, lane, 0, "lanes") for k in range(len(plan.wafers))]
+    lane = device.lane_width("lanes")
+    slots = [device.wafer(k).lane_slots(lane, 0, "lanes") for k in range(len(plan.wafers))]
     tp = tile_plan(graph, plan, target, TileOptions(lane=lane), slots)
     flops = {o.node: float(o.flops) for o in plan.memory.ops}
     wafers, bounds = [], []

@@ -1,4 +1,4 @@
-"""Planning options: dtypes, context, batch, KV placement, wafer limits, solver settings."""
+"""Planning options: dtypes, context, batch, KV placement, wafer limits, layout, solver settings."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,20 +6,14 @@ import re
 
 from ..errors import WaferccError
 from ..ir import DEFAULT_CONTEXT, DType
+from ..passes.solver import SolverOptions  # noqa: F401  (defined below plan so passes need not import plan)
+from ..target.geometry import DEFAULT_LAYOUT, LAYOUTS
 
 KV_PLACEMENTS = ("beside", "dedicated")
 
 
 class PlanError(WaferccError):
     """Planning options are invalid (bad dtype, non-positive context, ...)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SolverOptions:
-    """Every CP-SAT call uses these: results are reproducible and bounded in time."""
-    seed: int = 0
-    workers: int = 1
-    time_limit_s: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +28,9 @@ class PlanOptions:
     max_wafers: int | None = None
     wafers: int | None = None              # spread over exactly this many (>= the minimum)
     solver: SolverOptions = SolverOptions()
+    # the floorplan the plan is for (passes/place_route.PlaceOptions): capacity counts its tiler slots
+    layout: str = DEFAULT_LAYOUT
+    lane: int | None = None                # lane width; None: the floorplan's choice for the mesh
 
     def __post_init__(self):
         if self.context < 1:
@@ -45,6 +42,10 @@ class PlanOptions:
         for n in (self.max_wafers, self.wafers):
             if n is not None and n < 1:
                 raise PlanError(f"wafer count {n}: expected at least 1")
+        if self.layout not in LAYOUTS:
+            raise PlanError(f"layout '{self.layout}': expected one of {', '.join(LAYOUTS)}")
+        if self.lane is not None and self.lane < 1:
+            raise PlanError(f"lane width {self.lane}: expected at least 1 column")
         if self.wafers and self.max_wafers and self.wafers > self.max_wafers:
             raise PlanError(f"--wafers {self.wafers} exceeds --max-wafers {self.max_wafers}")
         for pattern, _ in self.dtype_overrides:

@@ -2,8 +2,9 @@
 
 plan_wafers(graph, target, options, defects, seed) -> WaferPlan
   1. memory plan (memory.py): bytes per unit at the planned dtypes, context, batch;
-  2. device model (wafercc.target.Device): capacity of each wafer after its defects and
-     the per-core reserve and receive buffers;
+  2. device model (wafercc.target.Device): capacity of each wafer = the cores the tiler can fill in
+     the floorplan's layout (options.layout, options.lane) x the bytes each offers after the
+     per-core reserve and receive buffers, so a plan that fits by bytes fits as tiles;
   3. partition (passes/partition.py): fewest wafers, then the slowest stage balanced;
   4. the capacity lower bound and, when more wafers are needed, the constraint that
      added them; with --max-wafers too small, how far off and which levers fix it.
@@ -28,11 +29,11 @@ class WaferLoad:
     weight_bytes: int
     kv_bytes: int
     act_bytes: int
-    buffer_bytes: int             # receive buffers on every live core
+    buffer_bytes: int             # receive buffers on every usable core
     reserve_bytes: int            # per-core code/runtime reserve on every live core
     sram_used_bytes: int          # data placed: weights + KV + activations
-    sram_usable_bytes: int        # live cores x (SRAM - reserve - buffers)
-    usable_cores: int
+    sram_usable_bytes: int        # usable cores x (SRAM - reserve - buffers)
+    usable_cores: int             # cores the tiler can fill (reachable, in whole lanes)
     dead_cores: int
     stage_latency_s: float
 
@@ -81,15 +82,20 @@ def receive_buffer_bytes(target) -> int:
     return int(target.core.receive_buffer)
 
 
+def wafer_bytes(w, overhead: int, options: PlanOptions) -> int:
+    """What a plan may put on wafer ``w``: its tiler slots x usable bytes per core."""
+    return w.tiler_bytes(overhead, options.layout, options.lane)
+
+
 class _Capacities:
     """Per-wafer capacities from the device model, generated as far as needed."""
 
-    def __init__(self, device, overhead: int):
-        self.device, self.overhead, self.caps = device, overhead, []
+    def __init__(self, device, overhead: int, options: PlanOptions):
+        self.device, self.overhead, self.options, self.caps = device, overhead, options, []
 
     def first(self, n: int) -> list[int]:
         while len(self.caps) < n:
-            self.caps.append(self.device.wafer(len(self.caps)).usable_bytes(self.overhead))
+            self.caps.append(wafer_bytes(self.device.wafer(len(self.caps)), self.overhead, self.options))
         return self.caps[:n]
 
     def lower_bound(self, total: int) -> int:
@@ -123,7 +129,7 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
     estimate = estimate or PackedComputeEstimate()
     mem = plan_memory(graph, options)
     overhead = receive_buffer_bytes(target)
-    caps = _Capacities(device, overhead)
+    caps = _Capacities(device, overhead, options)
     bpc = device.wafer(0).bytes_per_core(overhead)
     dedicated = options.kv_placement == "dedicated"
     units = list(mem.units)
@@ -148,7 +154,7 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
                             f"{target.name} wafer holds ({max(caps.first(1)) / 1e9:.2f} GB); layers are not split "
                             f"across wafers")
         return _infeasible(graph, target, options, device, mem, lower, with_levers, estimate)
-    loads = _loads(units, pipe, kv_units, kv, device, overhead, target, lat)
+    loads = _loads(units, pipe, kv_units, kv, device, overhead, options, lat)
     required = pipe.min_wafers + (kv.wafers if kv else 0)
     return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, mem, lower,
                      required, len(loads), pipe.wafers, kv.wafers if kv else 0, tuple(loads),
@@ -156,28 +162,29 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
                      pipe.stats + (kv.stats if kv else ()), estimate.name)
 
 
-def _loads(units: list[Unit], pipe: Assignment, kv_units, kv, device, overhead, target, lat) -> list[WaferLoad]:
+def _loads(units: list[Unit], pipe: Assignment, kv_units, kv, device, overhead, options, lat) -> list[WaferLoad]:
     out = []
     lat_stage = stage_latencies(pipe.wafer_of_unit, lat)
     for k, r in enumerate(stages(pipe.wafer_of_unit)):
-        out.append(_load(k, "pipeline", [units[i] for i in r], device, overhead, target,
+        out.append(_load(k, "pipeline", [units[i] for i in r], device, overhead, options,
                          lat_stage[k] / 1e9, include_kv=not kv_units))
     if kv:
         for k, r in enumerate(stages(kv.wafer_of_unit)):
-            out.append(_load(pipe.wafers + k, "kv", [kv_units[i] for i in r], device, overhead, target, 0.0,
+            out.append(_load(pipe.wafers + k, "kv", [kv_units[i] for i in r], device, overhead, options, 0.0,
                              include_kv=True, kv_only=True))
     return out
 
 
-def _load(index, role, members, device, overhead, target, latency, include_kv, kv_only=False) -> WaferLoad:
+def _load(index, role, members, device, overhead, options, latency, include_kv, kv_only=False) -> WaferLoad:
     w = device.wafer(index)
     weight = 0 if kv_only else sum(u.weight_bytes for u in members)
     act = 0 if kv_only else sum(u.act_bytes for u in members)
     kvb = sum(u.kv_bytes for u in members) if include_kv else 0
     layers = [u.layer for u in members if u.layer is not None]
+    slots = w.tiler_slots(options.layout, options.lane)
     return WaferLoad(index, role, tuple(u.name for u in members), (min(layers), max(layers)) if layers else None,
-                     weight, kvb, act, w.usable_cores * overhead, w.usable_cores * target.core.sram_reserved,
-                     weight + kvb + act, w.usable_bytes(overhead), w.usable_cores, w.dead_cores, latency)
+                     weight, kvb, act, slots * overhead, w.usable_cores * w.target.core.sram_reserved,
+                     weight + kvb + act, wafer_bytes(w, overhead, options), slots, w.dead_cores, latency)
 
 
 def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated: bool) -> list[str]:
@@ -203,7 +210,7 @@ def _infeasible(graph, target, options, device, mem, lower, with_levers, estimat
         needed = plan_wafers(graph, target, relaxed, device, estimate=estimate, with_levers=False).required
     except PlanError:
         needed = None
-    caps = _Capacities(device, receive_buffer_bytes(target)).first(limit)
+    caps = _Capacities(device, receive_buffer_bytes(target), options).first(limit)
     short = max(0, mem.total_bytes - sum(caps))
     reason = (f"{mem.total_bytes / 1e9:.2f} GB does not fit {limit} wafer(s) ({sum(caps) / 1e9:.2f} GB): "
               f"short by {short / 1e9:.2f} GB" if short else

@@ -4,7 +4,12 @@ the cost model, so they can never disagree about which cores exist and how much 
     dev = Device("wse3", "random:0.01", seed=0)
     w = dev.wafer(0)
     w.alive                 # bool [rows, cols] over the program rectangle
+    w.reachable             # the live cores a tile can use (the largest connected group)
     w.usable_bytes()        # alive cores x (sram - reserve - overhead)
+    lane = dev.lane_width("lanes")         # the floorplan's lane width (layout, optional lane)
+    w.lane_slots(lane, spare, "lanes")     # cores the tiler may fill in that layout
+    w.tiler_bytes(overhead, "lanes")       # those slots x usable bytes per core (what the planner packs)
+    dev.free_colors, dev.link_capacity, dev.bytes_per_core(overhead)   # also on every wafer
     w.region_bytes(r0, c0, r1, c1)         # half-open rectangle, O(1) via a 2-D prefix sum
     w.to_physical(row, logical_col)        # the row-shift mapping around dead cores
 
@@ -25,11 +30,42 @@ from .defects import (
     parse_defect_spec,
 )
 from .errors import TargetError
+from .geometry import choose_spare, dead_fraction, lane_for, slot_count
+from .geometry import reachable as reachable_cores
+from .links import usable_links
 from .loader import load_target
 from .schema import Target
 
+LINK_CAPACITY = 1   # routes one color of one link carries: each route holds its color end to end
 
-class Device:
+
+class _TargetFigures:
+    """Numbers that depend on the target alone, the same on every wafer."""
+    target: Target
+
+    @property
+    def free_colors(self) -> tuple[int, ...]:
+        """Color ids routes may use (the runtime reserves the others)."""
+        return self.target.free_colors
+
+    @property
+    def link_capacity(self) -> int:
+        return LINK_CAPACITY
+
+    def bytes_per_core(self, per_core_overhead_bytes: int = 0) -> int:
+        """Bytes a live core offers: sram - reserve - overhead (TargetError if negative)."""
+        b = self.target.usable_bytes_per_core - int(per_core_overhead_bytes)
+        if per_core_overhead_bytes < 0 or b < 0:
+            raise TargetError(f"per-core overhead {per_core_overhead_bytes} B: expected 0.."
+                              f"{self.target.usable_bytes_per_core} B (the usable bytes per core of {self.target.name})")
+        return b
+
+    def lane_width(self, layout: str = "lanes", lane: int | None = None) -> int:
+        """The floorplan's lane width on this target's program rectangle (geometry.lane_for)."""
+        return lane_for(self.target.usable_cols, layout, lane)
+
+
+class Device(_TargetFigures):
     """A target and a defect spec; ``wafer(i)`` generates wafer i's map lazily and deterministically."""
 
     def __init__(self, target: Target | str, defect_spec: DefectSpec | str | None = None, seed: int = 0):
@@ -50,11 +86,18 @@ class Device:
     def wafers(self, n: int) -> list[WaferDevice]:
         return [self.wafer(i) for i in range(n)]
 
+    def spare(self, layout: str, lane: int, n_wafers: int) -> int:
+        """Spare columns per lane shared by wafers 0..n-1 (the tiler shapes grids for one slot
+        width): the worst wafer's; 0 unless the layout is spares."""
+        if layout != "spares":
+            return 0
+        return max((self.wafer(k).lane_spare(lane) for k in range(n_wafers)), default=0)
+
     def __repr__(self) -> str:
         return f"Device({self.target.name!r}, {self.spec.text!r}, seed={self.seed})"
 
 
-class WaferDevice:
+class WaferDevice(_TargetFigures):
     """One wafer: the target's program rectangle minus its defects."""
 
     def __init__(self, target: Target, index: int, defects: DefectMap):
@@ -104,14 +147,6 @@ class WaferDevice:
         return die_edges(self.target)
 
     # ---- capacity ----
-    def bytes_per_core(self, per_core_overhead_bytes: int = 0) -> int:
-        """Bytes a live core offers: sram - reserve - overhead (TargetError if negative)."""
-        b = self.target.usable_bytes_per_core - int(per_core_overhead_bytes)
-        if per_core_overhead_bytes < 0 or b < 0:
-            raise TargetError(f"per-core overhead {per_core_overhead_bytes} B: expected 0.."
-                              f"{self.target.usable_bytes_per_core} B (the usable bytes per core of {self.target.name})")
-        return b
-
     def capacity_bytes(self, per_core_overhead_bytes: int = 0) -> np.ndarray:
         """int64 [rows, cols]: bytes each core offers (0 for dead cores)."""
         return self.alive.astype(np.int64) * self.bytes_per_core(per_core_overhead_bytes)
@@ -119,6 +154,32 @@ class WaferDevice:
     def usable_bytes(self, per_core_overhead_bytes: int = 0) -> int:
         """Alive cores x (sram - reserve - overhead)."""
         return self.usable_cores * self.bytes_per_core(per_core_overhead_bytes)
+
+    # ---- what the tiler can use ----
+    @cached_property
+    def reachable(self) -> np.ndarray:
+        """bool [rows, cols]: live cores of the largest connected group (others hold no tile)."""
+        r = reachable_cores(self.alive)
+        r.flags.writeable = False
+        return r
+
+    def lane_spare(self, lane: int) -> int:
+        """Spare columns per lane this wafer's dead cores call for (spares layout)."""
+        return choose_spare(dead_fraction(self.reachable, lane), lane)
+
+    def lane_slots(self, lane: int, spare: int = 0, layout: str = "lanes") -> int:
+        """Cores the tiler may fill in a layout with ``lane``-column lanes and ``spare`` spares."""
+        return slot_count(self.reachable, lane, spare, layout)
+
+    def tiler_slots(self, layout: str = "lanes", lane: int | None = None) -> int:
+        """``lane_slots`` at the layout's lane width and this wafer's own spare count."""
+        lane = self.lane_width(layout, lane)
+        spare = self.lane_spare(lane) if layout == "spares" else 0
+        return self.lane_slots(lane, spare, layout)
+
+    def tiler_bytes(self, per_core_overhead_bytes: int = 0, layout: str = "lanes", lane: int | None = None) -> int:
+        """Tiler slots x (sram - reserve - overhead): the bytes a plan may put on this wafer."""
+        return self.tiler_slots(layout, lane) * self.bytes_per_core(per_core_overhead_bytes)
 
     @cached_property
     def _prefix(self) -> np.ndarray:
@@ -189,17 +250,17 @@ class WaferDevice:
         return int(lc) if lc.ndim == 0 else lc
 
     # ---- links ----
+    @cached_property
+    def usable_links(self) -> np.ndarray:
+        """bool [rows, cols, 4]: directed link (row, col, E/S/W/N) exists, is not dead and joins two
+        alive cores (the router's mask)."""
+        ok = usable_links(self.alive, self.dead_links)
+        ok.flags.writeable = False
+        return ok
+
     def link_masks(self) -> tuple[np.ndarray, np.ndarray]:
-        """(east_ok [rows, cols-1], south_ok [rows-1, cols]): the link exists, is not dead and both
-        ends are alive cores."""
-        a = self.alive
-        east = a[:, :-1] & a[:, 1:]
-        south = a[:-1, :] & a[1:, :]
-        dl = self.dead_links
-        e, s = dl[dl[:, 2] == 0], dl[dl[:, 2] == 1]
-        east[e[:, 0], e[:, 1]] = False
-        south[s[:, 0], s[:, 1]] = False
-        return east, south
+        """(east_ok [rows, cols-1], south_ok [rows-1, cols]) of ``usable_links``."""
+        return self.usable_links[:, :-1, 0].copy(), self.usable_links[:-1, :, 1].copy()
 
     def summary(self, per_core_overhead_bytes: int = 0) -> dict:
         return {"wafer": self.index, "rows": self.rows, "cols": self.cols, "usable_cores": self.usable_cores,

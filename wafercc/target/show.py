@@ -38,7 +38,7 @@ def _summary_row(t: Target) -> dict:
 def cmd_targets(args) -> int:
     from rich.table import Table
 
-    from ..summary import make_console
+    from ..console import make_console
 
     fmt = getattr(args, "format", "text")
     if getattr(args, "targets_cmd", None) == "show":

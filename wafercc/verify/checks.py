@@ -173,7 +173,7 @@ def check_partition(w, sink: Sink) -> None:
 
 def check_config(doc: dict, target, sink: Sink) -> None:
     """The schedule's budget and colors against the target (the hardware truth)."""
-    usable = target.core.sram - target.core.sram_reserved
+    usable = target.usable_bytes_per_core
     if doc["budget_bytes_per_core"] > usable:
         sink.one("budget", None, f"budget_bytes_per_core {doc['budget_bytes_per_core']} exceeds the target's "
                  f"sram - sram_reserved = {usable} B")

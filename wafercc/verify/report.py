@@ -76,6 +76,6 @@ def cmd_verify(args) -> int:
     if args.format == "json":
         print(json.dumps(result_dict(res, limit), indent=1, sort_keys=True))
     else:
-        from ..summary import make_console
+        from ..console import make_console
         render_text(res, make_console(), limit)
     return 0 if res.ok else 1
