@@ -87,6 +87,10 @@ def test_plain_loop_checks_every_n_steps_and_raises(tmp_path, monkeypatch):
     strict = WaferBudget(max_wafers=1, options={"context": 10 ** 8}, on_violation="raise")
     with pytest.raises(BudgetExceeded, match="no plan fits 1 wafer"):
         strict.check(model, step=7)
+    # a model that cannot be compiled breaks the budget (warns) instead of crashing the loop
+    with pytest.warns(UserWarning, match="compile failed"):
+        rec = WaferBudget(options={"dtype": "fp7"}).check(model, step=8)
+    assert not rec["ok"] and rec["wafers"] is None
 
 
 def test_lightning_callback_logs(tmp_path, monkeypatch):

@@ -63,8 +63,9 @@ def check(model: Any, example_inputs: Any = None, *, max_wafers: int | None = No
     routed schedule.  Never raises for a broken budget: ``ok`` is False and ``reasons`` say why."""
     import time
     t0 = time.perf_counter()
+    # no speed-versus-wafers curve: a check asks about this compile only
     opts = build_options(target=target, until="report" if place else "plan", max_wafers=max_wafers,
-                         curve=False if not place else None, **options)
+                         **{"curve": False, **options})
     c = Compilation(model, opts, example_inputs)
     reasons: list[str] = []
     try:

@@ -69,18 +69,22 @@ class WaferBudget:
         """Check ``model`` against the budget now; returns (and logs) the record."""
         from .api import check
         source, inputs = compile_source(model, example_inputs)
-        r = check(source, inputs, max_wafers=self.max_wafers, min_tokens_per_s=self.min_tokens_per_s,
-                  place=self.place, **self.options)
-        rec = {"step": step, **where, **r.as_dict(), "cached": bool(r.compilation.lowered
-                                                                  and r.compilation.lowered.cached)}
+        try:
+            r = check(source, inputs, max_wafers=self.max_wafers, min_tokens_per_s=self.min_tokens_per_s,
+                      place=self.place, **self.options)
+            rec = {"step": step, **where, **r.as_dict(), "cached": bool(r.compilation.lowered
+                                                                      and r.compilation.lowered.cached)}
+        except WaferccError as e:      # a model wafercc cannot compile is a broken budget, not a crash
+            rec = {"step": step, **where, "ok": False, "wafers": None, "tokens_per_s_per_user": None,
+                   "source": None, "reasons": [f"compile failed: {e}"], "seconds": None, "cached": False}
         self.history.append(rec)
         if self.log_file:
             d = os.path.dirname(os.path.abspath(self.log_file))
             os.makedirs(d, exist_ok=True)
             with open(self.log_file, "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec, sort_keys=True) + "\n")
-        if not r.ok:
-            msg = f"wafercc budget broken at step {step}: " + "; ".join(r.reasons)
+        if not rec["ok"]:
+            msg = f"wafercc budget broken at step {step}: " + "; ".join(rec["reasons"])
             if self.on_violation == "raise":
                 raise BudgetExceeded(msg, rec)
             warnings.warn(msg, stacklevel=2)
