@@ -29,7 +29,7 @@ RESULT_SCHEMA = "wafercc.regress/1"
 FAST = ("tiny-llama", "tiny-moe", "gpt2", "minilm-l6", "llama-3.2-1b")
 SHIPPED_ONNX = ("tiny-llama", "tiny-moe")
 # wall-time bands: fail only past golden x factor + slack (machines and loads differ)
-SECONDS_FACTOR, SECONDS_SLACK = 3.0, 20.0
+SECONDS_FACTOR, SECONDS_SLACK = 3.0, 30.0
 
 
 class RegressError(WaferccError):
