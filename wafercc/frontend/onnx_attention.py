@@ -67,8 +67,10 @@ class AttentionLifting:
         q, k = s.q, s.k
         dh = q.head_dim
         mask = s.mask
-        facts = mask_facts(self.src, mask, self.act) if mask else None
+        facts = mask_facts(self.src, mask, self.act, frozenset(self.cached.values())) if mask else None
         causal = facts.causal if facts else False
+        # a KV-cache input (past_key_values.*) makes it a decoder's attention whatever its mask says
+        causal = causal or k.value in self.cached
         attrs = {"num_heads": self.g.values[q.value].shape[-1] // dh,
                  "num_kv_heads": self.g.values[k.value].shape[-1] // dh,
                  "head_dim": dh, "causal": causal}
@@ -124,7 +126,7 @@ class AttentionLifting:
         else:
             dh = qv.head_dim
         mask = ins[3] or None
-        facts = mask_facts(src, mask, self.act) if mask else None
+        facts = mask_facts(src, mask, self.act, frozenset(self.cached.values())) if mask else None
         causal = bool(src.attr(node, "is_causal", 0)) or bool(facts and facts.causal)
         attrs = {"num_heads": self.g.values[qv.value].shape[-1] // dh,
                  "num_kv_heads": self.g.values[kv.value].shape[-1] // dh, "head_dim": dh, "causal": causal}

@@ -45,6 +45,8 @@ class Lifter(AttentionLifting, LayoutLifting):
         self.weights: dict[str, str] = {}
         self.act: set[str] = set()
         self.kv_index = 0
+        self.cached: dict[str, str] = {}   # IR value of K or V -> the past_key_values input appended to it
+        self.present: set[str] = set()     # ONNX tensors that are a KV cache with this step appended
         self._skip: set[str] = set()  # bias additions folded into the matmul before them
 
     # -- entry ------------------------------------------------------------------
@@ -63,6 +65,8 @@ class Lifter(AttentionLifting, LayoutLifting):
             elif any(t in self.act for t in self._data_inputs(node)) or self._is_seed(node):
                 self._lift(node)
         for o in src.graph_outputs:
+            if o in self.present:          # present.* outputs: the cache state, held by the IR's KV values
+                continue
             v = self.views.get(o)
             if not isinstance(v, View) or v.layout != "flat":
                 raise InputFileError(f"graph output '{o}' is not computed from the token activations",
@@ -278,11 +282,44 @@ class Lifter(AttentionLifting, LayoutLifting):
             return self._attention_op(node)
         if op == "RotaryEmbedding":
             return self._rotary_op(node)
+        if op == "Concat" and self._cache_append(node, vs):
+            return
         if op in ("IsNaN", "IsInf", "Equal", "Not"):
             # only used to guard softmax outputs of fully masked rows
             self.views[node.output[0]] = ("guard", ins[0])
             return
         self._fail(node, "no lowering for this operator in the wafercc op set")
+
+    def _cache_append(self, node, vs) -> bool:
+        """``Concat(past, new)`` along the sequence axis of split-heads K or V, where ``past`` is a
+        graph input (past_key_values.* of optimum's with-past decoders, a DynamicCache export): the
+        IR's attention keeps that state as its KV cache, so the view passes through unchanged."""
+        acts = [v for v in vs if isinstance(v, View)]
+        if len(acts) != 1 or acts[0].layout not in ("bhsd", "bshd", "gqa"):
+            return False
+        seq_axis = 2 if acts[0].layout in ("bhsd", "gqa") else 1
+        axis = self.src.attr(node, "axis", 0)
+        rank = len(self.src.shapes.get(node.output[0], ()) or ()) or 4
+        if axis % rank != seq_axis:
+            return False
+        past = [t for t, v in zip(node.input, vs) if not isinstance(v, View)]
+        roots = [self._input_root(t) for t in past]
+        if not past or any(r is None for r in roots):
+            return False
+        self.views[node.output[0]] = acts[0]
+        self.cached[acts[0].value] = roots[0]
+        self.present.add(node.output[0])
+        return True
+
+    def _input_root(self, t: str) -> str | None:
+        """The graph input ``t`` is, through casts and identities; None if it is computed."""
+        while t not in self.src.graph_inputs:
+            p = self.src.prod(t)
+            if p is None or not (p.op_type in ("Cast", "Identity", "CastLike")
+                                 or (p.op_type == "Concat" and len([i for i in p.input if i]) == 1)):
+                return None
+            t = p.input[0]
+        return t
 
     def _matmul(self, node, vs):
         src = self.src

@@ -24,12 +24,13 @@ class MaskFacts:
     padding: bool        # depends on the attention_mask input
 
 
-def mask_facts(src, tensor: str, act: set[str]) -> MaskFacts:
-    """Facts of a mask tensor; masks computed the same way (one per layer) are probed once."""
+def mask_facts(src, tensor: str, act: set[str], past: frozenset = frozenset()) -> MaskFacts:
+    """Facts of a mask tensor; masks computed the same way (one per layer) are probed once.
+    ``past``: KV-cache graph inputs (past_key_values.*), probed empty so the mask's lengths agree."""
     cache = src.__dict__.setdefault("_mask_cache", {})
-    key = _signature(src, tensor, act, src.__dict__.setdefault("_mask_sigs", {}))
+    key = (_signature(src, tensor, act, src.__dict__.setdefault("_mask_sigs", {})), past)
     if key not in cache:
-        cache[key] = _analyse(src, tensor, act)
+        cache[key] = _analyse(src, tensor, act, past)
     return cache[key]
 
 
@@ -72,7 +73,7 @@ def _ancestors(src, tensor: str, act: set[str]):
     return sorted(nodes), cut
 
 
-def _analyse(src, tensor: str, act: set[str]) -> MaskFacts:
+def _analyse(src, tensor: str, act: set[str], past: frozenset = frozenset()) -> MaskFacts:
     nodes, cut = _ancestors(src, tensor, act)
     for i in nodes:
         n = src.nodes[i]
@@ -90,13 +91,13 @@ def _analyse(src, tensor: str, act: set[str]) -> MaskFacts:
     padding = any(t in src.graph_inputs and "mask" in t.lower() for t in used)
     static = all(isinstance(d, int) and d > 0 for t in graph_inputs for d in src.shapes.get(t, (None,)))
     for length in PROBE_LENGTHS:
-        facts = _read(_run(src, nodes, graph_inputs, inits, tensor, length), padding)
+        facts = _read(_run(src, nodes, graph_inputs, inits, tensor, length, past), padding)
         if facts.sliding_window or not facts.causal or static:
             break  # static inputs: every probe would see the same length
     return facts
 
 
-def _run(src, nodes, graph_inputs, inits, tensor, length):
+def _run(src, nodes, graph_inputs, inits, tensor, length, past=frozenset()):
     import onnxruntime as ort
     vis = []
     feeds = {}
@@ -108,7 +109,8 @@ def _run(src, nodes, graph_inputs, inits, tensor, length):
         dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
         concrete = []
         for k, d in enumerate(dims):
-            concrete.append(d if d is not None else (1 if k == 0 else length))
+            # an empty cache: the attention mask's length is then the probe's sequence length
+            concrete.append(d if d is not None else (1 if k == 0 else 0 if t in past and k == 2 else length))
         vis.append(helper.make_tensor_value_info(t, elem, [None] * len(shape)))
         dtype = helper.tensor_dtype_to_np_dtype(elem)
         if "mask" in t.lower():

@@ -297,6 +297,8 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
             ok = all(a in inside or a not in act or not a for a in u.input)
             if u.op_type == "Mul" and not any(a in trig for a in u.input):
                 ok = False
+            if u.op_type == "Concat" and not all(a in inside for a in u.input if a):
+                ok = False   # rotate-half joins two halves of x; a KV-cache append joins a past input
             if not ok:
                 continue
             region.add(i)

@@ -1,0 +1,74 @@
+"""KV-cache exports: past_key_values.* inputs appended to K and V, present.* outputs (optimum's
+with-past decoders, torch exports of a DynamicCache) lower to the same attention with its KV cache
+as the plain export."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import wafercc
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=128, max_position_embeddings=256, head_dim=16)
+LAYERS, KV_HEADS, HEAD_DIM = TINY["num_hidden_layers"], TINY["num_key_value_heads"], TINY["head_dim"]
+
+
+class WithPast(torch.nn.Module):
+    """forward(input_ids, attention_mask, *past) -> (logits, *present), as a with-past decoder."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, *past):
+        from transformers.cache_utils import DynamicCache
+        cache = DynamicCache()
+        for i in range(0, len(past), 2):
+            cache.update(past[i], past[i + 1], i // 2)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True)
+        present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
+        return (out.logits, *present)
+
+
+def _export(tmp_path, dynamo: bool):
+    import transformers
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY)).eval()
+    past_len = 5
+    past = [torch.randn(1, KV_HEADS, past_len, HEAD_DIM) for _ in range(2 * LAYERS)]
+    ids, mask = torch.zeros(1, 1, dtype=torch.long), torch.ones(1, past_len + 1, dtype=torch.long)
+    names = ["input_ids", "attention_mask"] + [f"past_key_values.{i}.{kv}" for i in range(LAYERS)
+                                              for kv in ("key", "value")]
+    outs = ["logits"] + [f"present.{i}.{kv}" for i in range(LAYERS) for kv in ("key", "value")]
+    path = tmp_path / ("past_dynamo.onnx" if dynamo else "past_ts.onnx")
+    if dynamo:
+        torch.onnx.export(WithPast(model), (ids, mask, *past), input_names=names, output_names=outs,
+                          dynamo=True, optimize=False).save(str(path))
+    else:
+        axes = {"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "t"},
+                **{n: {0: "b", 2: "p"} for n in names[2:]}}
+        torch.onnx.export(WithPast(model), (ids, mask, *past), str(path), input_names=names, output_names=outs,
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    return path, sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_with_past_export_lowers_to_attention_with_its_kv_cache(tmp_path, dynamo):
+    path, torch_params = _export(tmp_path, dynamo)
+    c = wafercc.compile(path, until="ir", cache=False)
+    f = c.facts
+    assert f.layers == LAYERS and f.op_counts["attention"] == LAYERS
+    assert f.kv_bytes_per_token == 2 * LAYERS * KV_HEADS * HEAD_DIM * 4          # fp32 K and V per token
+    attn = [n for n in c.graph.nodes if n.op == "attention"]
+    assert all(n.attrs["causal"] and "k_cache" in n.inputs and "v_cache" in n.inputs for n in attn)
+    assert [o for o in c.graph.outputs] and all("present" not in o for o in c.graph.outputs)
+    if dynamo:
+        assert f.params == torch_params
+    else:   # the TorchScript exporter folds a few weights into constants; never more than it had
+        assert 0.99 * torch_params <= f.params <= torch_params
+
+
+def test_with_past_export_plans_like_the_plain_one(tmp_path):
+    path, _ = _export(tmp_path, True)
+    past = wafercc.compile(path, until="plan", cache=False)
+    assert past.plan.used == 1 and past.plan.memory.kv_bytes > 0
