@@ -72,3 +72,43 @@ def test_with_past_export_plans_like_the_plain_one(tmp_path):
     path, _ = _export(tmp_path, True)
     past = wafercc.compile(path, until="plan", cache=False)
     assert past.plan.used == 1 and past.plan.memory.kv_bytes > 0
+
+
+def test_static_shape_export_with_folded_positions_and_mask(tmp_path):
+    """torch.onnx.export(dynamo=True) with its defaults (optimized, static shapes) folds GPT-2's
+    position lookup to a [1, S, D] constant and its causal mask to a [1, 1, S, S] constant: the
+    lifter reads them as a position table (with a warning: its rows are the traced length) and a
+    causal mask, and the IR computes what onnxruntime computes."""
+    import numpy as np
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=128)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            return self.m(input_ids=input_ids, use_cache=False).logits
+
+    path = tmp_path / "gpt2_default.onnx"
+    torch.onnx.export(Logits(model), (torch.zeros(1, 16, dtype=torch.long),), dynamo=True).save(str(path))
+    with pytest.warns(UserWarning, match="position table the exporter folded to the traced length \\(16 rows\\)"):
+        c = wafercc.compile(path, until="ir", cache=False)
+    attn = [n for n in c.graph.nodes if n.op == "attention"]
+    assert len(attn) == 2 and all(n.attrs["causal"] for n in attn)
+    assert c.facts.kv_bytes_per_token == 2 * 2 * 64 * 4
+    # the IR, run by the NumPy reference interpreter, against onnxruntime on the traced 16 tokens
+    import onnxruntime as ort
+
+    from wafercc.sim.reference import Interpreter
+    from wafercc.sim.weights import load_weights
+    ids = (np.arange(16, dtype=np.int64)[None] * 7) % 1000
+    interp = Interpreter(c.graph, load_weights(c.graph, path), None, context=64)
+    interp.reset(1)
+    got = interp.step(ids, np.ones_like(ids), {})[c.graph.outputs[0]]
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

@@ -23,8 +23,7 @@ class AttentionLifting:
         if op == "Where" and isinstance(self.views.get(ins[0]), tuple):
             self.views[out] = s  # NaN guard of fully masked rows
         elif op in ("Add", "Where") and aux:
-            mask = next((t for t in other if t not in self.act and self.src.const(t) is None
-                         and self.src.shapes.get(t) and len(self.src.shapes[t]) >= 2), None)
+            mask = next((t for t in other if t not in self.act and self._mask_like(t)), None)
             self.views[out] = dataclasses.replace(s, mask=mask or s.mask)
         elif op == "Sub" and len(other) == 1 and isinstance(self.views.get(other[0]), tuple):
             self.views[out] = s  # subtracting the row maximum before softmax
@@ -49,6 +48,15 @@ class AttentionLifting:
             self.views[out] = ("guard", ins[0])
         else:
             self._fail(node, "unexpected operation between the attention scores and their softmax")
+
+    def _mask_like(self, t: str) -> bool:
+        """A mask: computed from inputs, or a constant [.., q, k] one (a static-shape export folds
+        its causal mask); not a scalar or a per-row bias."""
+        shape = self.src.shapes.get(t)
+        if not shape or len(shape) < 2:
+            return False
+        c = self.src.const(t)
+        return c is None or (c.ndim >= 2 and c.shape[-1] > 1 and c.shape[-2] > 1)
 
     def _sink_weight(self, t: str) -> str | None:
         """Per-head attention sinks: a [heads] weight broadcast to a score column."""

@@ -422,8 +422,36 @@ class Lifter(AttentionLifting, LayoutLifting):
                 w = weight_of(src, const_t)
                 if w is None:
                     self._fail(node, f"operand '{const_t}' is neither an activation, a weight nor a scalar")
-                ins = {"a": self._flat(node, act_t), "b": self._weight(w[0])}
+                x = self._flat(node, act_t)
+                rows = self._folded_positions(w[0], x) if node.op_type == "Add" else None
+                ins = {"a": x, "b": self._position_lookup(node, w[0], rows) if rows else self._weight(w[0])}
         self.views[node.output[0]] = View(self._emit(node, "elementwise", ins, attrs))
+
+
+    def _folded_positions(self, init: str, x: str) -> int | None:
+        """Rows of a position table an exporter folded to the traced length: a [1, S, D] (or [S, D])
+        constant added to [batch, seq, D] activations, as a static-shape export of GPT-2 writes
+        ``wpe[0:S]``.  None when ``init`` is anything else (a bias broadcasts along seq)."""
+        dims = [int(d) for d in self.src.inits[init].dims]
+        width = self.g.values[x].shape[-1]
+        if len(dims) < 2 or dims[-1] != width or dims[-2] <= 1 or any(d != 1 for d in dims[:-2]):
+            return None
+        return dims[-2] if tuple(self.g.values[x].shape[:-1]) == (BATCH, SEQ) else None
+
+    def _position_lookup(self, node, init: str, rows: int) -> str:
+        """The folded table as what it is: a lookup by position (its params: the rows it kept)."""
+        import warnings
+        name = init                    # the initializer itself, without its leading unit dims
+        if name not in self.g.values:
+            t = self.src.inits[init]
+            self.g.add_value(name, (rows, int(t.dims[-1])), onnx_dtype(t.data_type, f"initializer '{init}'"),
+                             ValueKind.WEIGHT)
+            warnings.warn(f"{self.src.where}: '{init}' is a position table the exporter folded to the traced "
+                          f"length ({rows} rows): its parameters count those rows, not the model's full table",
+                          stacklevel=2)
+        if "position_ids" not in self.g.values:
+            self.g.add_value("position_ids", (BATCH, SEQ), DType.I64, ValueKind.INPUT)
+        return self._emit(node, "embedding", {"ids": "position_ids", "table": name})
 
 
 def lift(src: SourceGraph, name: str) -> Graph:

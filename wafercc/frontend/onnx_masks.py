@@ -74,6 +74,9 @@ def _ancestors(src, tensor: str, act: set[str]):
 
 
 def _analyse(src, tensor: str, act: set[str], past: frozenset = frozenset()) -> MaskFacts:
+    c = src.const(tensor)
+    if c is not None:           # folded by a static-shape export: read it as it is
+        return _read(np.asarray(c), padding=False)
     nodes, cut = _ancestors(src, tensor, act)
     for i in nodes:
         n = src.nodes[i]

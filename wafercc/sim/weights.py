@@ -55,6 +55,9 @@ def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], where: str | 
         if v.name not in weights:
             raise SimulationError(f"weight '{v.name}' {format_shape(v.shape)} has no value", where=where)
         a = np.asarray(weights[v.name])
+        if v.is_static and a.ndim > len(v.shape) and a.shape[a.ndim - len(v.shape):] == tuple(v.shape) \
+                and all(d == 1 for d in a.shape[:a.ndim - len(v.shape)]):
+            a = a.reshape(v.shape)     # declared without its leading unit dims (a folded position table)
         if not v.is_static or tuple(a.shape) != tuple(v.shape):
             raise SimulationError(f"weight '{v.name}' has shape {list(a.shape)}, the IR declares "
                                   f"{format_shape(v.shape)}", where=where)
