@@ -112,3 +112,9 @@ def test_static_shape_export_with_folded_positions_and_mask(tmp_path):
     got = interp.step(ids, np.ones_like(ids), {})[c.graph.outputs[0]]
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    # and the placed program, tile by tile (scope-less exporter nodes stay with their layer)
+    from wafercc.sim.run import compare_with_onnxruntime
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning):
+        wafercc.compile(path, context=64, cache=False, curve=False).save(str(out))
+    assert max(compare_with_onnxruntime(str(out), str(path), ids, 1).errors) < 1e-4

@@ -112,11 +112,8 @@ class LayoutLifting:
         ir_axis = axis - rank + len(shape)
         shape[ir_axis:ir_axis + 1] = [] if idx.ndim == 0 else [int(idx.size)]
         start = int(idx.reshape(-1)[0])
-        name = self._name(node)
-        n = self.g.add_node("layout", {"x": x.value}, [self._value_name(name)], name=name,
-                            attrs={"kind": "slice", "shape": shape, "axis": ir_axis, "start": start,
-                                   "end": start + max(1, int(idx.size))}, layer=src.layer_of(node))
-        self.views[node.output[0]] = View(n.outputs[0])
+        self.views[node.output[0]] = View(self._emit(node, "layout", {"x": x.value}, {
+            "kind": "slice", "shape": shape, "axis": ir_axis, "start": start, "end": start + max(1, int(idx.size))}))
 
     def _full_slice(self, node, x) -> bool:
         """A slice from 0 to the end with step 1 along any axis copies its input."""
@@ -180,8 +177,5 @@ class LayoutLifting:
         end = min(end, width) if end >= 0 else width + end
         start = start if start >= 0 else width + start
         new = shape[:-1] + (end - start,)
-        name = self._name(node)
-        n = self.g.add_node("layout", {"x": x.value}, [self._value_name(name)], name=name,
-                            attrs={"kind": "slice", "shape": list(new), "axis": -1, "start": start, "end": end},
-                            layer=self.src.layer_of(node))
-        self.views[out] = View(n.outputs[0])
+        self.views[out] = View(self._emit(node, "layout", {"x": x.value},
+                                          {"kind": "slice", "shape": list(new), "axis": -1, "start": start, "end": end}))

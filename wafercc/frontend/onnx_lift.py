@@ -47,6 +47,7 @@ class Lifter(AttentionLifting, LayoutLifting):
         self.kv_index = 0
         self.cached: dict[str, str] = {}   # IR value of K or V -> the past_key_values input appended to it
         self.present: set[str] = set()     # ONNX tensors that are a KV cache with this step appended
+        self._layer_of_value: dict[str, int | None] = {}
         self._skip: set[str] = set()  # bias additions folded into the matmul before them
 
     # -- entry ------------------------------------------------------------------
@@ -171,9 +172,19 @@ class Lifter(AttentionLifting, LayoutLifting):
 
     def _emit(self, node, op, inputs, attrs=None):
         name = self._name(node)
-        n = self.g.add_node(op, inputs, [self._value_name(name)], name=name,
-                            attrs=attrs or {}, layer=self.src.layer_of(node))
+        layer = self.src.layer_of(node)
+        if layer is None and not self.src.has_scope(node):
+            layer = self._input_layer(inputs)
+        n = self.g.add_node(op, inputs, [self._value_name(name)], name=name, attrs=attrs or {}, layer=layer)
+        self._layer_of_value[n.outputs[0]] = layer
         return n.outputs[0]
+
+    def _input_layer(self, inputs) -> int | None:
+        """A node the exporter left without a module scope (an optimized export's ``node_Split_12``)
+        belongs to the layer whose output it reads, so the planner keeps it with that layer."""
+        layers = [self._layer_of_value.get(v) for v in inputs.values()]
+        layers = [k for k in layers if k is not None]
+        return max(layers) if layers else None
 
     def _value_name(self, node_name: str) -> str:
         """IR values are named after the (scope-derived, unique) node that makes them, so the

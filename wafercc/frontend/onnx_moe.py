@@ -231,8 +231,9 @@ def emit_moe(lifter, r: Region, node) -> str:
     if params:
         attrs["activation_params"] = params
     name = lifter._name(node)
-    n = lifter.g.add_node("moe", ins, [lifter._value_name(name)], name=name, attrs=attrs,
-                          layer=src.layer_of(src.nodes[r.params["topk"]]))
+    layer = src.layer_of(src.nodes[r.params["topk"]])
+    n = lifter.g.add_node("moe", ins, [lifter._value_name(name)], name=name, attrs=attrs, layer=layer)
+    lifter._layer_of_value[n.outputs[0]] = layer
     return n.outputs[0]
 
 

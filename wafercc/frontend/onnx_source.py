@@ -138,6 +138,11 @@ class SourceGraph:
                 return parts[-2] if len(parts) >= 2 else parts[-1]
         return node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
 
+    def has_scope(self, node) -> bool:
+        """Whether the exporter recorded the node's module path (metadata or a legacy '/a/b' name)."""
+        keys = {p.key for p in node.metadata_props}
+        return bool(keys & {"pkg.torch.onnx.name_scopes", "namespace"}) or "/" in node.name
+
     def layer_of(self, node) -> int | None:
         m = _LAYER_RE.search(self.scope(node))
         return int(m.group(1)) if m else None
