@@ -97,7 +97,7 @@ class Ties:
             equal = self._equal(init, other, flip)
             if equal:
                 return other, transposed ^ flip
-            if equal is None and (flip or is_anonymous(init)):
+            if equal is None and is_anonymous(init):
                 suspects.append(other)
         if suspects:
             self._warn(init, shape, suspects)
