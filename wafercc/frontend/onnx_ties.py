@@ -46,7 +46,8 @@ def is_anonymous(name: str) -> bool:
 
 
 class Ties:
-    """Maps a matmul weight to an earlier weight it provably duplicates."""
+    """Finds the earlier weight an initializer duplicates: any role (:meth:`same`), matmul weights
+    also transposed or by value (:meth:`find`)."""
 
     def __init__(self, src, tables: set[str]):
         self.src = src
