@@ -6,6 +6,40 @@ was expected; the CLI prints exactly that line and exits with status 2.
 """
 from __future__ import annotations
 
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+# lines of a third-party error that explain the tool, not the failure (torch.onnx's banners)
+_BANNER = re.compile(r"(?:Failed to (?:export the model|convert the exported program|decompose)|This is step \d|"
+                     r"Next steps|- |#+ |\(?Refer to |⬆|For more information)")
+_CLASS_LINE = re.compile(r"<class '(?:[\w.]*\.)?(\w+)'>: (.+)")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences (colours, cursor moves, hyperlinks)."""
+    return _ANSI.sub("", text)
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut at a word boundary with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if " " in cut[limit // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:.") + "…"
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an exception in one readable line: its first line that is not a banner
+    (an ``<class 'X'>: message`` summary line names its own type), ANSI escapes removed."""
+    lines = [ln.strip() for ln in strip_ansi(str(e)).splitlines() if ln.strip()]
+    first = next((ln for ln in lines if not _BANNER.match(ln)), lines[0] if lines else "")
+    m = _CLASS_LINE.fullmatch(first)
+    msg = f"{m.group(1)}: {m.group(2)}" if m else f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return shorten(msg, limit)
+
 
 class WaferccError(Exception):
     """Base class of every error caused by the user's input."""

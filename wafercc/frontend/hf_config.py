@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import InputFileError, ModelConfigError
+from ..errors import InputFileError, ModelConfigError, one_line
 from ..ir import Graph
 from ..ir import verify
 from .layer_dedup import ReplicationError, plan_layers, reduce_model, replicate
@@ -108,13 +108,14 @@ def build_config(cfg: Mapping[str, Any], *, layers: int | None = None, where: st
         config = AutoConfig.for_model(model_type, **cfg)
     except ValueError as e:
         if "Unrecognized model identifier" in str(e) or "not recognized" in str(e):
+            if cfg.get("auto_map"):
+                raise _remote_code_error(model_type, cfg["auto_map"], where) from None
             raise ModelConfigError(f"unknown model_type '{model_type}' (not supported by transformers "
                                    f"{_tf_version()})", where=where) from None
         raise ModelConfigError(f"invalid config for model_type '{model_type}': {str(e).splitlines()[0][:200]}",
                                where=where) from None
     except Exception as e:
-        raise ModelConfigError(f"invalid config for model_type '{model_type}': "
-                               f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+        raise ModelConfigError(f"invalid config for model_type '{model_type}': {one_line(e, 200)}",
                                where=where) from None
     for attr in _DROP_KEYS:
         if hasattr(config, attr):
@@ -139,6 +140,21 @@ def _truncate_layers(config, layers: int, where: str) -> None:
     lt = getattr(config, "layer_types", None)
     if isinstance(lt, list) and len(lt) == full:
         config.layer_types = lt[:config.num_hidden_layers]
+
+
+def _remote_code_error(model_type: str, auto_map: Any, where: str) -> ModelConfigError:
+    """An architecture transformers does not ship, whose ``auto_map`` points at the checkpoint's own
+    modeling code (``trust_remote_code``): wafercc never runs downloaded code."""
+    entries = auto_map if isinstance(auto_map, Mapping) else {}
+    key = next((k for k in ("AutoModelForCausalLM", "AutoModel") if k in entries),
+               next((k for k in entries if k != "AutoConfig"), None))
+    ref = entries.get(key) if key else None
+    ref = ref[0] if isinstance(ref, (list, tuple)) and ref else ref
+    named = f"auto_map {key} -> '{ref}'" if key and ref else f"auto_map {auto_map!r}"[:120]
+    return ModelConfigError(
+        f"model_type '{model_type}' is not in transformers {_tf_version()}: its {named} is trust_remote_code "
+        f"modeling code, which wafercc does not run; export the model to ONNX yourself (load it with "
+        f"trust_remote_code=True, then torch.onnx.export) and pass the .onnx file", where=where)
 
 
 def _tf_version() -> str:

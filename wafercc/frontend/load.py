@@ -165,8 +165,11 @@ def module_identity(module: Any, example_inputs: Any) -> str:
     """The cache identity of an ``nn.Module``: what decides its exported graph (class, config,
     module tree with its hyperparameters, parameter and buffer names, shapes and dtypes, the
     example inputs' shapes and dtypes), not its weight values nor its train/eval mode (the
-    exporter always traces in eval mode)."""
+    exporter always traces in eval mode).  Every form of ``example_inputs`` is first split into
+    positional and keyword arguments, so the same call written two ways has one identity."""
     import torch
+
+    from .torch_inputs import split_inputs
 
     cfg = getattr(module, "config", None)
     cfg_json = cfg.to_json_string(use_diff=False) if hasattr(cfg, "to_json_string") else repr(cfg)
@@ -183,7 +186,7 @@ def module_identity(module: Any, example_inputs: Any) -> str:
         return repr(x)
     cls = type(module)
     doc = {"class": f"{cls.__module__}.{cls.__qualname__}", "config": cfg_json, "repr": repr(module),
-           "tensors": tensors, "inputs": spec(example_inputs)}
+           "tensors": tensors, "inputs": spec(split_inputs(example_inputs, where=cls.__name__))}
     return "module:" + _cache.canonical_json(doc)
 
 

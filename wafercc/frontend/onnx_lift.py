@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
-
 from ..errors import InputFileError, UnsupportedOpError
 from ..ir import BATCH, SEQ, DType, Graph, ValueKind
 from .onnx_moe import detect_moe
@@ -22,6 +20,7 @@ from .onnx_regions import (LAYOUT_OPS, Region, detect_activation, detect_norm, d
 from .onnx_attention import AttentionLifting
 from .onnx_layout import LayoutLifting
 from .onnx_source import SourceGraph, onnx_dtype
+from .onnx_ties import Ties
 from .onnx_views import Scores, View
 
 ACTIVATION_ANCHORS = {"Sigmoid", "Tanh", "Erf", "Relu", "Softplus", "Gelu", "HardSigmoid"}
@@ -54,6 +53,7 @@ class Lifter(AttentionLifting, LayoutLifting):
     def run(self) -> Graph:
         src = self.src
         self._classify()
+        self.ties = Ties(src, {weight_of(src, n.input[0])[0] for n in src.nodes if self._is_seed(n)})
         self.regions = self._find_regions()
         covered = {i: r for r in self.regions for i in r.nodes}
         ends = {src.producer[r.y]: r for r in self.regions}
@@ -140,26 +140,15 @@ class Lifter(AttentionLifting, LayoutLifting):
         return name
 
     def _weight(self, init: str) -> str:
+        """The IR weight of an initializer: one per distinct weight (see onnx_ties)."""
         if init not in self.weights:
-            t = self.src.inits[init]
-            self.g.add_value(init, tuple(t.dims), onnx_dtype(t.data_type, f"initializer '{init}'"), ValueKind.WEIGHT)
-            self.weights[init] = init
-        return init
-
-    def _tied(self, init: str, transposed: bool) -> tuple[str, bool]:
-        """Exporters may store a tied weight again, transposed (e.g. the LM head of an
-        embedding).  When the data is inline, reuse the weight it copies."""
-        src = self.src
-        shape = src.shapes.get(init, ())
-        if init in self.weights or len(shape) != 2 or not src.has_data(init):
-            return init, transposed
-        mine = None
-        for other in self.weights:
-            if src.shapes.get(other) == shape[::-1] and src.has_data(other):
-                mine = src.array(init) if mine is None else mine
-                if np.array_equal(mine, src.array(other).T):
-                    return other, not transposed
-        return init, transposed
+            same = self.ties.same(init, self.weights)
+            if same is None:
+                t = self.src.inits[init]
+                self.g.add_value(init, tuple(t.dims), onnx_dtype(t.data_type, f"initializer '{init}'"),
+                                 ValueKind.WEIGHT)
+            self.weights[init] = init if same is None else self.weights[same]
+        return self.weights[init]
 
     def _fail(self, node, why: str):
         raise UnsupportedOpError(node.op_type, node=node.name or self.src.scope(node), detail=why)
@@ -338,7 +327,7 @@ class Lifter(AttentionLifting, LayoutLifting):
         wb = weight_of(src, b)
         if wb is not None and isinstance(vs[0], View):
             x = self._flat(node, a)
-            wb = self._tied(*wb)
+            wb = self.ties.find(*wb, self.weights)
             transposed = wb[1]
             if node.op_type == "Gemm":
                 if src.attr(node, "transA", 0):

@@ -12,17 +12,21 @@ own ``_init_weights`` so their values stay visible to the lifter.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
+import os
+import traceback
 import warnings
 from typing import Any, Sequence
 
 import onnx
 import torch
 
-from ..errors import FrontendError, WaferccError
+from ..errors import FrontendError, WaferccError, one_line
 from ..ir import Graph
 from .onnx_frontend import lower_onnx_model
+from .torch_inputs import bind, dynamic_shapes, keywords_named, split_inputs
 
 DEFAULT_OPSET = 18
 # Meta buffers up to this many elements are recomputed on the CPU (see module doc).
@@ -30,11 +34,23 @@ SMALL_BUFFER = 1 << 20
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
-def _one_line(e: BaseException, limit: int = 300) -> str:
-    text = str(e).strip()
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    msg = f"{type(e).__name__}: {first}" if first else type(e).__name__
-    return msg[:limit]
+def _export_error(e: BaseException, module: torch.nn.Module) -> str:
+    """An exporter failure in one line: its innermost cause with a message (what went wrong, not
+    the exporter's banner) and the line of the module's own source it came from, if any."""
+    chain = [e]
+    while len(chain) < 20:
+        nxt = chain[-1].__cause__ or (None if chain[-1].__suppress_context__ else chain[-1].__context__)
+        if nxt is None or nxt in chain:
+            break
+        chain.append(nxt)
+    root = next((c for c in reversed(chain) if str(c).strip()), e)
+    try:
+        path = inspect.getsourcefile(type(module))
+    except TypeError:  # a class defined in C or at an interactive prompt
+        path = None
+    frames = [f for c in chain for f in traceback.extract_tb(c.__traceback__) if path and f.filename == path]
+    at = f" (at {os.path.basename(path)}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return one_line(root, 240 - len(at)) + at
 
 
 @contextlib.contextmanager
@@ -109,18 +125,6 @@ def meta_buffer_values(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _dynamic_shapes(example_inputs: Sequence[Any]):
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
-    specs = []
-    for x in example_inputs:
-        if isinstance(x, torch.Tensor) and x.dim() == 2 and not x.is_floating_point() \
-                and x.dtype != torch.bool:
-            specs.append({0: batch, 1: seq})
-        else:
-            specs.append(None)
-    return tuple(specs)
-
-
 def _strip_meta_data(model, buffers: dict[str, torch.Tensor]) -> int:
     """Replace initializers without serialisable data by external-data placeholders
     (name, dtype, shape kept; location ``<graph>.weights``, running offsets).
@@ -151,34 +155,33 @@ def _strip_meta_data(model, buffers: dict[str, torch.Tensor]) -> int:
     return made
 
 
-def to_onnx(module: torch.nn.Module, example_inputs: Sequence[Any], *, opset: int = DEFAULT_OPSET,
+def to_onnx(module: torch.nn.Module, example_inputs: Any, *, opset: int = DEFAULT_OPSET,
             input_names: Sequence[str] | None = None, dynamic: bool = True) -> onnx.ModelProto:
     """Export ``module`` with the torch dynamo exporter (``optimize=False``: weight
-    names survive).  Dims 0 and 1 of every 2-D integer input are dynamic
+    names survive).  ``example_inputs`` takes any form of :mod:`.torch_inputs` (positional
+    args, keyword args, or both).  Dims 0 and 1 of every 2-D integer input are dynamic
     (``batch``, ``seq``) unless ``dynamic`` is False.  Meta-device weights become
     data-less placeholders."""
     import onnx_ir as ir
 
     if not isinstance(module, torch.nn.Module):
         raise FrontendError(f"expected a torch.nn.Module, got {type(module).__name__}")
-    if isinstance(example_inputs, torch.Tensor):
-        example_inputs = (example_inputs,)
-    example_inputs = tuple(example_inputs)
+    args, kwargs = split_inputs(example_inputs, where=type(module).__name__)
     buffers = meta_buffer_values(module)
-    kwargs: dict[str, Any] = dict(dynamo=True, optimize=False, opset_version=opset, verbose=False)
-    if dynamic:
-        kwargs["dynamic_shapes"] = _dynamic_shapes(example_inputs)
+    options: dict[str, Any] = dict(dynamo=True, optimize=False, opset_version=opset, verbose=False)
     if input_names:
-        kwargs["input_names"] = list(input_names)
+        options["input_names"] = list(input_names)
     was_training = module.training
     module.eval()
     try:
-        with _quiet(), torch.no_grad():
-            prog = torch.onnx.export(module, example_inputs, **kwargs)
+        with keywords_named(module, kwargs), _quiet(), torch.no_grad():
+            if dynamic:
+                options["dynamic_shapes"] = dynamic_shapes(bind(module, args, kwargs))
+            prog = torch.onnx.export(module, args, kwargs=kwargs, **options)
     except WaferccError:
         raise
     except Exception as e:
-        raise FrontendError(f"torch.onnx.export failed: {_one_line(e)}",
+        raise FrontendError(f"torch.onnx.export failed: {_export_error(e, module)}",
                             where=type(module).__name__) from None
     finally:
         module.train(was_training)
@@ -188,11 +191,11 @@ def to_onnx(module: torch.nn.Module, example_inputs: Sequence[Any], *, opset: in
     try:
         return ir.serde.serialize_model(prog.model)
     except Exception as e:
-        raise FrontendError(f"cannot serialise the exported model: {_one_line(e)}",
+        raise FrontendError(f"cannot serialise the exported model: {one_line(e)}",
                             where=type(module).__name__) from None
 
 
-def compile_module(module: torch.nn.Module, example_inputs: Sequence[Any], *, name: str = "model",
+def compile_module(module: torch.nn.Module, example_inputs: Any, *, name: str = "model",
                    opset: int = DEFAULT_OPSET, input_names: Sequence[str] | None = None,
                    dynamic: bool = True) -> Graph:
     """Export ``module`` (real or meta weights) and lower it to verified IR."""
