@@ -55,3 +55,20 @@ def test_architecture_outside_the_op_set_names_the_op():
     with pytest.raises(UnsupportedOpError) as e:
         from_config(dict(BASE, model_type="mamba"))
     assert e.value.op_type == "Conv"
+
+
+@pytest.mark.parametrize("model_type", ["bart", "mbart"])
+def test_encoder_decoder_compiles_as_its_encoder(model_type):
+    """An encoder-decoder config lowers its encoder (the part that reads the prompt): its layers,
+    bidirectional attention, no KV cache, and the encoder's parameters."""
+    cfg = dict(model_type=model_type, d_model=64, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
+               decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=128,
+               max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    g = from_config(cfg)
+    facts = model_facts(g)
+    assert facts.layers == 2 and facts.kv_bytes_per_token == 0
+    assert all(not n.attrs["causal"] for n in g.nodes if n.op == "attention")
+    config = transformers.AutoConfig.for_model(**cfg)
+    with torch.device("meta"):
+        enc = transformers.AutoModel.from_config(config).get_encoder()
+    assert facts.params == sum(p.numel() for p in enc.parameters())

@@ -211,6 +211,9 @@ def build_meta_model(config) -> tuple[torch.nn.Module, bool]:
     else:
         raise ModelConfigError(f"cannot build {config.model_type} model: "
                                f"{(str(last).splitlines() or [''])[0][:200]}") from None
+    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        # an encoder-decoder compiles as its encoder (T5, BART, ...): the part that reads the prompt
+        model, causal = model.get_encoder(), False
     model.eval()
     return _LogitsWrapper(model, causal).eval(), causal
 
