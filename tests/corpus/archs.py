@@ -89,6 +89,10 @@ def build_model(arch: str) -> torch.nn.Module:
     config = make_config(arch)
     torch.manual_seed(SEED)
     model = getattr(transformers, cls)(config)
+    if model._can_set_experts_implementation():
+        # transformers' default (grouped_mm) exports with neither exporter (aten::histc); batched_mm
+        # is what its own ExecuTorch exporter switches to, and what wafercc's config path uses.
+        model.set_experts_implementation("batched_mm")
     if arch == "bart_encoder":
         model = model.get_encoder()
     with torch.no_grad():

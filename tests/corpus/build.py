@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -63,8 +64,14 @@ def file_opset(path: str) -> int | None:
 
 
 def _one_line(e: BaseException) -> str:
-    first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
-    return f"{type(e).__name__}: {first}"[:400]
+    """The error's type and the first line of its root cause (the dynamo exporter wraps every
+    failure in a generic "Failed to convert ... step 3/3" error)."""
+    root = e
+    while root.__cause__ is not None:
+        root = root.__cause__
+    first = next((ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(root)).splitlines() if ln.strip()), "")
+    outer = f"{type(e).__name__}: " if root is not e else ""
+    return f"{outer}{type(root).__name__}: {first}"[:400]
 
 
 def build_entry(out: str, arch: str, variant: variants.Variant) -> dict:
@@ -78,7 +85,8 @@ def build_entry(out: str, arch: str, variant: variants.Variant) -> dict:
         if old.get("key") == key and (old["export_error"] or os.path.exists(os.path.join(out, old["path"]))):
             return old
     path = os.path.join(entry_dir, "model.onnx")
-    for name in os.listdir(entry_dir) if os.path.isdir(entry_dir) else []:
+    os.makedirs(entry_dir, exist_ok=True)
+    for name in os.listdir(entry_dir):
         os.remove(os.path.join(entry_dir, name))  # a stale side file must not survive a rebuild
     error, t = None, time.perf_counter()
     try:
@@ -98,7 +106,6 @@ def build_entry(out: str, arch: str, variant: variants.Variant) -> dict:
            "kv_bytes_per_token": archs.kv_bytes_per_token(arch),
            "opset": None if error else file_opset(path),
            "export_seconds": round(seconds, 3), "export_error": error}
-    os.makedirs(entry_dir, exist_ok=True)
     with open(rec_path, "w") as f:
         json.dump(rec, f, indent=1, sort_keys=True)
     return rec
