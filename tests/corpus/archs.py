@@ -101,24 +101,24 @@ def build_model(arch: str) -> torch.nn.Module:
     return model.eval()
 
 
-class Decoder(torch.nn.Module):
-    """forward(input_ids, attention_mask) -> logits, no cache."""
+class _Wrapper(torch.nn.Module):
+    """Holds the transformers model; subclasses give the positional forward users export."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
+
+
+class Decoder(_Wrapper):
+    """forward(input_ids, attention_mask) -> logits, no cache."""
 
     def forward(self, input_ids, attention_mask):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
 
-class DecoderWithPast(torch.nn.Module):
+class DecoderWithPast(_Wrapper):
     """forward(input_ids, attention_mask, k0, v0, k1, v1, ...) -> (logits, present k0, v0, ...):
     the flat past/present tensors of an optimum-style decoder export."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
 
     def forward(self, input_ids, attention_mask, *past):
         from transformers.cache_utils import DynamicCache
@@ -129,23 +129,15 @@ class DecoderWithPast(torch.nn.Module):
         return (out.logits, *present)
 
 
-class Encoder(torch.nn.Module):
+class Encoder(_Wrapper):
     """forward(input_ids, attention_mask) -> last_hidden_state."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
 
     def forward(self, input_ids, attention_mask):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-class Vision(torch.nn.Module):
+class Vision(_Wrapper):
     """forward(pixel_values) -> last_hidden_state."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
 
     def forward(self, pixel_values):
         return self.model(pixel_values=pixel_values).last_hidden_state
