@@ -23,6 +23,7 @@ import collections
 import concurrent.futures
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,27 @@ def totals(results: list[dict]) -> dict:
     return out
 
 
+def failure_class(r: dict) -> str:
+    """An error line with its quoted names and numbers blanked, so one cause is one class."""
+    line = re.sub(r"\d+", "N", re.sub(r"'[^']*'", "'…'", r["error"] or ""))
+    return f"{r['status']}: {line.removeprefix(ERROR_PREFIX).strip()}"
+
+
+def failure_classes(results: list[dict]) -> list[dict]:
+    """Every failure class, most frequent first, with its count and one example."""
+    groups = collections.defaultdict(list)
+    for r in results:
+        if r["status"] != "ok":
+            groups[failure_class(r)].append(r)
+        elif code(r) == "ok*":
+            differ = [k for k, m in (("params", r["params_match"]), ("KV bytes", r["kv_match"])) if not m]
+            r = dict(r, error=f"IR params {r['params_ir']} vs torch {r['params_torch']}, IR KV bytes/token "
+                              f"{r['kv_bytes_per_token_ir']} vs config {r['kv_bytes_per_token']}")
+            groups[f"ok*: {' and '.join(differ)} differ ({r['source']})"].append(r)
+    return [{"class": k, "count": len(v), "example": f"{v[0]['arch']} {v[0]['variant']}: {v[0]['error']}"}
+            for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+
+
 def table(results: list[dict]) -> str:
     cols = [*dict.fromkeys(r["variant"] for r in results)]
     cell = {(r["arch"], r["variant"]): code(r) for r in results}
@@ -152,6 +174,17 @@ def table(results: list[dict]) -> str:
                                 for a in dict.fromkeys(r["arch"] for r in results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols) + 1)]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows)
+
+
+def report(doc: dict) -> None:
+    print("\n" + table(doc["results"]) + "\n\ncodes: " + ", ".join(f"{v}={k}" for k, v in CODES.items())
+          + ", ok*=ok with params or KV bytes differing from torch's")
+    for source, c in doc["totals"].items():
+        print(f"{source:<7} " + "  ".join(f"{k} {n}" for k, n in c.items()))
+    print("\nfailure classes:")
+    for c in failure_classes(doc["results"]):
+        print(f"{c['count']:4d}  {c['class']}\n      e.g. {c['example']}")
+    print(f"\nbuild {doc['build_seconds']} s, total {doc['total_seconds']} s")
 
 
 def main(argv=None) -> int:
@@ -163,7 +196,12 @@ def main(argv=None) -> int:
     ap.add_argument("--build-timeout", type=float, default=900.0, help="seconds per architecture's build")
     ap.add_argument("--jobs", type=int, default=1, help="builds and compiles run at once")
     ap.add_argument("--out", default=os.path.join(HERE, "corpus_results.json"))
+    ap.add_argument("--report", metavar="JSON", help="only print the tables of an earlier run's results")
     a = ap.parse_args(argv)
+    if a.report:
+        with open(a.report) as f:
+            report(json.load(f))
+        return 0
     arch_names = a.arch.split(",") if a.arch else list(archs.ARCHS)
     variant_names = a.variant.split(",") if a.variant else None
     os.makedirs(a.corpus, exist_ok=True)
@@ -172,15 +210,12 @@ def main(argv=None) -> int:
     build_seconds = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as work:
         results = run(a.corpus, arch_names, variant_names, a.timeout, work, a.jobs)
-    doc = {"corpus": a.corpus, "variants": variant_names or list(variants.VARIANTS), "jobs": a.jobs, "build_seconds": round(build_seconds, 1),
-           "total_seconds": round(time.perf_counter() - t, 1), "totals": totals(results), "results": results}
+    doc = {"corpus": a.corpus, "variants": variant_names or list(variants.VARIANTS), "jobs": a.jobs,
+           "build_seconds": round(build_seconds, 1), "total_seconds": round(time.perf_counter() - t, 1),
+           "totals": totals(results), "results": results}
     with open(a.out, "w") as f:
         json.dump(doc, f, indent=1)
-    print("\n" + table(results) + "\n\ncodes: " + ", ".join(f"{v}={k}" for k, v in CODES.items())
-          + ", ok*=ok with params or KV bytes differing from torch's")
-    for source, c in doc["totals"].items():
-        print(f"{source:<7} " + "  ".join(f"{k} {n}" for k, n in c.items()))
-    print(f"build {doc['build_seconds']} s, total {doc['total_seconds']} s -> {a.out}")
+    report(doc)
     return 0
 
 
