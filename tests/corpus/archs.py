@@ -152,7 +152,8 @@ def wrap(arch: str, model, past: bool = False) -> torch.nn.Module:
 
 def example_inputs(arch: str, model, past: bool = False) -> dict[str, torch.Tensor]:
     """Named example inputs, in forward's positional order. With past, the cache comes from a real
-    prefill of PAST tokens, so its shapes are the model's own (MLA keys and values differ in width, multi-query has one head)."""
+    prefill of PAST tokens, so its shapes are the model's own (MLA keys and values differ in width,
+    multi-query has one head)."""
     if ARCHS[arch][1] == "vision":
         torch.manual_seed(SEED)
         return {"pixel_values": torch.randn(BATCH, 3, 32, 32)}
