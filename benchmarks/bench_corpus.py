@@ -147,9 +147,10 @@ def totals(results: list[dict]) -> dict:
 
 
 def failure_class(r: dict) -> str:
-    """An error line with its quoted names and numbers blanked, so one cause is one class."""
-    line = re.sub(r"\d+", "N", re.sub(r"'[^']*'", "'…'", r["error"] or ""))
-    return f"{r['status']}: {line.removeprefix(ERROR_PREFIX).strip()}"
+    """An error line without its file path, colours, quoted names and numbers, so one cause is one class."""
+    line = re.sub(r"\x1b\[[0-9;]*m", "", (r["error"] or "").removeprefix(ERROR_PREFIX).strip())
+    line = re.sub(r"^\S+\.(onnx|json): ", "", line)
+    return f"{r['status']}: " + re.sub(r"\d+", "N", re.sub(r"'[^']*'", "'…'", line))
 
 
 def failure_classes(results: list[dict]) -> list[dict]:
