@@ -129,3 +129,31 @@ def test_save_writes_the_cli_files_and_moves_the_schedule(full, tmp_path):
     again = full.save(str(tmp_path / "b"))         # a second save copies from the first
     for k in ("schedule", "wafer0", "report"):
         assert open(files[k], "rb").read() == open(again[k], "rb").read()
+
+
+def test_cli_driver_flags_reject_bad_input(tmp_path, capsys):
+    from wafercc.cli import main
+    assert main(["compile", TINY, "--dump", "plan"]) == 2                       # --dump needs -o
+    assert "--dump plan: expected -o OUTDIR" in capsys.readouterr().err
+    assert main(["compile", TINY, "-o", str(tmp_path / "o"), "--dump", "lunch"]) == 2
+    assert "stage names from frontend, plan" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()                                           # nothing half-written
+    with pytest.raises(SystemExit) as e:                                            # argparse: usage + exit 2
+        main(["compile", TINY, "--until", "lunch"])
+    assert e.value.code == 2 and "invalid choice: 'lunch'" in capsys.readouterr().err
+    assert main(["regress", "tiny-llama", "--jobs", "0"]) == 2
+    assert "--jobs 0: expected at least 1" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["compile", TINY, "--until", "ir", "-o", str(blocker / "out")]) == 2
+    assert "cannot create output directory" in capsys.readouterr().err
+
+
+def test_cli_dump_and_until_write_what_was_asked(tmp_path, capsys):
+    from wafercc.cli import main
+    out = tmp_path / "o"
+    assert main(["compile", TINY, "-o", str(out), "--until", "tile", "--dump", "plan,tile", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(os.listdir(out / "dump")) == ["01-plan-plan.json", "02-tile-tiles.json"]
+    assert "schedule" not in doc["outputs"] and "report" in doc["outputs"]
+    assert [s["name"] for s in json.loads((out / "compile.json").read_text())["stages"]] == ["frontend", "plan", "tile"]
