@@ -106,10 +106,10 @@ def _safe_dirname(name: str) -> str:
 
 def cmd_compile(args) -> int:
     from .driver import Compilation
-    from .options import KNOBS, STAGES, OptionError, build_options
+    from .options import STAGES, OptionError, build_options, cli_keywords
     from .summary import make_console, render_text
 
-    kw = {k.name: getattr(args, k.name) for k in KNOBS if getattr(args, k.name) is not None}
+    kw = cli_keywords(args)
     if args.no_place:                                   # old flags, kept as aliases of --until
         kw.setdefault("until", "plan")
     if kw.get("target") in ("none", ""):

@@ -195,5 +195,10 @@ def add_cli_flags(parser) -> None:
                             help=k.help + shown)
 
 
+def cli_keywords(args) -> dict[str, Any]:
+    """The knobs the user gave on the command line, as API keywords."""
+    return {k.name: getattr(args, k.name) for k in KNOBS if getattr(args, k.name) is not None}
+
+
 def options_from_cli(args) -> CompileOptions:
-    return build_options(**{k.name: getattr(args, k.name) for k in KNOBS if getattr(args, k.name) is not None})
+    return build_options(**cli_keywords(args))
