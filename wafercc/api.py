@@ -89,11 +89,5 @@ def check(model: Any, example_inputs: Any = None, *, max_wafers: int | None = No
 
 
 def _estimate_tokens_per_s(c: Compilation) -> float | None:
-    from .perf.estimate import estimate_program
-    from .perf.evaluate import tpot_seconds
-    from .perf.model import CostParams, Machine
-    _, prog = estimate_program(c.graph, c.target, c.options.plan, c.device, c.plan)
-    if prog is None:
-        return None
-    return round(1.0 / tpot_seconds(prog, Machine.of(c.target), CostParams.of(c.target),
-                                    c.options.perf.prompt_tokens), 3)
+    from .perf.estimate import estimate_tokens_per_s
+    return estimate_tokens_per_s(c.graph, c.target, c.options.plan, c.device, c.plan, c.options.perf.prompt_tokens)

@@ -76,9 +76,19 @@ def wafers_curve(graph, target, options, device, prompt_tokens: int, compiled: t
             graph, target, dataclasses.replace(base, wafers=n), device)
         if prog is None:
             continue
-        out.append({"wafers": n, "decode_tokens_per_s_per_user": round(1.0 / tpot_seconds(prog, mc, p, prompt_tokens), 3),
+        out.append({"wafers": n, "decode_tokens_per_s_per_user": _tokens_per_s(prog, mc, p, prompt_tokens),
                     "source": "estimate"})
     return out
+
+
+def _tokens_per_s(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int) -> float:
+    return round(1.0 / tpot_seconds(prog, mc, p, prompt_tokens), 3)
+
+
+def estimate_tokens_per_s(graph, target, options, device, plan, prompt_tokens: int) -> float | None:
+    """Tokens/s per user of ``plan`` timed on its tile plan (None when it does not fit)."""
+    _, prog = estimate_program(graph, target, options, device, plan)
+    return None if prog is None else _tokens_per_s(prog, Machine.of(target), CostParams.of(target), prompt_tokens)
 
 
 def draft_time_per_token(draft, target, options, device, prompt_tokens: int) -> tuple[float, int]:
