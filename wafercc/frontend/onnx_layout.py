@@ -25,6 +25,11 @@ class LayoutLifting:
             return
         if not isinstance(x, View):
             self._fail(node, "layout op on a non-activation")
+        if node.input[0] in self.present and op in ("Slice", "Identity", "Cast"):
+            # a sliding-window cache keeps its last positions: still the cache state (present.*)
+            self.present.add(out)
+            self.views[out] = x
+            return
         if op == "Slice" and self._full_slice(node, x):
             self.views[out] = x
             return
@@ -62,8 +67,9 @@ class LayoutLifting:
             if x.layout == "bshd" and rank in (2, 3) and (last == width or not isinstance(last, int)):
                 self.views[out] = View(x.value, "flat", 0, x.scale)
                 return
-            if x.layout == "gqa" and rank == 4:
-                self.views[out] = dataclasses.replace(x, layout="bhsd", expanded=True)
+            if x.layout == "gqa" and rank in (3, 4):
+                # the repeated KV heads merged back: [b, h, s, d], or batch and heads in one dim
+                self.views[out] = dataclasses.replace(x, layout="bhsd" if rank == 4 else "Bsd", expanded=True)
                 return
             if x.layout in ("bhsd", "bhds") and rank == 4:
                 self.views[out] = x

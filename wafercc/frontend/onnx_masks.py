@@ -86,11 +86,7 @@ def _analyse(src, tensor: str, act: set[str], past: frozenset = frozenset()) -> 
                                  where=src.where)
     used = {t for i in nodes for t in src.nodes[i].input if t}
     graph_inputs = [t for t in src.graph_inputs if t in used] + sorted(cut)
-    inits = [src.inits[t] for t in used if t in src.inits]
-    for init in inits:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise InputFileError(f"attention mask '{tensor}' needs initializer '{init.name}' whose data is external",
-                                 where=src.where)
+    inits = [_inline(src, tensor, src.inits[t]) for t in sorted(used) if t in src.inits]
     padding = any(t in src.graph_inputs and "mask" in t.lower() for t in used)
     static = all(isinstance(d, int) and d > 0 for t in graph_inputs for d in src.shapes.get(t, (None,)))
     for length in PROBE_LENGTHS:
@@ -135,6 +131,17 @@ def _run(src, nodes, graph_inputs, inits, tensor, length, past=frozenset()):
     except Exception as e:  # onnxruntime raises its own exception types
         msg = str(e).splitlines()[0][:200]
         raise InputFileError(f"cannot evaluate attention mask '{tensor}': {msg}", where=src.where) from None
+
+
+def _inline(src, tensor, init):
+    """An initializer the mask subgraph reads, with its external data (if any) read in."""
+    if init.data_location != onnx.TensorProto.EXTERNAL:
+        return init
+    if not src.has_data(init.name):
+        raise InputFileError(f"attention mask '{tensor}' needs initializer '{init.name}' whose external data "
+                             f"file is missing; keep the .data file beside the model", where=src.where)
+    from onnx import numpy_helper
+    return numpy_helper.from_array(src.array(init.name), init.name)
 
 
 def _f32_tensor(t):

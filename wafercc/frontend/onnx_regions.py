@@ -251,12 +251,32 @@ _TRAILING = {"Unsqueeze", "Reshape", "Flatten"}
 
 
 def trig_tensors(src, act: set[str]) -> set[str]:
-    """Non-ACT tensors computed from Cos/Sin (the rotary tables)."""
+    """Non-ACT tensors computed from Cos/Sin (the rotary tables), and rotary tables an exporter
+    folded to constants (see :func:`folded_tables`)."""
     trig: set[str] = set()
     for n in src.nodes:
         if (n.op_type in ("Cos", "Sin") or any(t in trig for t in n.input)) and not any(t in act for t in n.input):
             trig.update(n.output)
-    return trig
+    return trig | folded_tables(src, act)
+
+
+def folded_tables(src, act: set[str]) -> set[str]:
+    """Constant operands of a Mul with an activation that can be a rotary table folded to the traced
+    positions (a static-shape export computes cos/sin at export time): rank >= 2, an even last dim,
+    all leading dims 1 but one (the positions).  Only candidates: :func:`detect_rotary` accepts
+    them only inside a rotate-half structure (a negated half), so a plain scaling is never one."""
+    found: set[str] = set()
+    for n in src.nodes:
+        if n.op_type != "Mul" or not any(t in act for t in n.input):
+            continue
+        for t in n.input:
+            if t in act or _src_weight(src, t) is None:
+                continue
+            shape = src.shapes.get(t) or ()
+            if len(shape) >= 2 and all(isinstance(d, int) for d in shape) and shape[-1] % 2 == 0 \
+                    and shape[-2] > 1 and all(d == 1 for d in shape[:-2]):
+                found.add(t)
+    return found
 
 
 def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: set[int]) -> Region | None:
@@ -318,11 +338,24 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
     if len(outs) != 1 or not any(a in trig for i in region for a in src.nodes[i].input):
         return None
     y = outs[0]
-    cos = next(a for i in sorted(region) for a in src.nodes[i].input if a in trig)
+    tables = [a for i in sorted(region) for a in src.nodes[i].input if a in trig]
+    folded = [a for a in tables if a in src.inits or src.prod(a) is None or src.prod(a).op_type not in ("Cos", "Sin")]
+    if folded and not _folded_rotation(src, region, tables):
+        return None
+    cos = tables[0]
     rdim = src.shapes.get(cos, (None,))[-1]
     interleaved = any(src.nodes[i].op_type == "Slice" and _slice_step(src, src.nodes[i]) == 2 for i in region)
     return Region("rotary", x, y, region, {"rotary_dim": rdim if isinstance(rdim, int) else 0,
                                            "interleaved": interleaved, "theta": _theta(src, cos)})
+
+
+def _folded_rotation(src, region, tables) -> bool:
+    """A region built on constant tables is a rotation only with the rotate-half's negated half and
+    two distinct tables (cos and sin) of one shape."""
+    if not any(src.nodes[i].op_type == "Neg" for i in region):
+        return False
+    distinct = sorted(set(tables))
+    return len(distinct) >= 2 and len({tuple(src.shapes.get(t) or ()) for t in distinct}) == 1
 
 
 def _slice_step(src, node):

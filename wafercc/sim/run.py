@@ -166,6 +166,10 @@ def _ort_feeds(sess, ids, mask):
             feeds[i.name] = np.zeros_like(ids)
         else:
             raise SimulationError(f"onnxruntime input '{i.name}' has no value the simulator knows how to make")
+        got = feeds[i.name].shape
+        if len(i.shape) != len(got) or any(isinstance(d, int) and d != g for d, g in zip(i.shape, got)):
+            raise SimulationError(f"onnxruntime input '{i.name}' is fixed to {list(i.shape)} (a static-shape export) "
+                                  f"but this step feeds {list(got)}: compare with a dynamic-shape export of the model")
     return feeds
 
 
@@ -196,7 +200,13 @@ def compare_with_onnxruntime(outdir, onnx_path, prompt, steps: int, *, attention
                               where=os.fspath(onnx_path)) from None
     errors, ref_tokens = [], []
     for got, (ids, mask) in zip(sim.logits, sim.sequences):
-        ref = sess.run(None, _ort_feeds(sess, ids, mask))[0]
+        try:
+            ref = sess.run(None, _ort_feeds(sess, ids, mask))[0]
+        except SimulationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an onnxruntime run failure, in one line
+            raise SimulationError(f"onnxruntime cannot run the model: {str(e).splitlines()[0][:200]}",
+                                  where=os.fspath(onnx_path)) from None
         ref = ref[:, -got.shape[1]:]                 # the positions this step fed
         if ref.shape != got.shape:
             raise SimulationError(f"onnxruntime output {list(ref.shape)} vs simulated {list(got.shape)}")
