@@ -15,12 +15,12 @@ class LayoutLifting:
         out = node.output[0]
         if isinstance(x, tuple):
             if op == "SequenceAt" and x[0] == "sequence":
-                _, v, pieces = x
+                _, v, pieces, axis = x
                 idx = self.src.scalar(node.input[1])
                 if idx is None:
                     self._fail(node, "SequenceAt with a non-constant index")
                 start, end = pieces[int(idx)]
-                return self._emit_slice(node, v, out, start, end, -1)
+                return self._emit_slice(node, v, out, start, end, axis)
             self.views[out] = x
             return
         if not isinstance(x, View):
@@ -133,55 +133,120 @@ class LayoutLifting:
 
     def _split_to_sequence(self, node, x):
         src = self.src
-        width = self.g.values[x.value].shape[-1]
-        axis = src.attr(node, "axis", 0)
-        rank = len(src.shapes.get(node.input[0], ())) or None
-        if x.layout != "flat" or (rank and axis not in (-1, rank - 1)):
-            self._fail(node, "SplitToSequence other than along the feature axis")
+        axis = self._onnx_axis(node, src.attr(node, "axis", 0))
         split = src.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
         if split is None:
             self._fail(node, "SplitToSequence with non-constant sizes")
         sizes = [int(v) for v in split.reshape(-1)]
         if len(sizes) == 1:  # one size: equal chunks
-            sizes = [sizes[0]] * (width // sizes[0])
+            sizes = [sizes[0]] * (self._extent(node, x, axis) // sizes[0])
+        self.views[node.output[0]] = ("sequence", x, self._pieces(sizes), axis)
+
+    @staticmethod
+    def _pieces(sizes):
         pieces, start = [], 0
         for n in sizes:
             pieces.append((start, start + n))
             start += n
-        self.views[node.output[0]] = ("sequence", x, pieces)
+        return pieces
+
+    def _onnx_axis(self, node, axis: int) -> int:
+        """``axis`` of the node's first input counted from the end (-1: the last axis)."""
+        rank = len(self.src.shapes.get(node.input[0], ()) or ())
+        if axis >= 0 and not rank:
+            self._fail(node, "axis of a tensor of unknown rank")
+        return axis % rank - rank if rank else axis
+
+    # What each axis of a view's ONNX tensor is: batch, seq, heads, head dim (F: the flat features).
+    AXES = {"flat": "bsF", "bshd": "bshd", "bhsd": "bhsd"}
+
+    def _extent(self, node, x, axis: int) -> int:
+        """Elements of the view's ONNX tensor along ``axis`` (static for features, heads, head dim)."""
+        width = self.g.values[x.value].shape[-1]
+        role = self._axis_role(node, x, axis)
+        if role == "F":
+            return width
+        if role == "d":
+            return x.head_dim
+        if role == "h":
+            return width // x.head_dim
+        self._fail(node, f"size along the {role} axis of a {x.layout} tensor")
+
+    def _axis_role(self, node, x, axis: int) -> str:
+        """What axis ``axis`` (from :meth:`_onnx_axis`, negative) of the view's ONNX tensor holds."""
+        if x.layout == "flat":
+            # a flat view may be [b, s, F], [b*s, F] or [F] after merges: only the last axis is the features
+            return "F" if axis == -1 else "s"
+        roles = self.AXES.get(x.layout)
+        if roles is None or axis < -4:
+            self._fail(node, f"slicing a {x.layout} tensor")
+        return roles[axis]
 
     def _slice(self, node, x, width):
         src = self.src
-        if x.layout != "flat":
-            self._fail(node, f"slicing a {x.layout} tensor")
         if node.op_type == "Split":
-            axis = src.attr(node, "axis", 0)
+            axis = self._onnx_axis(node, src.attr(node, "axis", 0))
             sizes = src.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
             if sizes is None:
+                sizes = src.attr(node, "split")
+            if sizes is None:
                 n = len(node.output)
-                sizes = [width // n] * n
-            start = 0
-            for o, size in zip(node.output, [int(s) for s in sizes]):
-                self._emit_slice(node, x, o, start, start + size, axis)
-                start += size
+                sizes = [self._extent(node, x, axis) // n] * n
+            for o, (a, b) in zip(node.output, self._pieces([int(s) for s in sizes])):
+                self._emit_slice(node, x, o, a, b, axis)
             return
         starts, ends = src.const(node.input[1]), src.const(node.input[2])
         axes = src.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        steps = src.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
         if starts is None or ends is None or starts.size != 1:
             self._fail(node, "slice with non-constant bounds")
-        axis = int(axes.reshape(-1)[0]) if axes is not None else 0
+        if steps is not None and int(steps.reshape(-1)[0]) != 1:
+            self._fail(node, f"slice with step {int(steps.reshape(-1)[0])} outside a recognised rotary embedding")
+        axis = self._onnx_axis(node, int(axes.reshape(-1)[0]) if axes is not None else 0)
         self._emit_slice(node, x, node.output[0], int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0]), axis)
 
     def _emit_slice(self, node, x, out, start, end, axis):
-        shape = self.g.values[x.value].shape
-        rank_onnx = len(self.src.shapes.get(node.input[0], shape))
-        if axis not in (-1, rank_onnx - 1):
+        role = self._axis_role(node, x, axis)
+        if role in ("b", "s"):
+            if x.layout != "flat":
+                self._fail(node, f"slicing the {'batch' if role == 'b' else 'sequence'} axis of a {x.layout} tensor")
             # a slice over tokens (e.g. keep the last position's logits): same IR value
             self.views[out] = x
             return
-        width = shape[-1]
-        end = min(end, width) if end >= 0 else width + end
-        start = start if start >= 0 else width + start
-        new = shape[:-1] + (end - start,)
-        self.views[out] = View(self._emit(node, "layout", {"x": x.value},
-                                          {"kind": "slice", "shape": list(new), "axis": -1, "start": start, "end": end}))
+        n = self._extent(node, x, axis)
+        end = min(end, n) if end >= 0 else n + end
+        start = max(0, start if start >= 0 else n + start)
+        if start == 0 and end == n:
+            self.views[out] = x
+            return
+        if end <= start:
+            # nothing kept (a partial rotary's pass-through part when it rotates whole heads):
+            # a Concat drops it
+            self.views[out] = ("empty", x)
+            return
+        if role == "F":
+            value = self._slice_value(node, x.value, start, end)
+            self.views[out] = View(value)
+        elif role == "h":      # whole heads: a contiguous run of each token's features
+            value = self._slice_value(node, x.value, start * x.head_dim, end * x.head_dim)
+            self.views[out] = dataclasses.replace(x, value=value)
+        else:                  # part of every head (a partial rotary's halves, a fused per-head QKV)
+            value = self._slice_heads(node, x, start, end)
+            self.views[out] = dataclasses.replace(x, value=value, head_dim=end - start)
+            self.head_slices[out] = (x, start, end)
+
+    def _slice_value(self, node, value, start, end):
+        shape = self.g.values[value].shape
+        new = tuple(shape[:-1]) + (end - start,)
+        return self._emit(node, "layout", {"x": value},
+                          {"kind": "slice", "shape": list(new), "axis": -1, "start": start, "end": end})
+
+    def _slice_heads(self, node, x, start, end):
+        """Elements [start:end] of each head: [.., h*d] -> [.., h, d] -> slice -> [.., h*(end-start)]."""
+        shape = list(self.g.values[x.value].shape)
+        heads = shape[-1] // x.head_dim
+        split = self._emit(node, "layout", {"x": x.value},
+                           {"kind": "reshape", "shape": shape[:-1] + [heads, x.head_dim]})
+        part = self._emit(node, "layout", {"x": split}, {"kind": "slice", "shape": shape[:-1] + [heads, end - start],
+                                                         "axis": -1, "start": start, "end": end})
+        return self._emit(node, "layout", {"x": part}, {"kind": "reshape", "shape": shape[:-1] + [heads * (end - start)]})

@@ -48,6 +48,7 @@ class Lifter(AttentionLifting, LayoutLifting):
         self.present: set[str] = set()     # ONNX tensors that are a KV cache with this step appended
         self._layer_of_value: dict[str, int | None] = {}
         self._skip: set[str] = set()  # bias additions folded into the matmul before them
+        self.head_slices: dict[str, tuple] = {}  # ONNX tensor -> (view, start, end) of each head it keeps
 
     # -- entry ------------------------------------------------------------------
     def run(self) -> Graph:
@@ -224,15 +225,22 @@ class Lifter(AttentionLifting, LayoutLifting):
         elif r.kind == "rotary":
             if xv.layout not in ("bshd", "bhsd"):
                 self._fail(node, f"rotary embedding applied to a tensor with layout {xv.layout}")
+            rotary_dim = p["rotary_dim"]
+            part = self.head_slices.get(r.x)
+            if part is not None and part[1] == 0:
+                # a partial rotary: the first `end` elements of each head rotate, the rest pass
+                # (rejoined by a Concat, see _rotary_rejoin); the op rotates the whole heads' prefix
+                xv, rotary_dim = part[0], part[2]
             width = self.g.values[xv.value].shape[-1]
             attrs = {"num_heads": width // xv.head_dim, "head_dim": xv.head_dim}
-            if p["rotary_dim"] and p["rotary_dim"] != xv.head_dim:
-                attrs["rotary_dim"] = p["rotary_dim"]
+            if rotary_dim and rotary_dim != xv.head_dim:
+                attrs["rotary_dim"] = rotary_dim
             if p["interleaved"]:
                 attrs["interleaved"] = True
             if p["theta"]:
                 attrs["theta"] = p["theta"]
-            self.views[r.y] = dataclasses.replace(xv, value=self._emit(node, "rotary", {"x": xv.value}, attrs))
+            y = dataclasses.replace(xv, value=self._emit(node, "rotary", {"x": xv.value}, attrs))
+            self.views[r.y] = ("rotated", y, part) if part is not None and part[1] == 0 else y
         elif r.kind == "activation":
             if xv.layout != "flat":
                 self._fail(node, "activation on a split-heads tensor")
@@ -282,7 +290,13 @@ class Lifter(AttentionLifting, LayoutLifting):
             return self._attention_op(node)
         if op == "RotaryEmbedding":
             return self._rotary_op(node)
-        if op == "Concat" and self._cache_append(node, vs):
+        if op == "Concat" and any(isinstance(v, tuple) and v[0] == "empty" for v in vs):
+            kept = [v for v in vs if not (isinstance(v, tuple) and v[0] == "empty")]
+            if len(kept) == 1:
+                self.views[node.output[0]] = kept[0]
+                return
+            vs = kept
+        if op == "Concat" and (self._cache_append(node, vs) or self._rotary_rejoin(node, vs)):
             return
         if op in ("IsNaN", "IsInf", "Equal", "Not"):
             # only used to guard softmax outputs of fully masked rows
@@ -310,6 +324,32 @@ class Lifter(AttentionLifting, LayoutLifting):
         self.cached[acts[0].value] = roots[0]
         self.present.add(node.output[0])
         return True
+
+    def _rotary_rejoin(self, node, vs) -> bool:
+        """``Concat(rotary(x[..., :r]), x[..., r:])`` along the head dim: the partial rotary the
+        region emitted on all of x (its rotary_dim r).  The pass-through slice becomes dead."""
+        if len(vs) != 2 or not (isinstance(vs[0], tuple) and vs[0][0] == "rotated"):
+            return False
+        _, y, (base, _, r) = vs[0]
+        rest = self.head_slices.get(node.input[1])
+        if rest is None or rest[0] != base or rest[1:] != (r, base.head_dim):
+            self._fail(node, "a partial rotary rejoined with something other than the rest of its heads")
+        if self._onnx_axis(node, self.src.attr(node, "axis", 0)) != -1:
+            self._fail(node, "a partial rotary rejoined along an axis other than the head dim")
+        self._drop_unused(vs[1].value)
+        self.views[node.output[0]] = y
+        return True
+
+    def _drop_unused(self, value: str) -> None:
+        """Remove the nodes that made ``value`` if nothing reads it (back through layout ops)."""
+        while value is not None and not any(value in n.inputs.values() for n in self.g.nodes) \
+                and value not in self.g.outputs:
+            node = next((n for n in self.g.nodes if value in n.outputs), None)
+            if node is None or node.op != "layout":
+                return
+            self.g.nodes.remove(node)
+            del self.g.values[value]
+            value = node.inputs["x"]
 
     def _input_root(self, t: str) -> str | None:
         """The graph input ``t`` is, through casts and identities; None if it is computed."""

@@ -301,6 +301,11 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
                 stack.append(p)
             else:
                 roots.add(t)
+    seed_x = [t for t in src.nodes[seed_idx].input if t in act]
+    if len(seed_x) == 1 and not any(src.nodes[i].op_type == "Neg" for i in nodes):
+        # the x * cos term: x is its operand as it is (a partial rotary's first part of each
+        # head, a split of a fused QKV), not the tensor it was sliced from
+        roots = set(seed_x)
     if len(roots) != 1:
         return None
     x = roots.pop()

@@ -203,6 +203,8 @@ class SourceGraph:
                     return np.array(onnx.helper.get_attribute_value(a))
             return None
         from .pointwise import fold
+        if node.op_type in ("Gather", "Slice") and self._shape_of(node.input[0]) is not None:
+            return self._static_dims(node)
         if node.op_type == "CastLike":  # only the type of the second input matters
             v = self.const(node.input[0])
             if v is None:
@@ -219,6 +221,40 @@ class SourceGraph:
             return fold(self, node, args)
         except Exception:  # not foldable: treat as non-constant
             return None
+
+    def _shape_of(self, t: str):
+        """The shape ``t`` holds when it is Shape(x) of a tensor of known rank (dims may be symbolic)."""
+        node = self.prod(t)
+        if node is None or node.op_type != "Shape" or self.shapes.get(node.input[0]) is None:
+            return None
+        dims = list(self.shapes[node.input[0]])
+        start = self.attr(node, "start", 0)
+        end = self.attr(node, "end", None)
+        return dims[start:end]
+
+    def _static_dims(self, node):
+        """Gather / Slice of a Shape picking only static dims (a head size read off the input's
+        shape while batch and sequence stay symbolic): folded; None if a picked dim is symbolic."""
+        dims = np.array(self._shape_of(node.input[0]), dtype=object)
+        try:
+            if node.op_type == "Gather":
+                idx = self.const(node.input[1])
+                picked = dims[idx] if idx is not None else None
+            else:
+                bounds = [self.const(i) if len(node.input) > k and node.input[k] else None
+                          for k, i in enumerate(node.input[:5]) if k > 0]
+                starts, ends = bounds[0], bounds[1]
+                steps = bounds[3] if len(bounds) > 3 else None
+                if starts is None or ends is None or starts.size != 1 or (len(bounds) > 2 and bounds[2] is not None
+                                                                         and int(bounds[2].reshape(-1)[0]) != 0):
+                    return None
+                step = int(steps.reshape(-1)[0]) if steps is not None else 1
+                picked = dims[int(starts.reshape(-1)[0]):int(min(ends.reshape(-1)[0], 2**62)):step]
+        except (IndexError, TypeError, ValueError):
+            return None
+        if picked is None or not all(isinstance(d, (int, np.integer)) for d in np.asarray(picked).reshape(-1)):
+            return None
+        return np.asarray(picked, dtype=np.int64)
 
     def scalar(self, t: str) -> float | None:
         v = self.const(t)
