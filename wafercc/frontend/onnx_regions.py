@@ -261,21 +261,20 @@ def trig_tensors(src, act: set[str]) -> set[str]:
 
 
 def folded_tables(src, act: set[str]) -> set[str]:
-    """Constant operands of a Mul with an activation that can be a rotary table folded to the traced
-    positions (a static-shape export computes cos/sin at export time): rank >= 2, an even last dim,
-    all leading dims 1 but one (the positions).  Only candidates: :func:`detect_rotary` accepts
-    them only inside a rotate-half structure (a negated half), so a plain scaling is never one."""
+    """Non-activation, non-scalar operands of a Mul with an activation that may be rotary tables
+    not computed by Cos/Sin in the graph: folded to the traced positions by a static-shape export,
+    or looked up by position in a precomputed sinusoid table (GPT-J).  Only candidates:
+    :func:`detect_rotary` accepts them only inside a rotate-half structure (a negated half and two
+    distinct tables of one shape), so a plain scaling by a constant is never one."""
     found: set[str] = set()
     for n in src.nodes:
         if n.op_type != "Mul" or not any(t in act for t in n.input):
             continue
         for t in n.input:
-            if t in act or _src_weight(src, t) is None:
+            shape = src.shapes.get(t)
+            if t in act or src.scalar(t) is not None or (shape is not None and len(shape) < 2):
                 continue
-            shape = src.shapes.get(t) or ()
-            if len(shape) >= 2 and all(isinstance(d, int) for d in shape) and shape[-1] % 2 == 0 \
-                    and shape[-2] > 1 and all(d == 1 for d in shape[:-2]):
-                found.add(t)
+            found.add(t)
     return found
 
 
@@ -338,8 +337,10 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
         if not tail:
             break
         region.difference_update(tail)
+    # a Shape read of an inner tensor (a flatten's target shape) does not make it an output
     outs = [o for i in region for o in src.nodes[i].output
-            if any(src.producer[u.output[0]] not in region for u in src.users(o)) or o in src.graph_outputs]
+            if any(src.producer[u.output[0]] not in region and u.op_type not in ("Shape", "Size")
+                   for u in src.users(o)) or o in src.graph_outputs]
     if len(outs) != 1 or not any(a in trig for i in region for a in src.nodes[i].input):
         return None
     y = outs[0]
@@ -360,7 +361,8 @@ def _folded_rotation(src, region, tables) -> bool:
     if not any(src.nodes[i].op_type == "Neg" for i in region):
         return False
     distinct = sorted(set(tables))
-    return len(distinct) >= 2 and len({tuple(src.shapes.get(t) or ()) for t in distinct}) == 1
+    static = {tuple(d if isinstance(d, int) else None for d in src.shapes.get(t) or ()) for t in distinct}
+    return len(distinct) >= 2 and len(static) == 1      # symbolic dims (named apart) compare as unknown
 
 
 def _slice_step(src, node):
