@@ -74,6 +74,7 @@ class Lifter(AttentionLifting, LayoutLifting):
                 raise InputFileError(f"graph output '{o}' is not computed from the token activations",
                                      where=src.where)
             self.g.outputs.append(v.value)
+        self._drop_dead_layouts()
         return self.g
 
     def _check_op_types(self, covered):
@@ -336,20 +337,21 @@ class Lifter(AttentionLifting, LayoutLifting):
             self._fail(node, "a partial rotary rejoined with something other than the rest of its heads")
         if self._onnx_axis(node, self.src.attr(node, "axis", 0)) != -1:
             self._fail(node, "a partial rotary rejoined along an axis other than the head dim")
-        self._drop_unused(vs[1].value)
         self.views[node.output[0]] = y
         return True
 
-    def _drop_unused(self, value: str) -> None:
-        """Remove the nodes that made ``value`` if nothing reads it (back through layout ops)."""
-        while value is not None and not any(value in n.inputs.values() for n in self.g.nodes) \
-                and value not in self.g.outputs:
-            node = next((n for n in self.g.nodes if value in n.outputs), None)
-            if node is None or node.op != "layout":
+    def _drop_dead_layouts(self) -> None:
+        """Remove layout ops nothing reads: the slices a partial rotary's op made unnecessary (it
+        rotates the heads' prefix in place).  Layout ops hold no weights, so no count changes."""
+        while True:
+            read = {v for n in self.g.nodes for v in n.inputs.values()} | set(self.g.outputs)
+            dead = [n for n in self.g.nodes if n.op == "layout" and not any(o in read for o in n.outputs)]
+            if not dead:
                 return
-            self.g.nodes.remove(node)
-            del self.g.values[value]
-            value = node.inputs["x"]
+            for n in dead:
+                self.g.nodes.remove(n)
+                for o in n.outputs:
+                    del self.g.values[o]
 
     def _input_root(self, t: str) -> str | None:
         """The graph input ``t`` is, through casts and identities; None if it is computed."""

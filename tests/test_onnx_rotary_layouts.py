@@ -1,0 +1,81 @@
+"""Rotary embeddings and split-heads slicing as real exporters write them (corpus entries, exported here).
+
+Partial rotary (GPT-NeoX, Phi-3, GPT-J: the first part of every head rotates, the rest passes),
+interleaved rotation (GPT-J's rotate-every-two), tables looked up by position in a precomputed
+sinusoid table (GPT-J), tables folded to the traced positions by a static-shape dynamo export (Llama),
+and a fused per-head QKV split by shape-derived bounds (GPT-NeoX): each lowers to one rotary op per
+Q and K with the right rotary_dim, the IR's numbers equal torch's, and the IR computes what
+onnxruntime computes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import wafercc
+from corpus import build, variants
+
+CASES = {  # (arch, variant): (rotary_dim, head_dim, interleaved)
+    ("gpt_neox", "ts17"): (4, 16, False),        # rotary_pct 0.25; QKV split per head by Shape-derived bounds
+    ("gpt_neox", "dynamo-noopt"): (4, 16, False),  # the same split as SplitToSequence along the head dim
+    ("phi3", "dynamo-noopt"): (16, 16, False),   # full rotary with an empty pass-through slice
+    ("gptj", "ts17"): (8, 16, True),             # interleaved, sinusoid table gathered by position
+    ("llama", "dynamo"): (16, 16, False),        # static shapes: cos/sin folded to [1, 1, S, D] constants
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("rotary"))
+    return out, {k: build.build_entry(out, k[0], variants.VARIANTS[k[1]]) for k in CASES}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=lambda c: "-".join(c))
+def test_rotary_lowers_with_its_rotary_dim(corpus, case):
+    out, recs = corpus
+    rec = recs[case]
+    assert rec["export_error"] is None, rec
+    c = wafercc.compile(f"{out}/{rec['path']}", until="ir", cache=False)
+    rotary = [n for n in c.graph.nodes if n.op == "rotary"]
+    rdim, hd, interleaved = CASES[case]
+    assert len(rotary) == 4  # q and k of two layers
+    for n in rotary:
+        assert n.attrs["head_dim"] == hd and (n.attrs.get("rotary_dim") or hd) == rdim
+        assert bool(n.attrs.get("interleaved")) == interleaved
+    assert c.facts.params == rec["params_torch"]
+    assert c.facts.kv_bytes_per_token == rec["kv_bytes_per_token"]
+    assert not [n for n in c.graph.nodes if n.op == "layout" and n.outputs[0] not in
+                {v for m in c.graph.nodes for v in m.inputs.values()}]  # the pass-through slices are gone
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=lambda c: "-".join(c))
+def test_rotary_computes_what_onnxruntime_computes(corpus, case):
+    import onnxruntime as ort
+
+    from wafercc.sim.reference import Interpreter
+    from wafercc.sim.weights import load_weights
+    out, recs = corpus
+    path = f"{out}/{recs[case]['path']}"
+    c = wafercc.compile(path, until="ir", cache=False)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    shape = [d if isinstance(d, int) else (2 if k == 0 else 8) for k, d in enumerate(sess.get_inputs()[0].shape)]
+    ids = (np.arange(np.prod(shape), dtype=np.int64).reshape(shape) * 7 + 3) % 128
+    mask = np.ones_like(ids)
+    interp = Interpreter(c.graph, load_weights(c.graph, path), None, context=64)
+    interp.reset(ids.shape[0])
+    got = interp.step(ids, mask, {})[c.graph.outputs[0]]
+    want = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_sliding_window_cache_trim_and_external_mask_data(tmp_path):
+    """A static-shape dynamo export with past inputs of a sliding-window model: the mask is built
+    from an initializer in model.onnx.data (read, not refused) and present.* keeps only the window's
+    last positions (a Slice of the appended cache: still the cache state)."""
+    rec = build.build_entry(str(tmp_path), "mistral_swa", variants.VARIANTS["dynamo-past"])
+    assert rec["export_error"] is None, rec
+    c = wafercc.compile(tmp_path / rec["path"], until="ir", cache=False)
+    attn = [n for n in c.graph.nodes if n.op == "attention"]
+    assert len(attn) == 2 and all(n.attrs["causal"] for n in attn)
+    assert all("k_cache" in n.inputs for n in attn)
+    assert c.facts.kv_bytes_per_token == rec["kv_bytes_per_token"] and c.facts.params == rec["params_torch"]
