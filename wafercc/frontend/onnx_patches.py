@@ -187,8 +187,8 @@ def detect_patches(src, conv_idx: int) -> Region | str:
     t, why = _flatten_tokens(src, node.output[0], f, nodes)
     if t is None:
         return why
-    tokens: list[list] = []        # [initializer, rows, copies, start]
-    positions: list[list] = []     # [initializer, prefix rows before it was added]
+    tokens: list[list] = []        # [initializer, rows, copies, start (final, once all are prepended)]
+    steps: list[tuple] = []        # in graph order: ("tokens", entries) or ("positions", table, prefix then)
     prefix = 0
     while True:
         u = _one_user(src, t, ("Concat", "Add", "Dropout", "Identity"))
@@ -202,7 +202,7 @@ def detect_patches(src, conv_idx: int) -> Region | str:
             table = _position_table(src, u, t, f, f["patches"] + prefix)
             if table is None:
                 break
-            positions.append([table, prefix])
+            steps.append(("positions", table, prefix))
         else:
             if src.attr(u, "axis", 0) not in (1, -2):
                 return f"the patch tokens are concatenated along axis {src.attr(u, 'axis')}, not the token axis"
@@ -218,15 +218,17 @@ def detect_patches(src, conv_idx: int) -> Region | str:
             k = sum(tok[1] for tok in added)
             for tok in tokens:
                 tok[3] += k
-            start = 0
+            start, entries = 0, []
             for init, rows, copies in added:
-                tokens.append([init, rows, copies, start])
+                entries.append([init, rows, copies, start])
                 start += rows
+            tokens.extend(entries)
+            steps.append(("tokens", entries))
             prefix += k
         nodes.add(src.producer[u.output[0]])
         t = u.output[0]
     return Region("patches", f["pixels"], t, nodes,
-                  {**f, "tokens": tokens, "positions": positions, "prefix": prefix, "conv": node.output[0]})
+                  {**f, "steps": steps, "prefix": prefix, "conv": node.output[0]})
 
 
 def conv_refusal(src, conv_idx: int) -> str:
@@ -270,15 +272,16 @@ def emit_patches(lifter, r: Region, node) -> str:
     if p["bias"]:
         ins["b"] = lifter._weight(p["bias"])
     x = lifter._emit(conv, "matmul", ins, {"transpose_w": True})
-    # position tables added before the tokens were prepended first: then every prefix_tokens op
-    for table, before in sorted(p["positions"], key=lambda e: e[1]):
-        x = _add_positions(lifter, node, x, table, p["prefix"] - before)
-    for init, rows, copies, start in p["tokens"]:
-        if copies > 1:
-            warnings.warn(f"{src.where}: '{init}' is a learned token the exporter expanded to the traced batch "
-                          f"({copies} copies): its parameters count one copy", stacklevel=2)
-        x = lifter._emit(node, "prefix_tokens", {"x": x, "tokens": _declare(lifter, init, (rows, p["width"]))},
-                         {"start": start})
+    for step in p["steps"]:        # in graph order, each token block written at its final rows
+        if step[0] == "positions":
+            x = _add_positions(lifter, node, x, step[1], p["prefix"] - step[2])
+            continue
+        for init, rows, copies, start in step[1]:
+            if copies > 1:
+                warnings.warn(f"{src.where}: '{init}' is a learned token the exporter expanded to the traced "
+                              f"batch ({copies} copies): its parameters count one copy", stacklevel=2)
+            x = lifter._emit(node, "prefix_tokens", {"x": x, "tokens": _declare(lifter, init, (rows, p["width"]))},
+                             {"start": start})
     return x
 
 
