@@ -100,11 +100,7 @@ def _one_user(src, t, ops):
 
 
 def _out_dims(src, node, in_dims):
-    """Output dims of a Reshape/Flatten of a tensor with dims ``in_dims`` (None where unknown)."""
-    if node.op_type == "Flatten":
-        ax = src.attr(node, "axis", 1) % len(in_dims)
-        lead, rest = in_dims[:ax], in_dims[ax:]
-        return list(lead) + [math.prod(rest) if all(isinstance(d, int) for d in rest) else None]
+    """Output dims of a Reshape of a tensor with dims ``in_dims`` (None where unknown)."""
     shape = src.shapes.get(node.output[0])
     target = src.const(node.input[1]) if len(node.input) > 1 else None
     if target is not None:
@@ -117,15 +113,16 @@ def _out_dims(src, node, in_dims):
 
 
 def _flatten_tokens(src, t, f, nodes):
-    """Follow conv output ``t`` [B, D, *grid] to [B, patches, D]; the tensor, or (None, why)."""
+    """Follow conv output ``t`` [B, D, *grid] to [B, patches, D] (Reshape then Transpose, or channels
+    last first); the tensor, or (None, why)."""
     d, n, rank = f["width"], f["patches"], 2 + len(f["grid"])
-    u = _one_user(src, t, ("Reshape", "Flatten", "Transpose"))
+    u = _one_user(src, t, ("Reshape", "Transpose"))
     if u is None:
-        return None, "its output is not flattened into a token sequence (Reshape/Flatten then Transpose)"
+        return None, "its output is not flattened into a token sequence (Reshape then Transpose)"
     if u.op_type == "Transpose":           # channels last first: [B, *grid, D] -> [B, N, D]
         if list(src.attr(u, "perm") or []) != [0, *range(2, rank), 1]:
             return None, f"its output is transposed with perm {src.attr(u, 'perm')}"
-        r = _one_user(src, u.output[0], ("Reshape", "Flatten"))
+        r = _one_user(src, u.output[0], ("Reshape",))
         dims = _out_dims(src, r, [None, *f["grid"], d]) if r is not None else None
         if not dims or len(dims) != 3 or dims[2] != d or dims[1] not in (None, n):
             return None, "its channels-last output is not reshaped to [batch, patches, width]"
