@@ -186,3 +186,38 @@ def test_vit_config_compiles():
     # conv 32x192+32, cls 32, positions 5x32, one layer; the unused pooler is not exported
     layer = 4 * (32 * 32 + 32) + 2 * 32 * 64 + 64 + 32 + 4 * 32
     assert model_facts(graph).params == 32 * 192 + 32 + 32 + 5 * 32 + layer + 2 * 32
+
+
+def test_simulate_compare_on_a_tiny_vit(tmp_path):
+    """Export a 1-layer ViT, compile it onto the wafer, run it tile by tile on images against onnxruntime."""
+    import torch
+    import transformers
+
+    from wafercc.cli import main
+    from wafercc.sim.run import compare_with_onnxruntime
+
+    cfg = transformers.ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                 image_size=16, patch_size=8, num_channels=3)
+    torch.manual_seed(0)
+    model = transformers.ViTModel(cfg).eval()
+
+    class Vision(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values):
+            return self.model(pixel_values=pixel_values).last_hidden_state
+
+    path = str(tmp_path / "vit.onnx")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Vision().eval(), (torch.randn(2, 3, 16, 16),), path, dynamo=False, opset_version=17,
+                          input_names=["pixel_values"], dynamic_axes={"pixel_values": {0: "batch"}})
+        assert main(["compile", path, "-o", str(tmp_path / "out"), "--no-curve", "--format", "json",
+                     "--no-cache"]) == 0
+    seeded = compare_with_onnxruntime(tmp_path / "out", path, np.array([[1], [2]]), 2)
+    assert seeded.ok and len(seeded.errors) == 2 and seeded.simulation.calls.get("matmul"), seeded.errors
+    images = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    given = compare_with_onnxruntime(tmp_path / "out", path, images, 1)
+    assert given.ok and given.simulation.logits[0].shape == (1, 5, 32), given.errors
