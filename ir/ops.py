@@ -393,6 +393,23 @@ def _layout_infer(ins, at):
     return [(shape, dtype)]
 
 
+# --- prefix_tokens -----------------------------------------------------------------------
+
+def _prefix_infer(ins, at):
+    x, t = ins["x"], ins["tokens"]
+    _need(len(x.shape) >= 2, f"x must be [..., seq, width], got {_fmt(x.shape)}")
+    _need(len(t.shape) == 2 and t.shape[1] == x.shape[-1],
+          f"tokens {_fmt(t.shape)} expected [rows, {x.shape[-1]}]")
+    rows = x.shape[-2]
+    _need(not isinstance(rows, int) or at["start"] + t.shape[0] <= rows,
+          f"token rows {at['start']}..{at['start'] + t.shape[0] - 1} do not fit the {rows} rows of x")
+    return [(x.shape, x.dtype)]
+
+
+def _prefix_check(at):
+    return [] if at["start"] >= 0 else [f"start {at['start']} must be >= 0"]
+
+
 def _shape_attr_ok(at):
     bad = [d for d in at["shape"] if not (isinstance(d, str) or (isinstance(d, int) and d > 0))]
     return [f"shape {at['shape']} has invalid dims {bad}"] if bad else []
@@ -460,6 +477,11 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
             Attr("gate_up_interleaved", (bool,), False, False),
             Attr("activation_params", (dict,), False, None)),
            _moe_infer, _moe_flops, _moe_check),
+    OpSpec("prefix_tokens", "y = x with token rows start..start+rows-1 replaced by the rows of tokens "
+                            "(learned tokens prepended to patch rows: a ViT's CLS)",
+           (Operand("x", ACT), Operand("tokens", WEIGHT)),
+           (Attr("start", (int,), False, 0),),
+           _prefix_infer, _zero, _prefix_check),
     OpSpec("layout", "data movement only: reshape, transpose, cast, slice, expand",
            (Operand("x", ANY_DATA),),
            (Attr("kind", (str,), choices=("reshape", "transpose", "cast", "slice", "expand")),

@@ -30,17 +30,45 @@ _DROP_KEYS = ("quantization_config",)
 
 
 class _LogitsWrapper(torch.nn.Module):
-    """forward(input_ids, attention_mask) -> logits (decoders) or last_hidden_state."""
+    """forward(input_ids, attention_mask) -> logits (decoders) or last_hidden_state; a model whose
+    main input is not token ids (``model.main_input_name``: a ViT's pixel_values) takes that input
+    alone: forward(pixel_values) -> last_hidden_state."""
 
     def __init__(self, model: torch.nn.Module, causal: bool):
         super().__init__()
         self.model = model
         self.causal = causal
+        self.main_input = getattr(model, "main_input_name", None) or "input_ids"
 
-    def forward(self, input_ids, attention_mask):
+    @property
+    def input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask"] if self.main_input == "input_ids" else [self.main_input]
+
+    def forward(self, *inputs):
+        kw = dict(zip(self.input_names, inputs))
         if self.causal:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.model(**kw, use_cache=False).logits
+        return self.model(**kw).last_hidden_state
+
+
+def example_inputs(wrapper: _LogitsWrapper, config) -> tuple:
+    """Meta-device example inputs for the wrapper's inputs, from the config: token ids and a mask
+    [1, seq] (seq capped by max_position_embeddings), or images [1, num_channels, *image_size]."""
+    name = wrapper.main_input
+    if name == "input_ids":
+        seq = min(EXAMPLE_SEQ, getattr(config, "max_position_embeddings", None) or EXAMPLE_SEQ)
+        ids = torch.zeros(EXAMPLE_BATCH, seq, dtype=torch.long, device="meta")
+        return ids, torch.ones(EXAMPLE_BATCH, seq, dtype=torch.long, device="meta")
+    if name == "pixel_values":
+        size = getattr(config, "image_size", None)
+        channels = getattr(config, "num_channels", None) or 3
+        size = [size, size] if isinstance(size, int) else list(size) if isinstance(size, (list, tuple)) else None
+        if not size or not all(isinstance(d, int) and d > 0 for d in size):
+            raise ModelConfigError(f"{config.model_type}: main input pixel_values, but the config has no "
+                                   f"image_size to build an example image from")
+        return (torch.zeros(EXAMPLE_BATCH, int(channels), *size, device="meta"),)
+    raise ModelConfigError(f"{config.model_type}: main input '{name}' (neither token ids nor pixel_values) has "
+                           f"no example the config frontend can build; export the model to ONNX and pass the file")
 
 
 def load_config_source(spec: Any) -> tuple[dict[str, Any], str, str]:
@@ -225,7 +253,7 @@ def _lower_meta(wrapper, example, gname: str, dedup_layers: bool) -> Graph:
     if plan is not None:
         undo = reduce_model(wrapper, config, plan)
         try:
-            reduced = compile_module(wrapper, example, name=gname, input_names=["input_ids", "attention_mask"],
+            reduced = compile_module(wrapper, example, name=gname, input_names=wrapper.input_names,
                                      dynamic=False)
         finally:
             undo()
@@ -236,7 +264,7 @@ def _lower_meta(wrapper, example, gname: str, dedup_layers: bool) -> Graph:
             return graph
         except ReplicationError:
             pass  # the block structure is not a plain chain: export every layer
-    return compile_module(wrapper, example, name=gname, input_names=["input_ids", "attention_mask"], dynamic=False)
+    return compile_module(wrapper, example, name=gname, input_names=wrapper.input_names, dynamic=False)
 
 
 def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name: str | None = None,
@@ -248,11 +276,8 @@ def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name:
     cfg, default_name, where = load_config_source(config_or_path_or_name)
     config = build_config(cfg, layers=layers, where=where)
     wrapper, causal = build_meta_model(config)
-    seq = min(EXAMPLE_SEQ, getattr(config, "max_position_embeddings", None) or EXAMPLE_SEQ)
-    ids = torch.zeros(EXAMPLE_BATCH, seq, dtype=torch.long, device="meta")
-    mask = torch.ones(EXAMPLE_BATCH, seq, dtype=torch.long, device="meta")
     gname = name or default_name
-    graph = _lower_meta(wrapper, (ids, mask), gname, dedup_layers)
+    graph = _lower_meta(wrapper, example_inputs(wrapper, config), gname, dedup_layers)
     defaults = checkpoint_dtypes(cfg)
     if defaults:
         graph.meta["checkpoint_dtypes"] = defaults

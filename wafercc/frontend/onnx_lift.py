@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import InputFileError, UnsupportedOpError
 from ..ir import BATCH, SEQ, DType, Graph, ValueKind
 from .onnx_moe import detect_moe
+from .onnx_patches import conv_refusal, detect_patches, emit_patches, is_patch_conv
 from .onnx_regions import (LAYOUT_OPS, Region, detect_activation, detect_norm, detect_rotary,
                            trig_tensors, weight_of)
 from .onnx_attention import AttentionLifting
@@ -83,6 +84,8 @@ class Lifter(AttentionLifting, LayoutLifting):
         for i, node in enumerate(self.src.nodes):
             if i in covered or node.op_type in LIFTABLE_OPS:
                 continue
+            if node.op_type == "Conv" and (node.input[0] in self.act or node.input[0] in self.src.graph_inputs):
+                self._fail(node, conv_refusal(self.src, i))
             if any(t in self.act for t in self._data_inputs(node)):
                 self._fail(node, "no lowering for this operator in the wafercc op set (see docs/ir.md)")
 
@@ -100,7 +103,8 @@ class Lifter(AttentionLifting, LayoutLifting):
 
     def _classify(self):
         for node in self.src.nodes:
-            if self._is_seed(node) or any(t in self.act for t in self._data_inputs(node)):
+            if self._is_seed(node) or is_patch_conv(self.src, node) \
+                    or any(t in self.act for t in self._data_inputs(node)):
                 if node.op_type in ("Shape", "Size"):
                     continue
                 self.act.update(o for o in node.output if o)
@@ -115,6 +119,10 @@ class Lifter(AttentionLifting, LayoutLifting):
                 regions.append(r)
                 claimed.update(r.nodes)
 
+        for i, n in enumerate(src.nodes):
+            if n.op_type == "Conv" and i not in claimed:
+                r = detect_patches(src, i)
+                take(r if isinstance(r, Region) else None)
         for i, n in enumerate(src.nodes):
             if n.op_type == "TopK" and n.input[0] in act:
                 take(detect_moe(src, i, act, claimed))
@@ -207,6 +215,9 @@ class Lifter(AttentionLifting, LayoutLifting):
         if r.kind == "moe":
             from .onnx_moe import emit_moe
             self.views[r.y] = View(emit_moe(self, r, node))
+            return
+        if r.kind == "patches":
+            self.views[r.y] = View(emit_patches(self, r, node))
             return
         xv = self.views.get(r.x)
         if not isinstance(xv, View):

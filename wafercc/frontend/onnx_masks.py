@@ -77,6 +77,12 @@ def _analyse(src, tensor: str, act: set[str], past: frozenset = frozenset()) -> 
     c = src.const(tensor)
     if c is not None:           # folded by a static-shape export: read it as it is
         return _read(np.asarray(c), padding=False)
+    if tensor in src.inits:     # folded, and too big to inline: its stored values are the mask
+        if not src.has_data(tensor):
+            raise InputFileError(f"attention mask '{tensor}' is an initializer whose data is not in the file "
+                                 f"(external data absent): cannot tell which keys it masks; export with the "
+                                 f"weights or keep the data file beside the model", where=src.where)
+        return _read(np.asarray(src.array(tensor)), padding=False)
     nodes, cut = _ancestors(src, tensor, act)
     for i in nodes:
         n = src.nodes[i]

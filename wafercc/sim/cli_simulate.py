@@ -26,7 +26,8 @@ def add_parser(subparsers):
     p.add_argument("outdir", metavar="OUTDIR", help="output directory of 'wafercc compile --target ...'")
     p.add_argument("--inputs", required=True, metavar="IDS",
                    help="prompt token ids: comma-separated (sequences separated by ';') or a .npy file "
-                        "of shape [seq] or [batch, seq]")
+                        "of shape [seq] or [batch, seq]; for a model with pixel inputs (a ViT) a .npy float "
+                        "image batch [batch, C, H, W], or ids whose rows seed one random image each")
     p.add_argument("--model", metavar="ONNX", help="the .onnx file whose weights to use (default: the file "
                                                    "schedule.json records, checked by SHA-256)")
     p.add_argument("--steps", type=int, default=9, help="forward passes: the prompt, then one token each "
@@ -41,12 +42,14 @@ def add_parser(subparsers):
 
 
 def parse_ids(text: str) -> np.ndarray:
-    """[batch, seq] int64 from 'a,b,c[;d,e,f]' or a .npy file."""
+    """[batch, seq] int64 from 'a,b,c[;d,e,f]' or a .npy file (a float .npy of rank >= 3: images)."""
     if text.endswith(".npy") or os.path.isfile(text):
         try:
             ids = np.load(text, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise SimulationError(f"cannot read token ids: {str(e).splitlines()[0]}", where=text) from None
+        if np.issubdtype(ids.dtype, np.floating) and ids.ndim >= 3 and ids.size:
+            return ids.astype(np.float32)      # images, for a model with pixel inputs
         if not np.issubdtype(ids.dtype, np.integer) or ids.ndim not in (1, 2) or not ids.size:
             raise SimulationError(f"token ids must be a non-empty integer array [seq] or [batch, seq], got "
                                   f"{ids.dtype}{list(ids.shape)}", where=text)
@@ -92,7 +95,8 @@ def _run(args) -> int:
     else:
         cmp, sim, errors, ok = None, simulate(args.outdir, args.model, ids, args.steps), None, True
     doc = {"schema": SCHEMA, "outdir": args.outdir, "model": args.model, "steps": args.steps,
-           "batch": int(ids.shape[0]), "prompt_tokens": int(ids.shape[1]),
+           # the first step's mask is [batch, tokens]: the prompt, or an image's token rows
+           "batch": int(sim.sequences[0][1].shape[0]), "prompt_tokens": int(sim.sequences[0][1].shape[1]),
            "tokens": None if sim.tokens is None else sim.tokens.tolist(),
            "tiled_calls": sim.calls, "compare": bool(args.compare), "ok": bool(ok)}
     if cmp is not None:

@@ -418,6 +418,21 @@ def _shared(node, at, inputs, xt):
     return out
 
 
+# --- prefix_tokens -----------------------------------------------------------------------------
+
+def prefix_tokens(node, inputs, ctx):
+    at = attrs_of(node)
+    x, t = _f(inputs["x"]), _f(inputs["tokens"])
+    start, rows = at["start"], t.shape[0] if t.ndim == 2 else -1
+    if t.ndim != 2 or x.ndim < 2 or t.shape[1] != x.shape[-1]:
+        fail(node, f"tokens {list(t.shape)} must be [rows, {x.shape[-1] if x.ndim else '?'}] for x {list(x.shape)}")
+    if start < 0 or start + rows > x.shape[-2]:
+        fail(node, f"token rows {start}..{start + rows - 1} do not fit the {x.shape[-2]} rows of x")
+    y = x.copy()
+    y[..., start:start + rows, :] = t
+    return _out(y)
+
+
 # --- layout ---------------------------------------------------------------------------------
 
 _INT_TYPES = {"i64": np.int64, "i32": np.int32, "i8": np.int8}
@@ -482,4 +497,4 @@ def layout(node, inputs, ctx):
 
 KERNELS = {"matmul": matmul, "embedding": embedding, "norm": norm, "elementwise": elementwise,
            "activation": activation, "softmax": softmax, "rotary": rotary, "attention": attention,
-           "moe": moe, "layout": layout}
+           "moe": moe, "layout": layout, "prefix_tokens": prefix_tokens}

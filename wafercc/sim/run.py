@@ -3,7 +3,9 @@
 ``simulate(outdir, model, prompt, steps)`` greedy-decodes with the tiled kernels: the prompt, then
 one token per step from the per-tile KV caches.  A model without a KV cache (an encoder) is run on
 the whole sequence each step instead, the sequence growing by one token (the prompt's tokens in
-turn).  ``compare_with_onnxruntime`` runs the same steps and recomputes each one with onnxruntime
+turn).  A model with pixel inputs (``graph.meta["pixel_inputs"]``, a ViT) gets one image batch per step:
+the images given (a float array [batch, C, H, W]), or random images seeded by each row of the ids; the
+IR reads them as patch rows (wafercc.frontend.onnx_patches.patch_rows), onnxruntime as pixels.  ``compare_with_onnxruntime`` runs the same steps and recomputes each one with onnxruntime
 on the full sequence, as the reference interpreter's tests do.
 """
 from __future__ import annotations
@@ -55,11 +57,12 @@ def _extra_inputs(interp: Interpreter) -> dict:
     """Graph inputs besides the ids and the mask: ids the exporter computed from buffers
     (BERT's positions and token types) get positions and zeros; anything else is an error."""
     g = interp.graph
-    ids = interp._ids_input()
+    pixels = pixel_inputs(g)
+    ids = None if pixels else interp._ids_input()
     out = {}
     for name in g.inputs:
         low = name.lower()
-        if name == ids or "mask" in low or name == "position_ids":
+        if name == ids or name in pixels or "mask" in low or name == "position_ids":
             continue  # the interpreter feeds these
         if "position" in low:
             out[name] = lambda ctx: ctx.positions
@@ -68,6 +71,49 @@ def _extra_inputs(interp: Interpreter) -> dict:
         else:
             raise SimulationError(f"graph input '{name}' has no value the simulator knows how to make")
     return out
+
+
+def pixel_inputs(graph) -> dict:
+    """IR input name -> how it cuts an image into patch rows (docs/ir.md, "Pixel inputs")."""
+    return dict(graph.meta.get("pixel_inputs") or {})
+
+
+def _images(prompt, pixels: dict, steps: int) -> list[dict]:
+    """Per step, {input name: images [batch, C, H, W] float32}: ``prompt`` itself when it is a float
+    array of that shape (every step), else random normal images seeded by each row of the ids."""
+    a = np.asarray(prompt)
+    out = []
+    for k in range(steps):
+        step = {}
+        for name, spec in pixels.items():
+            image = [int(d) for d in spec["image"]]
+            if np.issubdtype(a.dtype, np.floating):
+                img = a[None] if a.ndim == len(image) else a
+                if img.ndim != 1 + len(image) or list(img.shape[1:]) != image:
+                    raise SimulationError(f"images {list(a.shape)} are not [batch, {', '.join(map(str, image))}] "
+                                          f"for pixel input '{name}'")
+                step[name] = img.astype(np.float32)
+                continue
+            ids, _ = _prompt(a, None)
+            rows = [np.random.default_rng([int(v) for v in row] + [k]).standard_normal(image) for row in ids]
+            step[name] = np.stack(rows).astype(np.float32)
+        out.append(step)
+    return out
+
+
+def _simulate_pixels(interp, pixels, prompt, steps, extra, out, tk) -> Simulation:
+    """A vision model: each step one image batch, the whole token sequence of each image."""
+    from ..frontend.onnx_patches import patch_rows
+
+    logits, seqs = [], []
+    for images in _images(prompt, pixels, steps):
+        feeds = {name: patch_rows(img, pixels[name]) for name, img in images.items()}
+        b, s = next(iter(feeds.values())).shape[:2]
+        interp.reset(b)
+        mask = np.ones((b, s), np.int64)
+        logits.append(interp.step(None, mask, {**extra, **feeds})[out])
+        seqs.append((images, mask))
+    return Simulation(logits, None, seqs, dict(tk.calls))
 
 
 def _prompt(prompt_ids, attention_mask):
@@ -120,12 +166,15 @@ def simulate(outdir, model_path, prompt_ids, steps: int, *, attention_mask=None,
         placement = Placement.load(os.fspath(outdir))
     if weights is None:
         weights = load_weights(placement.graph, model_path if model_path is not None else recorded_model(outdir))
-    ids, mask = _prompt(prompt_ids, attention_mask)
+    ids, mask = (None, None) if pixel_inputs(placement.graph) else _prompt(prompt_ids, attention_mask)
     tk = TiledKernels(placement, dtype)
     interp = Interpreter(placement.graph, weights, tk.kernels() if tiled else None,
                          context=placement.context or 1 << 20)
     extra = _extra_inputs(interp)
     out = placement.graph.outputs[0]
+    pixels = pixel_inputs(placement.graph)
+    if pixels:
+        return _simulate_pixels(interp, pixels, prompt_ids, steps, extra, out, tk)
     logits, seqs = [], []
     if is_decoder(placement.graph):
         if ids.shape[1] + steps - 1 > interp.context:
@@ -153,10 +202,16 @@ def simulate(outdir, model_path, prompt_ids, steps: int, *, attention_mask=None,
 
 
 def _ort_feeds(sess, ids, mask):
+    """onnxruntime's inputs for one step: ``ids`` [batch, seq] token ids, or a dict of the pixel
+    inputs' images by name (then ``mask`` covers the image's tokens: only a mask input uses it)."""
     feeds = {}
     for i in sess.get_inputs():
         low = i.name.lower()
-        if low == "input_ids":
+        if isinstance(ids, dict):
+            if i.name not in ids:
+                raise SimulationError(f"onnxruntime input '{i.name}' has no value the simulator knows how to make")
+            feeds[i.name] = ids[i.name]
+        elif low == "input_ids":
             feeds[i.name] = ids
         elif "mask" in low:
             feeds[i.name] = mask

@@ -54,10 +54,7 @@ def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], where: str | 
     for v in graph.weights():
         if v.name not in weights:
             raise SimulationError(f"weight '{v.name}' {format_shape(v.shape)} has no value", where=where)
-        a = np.asarray(weights[v.name])
-        if v.is_static and a.ndim > len(v.shape) and a.shape[a.ndim - len(v.shape):] == tuple(v.shape) \
-                and all(d == 1 for d in a.shape[:a.ndim - len(v.shape)]):
-            a = a.reshape(v.shape)     # declared without its leading unit dims (a folded position table)
+        a = _declared(np.asarray(weights[v.name]), v, where)
         if not v.is_static or tuple(a.shape) != tuple(v.shape):
             raise SimulationError(f"weight '{v.name}' has shape {list(a.shape)}, the IR declares "
                                   f"{format_shape(v.shape)}", where=where)
@@ -69,3 +66,27 @@ def check_weights(graph: Graph, weights: Mapping[str, np.ndarray], where: str | 
             a = a.astype(np.int64)
         out[v.name] = a
     return out
+
+
+def _declared(a: np.ndarray, v, where) -> np.ndarray:
+    """A stored array in the shape the IR declares for it, where the frontend declared fewer dims
+    (docs/ir.md, "Weights"): without leading unit dims (a folded position table, a [1, 1, D] CLS
+    token), one of identical copies along leading dims (a token an exporter expanded to the traced
+    batch: the copies are checked equal), or with trailing dims flattened (a patch embedding's conv
+    kernel [D, C, kh, kw] as the matrix [D, C*kh*kw]).  Anything else is returned unchanged."""
+    shape = tuple(v.shape)
+    if not v.is_static or a.ndim <= len(shape) or not shape:
+        return a
+    lead = a.ndim - len(shape)
+    if a.shape[lead:] == shape:
+        if all(d == 1 for d in a.shape[:lead]):
+            return a.reshape(shape)
+        flat = a.reshape((-1,) + shape)
+        if not np.array_equal(flat, np.broadcast_to(flat[:1], flat.shape)):
+            raise SimulationError(f"weight '{v.name}' {list(a.shape)} is declared {format_shape(shape)}, one of "
+                                  f"copies along its leading dims, but the copies differ", where=where)
+        return flat[0]
+    k = len(shape) - 1
+    if a.shape[:k] == shape[:k] and int(np.prod(a.shape[k:])) == shape[-1]:
+        return a.reshape(shape)
+    return a
