@@ -182,6 +182,42 @@ class AttentionLifting:
         if qv.layout == "flat":
             self.views[node.output[0]] = View(self.views[node.output[0]].value)
 
+    # -- fused QKV projections split per head ([b, s, heads, 3, head_dim], BLOOM) ----------------
+    def _fused_qkv_view(self, node, x: View, shape, target):
+        """A flat [b, s, F] projection reshaped to [b, s, A, B, head_dim]: one of A, B is the
+        heads, the other the q/k/v parts, picked later by a Gather (``_fused_qkv_pick``)."""
+        dims = list(shape[-3:]) if shape and len(shape) == 5 else [None] * 3
+        if target is not None and target.size == 5:
+            dims = [d if isinstance(d, int) and d > 0 else (int(t) if t > 0 else None)
+                    for d, t in zip(dims, target.reshape(-1)[2:])]
+        if not all(isinstance(d, int) and d > 0 for d in dims) \
+                or dims[0] * dims[1] * dims[2] != self.g.values[x.value].shape[-1]:
+            self._fail(node, "reshape of a flat tensor to rank 5 whose last three dims are not known")
+        self.__dict__.setdefault("_fused", {})[node.output[0]] = tuple(dims)
+        self.views[node.output[0]] = View(x.value, "fused", dims[2], x.scale)
+
+    def _fused_qkv_pick(self, node, x: View):
+        """Gather of one part (constant index) along axis 2 or 3 of a fused [b, s, A, B, head_dim]
+        view: IR layout ops reshape, slice (the part) and reshape back to [b, s, heads * head_dim]."""
+        src = self.src
+        dims = self.__dict__.get("_fused", {}).get(node.input[0])
+        idx = src.const(node.input[1])
+        axis = src.attr(node, "axis", 0) % 5
+        if dims is None or idx is None or idx.size != 1 or axis not in (2, 3):
+            self._fail(node, "picking from a fused [b, s, heads, parts, head_dim] projection other than one "
+                             "constant index along the heads or parts axis")
+        lead = list(self.g.values[x.value].shape[:-1])
+        key = ("fused", x.value)
+        if key not in self.__dict__.setdefault("_fused", {}):
+            self._fused[key] = self._emit(node, "layout", {"x": x.value}, {"kind": "reshape", "shape": lead + list(dims)})
+        ax = axis - 5                       # -3 or -2 in the IR's [.., A, B, head_dim]
+        c = int(idx.reshape(-1)[0]) % dims[axis - 2]
+        kept = [d for k, d in enumerate(dims) if k != axis - 2]
+        part = self._emit(node, "layout", {"x": self._fused[key]},
+                          {"kind": "slice", "shape": lead + kept, "axis": ax, "start": c, "end": c + 1})
+        flat = self._emit(node, "layout", {"x": part}, {"kind": "reshape", "shape": lead + [kept[0] * kept[1]]})
+        self.views[node.output[0]] = View(flat, "bshd", dims[2], x.scale)
+
     def _rotary_op(self, node):
         x = self.views.get(node.input[0])
         if not isinstance(x, View):
