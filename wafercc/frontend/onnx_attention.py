@@ -177,8 +177,13 @@ class AttentionLifting:
             attrs["scale"] = float(scale)
         if src.attr(node, "softcap", 0.0):
             attrs["softcap"] = float(src.attr(node, "softcap"))
+        bias = score_bias(self, node, mask, attrs["num_heads"]) \
+            if mask and mask not in self.act and src.elem.get(mask) != 9 else None   # 9: a bool mask
+        if bias is not None:
+            attrs["position_bias"] = bias[0]
         self._emit_attention_node(node, qv.value, kv.value, vv.value, attrs,
-                                  padding=bool(facts and facts.padding and not causal))
+                                  padding=bool(facts and facts.padding and not causal),
+                                  bias_table=bias[1] if bias else None)
         if qv.layout == "flat":
             self.views[node.output[0]] = View(self.views[node.output[0]].value)
 

@@ -115,6 +115,12 @@ def _init_data(src, init, tensor: str, what: str):
     """An initializer with its values: external data is read from its side file when that exists."""
     if init.data_location != onnx.TensorProto.EXTERNAL:
         return init
+    if not src.has_data(init.name) and what == "attention mask" and _relative_table(src, init.name):
+        # a relative position table (onnx_bias): the bias's values do not change what is masked
+        from onnx import numpy_helper
+        dt = helper.tensor_dtype_to_np_dtype(init.data_type) if init.data_type != onnx.TensorProto.BFLOAT16 \
+            else np.float32
+        return numpy_helper.from_array(np.zeros(tuple(init.dims), dt), init.name)
     if not src.has_data(init.name):
         loc = next((e.value for e in init.external_data if e.key == "location"), "?")
         raise InputFileError(f"{what} '{tensor}' needs initializer '{init.name}' whose data is in the "
@@ -158,6 +164,12 @@ def _run(src, nodes, graph_inputs, inits, tensor, length, past=frozenset()):
     except Exception as e:  # onnxruntime raises its own exception types
         msg = str(e).splitlines()[0][:200]
         raise InputFileError(f"cannot evaluate attention mask '{tensor}': {msg}", where=src.where) from None
+
+
+def _relative_table(src, name: str) -> bool:
+    from .onnx_bias import relative_lookup
+    users = src.users(name)
+    return bool(users) and all(u.op_type == "Gather" and relative_lookup(src, u) is not None for u in users)
 
 
 def _f32_tensor(t):
