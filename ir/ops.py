@@ -7,6 +7,7 @@ operand shapes evaluated under a binding of the symbolic dims (``batch``,
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Mapping
 
 from ..errors import IRError
@@ -296,7 +297,60 @@ def _attention_check(at):
         errs.append(f"num_heads {at['num_heads']} is not a multiple of num_kv_heads {at['num_kv_heads']}")
     if at["sliding_window"] < 0:
         errs.append(f"sliding_window {at['sliding_window']} must be >= 0")
+    if at["position_bias"] is not None:
+        errs += _position_bias_check(at["position_bias"], at["num_heads"])
     return errs
+
+
+POSITION_BIAS_KINDS = ("alibi", "relative")
+
+
+def _position_bias_check(pb, heads: int) -> list[str]:
+    """``position_bias``: {"kind": "alibi", "slopes": [Hq floats]} or {"kind": "relative",
+    "num_buckets": int > 0, "max_distance": int > 0, "bidirectional": bool} (docs/ir.md)."""
+    kind = pb.get("kind")
+    if kind not in POSITION_BIAS_KINDS:
+        return [f"position_bias kind {kind!r}, expected one of {', '.join(POSITION_BIAS_KINDS)}"]
+    if kind == "alibi":
+        sl = pb.get("slopes")
+        if set(pb) != {"kind", "slopes"} or not isinstance(sl, list) or len(sl) != heads \
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in sl):
+            return [f"alibi position_bias needs exactly 'slopes', a list of num_heads = {heads} numbers, got {pb}"]
+        return []
+    want = {"kind", "num_buckets", "max_distance", "bidirectional"}
+    if set(pb) != want:
+        return [f"relative position_bias needs exactly {sorted(want)}, got {sorted(pb)}"]
+    nb, md = pb["num_buckets"], pb["max_distance"]
+    if not (isinstance(nb, int) and isinstance(md, int) and nb > 0 and md > 0
+            and isinstance(pb["bidirectional"], bool)) or isinstance(nb, bool) or isinstance(md, bool):
+        return [f"relative position_bias needs num_buckets, max_distance > 0 (int) and bidirectional (bool), got {pb}"]
+    exact = (nb // 2 if pb["bidirectional"] else nb) // 2
+    if exact < 1 or md <= exact:
+        return [f"relative position_bias: max_distance {md} must exceed the exact buckets {exact} (num_buckets {nb})"]
+    return []
+
+
+def relative_position_bucket(rel, num_buckets: int, max_distance: int, bidirectional: bool):
+    """T5's bucket of relative position ``rel`` = key position - query position (an integer
+    array): exact buckets for small distances, logarithmic ones up to ``max_distance``, the
+    last bucket beyond; with ``bidirectional`` half the buckets are for keys after the query.
+    Computed in float32 as the reference implementation does, so bucket edges agree."""
+    import numpy as np
+    rel = np.asarray(rel, dtype=np.int64)
+    nb = num_buckets
+    ret = np.zeros(rel.shape, np.int64)
+    if bidirectional:
+        nb //= 2
+        ret += (rel > 0).astype(np.int64) * nb
+        n = np.abs(rel)
+    else:
+        n = np.maximum(-rel, 0)
+    exact = nb // 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.log(np.maximum(n, 1).astype(np.float32) / np.float32(exact)) / np.float32(math.log(max_distance / exact))
+        large = exact + (f * np.float32(nb - exact)).astype(np.int64)
+    large = np.minimum(large, nb - 1)
+    return ret + np.where(n < exact, n, large)
 
 
 def _attention_infer(ins, at):
@@ -316,6 +370,13 @@ def _attention_infer(ins, at):
             c = ins[r].shape
             _need(len(c) == 4 and c[1] == hkv and c[3] == dh and c[0] == q.shape[0],
                   f"{r} {_fmt(c)} expected [{q.shape[0]}, {hkv}, context, {dh}]")
+    pb = at["position_bias"]
+    if pb is not None and pb.get("kind") == "relative":
+        _need("bias_table" in ins, "a relative position_bias needs operand bias_table [num_buckets, num_heads]")
+        _need(tuple(ins["bias_table"].shape) == (pb["num_buckets"], hq),
+              f"bias_table {_fmt(ins['bias_table'].shape)} expected [{pb['num_buckets']}, {hq}]")
+    else:
+        _need("bias_table" not in ins, "operand bias_table without a relative position_bias")
     if "sinks" in ins:
         sk = ins["sinks"].shape
         _need(all(isinstance(d, int) for d in sk) and sum(d != 1 for d in sk) <= 1 and numel(sk) == hq, f"sinks {_fmt(sk)} expected [{hq}] (or 1s around it)")
@@ -326,8 +387,14 @@ def _attention_flops(ins, outs, at, b):
     q = ins["q"]
     seqs = numel(q.shape[:-2], b) if len(q.shape) > 2 else 1
     pairs = seqs * _attended_len(q, at, b, "k_cache" in ins)
-    # QK^T and PV: 2 FLOPs per MAC each; the softmax SOFTMAX_FLOPS per score.
-    return at["num_heads"] * pairs * (4 * at["head_dim"] + SOFTMAX_FLOPS)
+    # QK^T and PV: 2 FLOPs per MAC each; the softmax SOFTMAX_FLOPS per score; a position bias
+    # one add per score (its slope or table value is looked up, not computed).
+    return at["num_heads"] * pairs * (4 * at["head_dim"] + score_flops(at))
+
+
+def score_flops(at) -> int:
+    """FLOPs per attention score besides QK^T and PV: softmax, plus one add for a position bias."""
+    return SOFTMAX_FLOPS + (1 if at.get("position_bias") else 0)
 
 
 # --- moe --------------------------------------------------------------------------------
@@ -451,11 +518,11 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("attention", "scaled dot-product attention of q over k, v (and the KV cache)",
            (Operand("q", ACT), Operand("k", ACT), Operand("v", ACT),
             Operand("k_cache", KV, True), Operand("v_cache", KV, True),
-            Operand("sinks", WEIGHT, True), Operand("mask", ACT, True)),
+            Operand("sinks", WEIGHT, True), Operand("mask", ACT, True), Operand("bias_table", WEIGHT, True)),
            (Attr("num_heads", (int,), positive=True), Attr("num_kv_heads", (int,), positive=True),
             Attr("head_dim", (int,), positive=True), Attr("causal", (bool,)),
             Attr("sliding_window", (int,), False, 0), Attr("scale", (float,), False, None),
-            Attr("softcap", (float,), False, 0.0)),
+            Attr("softcap", (float,), False, 0.0), Attr("position_bias", (dict,), False, None)),
            _attention_infer, _attention_flops, _attention_check),
     OpSpec("moe", "mixture of experts: router, top-k experts, optional shared experts",
            (Operand("x", ACT), Operand("router_w", WEIGHT), Operand("router_b", WEIGHT, True),

@@ -61,12 +61,13 @@ def gemv(tokens, tile_k, tile_n, act_bytes: float, r: Rates, flat: bool = False)
     return Phases(compute, tokens * tile_k * act_bytes, tokens * tile_n * r.psum_bytes)
 
 
-def kv(positions, group: int, head_dim: int, act_bytes: float, r: Rates) -> Phases:
+def kv(positions, group: int, head_dim: int, act_bytes: float, r: Rates, score_flops: int = SOFTMAX_FLOPS) -> Phases:
     """Partial attention of one kv head's ``group`` query heads over ``positions`` cached positions:
     the queries and this token's K and V row in, QK^T and PV (2 x positions x group x head_dim MACs)
-    plus the softmax's FLOPs per score, the partial (output, running max, running sum) out."""
+    plus ``score_flops`` per score (the softmax's, and one add for a position bias: ir.ops.score_flops),
+    the partial (output, running max, running sum) out."""
     compute = (2 * positions * group * head_dim / r.macs_per_cycle
-               + SOFTMAX_FLOPS * positions * group / r.flops_per_cycle) / r.efficiency
+               + score_flops * positions * group / r.flops_per_cycle) / r.efficiency
     return Phases(compute, (group + 2) * head_dim * act_bytes, group * (head_dim + 2) * r.psum_bytes)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import PlacementError
 from ..ir import DType, Graph, ValueKind
 from . import cost_kernel as ck
+from ..ir.ops import score_flops
 
 
 class TileError(PlacementError):
@@ -215,7 +216,7 @@ def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: 
 
 
 def kv_frontier(seq_heads: int, positions: int, row_bytes: int, group: int, head_dim: int, headroom: int,
-                min_cores: int, m: Machine, fit_mesh: bool = True) -> Frontier | None:
+                min_cores: int, m: Machine, fit_mesh: bool = True, score_flops: int = ck.SOFTMAX_FLOPS) -> Frontier | None:
     """Tilings of one attention op's KV cache: grid row = one (sequence, kv head), grid column = a
     chunk of context positions (K and V rows of those positions on the same core, which computes
     its partial softmax-attention for the head's `group` query heads; partials reduce along the row)."""
@@ -226,7 +227,7 @@ def kv_frontier(seq_heads: int, positions: int, row_bytes: int, group: int, head
     r = np.full(len(cp), seq_heads, np.int64)
     a = m.act_bytes
     buf = np.full(len(cp), int(np.ceil(group * head_dim * a)) + group * (head_dim + 2) * m.psum_bytes, np.int64)
-    ph = ck.kv(ck.striped_positions(pp, cp, positions), group, head_dim, a, m.rates)   # scored at full context
+    ph = ck.kv(ck.striped_positions(pp, cp, positions), group, head_dim, a, m.rates, score_flops)  # at full context
     cycles = ck.grid_cycles(ph, ck.chain_paths("kv", r, cp), m.rates)
     return _select(np.ones_like(pp), pp, r, cp, 1, pp * row_bytes, buf, cycles.astype(np.float64), headroom,
                    min_cores, m, fit_mesh)
@@ -311,7 +312,7 @@ def op_frontier(node, spec, headroom, min_cores, m, popts, options):
     if kind == "kv":
         at = node.spec.with_defaults(node.attrs)
         f = kv_frontier(k, n, bits // 8, at["num_heads"] // at["num_kv_heads"], at["head_dim"], headroom,
-                        min_cores, m, options.fit_mesh)
+                        min_cores, m, options.fit_mesh, score_flops(at))
     else:
         f = matrix_frontier(kind, k, n, e, bits, popts.batch, headroom, min_cores, m, options.fit_mesh)
     if f is None:

@@ -5,6 +5,7 @@ import dataclasses
 import math
 
 from ..ir import BATCH, CONTEXT, SEQ, DType, ValueKind
+from .onnx_bias import score_bias
 from .onnx_masks import mask_facts
 from .onnx_regions import weight_of
 from .onnx_views import Scores, View
@@ -24,12 +25,19 @@ class AttentionLifting:
             self.views[out] = s  # NaN guard of fully masked rows
         elif op in ("Add", "Where") and aux:
             mask = next((t for t in other if t not in self.act and self._mask_like(t)), None)
+            s = self._with_bias(node, s, other) if op == "Add" else s
             self.views[out] = dataclasses.replace(s, mask=mask or s.mask)
+        elif op == "Reshape" and len(self.src.shapes.get(out) or (0, 0, 0)) in (3, 4):
+            self.views[out] = s   # batch and heads merged or split (bmm-style decompositions)
         elif op == "Sub" and len(other) == 1 and isinstance(self.views.get(other[0]), tuple):
             self.views[out] = s  # subtracting the row maximum before softmax
         elif op in ("Mul", "Div") and len(other) == 1 and self.src.scalar(other[0]) is not None:
             c = self.src.scalar(other[0])
             c = c if op == "Mul" else 1 / c
+            if s.bias is not None:   # the bias is scaled too
+                if s.bias["kind"] != "alibi" or s.pre_cap_scale is not None or s.softcap:
+                    self._fail(node, "scaling attention scores after a position bias was added")
+                s = dataclasses.replace(s, bias={"kind": "alibi", "slopes": [x * c for x in s.bias["slopes"]]})
             if s.pre_cap_scale is not None:  # cap * tanh(scores * scale / cap): logit softcapping
                 self.views[out] = dataclasses.replace(s, softcap=c, scale=s.pre_cap_scale * c, pre_cap_scale=None)
             else:
@@ -48,6 +56,22 @@ class AttentionLifting:
             self.views[out] = ("guard", ins[0])
         else:
             self._fail(node, "unexpected operation between the attention scores and their softmax")
+
+    def _with_bias(self, node, s: Scores, other) -> Scores:
+        """A position bias among the AUX tensors added to the scores (onnx_bias), recorded once."""
+        if s.probs:
+            return s
+        heads = self.g.values[s.q.value].shape[-1] // s.q.head_dim
+        for t in other:
+            if t in self.act or not self.src.shapes.get(t) or len(self.src.shapes[t]) < 2:
+                continue
+            found = score_bias(self, node, t, heads)
+            if found is None:
+                continue
+            if s.bias is not None:
+                self._fail(node, "a second position bias added to the same attention scores")
+            s = dataclasses.replace(s, bias=found[0], bias_table=found[1])
+        return s
 
     def _mask_like(self, t: str) -> bool:
         """A mask: computed from inputs, or a constant [.., q, k] one (a static-shape export folds
@@ -90,10 +114,15 @@ class AttentionLifting:
             attrs["scale"] = float(s.scale)
         if s.softcap:
             attrs["softcap"] = float(s.softcap)
+        if s.bias is not None:
+            attrs["position_bias"] = s.bias
         self._emit_attention_node(node, q.value, k.value, v.value, attrs,
-                                  padding=bool(facts and facts.padding and not causal), sinks=s.sinks)
+                                  padding=bool(facts and facts.padding and not causal), sinks=s.sinks,
+                                  bias_table=s.bias_table)
+        if v.layout == "Bsd":    # [batch * heads, seq, head_dim] probabilities times V
+            self.views[node.output[0]] = dataclasses.replace(self.views[node.output[0]], layout="Bsd")
 
-    def _emit_attention_node(self, node, q, k, v, attrs, padding=False, sinks=None):
+    def _emit_attention_node(self, node, q, k, v, attrs, padding=False, sinks=None, bias_table=None):
         ins = {"q": q, "k": k, "v": v}
         layer = self.src.layer_of(node)
         if attrs["causal"]:
@@ -110,6 +139,8 @@ class AttentionLifting:
                 ins[r] = name
         if sinks:
             ins["sinks"] = self._weight(sinks)
+        if bias_table:
+            ins["bias_table"] = self._weight(bias_table)
         if padding:
             m = next((t for t in self.src.graph_inputs if "mask" in t.lower()), None)
             if m is not None:
@@ -146,10 +177,51 @@ class AttentionLifting:
             attrs["scale"] = float(scale)
         if src.attr(node, "softcap", 0.0):
             attrs["softcap"] = float(src.attr(node, "softcap"))
+        bias = score_bias(self, node, mask, attrs["num_heads"]) \
+            if mask and mask not in self.act and src.elem.get(mask) != 9 else None   # 9: a bool mask
+        if bias is not None:
+            attrs["position_bias"] = bias[0]
         self._emit_attention_node(node, qv.value, kv.value, vv.value, attrs,
-                                  padding=bool(facts and facts.padding and not causal))
+                                  padding=bool(facts and facts.padding and not causal),
+                                  bias_table=bias[1] if bias else None)
         if qv.layout == "flat":
             self.views[node.output[0]] = View(self.views[node.output[0]].value)
+
+    # -- fused QKV projections split per head ([b, s, heads, 3, head_dim], BLOOM) ----------------
+    def _fused_qkv_view(self, node, x: View, shape, target):
+        """A flat [b, s, F] projection reshaped to [b, s, A, B, head_dim]: one of A, B is the
+        heads, the other the q/k/v parts, picked later by a Gather (``_fused_qkv_pick``)."""
+        dims = list(shape[-3:]) if shape and len(shape) == 5 else [None] * 3
+        if target is not None and target.size == 5:
+            dims = [d if isinstance(d, int) and d > 0 else (int(t) if t > 0 else None)
+                    for d, t in zip(dims, target.reshape(-1)[2:])]
+        if not all(isinstance(d, int) and d > 0 for d in dims) \
+                or dims[0] * dims[1] * dims[2] != self.g.values[x.value].shape[-1]:
+            self._fail(node, "reshape of a flat tensor to rank 5 whose last three dims are not known")
+        self.__dict__.setdefault("_fused", {})[node.output[0]] = tuple(dims)
+        self.views[node.output[0]] = View(x.value, "fused", dims[2], x.scale)
+
+    def _fused_qkv_pick(self, node, x: View):
+        """Gather of one part (constant index) along axis 2 or 3 of a fused [b, s, A, B, head_dim]
+        view: IR layout ops reshape, slice (the part) and reshape back to [b, s, heads * head_dim]."""
+        src = self.src
+        dims = self.__dict__.get("_fused", {}).get(node.input[0])
+        idx = src.const(node.input[1])
+        axis = src.attr(node, "axis", 0) % 5
+        if dims is None or idx is None or idx.size != 1 or axis not in (2, 3):
+            self._fail(node, "picking from a fused [b, s, heads, parts, head_dim] projection other than one "
+                             "constant index along the heads or parts axis")
+        lead = list(self.g.values[x.value].shape[:-1])
+        key = ("fused", x.value)
+        if key not in self.__dict__.setdefault("_fused", {}):
+            self._fused[key] = self._emit(node, "layout", {"x": x.value}, {"kind": "reshape", "shape": lead + list(dims)})
+        ax = axis - 5                       # -3 or -2 in the IR's [.., A, B, head_dim]
+        c = int(idx.reshape(-1)[0]) % dims[axis - 2]
+        kept = [d for k, d in enumerate(dims) if k != axis - 2]
+        part = self._emit(node, "layout", {"x": self._fused[key]},
+                          {"kind": "slice", "shape": lead + kept, "axis": ax, "start": c, "end": c + 1})
+        flat = self._emit(node, "layout", {"x": part}, {"kind": "reshape", "shape": lead + [kept[0] * kept[1]]})
+        self.views[node.output[0]] = View(flat, "bshd", dims[2], x.scale)
 
     def _rotary_op(self, node):
         x = self.views.get(node.input[0])

@@ -64,6 +64,8 @@ class LayoutLifting:
             if x.layout == "flat" and rank in (2, 3) and (last == width or not isinstance(last, int)):
                 self.views[out] = x  # leading (token) dims merged or split: same IR value
                 return
+            if x.layout == "flat" and rank == 5:
+                return self._fused_qkv_view(node, x, shape, target)  # onnx_attention
             if x.layout == "bshd" and rank in (2, 3) and (last == width or not isinstance(last, int)):
                 self.views[out] = View(x.value, "flat", 0, x.scale)
                 return
@@ -108,6 +110,8 @@ class LayoutLifting:
 
     def _gather_tokens(self, node, x: View):
         """Picking positions out of the token dims (e.g. a pooler's first token)."""
+        if x.layout == "fused":
+            return self._fused_qkv_pick(node, x)  # onnx_attention
         src = self.src
         idx = src.const(node.input[1])
         rank = len(src.shapes.get(node.input[0], ())) or len(self.g.values[x.value].shape)

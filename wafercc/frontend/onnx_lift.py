@@ -19,6 +19,7 @@ from .onnx_patches import conv_refusal, detect_patches, emit_patches, is_patch_c
 from .onnx_regions import (LAYOUT_OPS, Region, detect_activation, detect_norm, detect_rotary,
                            trig_tensors, weight_of)
 from .onnx_attention import AttentionLifting
+from .onnx_bias import relative_lookup
 from .onnx_layout import LayoutLifting
 from .onnx_source import SourceGraph, onnx_dtype
 from .onnx_ties import Ties
@@ -94,7 +95,8 @@ class Lifter(AttentionLifting, LayoutLifting):
         # a lookup in a 2-D weight: token, position or token-type embedding (its ids may be
         # inputs, positions computed in the graph, or a constant buffer such as type ids 0)
         return node.op_type == "Gather" and weight_of(self.src, node.input[0]) is not None \
-            and len(self.src.shapes.get(node.input[0], ())) == 2 and self.src.attr(node, "axis", 0) == 0
+            and len(self.src.shapes.get(node.input[0], ())) == 2 and self.src.attr(node, "axis", 0) == 0 \
+            and relative_lookup(self.src, node) is None   # a relative position bias table: onnx_bias
 
     @staticmethod
     def _data_inputs(node):
@@ -411,7 +413,7 @@ class Lifter(AttentionLifting, LayoutLifting):
             return
         if isinstance(vs[0], View) and isinstance(vs[1], View):
             q, k = vs
-            if q.layout in ("bhsd", "bshd") and k.layout == "bhds":
+            if q.layout in ("bhsd", "bshd") and k.layout == "bhds" or q.layout == "Bsd" and k.layout == "Bds":
                 self.views[node.output[0]] = Scores(q, k, q.scale * k.scale, None)
                 return
             self._fail(node, f"activation x activation product with layouts {q.layout} x {k.layout}")

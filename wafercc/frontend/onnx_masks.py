@@ -83,23 +83,56 @@ def _analyse(src, tensor: str, act: set[str], past: frozenset = frozenset()) -> 
                                  f"(external data absent): cannot tell which keys it masks; export with the "
                                  f"weights or keep the data file beside the model", where=src.where)
         return _read(np.asarray(src.array(tensor)), padding=False)
-    nodes, cut = _ancestors(src, tensor, act)
-    for i in nodes:
-        n = src.nodes[i]
-        if any(t in cut for t in n.input) and n.op_type != "Shape":
-            raise InputFileError(f"attention mask '{tensor}' depends on activation values via "
-                                 f"node '{n.name}' ({n.op_type}); expected a mask built from inputs and positions",
-                                 where=src.where)
-    used = {t for i in nodes for t in src.nodes[i].input if t}
-    graph_inputs = [t for t in src.graph_inputs if t in used] + sorted(cut)
-    inits = [_inline(src, tensor, src.inits[t]) for t in sorted(used) if t in src.inits]
-    padding = any(t in src.graph_inputs and "mask" in t.lower() for t in used)
-    static = all(isinstance(d, int) and d > 0 for t in graph_inputs for d in src.shapes.get(t, (None,)))
+    sub = Subgraph(src, tensor, act)
     for length in PROBE_LENGTHS:
-        facts = _read(_run(src, nodes, graph_inputs, inits, tensor, length, past), padding)
-        if facts.sliding_window or not facts.causal or static:
+        facts = _read(sub.run(length, past), sub.padding)
+        if facts.sliding_window or not facts.causal or sub.static:
             break  # static inputs: every probe would see the same length
     return facts
+
+
+class Subgraph:
+    """The nodes computing an AUX ``tensor`` (a mask, a position bias) from the graph inputs,
+    positions and shapes, runnable on onnxruntime for a probe sequence length.  Initializers it
+    reads are taken from the file (inline, or external data next to it)."""
+
+    def __init__(self, src, tensor: str, act: set[str], what: str = "attention mask"):
+        self.src, self.tensor = src, tensor
+        nodes, cut = _ancestors(src, tensor, act)
+        for i in nodes:
+            n = src.nodes[i]
+            if any(t in cut for t in n.input) and n.op_type != "Shape":
+                raise InputFileError(f"{what} '{tensor}' depends on activation values via "
+                                     f"node '{n.name}' ({n.op_type}); expected a {what} built from inputs and positions",
+                                     where=src.where)
+        used = {t for i in nodes for t in src.nodes[i].input if t}
+        self.nodes = nodes
+        self.graph_inputs = [t for t in src.graph_inputs if t in used] + sorted(cut)
+        self.inits = [_init_data(src, src.inits[t], tensor, what) for t in sorted(used) if t in src.inits]
+        self.used = used
+        self.padding = any(t in src.graph_inputs and "mask" in t.lower() for t in used)
+        self.static = all(isinstance(d, int) and d > 0 for t in self.graph_inputs for d in src.shapes.get(t, (None,)))
+
+    def run(self, length: int, past: frozenset = frozenset()) -> np.ndarray:
+        return _run(self.src, self.nodes, self.graph_inputs, self.inits, self.tensor, length, past)
+
+
+def _init_data(src, init, tensor: str, what: str):
+    """An initializer with its values: external data is read from its side file when that exists."""
+    if init.data_location != onnx.TensorProto.EXTERNAL:
+        return init
+    if not src.has_data(init.name) and what == "attention mask" and _relative_table(src, init.name):
+        # a relative position table (onnx_bias): the bias's values do not change what is masked
+        from onnx import numpy_helper
+        dt = helper.tensor_dtype_to_np_dtype(init.data_type) if init.data_type != onnx.TensorProto.BFLOAT16 \
+            else np.float32
+        return numpy_helper.from_array(np.zeros(tuple(init.dims), dt), init.name)
+    if not src.has_data(init.name):
+        loc = next((e.value for e in init.external_data if e.key == "location"), "?")
+        raise InputFileError(f"{what} '{tensor}' needs initializer '{init.name}' whose data is in the "
+                             f"side file '{loc}', which is not next to the model: copy it alongside", where=src.where)
+    from onnx import numpy_helper
+    return numpy_helper.from_array(src.array(init.name), init.name)
 
 
 def _run(src, nodes, graph_inputs, inits, tensor, length, past=frozenset()):
@@ -139,15 +172,10 @@ def _run(src, nodes, graph_inputs, inits, tensor, length, past=frozenset()):
         raise InputFileError(f"cannot evaluate attention mask '{tensor}': {msg}", where=src.where) from None
 
 
-def _inline(src, tensor, init):
-    """An initializer the mask subgraph reads, with its external data (if any) read in."""
-    if init.data_location != onnx.TensorProto.EXTERNAL:
-        return init
-    if not src.has_data(init.name):
-        raise InputFileError(f"attention mask '{tensor}' needs initializer '{init.name}' whose external data "
-                             f"file is missing; keep the .data file beside the model", where=src.where)
-    from onnx import numpy_helper
-    return numpy_helper.from_array(src.array(init.name), init.name)
+def _relative_table(src, name: str) -> bool:
+    from .onnx_bias import relative_lookup
+    users = src.users(name)
+    return bool(users) and all(u.op_type == "Gather" and relative_lookup(src, u) is not None for u in users)
 
 
 def _f32_tensor(t):

@@ -25,3 +25,5 @@ class Scores:
     softcap: float = 0.0
     sinks: str | None = None
     pre_cap_scale: float | None = None   # set between tanh(scores * scale / cap) and "* cap"
+    bias: dict | None = None             # position_bias attr of the IR attention (onnx_bias)
+    bias_table: str | None = None        # its table initializer (relative kind)

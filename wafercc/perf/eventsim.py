@@ -276,7 +276,7 @@ def _grid_time(wf: _Wafer, t0: float, i: int, g: dict, op: dict, mc: Machine, p:
     if g["operand"] == "kv":       # each core's own positions (position p on column p mod cols)
         at = op["attention"]
         pos = ck.striped_positions(g["tile_n"], g["cols"], kv_len, wf.cols[tiles]) if tiles else np.zeros(0)
-        comp = dict(zip(tiles, ck.kv(pos, at["group"], at["head_dim"], a, rt).compute.tolist()))
+        comp = dict(zip(tiles, ck.kv(pos, at["group"], at["head_dim"], a, rt, at.get("score_flops", ck.SOFTMAX_FLOPS)).compute.tolist()))
     else:
         comp = dict.fromkeys(tiles, ph.compute) if ph.compute else {}
     wb, wr = wavelets(ph.bcast_bytes, mc.link_bytes), wavelets(ph.reduce_bytes, mc.link_bytes)

@@ -109,7 +109,7 @@ def kernel_phases(g: dict, op: dict, r: ck.Rates, w: Workload) -> ck.Phases:
     if g["operand"] == "kv":
         at = op["attention"]
         pos = int(ck.striped_positions(g["tile_n"], g["cols"], w.kv_len))
-        return ck.kv(pos, at["group"], at["head_dim"], w.act_bytes, r)
+        return ck.kv(pos, at["group"], at["head_dim"], w.act_bytes, r, at.get("score_flops", ck.SOFTMAX_FLOPS))
     if op["role"] == "lookup":
         return ck.lookup(w.tokens, g["tile_n"], w.act_bytes, r)
     return ck.gemv(w.tokens, g["tile_k"], g["tile_n"], w.act_bytes, r, flat=op["role"] == "flat")

@@ -249,6 +249,21 @@ def _mask(node, inputs, ctx, b, s, t, hq, cached):
     return (am != 0)[:, None, None, :], None
 
 
+def position_bias(node, at, inputs, head, rel) -> np.ndarray:
+    """The ``position_bias`` added to the score of query head ``head`` for a key at relative
+    position ``rel`` = key position - query position (integer arrays that broadcast): ALiBi's
+    ``slope[head] * rel``, or the relative kind's ``bias_table[bucket(rel), head]``."""
+    pb = at["position_bias"]
+    if pb["kind"] == "alibi":
+        return np.asarray(pb["slopes"], np.float64)[head] * rel
+    if pb["kind"] != "relative" or "bias_table" not in inputs:
+        fail(node, f"position_bias {pb} needs kind alibi, or relative with a bias_table operand")
+    from ..ir.ops import relative_position_bucket
+    table = _f(inputs["bias_table"])
+    bucket = relative_position_bucket(rel, pb["num_buckets"], pb["max_distance"], pb["bidirectional"])
+    return table[bucket, head]
+
+
 def attention(node, inputs, ctx):
     at = attrs_of(node)
     hq, hkv, dh = at["num_heads"], at["num_kv_heads"], at["head_dim"]
@@ -286,6 +301,9 @@ def attention(node, inputs, ctx):
         if not at["causal"]:
             fail(node, "sliding_window without causal has no defined meaning")
         allowed &= diff < at["sliding_window"]  # the query and the window - 1 keys before it
+    if at["position_bias"] is not None:   # after the scale and softcap, like a mask
+        rel = -diff                                   # [b, 1, s, t]: key - query position
+        scores = scores + position_bias(node, at, inputs, np.arange(hq)[None, :, None, None], rel)
     keep, additive = _mask(node, inputs, ctx, b, s, t, hq, cached)
     if keep is not None:
         allowed = allowed & keep

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import expit
 
 from .errors import SimulationError
-from .kernels import KERNELS, _glu, _mask, attrs_of, routed_experts
+from .kernels import KERNELS, _glu, _mask, attrs_of, position_bias, routed_experts
 from .placed import GridView, Placement
 
 
@@ -260,6 +260,9 @@ class _KVAttention:
         bi = np.arange(used) // rps
         head = ((np.arange(used) % rps)[:, None, None] * hr + np.arange(hr)[None, :, None]) * G \
             + np.arange(G)[None, None, :]                                                     # [used, hr, G]
+        if at["position_bias"] is not None:           # each tile biases its own keys' scores
+            rel = -diff[:, :, None, None]                                                     # [used, C, 1, 1, s, J]
+            sc = sc + position_bias(node, at, inputs, head[:, None, :, :, None, None], rel).astype(dt)
         kp = np.maximum(kpos, 0)
         for m, add in ((keep, False), (additive, True)):
             if m is None:
