@@ -301,9 +301,10 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
             else:
                 roots.add(t)
     seed_x = [t for t in src.nodes[seed_idx].input if t in act]
-    if len(seed_x) == 1 and not any(src.nodes[i].op_type == "Neg" for i in nodes):
-        # the x * cos term: x is its operand as it is (a partial rotary's first part of each
-        # head, a split of a fused QKV), not the tensor it was sliced from
+    if len(seed_x) == 1 and not any(src.nodes[i].op_type == "Neg" for i in nodes) \
+            and any(u.op_type in ("Slice", "Split", "SplitToSequence") for u in src.users(seed_x[0])):
+        # the x * cos term of x * cos + rotate_half(x) * sin: x is its operand as it is (a partial
+        # rotary's first part of each head, a split of a fused QKV), not the tensor it was sliced from
         roots = set(seed_x)
     if len(roots) != 1:
         return None
@@ -345,14 +346,28 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
         return None
     y = outs[0]
     tables = [a for i in sorted(region) for a in src.nodes[i].input if a in trig]
-    folded = [a for a in tables if a in src.inits or src.prod(a) is None or src.prod(a).op_type not in ("Cos", "Sin")]
-    if folded and not _folded_rotation(src, region, tables):
+    if not all(_computed_by_trig(src, a) for a in tables) and not _folded_rotation(src, region, tables):
         return None
     cos = tables[0]
     rdim = src.shapes.get(cos, (None,))[-1]
     interleaved = any(src.nodes[i].op_type == "Slice" and _slice_step(src, src.nodes[i]) == 2 for i in region)
     return Region("rotary", x, y, region, {"rotary_dim": rdim if isinstance(rdim, int) else 0,
                                            "interleaved": interleaved, "theta": _theta(src, cos)})
+
+
+def _computed_by_trig(src, t: str) -> bool:
+    """True if a Cos or Sin node computes ``t`` (through any non-activation ops)."""
+    seen, stack = set(), [t]
+    while stack:
+        u = stack.pop()
+        node = src.prod(u)
+        if u in seen or node is None:
+            continue
+        seen.add(u)
+        if node.op_type in ("Cos", "Sin"):
+            return True
+        stack.extend(i for i in node.input if i)
+    return False
 
 
 def _folded_rotation(src, region, tables) -> bool:
