@@ -3,7 +3,8 @@
 Partial rotary (GPT-NeoX, Phi-3, GPT-J: the first part of every head rotates, the rest passes),
 interleaved rotation (GPT-J's rotate-every-two), tables looked up by position in a precomputed
 sinusoid table (GPT-J), tables folded to the traced positions by a static-shape dynamo export (Llama),
-and a fused per-head QKV split by shape-derived bounds (GPT-NeoX): each lowers to one rotary op per
+a fused per-head QKV split by shape-derived bounds (GPT-NeoX), and a multi-query fused QKV whose
+key and value heads are picked by Gather or GatherND (Falcon): each lowers to one rotary op per
 Q and K with the right rotary_dim, the IR's numbers equal torch's, and the IR computes what
 onnxruntime computes.
 """
@@ -21,6 +22,10 @@ CASES = {  # (arch, variant): (rotary_dim, head_dim, interleaved)
     ("phi3", "dynamo-noopt"): (16, 16, False),   # full rotary with an empty pass-through slice
     ("gptj", "ts17"): (8, 16, True),             # interleaved, sinusoid table gathered by position
     ("llama", "dynamo"): (16, 16, False),        # static shapes: cos/sin folded to [1, 1, S, D] constants
+    # multi-query fused QKV [b, s, heads + 2, d]: K and V heads picked by Gather (TorchScript) or by
+    # Transpose to heads-first + GatherND of a lifted index constant (dynamo)
+    ("falcon", "ts17"): (16, 16, False),
+    ("falcon", "dynamo-noopt"): (16, 16, False),
 }
 
 

@@ -86,7 +86,10 @@ class LayoutLifting:
             perm = list(self.src.attr(node, "perm") or [])
             table = {("bshd", (0, 2, 1, 3)): "bhsd", ("bhsd", (0, 2, 1, 3)): "bshd",
                      ("bhsd", (0, 1, 3, 2)): "bhds", ("bshd", (0, 2, 3, 1)): "bhds", ("bhds", (0, 1, 3, 2)): "bhsd",
-                     ("Bsd", (0, 2, 1)): "Bds", ("Bds", (0, 2, 1)): "Bsd"}
+                     ("Bsd", (0, 2, 1)): "Bds", ("Bds", (0, 2, 1)): "Bsd",
+                     # heads first: how torch exports advanced indexing of the heads axis (GatherND)
+                     ("bshd", (2, 0, 1, 3)): "hbsd", ("hbsd", (1, 2, 0, 3)): "bshd",
+                     ("hbsd", (1, 0, 2, 3)): "bhsd", ("bhsd", (1, 0, 2, 3)): "hbsd"}
             new = table.get((x.layout, tuple(perm)))
             if new is None:
                 self._fail(node, f"transpose {perm} of a {x.layout} tensor")
@@ -112,6 +115,8 @@ class LayoutLifting:
         """Picking positions out of the token dims (e.g. a pooler's first token)."""
         if x.layout == "fused":
             return self._fused_qkv_pick(node, x)  # onnx_attention
+        if x.layout in self.AXES and x.layout != "flat":
+            return self._gather_heads(node, x)
         src = self.src
         idx = src.const(node.input[1])
         rank = len(src.shapes.get(node.input[0], ())) or len(self.g.values[x.value].shape)
@@ -124,6 +129,33 @@ class LayoutLifting:
         start = int(idx.reshape(-1)[0])
         self.views[node.output[0]] = View(self._emit(node, "layout", {"x": x.value}, {
             "kind": "slice", "shape": shape, "axis": ir_axis, "start": start, "end": start + max(1, int(idx.size))}))
+
+    def _gather_heads(self, node, x: View):
+        """One head picked by a constant index from a split-heads tensor (a multi-query model's
+        fused QKV, [b, s, heads + 2, d], picks its key and value heads): a slice of whole heads,
+        kept as a one-head view ([k] index) or the flat [b, s, d] (scalar index)."""
+        idx = self.src.const(node.input[1])
+        axis = self._onnx_axis(node, self.src.attr(node, "axis", 0))
+        if idx is None or idx.size != 1 or self._axis_role(node, x, axis) != "h":
+            self._fail(node, f"gather from a {x.layout} tensor other than one constant head")
+        heads = self._extent(node, x, axis)
+        h = int(idx.reshape(-1)[0]) % heads
+        value = self._slice_value(node, x.value, h * x.head_dim, (h + 1) * x.head_dim)
+        self.views[node.output[0]] = dataclasses.replace(x, value=value) if idx.ndim == 1 else View(value, scale=x.scale)
+
+    def _gather_nd_heads(self, node, x: View):
+        """GatherND of whole heads from a heads-first view ([heads, b, s, d]: fused[:, :, [i]] as
+        torch exports it): constant indices [[i], ...] pick heads; the rest of the view is kept."""
+        idx = self.src.const(node.input[1])
+        if x.layout != "hbsd" or idx is None or idx.ndim != 2 or idx.shape[1] != 1 \
+                or self.src.attr(node, "batch_dims", 0) != 0:
+            self._fail(node, "GatherND other than constant whole heads of a heads-first activation")
+        heads = self._extent(node, x, -4)
+        picked = sorted({int(i) % heads for i in idx.reshape(-1)})
+        if picked != list(range(picked[0], picked[-1] + 1)) or len(picked) != idx.shape[0]:
+            self._fail(node, f"GatherND of heads {idx.reshape(-1).tolist()}: only a run of consecutive heads")
+        value = self._slice_value(node, x.value, picked[0] * x.head_dim, (picked[-1] + 1) * x.head_dim)
+        self.views[node.output[0]] = dataclasses.replace(x, value=value)
 
     def _full_slice(self, node, x) -> bool:
         """A slice from 0 to the end with step 1 along any axis copies its input."""
@@ -162,7 +194,7 @@ class LayoutLifting:
         return axis % rank - rank if rank else axis
 
     # What each axis of a view's ONNX tensor is: batch, seq, heads, head dim (F: the flat features).
-    AXES = {"flat": "bsF", "bshd": "bshd", "bhsd": "bhsd"}
+    AXES = {"flat": "bsF", "bshd": "bshd", "bhsd": "bhsd", "hbsd": "hbsd"}
 
     def _extent(self, node, x, axis: int) -> int:
         """Elements of the view's ONNX tensor along ``axis`` (static for features, heads, head dim)."""

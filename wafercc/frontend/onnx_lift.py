@@ -34,7 +34,7 @@ LIFTABLE_OPS = (set(UNARY_MAP) | set(BINARY_MAP) | set(ACT_MAP) | LAYOUT_OPS | {
     "Gather", "MatMul", "Gemm", "Clip", "Softmax", "LayerNormalization", "RMSNormalization",
     "SimplifiedLayerNormalization", "Attention", "RotaryEmbedding", "Slice", "Split", "SplitToSequence",
     "SequenceAt", "Dropout", "Contiguous", "CastLike", "Where", "ReduceMax", "IsNaN", "IsInf", "Equal",
-    "Not", "Concat", "Shape", "Size"})
+    "Not", "Concat", "Shape", "Size", "GatherND"})
 
 
 class Lifter(AttentionLifting, LayoutLifting):
@@ -298,6 +298,8 @@ class Lifter(AttentionLifting, LayoutLifting):
             return
         if op == "Gather" and isinstance(vs[0], View):
             return self._gather_tokens(node, vs[0])
+        if op == "GatherND" and isinstance(vs[0], View):
+            return self._gather_nd_heads(node, vs[0])
         if op in ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"):
             return self._norm_op(node)
         if op == "Attention":

@@ -64,6 +64,8 @@ def eval_pointwise(src, node, args):
 def fold(src, node, args):
     """Evaluate ``node`` on constant ``args`` (raises if the op is not foldable)."""
     op = node.op_type
+    if op in ("Max", "Min", "Sum", "Mean") and len(args) == 1:   # variadic ops of one input copy it
+        return np.asarray(args[0])
     if op in POINTWISE_OPS:
         return eval_pointwise(src, node, args)
     if op == "CastLike":
@@ -93,6 +95,9 @@ def fold(src, node, args):
         return np.full([int(d) for d in args[0]], v.reshape(-1)[0], dtype=v.dtype)
     if op == "Expand":
         return args[0] * np.ones([int(d) for d in args[1]], dtype=args[0].dtype)
+    if op == "Shape":
+        start, end = src.attr(node, "start", 0), src.attr(node, "end", None)
+        return np.array(args[0].shape[start:end], dtype=np.int64)
     raise KeyError(op)
 
 
