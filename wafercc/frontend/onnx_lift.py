@@ -64,7 +64,8 @@ class Lifter(AttentionLifting, LayoutLifting):
         for i, node in enumerate(src.nodes):
             if i in ends:
                 self._emit_region(ends[i], node)
-            elif i in covered or node.op_type in ("Shape", "Size"):
+            elif i in covered or node.op_type in ("Shape", "Size") or \
+                    (node.output and all(o in self.shape_only for o in node.output)):
                 continue
             elif any(t in self.act for t in self._data_inputs(node)) or self._is_seed(node):
                 self._lift(node)
@@ -83,7 +84,8 @@ class Lifter(AttentionLifting, LayoutLifting):
         """Name the first activation op no lowering exists for, before lifting anything:
         a model built on such an op (a convolution, a recurrence) fails on that op."""
         for i, node in enumerate(self.src.nodes):
-            if i in covered or node.op_type in LIFTABLE_OPS:
+            if i in covered or node.op_type in LIFTABLE_OPS or \
+                    (node.output and all(o in self.shape_only for o in node.output)):
                 continue
             if node.op_type == "Conv" and (node.input[0] in self.act or node.input[0] in self.src.graph_inputs):
                 self._fail(node, conv_refusal(self.src, i))
@@ -110,6 +112,23 @@ class Lifter(AttentionLifting, LayoutLifting):
                 if node.op_type in ("Shape", "Size"):
                     continue
                 self.act.update(o for o in node.output if o)
+        self.shape_only = self._shape_only()
+        self.act -= self.shape_only
+
+    def _shape_only(self) -> set[str]:
+        """Activation-derived tensors read only for their shape (BART's ``embeds[:, :, -1]`` feeding
+        a Shape for its positions): not computed on the wafer, so not lifted."""
+        src, outs = self.src, set(self.src.graph_outputs)
+        only: set[str] = set()
+        for node in reversed(src.nodes):
+            if node.op_type in ("Shape", "Size") or not any(o in self.act for o in node.output):
+                continue
+            if self._is_seed(node):
+                continue      # an embedding lookup stays (the parameters it reads are the model's)
+            if all(o and o not in outs and all(u.op_type in ("Shape", "Size") or all(x in only for x in u.output)
+                                                 for u in src.users(o)) and src.users(o) for o in node.output):
+                only.update(node.output)
+        return only
 
     def _find_regions(self) -> list[Region]:
         src, act = self.src, self.act
@@ -372,7 +391,8 @@ class Lifter(AttentionLifting, LayoutLifting):
         """The graph input ``t`` is, through casts and identities; None if it is computed."""
         while t not in self.src.graph_inputs:
             p = self.src.prod(t)
-            if p is None or not (p.op_type in ("Cast", "Identity", "CastLike")
+            # Slice: a sliding-window cache keeps its last positions before the append
+            if p is None or not (p.op_type in ("Cast", "Identity", "CastLike", "Slice")
                                  or (p.op_type == "Concat" and len([i for i in p.input if i]) == 1)):
                 return None
             t = p.input[0]
