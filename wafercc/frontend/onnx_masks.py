@@ -84,11 +84,34 @@ def _analyse(src, tensor: str, act: set[str], past: frozenset = frozenset()) -> 
                                  f"weights or keep the data file beside the model", where=src.where)
         return _read(np.asarray(src.array(tensor)), padding=False)
     sub = Subgraph(src, tensor, act)
+    facts = None
     for length in PROBE_LENGTHS:
-        facts = _read(sub.run(length, past), sub.padding)
+        try:
+            m = _probe(sub, length, past)
+        except InputFileError:
+            if facts is None:
+                raise
+            break     # a trace whose index arithmetic holds only up to some length: keep what was seen
+        facts = _read(m, sub.padding)
         if facts.sliding_window or not facts.causal or sub.static:
             break  # static inputs: every probe would see the same length
     return facts
+
+
+def _probe(sub, length: int, past: frozenset) -> np.ndarray:
+    """The mask for `length` new tokens; with a KV cache, after a cache of `length // 2` tokens (a
+    trace that trims the cache to a sliding window gives a true mask only then)."""
+    if not past:
+        return sub.run(length, past)
+    try:
+        return sub.run(length, past, cache_filled=True)
+    except InputFileError:
+        # an empty cache is no substitute: a trace that trims its cache to a window reads the
+        # window only off a filled one, so a mask read that way could silently lose the window
+        raise InputFileError(f"attention mask '{sub.tensor}' cannot be evaluated after a cache of {length // 2} tokens "
+                             f"(an attention_mask of {length + length // 2}): the export's mask arithmetic is fixed to "
+                             f"the cache length it was traced with; export without past inputs, or with dynamo",
+                             where=sub.src.where) from None
 
 
 class Subgraph:
@@ -113,8 +136,8 @@ class Subgraph:
         self.padding = any(t in src.graph_inputs and "mask" in t.lower() for t in used)
         self.static = all(isinstance(d, int) and d > 0 for t in self.graph_inputs for d in src.shapes.get(t, (None,)))
 
-    def run(self, length: int, past: frozenset = frozenset()) -> np.ndarray:
-        return _run(self.src, self.nodes, self.graph_inputs, self.inits, self.tensor, length, past)
+    def run(self, length: int, past: frozenset = frozenset(), cache_filled: bool = False) -> np.ndarray:
+        return _run(self.src, self.nodes, self.graph_inputs, self.inits, self.tensor, length, past, cache_filled)
 
 
 def _init_data(src, init, tensor: str, what: str):
@@ -135,7 +158,7 @@ def _init_data(src, init, tensor: str, what: str):
     return numpy_helper.from_array(src.array(init.name), init.name)
 
 
-def _run(src, nodes, graph_inputs, inits, tensor, length, past=frozenset()):
+def _run(src, nodes, graph_inputs, inits, tensor, length, past=frozenset(), cache_filled=False):
     import onnxruntime as ort
     vis = []
     feeds = {}
@@ -145,16 +168,21 @@ def _run(src, nodes, graph_inputs, inits, tensor, length, past=frozenset()):
         if shape is None:
             raise InputFileError(f"graph input '{t}' has no shape; cannot analyse the attention mask", where=src.where)
         dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+        # with a KV cache, a cache of `length` earlier tokens: a trace that trims the cache to a
+        # window (a static Slice of the past) only gives a true mask for a cache at least that long
+        cached = length // 2 if past and cache_filled else 0
         concrete = []
         for k, d in enumerate(dims):
-            # an empty cache: the attention mask's length is then the probe's sequence length
-            concrete.append(d if d is not None else (1 if k == 0 else 0 if t in past and k == 2 else length))
+            last = k == len(dims) - 1
+            concrete.append(d if d is not None else (1 if k == 0 else cached if t in past and k == 2
+                                                     else length + cached if "mask" in t.lower() and last
+                                                     else length))
         vis.append(helper.make_tensor_value_info(t, elem, [None] * len(shape)))
         dtype = helper.tensor_dtype_to_np_dtype(elem)
         if "mask" in t.lower():
             feeds[t] = np.ones(concrete, dtype=dtype)
         elif "position" in t.lower():
-            feeds[t] = np.broadcast_to(np.arange(length, dtype=dtype), concrete).copy()
+            feeds[t] = np.broadcast_to(np.arange(cached, cached + length, dtype=dtype), concrete).copy()
         else:
             feeds[t] = np.zeros(concrete, dtype=dtype)
     out = helper.make_empty_tensor_value_info(tensor)
