@@ -301,6 +301,7 @@ def detect_moe(src, topk_idx: int, act: set[str], claimed: set[int]) -> Region |
     region: set[int] = set()
     _add_between(src, topk.input[0], xs, region, act)
     region.add(topk_idx)
+    router_nodes = set(region)
     tensors = {o for i in region for o in src.nodes[i].output}
     y = None
     for i in range(topk_idx + 1, len(src.nodes)):
@@ -325,7 +326,15 @@ def detect_moe(src, topk_idx: int, act: set[str], claimed: set[int]) -> Region |
         return None
     why = _weights(src, topk, route, region)
     return Region("moe", x_in, y, region, {"router": route.w, "router_bias": route.bias, "router_fn": route.fn,
-                                           "topk": topk_idx, "route": route, "unsupported": why})
+                                           "topk": topk_idx, "route": route, "unsupported": why,
+                                           "router_nodes": router_nodes | _producers_of(src, route.scores, xs, act)})
+
+
+def _producers_of(src, t, xs, act) -> set[int]:
+    out: set[int] = set()
+    if t:
+        _add_between(src, t, xs, out, act)
+    return out
 
 
 def _add_between(src, t, xs, region, act, limit=64):
@@ -461,7 +470,7 @@ def emit_moe(lifter, r: Region, node) -> str:
     ins["down_w"] = lifter._weight(down)
     if not attrs.get("gate_up_interleaved"):
         attrs.pop("gate_up_interleaved", None)
-    attrs["activation"], params = _activation(src, r.nodes, lifter.act)
+    attrs["activation"], params = _activation(src, r.nodes - r.params["router_nodes"], lifter.act)
     if params:
         attrs["activation_params"] = params
     name = lifter._name(node)
