@@ -419,7 +419,7 @@ def emit_moe(lifter, r: Region, node) -> str:
     attrs["normalize_topk"] = route.normalize
     experts, biases = [], []
     transposed = None
-    for w, i, used in _weights_in(src, r.nodes):
+    for w, i, used in _weights_in(src, r.nodes - r.params["router_nodes"]):
         if w == rw or any(b and w == weight_of(src, b)[0] for b in (r.params["router_bias"], route.score_bias)):
             continue
         shape = src.shapes[w]
