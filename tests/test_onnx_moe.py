@@ -41,13 +41,26 @@ def _glm_moe_block(n_group=4, topk_group=2, top_k=3):
     return m
 
 
-@pytest.fixture(scope="module")
-def glm_block(tmp_path_factory):
+@pytest.fixture(scope="module", params=["legacy", "dynamo-static"])
+def glm_block(request, tmp_path_factory):
+    """The legacy exporter (dynamic shapes), and dynamo with static shapes: its optimiser folds the
+    group mask's zeros_like into an initializer inside the router."""
+    import contextlib
+    import io
+    import warnings
+
     import torch
     m = _glm_moe_block()
-    path = str(tmp_path_factory.mktemp("moe") / "glm_moe.onnx")
-    torch.onnx.export(m, (torch.randint(0, 32, (1, 5)),), path, dynamo=False, opset_version=17,
-                      input_names=["input_ids"], dynamic_axes={"input_ids": {0: "batch", 1: "seq"}})
+    path = str(tmp_path_factory.mktemp("moe") / f"glm_moe_{request.param}.onnx")
+    ids = torch.randint(0, 32, (3, 9))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if request.param == "legacy":
+            torch.onnx.export(m, (ids,), path, dynamo=False, opset_version=17, input_names=["input_ids"],
+                              dynamic_axes={"input_ids": {0: "batch", 1: "seq"}})
+        else:
+            torch.onnx.export(m, (ids,), path, dynamo=True, opset_version=18, input_names=["input_ids"])
     return m, path
 
 

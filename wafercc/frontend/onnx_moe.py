@@ -113,6 +113,8 @@ def _fill_value(src, t):
     """The scalar a constant-filled tensor holds (Constant, Expand / CastLike of one, ConstantOfShape)."""
     for _ in range(6):
         v = src.const(t)
+        if v is None and t in src.inits and src.has_data(t) and np.prod(src.inits[t].dims) <= 1 << 16:
+            v = src.array(t)  # an initializer in the external data file (a static export's folded zeros)
         if v is not None:
             return float(v.reshape(-1)[0]) if v.size and np.all(v == v.reshape(-1)[0]) else None
         p = src.prod(t)
