@@ -228,8 +228,8 @@ def _weights(src, topk, route: _Route, region):
     w = None
     for i in sorted(region):
         n = src.nodes[i]
-        if n.op_type in ("GatherElements", "Gather") and src.prod(n.input[0]) is not None \
-                and _strip(src, n.input[1]) == idx:
+        if n.op_type in ("GatherElements", "Gather") and weight_of(src, n.input[0]) is None \
+                and src.prod(n.input[0]) is not None and _strip(src, n.input[1]) == idx:
             if route.scores is None or _strip(src, n.input[0]) != route.scores:
                 return "the expert weights are gathered from something other than the router's scores"
             w = n.output[0]
