@@ -40,6 +40,7 @@ def model_facts(graph: Graph, *, weight_dtype: DType | None = None, kv_dtype: DT
     """Facts for batch 1: KV bytes per token of context, FLOPs of one decode step at ``context``."""
     ctx = CostContext(decode_bindings(context), weight_dtype=weight_dtype, kv_dtype=kv_dtype)
     weights = graph.weights()
+    buffers = buffer_weights(graph)
     flops = kv = 0
     for node in graph.nodes:
         c = graph.node_cost(node, ctx)
@@ -48,7 +49,7 @@ def model_facts(graph: Graph, *, weight_dtype: DType | None = None, kv_dtype: DT
     return ModelFacts(
         name=graph.name,
         layers=len(graph.layers()),
-        params=sum(w.numel() for w in weights),
+        params=sum(w.numel() for w in weights if w.name not in buffers),
         weight_bytes=sum(w.nbytes(dtype=weight_dtype) for w in weights),
         kv_bytes_per_token=kv,
         decode_flops_per_token=flops,
@@ -57,10 +58,24 @@ def model_facts(graph: Graph, *, weight_dtype: DType | None = None, kv_dtype: DT
     )
 
 
+def buffer_weights(graph: Graph) -> set[str]:
+    """Weights used only in operands the op set declares buffers (``Operand.parameter`` False, e.g. the
+    MoE router's score-correction bias): resident like any weight, but torch counts no parameter."""
+    from .ops import OPS
+    param, buf = set(), set()
+    for node in graph.nodes:
+        spec = OPS.get(node.op)
+        for role, v in node.inputs.items():
+            o = spec.operand(role) if spec else None
+            (buf if o is not None and not o.parameter else param).add(v)
+    return buf - param
+
+
 def layer_params(graph: Graph) -> dict[int | None, int]:
     """Parameters per layer (None: outside the layers, e.g. embedding, final norm, head).
-    A weight shared by nodes of several groups counts in the first group that uses it."""
-    seen: set[str] = set()
+    A weight shared by nodes of several groups counts in the first group that uses it;
+    buffers (see :func:`buffer_weights`) count in none."""
+    seen: set[str] = set(buffer_weights(graph))
     out: dict[int | None, int] = collections.defaultdict(int)
     for node in graph.nodes:
         for v in node.inputs.values():

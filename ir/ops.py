@@ -30,6 +30,9 @@ class Operand:
     role: str
     kinds: frozenset
     optional: bool = False
+    # False for a weight torch holds as a registered buffer (state, not a trainable parameter): it
+    # occupies memory like any weight but the model's parameter count leaves it out
+    parameter: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,6 +406,16 @@ def _moe_check(at):
     errs = []
     if not 0 < at["top_k"] <= at["num_experts"]:
         errs.append(f"top_k {at['top_k']} must be in 1..num_experts {at['num_experts']}")
+    g, tg = at["n_group"], at["topk_group"]
+    if g < 1 or at["num_experts"] % g:
+        errs.append(f"n_group {g} must be >= 1 and divide num_experts {at['num_experts']}")
+    elif not 0 < (tg or g) <= g:
+        errs.append(f"topk_group {tg} must be in 1..n_group {g}")
+    elif g > 1 and not 0 < at["group_score_k"] <= at["num_experts"] // g:
+        errs.append(f"group_score_k {at['group_score_k']} must be in 1..{at['num_experts'] // g} (experts per group)")
+    elif at["top_k"] > (tg or g) * (at["num_experts"] // g):
+        errs.append(f"top_k {at['top_k']} exceeds the {(tg or g) * (at['num_experts'] // g)} experts of the "
+                    f"{tg or g} chosen groups")
     if at["shared_intermediate"] < 0:
         errs.append(f"shared_intermediate {at['shared_intermediate']} must be >= 0")
     return errs
@@ -414,6 +427,9 @@ def _moe_infer(ins, at):
     _need(len(x.shape) >= 1 and x.shape[-1] == d, f"x last dim {x.shape[-1] if x.shape else '?'} != hidden {d}")
     _need(_mat(ins["router_w"], at["router_transposed"], "router_w") == (d, e),
           f"router_w {_fmt(ins['router_w'].shape)} does not map hidden {d} to {e} experts")
+    for r in ("router_b", "router_score_bias"):
+        if r in ins:
+            _need(numel(ins[r].shape) == e, f"{r} {_fmt(ins[r].shape)} must hold {e} values (one per expert)")
     t = at["experts_transposed"]
     if at["gated"] and "gate_up_w" in ins:
         _need(_expert_mat(ins["gate_up_w"], t, "gate_up_w") == (e, d, 2 * i),
@@ -530,13 +546,17 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
             Operand("gate_w", WEIGHT, True), Operand("up_w", WEIGHT, True),
             Operand("down_w", WEIGHT), Operand("down_b", WEIGHT, True),
             Operand("shared_gate_w", WEIGHT, True), Operand("shared_up_w", WEIGHT, True),
-            Operand("shared_down_w", WEIGHT, True), Operand("shared_router_w", WEIGHT, True)),
+            Operand("shared_down_w", WEIGHT, True), Operand("shared_router_w", WEIGHT, True),
+            Operand("router_score_bias", WEIGHT, True, parameter=False)),
            (Attr("num_experts", (int,), positive=True), Attr("top_k", (int,), positive=True),
             Attr("hidden", (int,), positive=True), Attr("intermediate", (int,), positive=True),
             Attr("activation", (str,), choices=tuple(ACTIVATION_FLOPS)), Attr("gated", (bool,)),
             Attr("router_fn", (str,), False, "softmax_topk",
                  choices=("softmax_topk", "topk_softmax", "sigmoid_topk")),
             Attr("normalize_topk", (bool,), False, False),
+            Attr("n_group", (int,), False, 1), Attr("topk_group", (int,), False, 0),
+            Attr("group_score_k", (int,), False, 2), Attr("group_fill", (float,), False, None),
+            Attr("routed_scaling_factor", (float,), False, 1.0),
             Attr("router_transposed", (bool,), False, False),
             Attr("experts_transposed", (bool,), False, False),
             Attr("shared_transposed", (bool,), False, False),

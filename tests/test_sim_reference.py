@@ -114,6 +114,9 @@ ARCHS = {
     "gpt_oss": dict(num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
                     layer_types=["sliding_attention", "full_attention"],
                     rope_parameters={"rope_type": "default", "rope_theta": 150000.0}),  # sinks, clamped SwiGLU
+    # group-limited sigmoid router: correction bias (a buffer), 2 of 4 groups, scaled weights; partial rotary
+    "glm4_moe": dict(n_routed_experts=8, num_experts_per_tok=3, n_group=4, topk_group=2, moe_intermediate_size=32,
+                     n_shared_experts=1, routed_scaling_factor=2.5, first_k_dense_replace=1),
 }
 
 
@@ -134,6 +137,9 @@ def test_hf_architecture_decode(arch, tmp_path):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # zeros at init: make it change the choice
+                b.copy_(torch.randn_like(b) * 0.3)
     path = str(tmp_path / f"{arch}.onnx")
     export(LogitsOf(model.eval(), False).eval(), path, "dynamo18")
     graph = lower_onnx(path)

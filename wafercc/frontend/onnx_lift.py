@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import InputFileError, UnsupportedOpError
 from ..ir import BATCH, SEQ, DType, Graph, ValueKind
+from .onnx_mla import refuse_mla
 from .onnx_moe import detect_moe
 from .onnx_patches import conv_refusal, detect_patches, emit_patches, is_patch_conv
 from .onnx_regions import (LAYOUT_OPS, Region, detect_activation, detect_norm, detect_rotary,
@@ -60,6 +61,7 @@ class Lifter(AttentionLifting, LayoutLifting):
         self.regions = self._find_regions()
         covered = {i: r for r in self.regions for i in r.nodes}
         ends = {src.producer[r.y]: r for r in self.regions}
+        refuse_mla(src, self.act)
         self._check_op_types(covered)
         for i, node in enumerate(src.nodes):
             if i in ends:

@@ -7,6 +7,11 @@ the region multiplies with, their roles read from shapes and dataflow.
 """
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+from onnx import numpy_helper
+
 from .onnx_regions import LAYOUT_OPS, Region, detect_activation, weight_of
 
 # ops that sum the weighted expert outputs back to one row per token
@@ -14,40 +19,264 @@ _COMBINE_OPS = {"ReduceSum", "ScatterND", "ScatterElements", "Sum", "Add"}
 _ACT_ANCHORS = {"Sigmoid": "silu", "Erf": "gelu", "Tanh": "gelu_tanh", "Relu": "relu", "Gelu": "gelu"}
 
 
-def _router(src, topk, act):
-    """(router input tensor, router weight, transposed, bias, fn, softmax_first)."""
+# ops a router score passes through unchanged in value
+_PASS = {"Cast", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+# ops between a group-selection TopK and the TopK that chooses the experts (the group mask)
+_STOP_FORWARD = {"MatMul", "Gemm", "Einsum", "Gather", "GatherND", "OneHot"}
+
+
+@dataclasses.dataclass
+class _Route:
+    """What the graph computes between the router matmul and the weights applied to the experts."""
+    x: str                       # router input
+    w: tuple                     # (initializer, transposed)
+    bias: str | None             # bias of the router logits
+    fn: str                      # softmax_topk | topk_softmax | sigmoid_topk
+    score_bias: str | None = None  # correction bias added to the scores for the choice only
+    group: dict | None = None    # n_group, topk_group, group_score_k, group_fill
+    scores: str | None = None    # the (unbiased) scores tensor
+    normalize: bool = False
+    scale: float = 1.0
+
+
+def _strip(src, t):
+    """``t`` seen back through value-preserving layout ops."""
+    p = src.prod(t)
+    while p is not None and p.op_type in _PASS:
+        t = p.input[0]
+        p = src.prod(t)
+    return t
+
+
+def _add_weight(src, node):
+    """(initializer, other input) if ``node`` is an Add of an activation and a weight."""
+    if node.op_type != "Add" or len(node.input) != 2:
+        return None
+    for a, b in ((1, 0), (0, 1)):
+        w = weight_of(src, node.input[a])
+        if w is not None and src.prod(node.input[b]) is not None:
+            return node.input[a], node.input[b]
+    return None
+
+
+def _router(src, topk) -> _Route | None:
+    """Walk back from the TopK that chooses the experts to the router matmul: layout ops, a group
+    mask (Where over a scatter of the chosen groups), a score-correction bias, sigmoid/softmax, a
+    logit bias."""
     t = topk.input[0]
-    softmax_first = sigmoid = False
-    while True:
+    act_fn = scores = pending_bias = logit_bias = group = None
+    for _ in range(32):
         p = src.prod(t)
         if p is None:
             return None
-        if p.op_type in ("Cast", "Identity"):
+        op = p.op_type
+        if op in _PASS:
             t = p.input[0]
-        elif p.op_type == "Softmax":
-            softmax_first = True
-            t = p.input[0]
-        elif p.op_type == "Sigmoid":
-            sigmoid = True
-            t = p.input[0]
-        elif p.op_type == "Add" and weight_of(src, p.input[1]) is not None:
-            bias = p.input[1]
-            q = src.prod(p.input[0])
-            if q is None or q.op_type != "MatMul":
+        elif op == "Where" and group is None and act_fn is None and pending_bias is None:
+            g = _group_mask(src, p)
+            if g is None:
                 return None
-            w = weight_of(src, q.input[1])
-            return q.input[0], w, bias, "sigmoid_topk" if sigmoid else ("softmax_topk" if softmax_first else "topk_softmax")
-        elif p.op_type in ("MatMul", "Gemm"):
+            group, t = g
+        elif op in ("Softmax", "Sigmoid") and act_fn is None:
+            act_fn, scores, t = op, p.output[0], p.input[0]
+        elif _add_weight(src, p) is not None and (pending_bias is None if act_fn is None else logit_bias is None):
+            b, t = _add_weight(src, p)
+            if act_fn is None:
+                pending_bias = b
+            else:
+                logit_bias = b
+        elif op in ("MatMul", "Gemm"):
             w = weight_of(src, p.input[1])
-            if w is None:
+            if w is None or len(src.shapes.get(w[0], ())) != 2:
                 return None
-            if p.op_type == "Gemm" and src.attr(p, "transB", 0):
+            if op == "Gemm" and src.attr(p, "transB", 0):
                 w = (w[0], not w[1])
-            bias = p.input[2] if p.op_type == "Gemm" and len(p.input) > 2 and p.input[2] else None
-            fn = "sigmoid_topk" if sigmoid else ("softmax_topk" if softmax_first else "topk_softmax")
-            return p.input[0], w, bias, fn
+            if op == "Gemm" and len(p.input) > 2 and p.input[2]:
+                if logit_bias is not None:
+                    return None
+                logit_bias = p.input[2]
+            score_bias = None
+            if act_fn is None:  # no activation before the choice: a bias here is on the logits
+                if pending_bias is not None and logit_bias is not None:
+                    return None
+                logit_bias = logit_bias or pending_bias
+            else:
+                score_bias = pending_bias
+            fn = {"Sigmoid": "sigmoid_topk", "Softmax": "softmax_topk", None: "topk_softmax"}[act_fn]
+            return _Route(p.input[0], w, logit_bias, fn, score_bias, group, scores)
         else:
             return None
+    return None
+
+
+def _fill_value(src, t):
+    """The scalar a constant-filled tensor holds (Constant, Expand / CastLike of one, ConstantOfShape)."""
+    for _ in range(6):
+        v = src.const(t)
+        if v is None and t in src.inits and src.has_data(t) and np.prod(src.inits[t].dims) <= 1 << 16:
+            v = src.array(t)  # an initializer in the external data file (a static export's folded zeros)
+        if v is not None:
+            return float(v.reshape(-1)[0]) if v.size and np.all(v == v.reshape(-1)[0]) else None
+        p = src.prod(t)
+        if p is None:
+            return None
+        if p.op_type == "ConstantOfShape":
+            a = src.attr(p, "value")
+            return float(numpy_helper.to_array(a).reshape(-1)[0]) if a is not None else 0.0
+        if p.op_type not in ("Expand", "CastLike", "Cast", "Identity", "Reshape", "Unsqueeze"):
+            return None
+        t = p.input[0]
+    return None
+
+
+def _group_mask(src, where):
+    """Group-limited routing (DeepSeek-V3, GLM-4-MoE): ``where(mask, scores, fill)`` where the mask marks
+    the experts of the ``topk_group`` groups whose best ``group_score_k`` scores sum highest.
+    Returns (attrs, the scores tensor) or None."""
+    cond, a, b = where.input
+    fa, fb = src.scalar(a), src.scalar(b)
+    if (fa is None) == (fb is None):
+        return None
+    fill, data, keep_if_true = (fb, a, True) if fb is not None else (fa, b, False)
+    # the condition back to the scatter that marks the chosen groups; each Not flips it
+    flips, t = 0, cond
+    for _ in range(16):
+        p = src.prod(t)
+        if p is None:
+            return None
+        if p.op_type in ("ScatterElements", "ScatterND"):
+            break
+        if p.op_type == "Not":
+            flips += 1
+        elif p.op_type == "Equal" and src.scalar(p.input[1]) == 0.0:
+            flips += 1
+        elif p.op_type not in _PASS | {"Expand", "Tile"}:
+            return None
+        t = p.input[0]
+    else:
+        return None
+    base, marked = _fill_value(src, p.input[0]), _fill_value(src, p.input[2])
+    if base != 0.0 or not marked:
+        return None
+    if (flips % 2 == 0) != keep_if_true:
+        return None  # the unchosen groups kept: not a group limit
+    gsel = _topk_behind(src, p.input[1])
+    if gsel is None:
+        return None
+    k = src.const(gsel.input[1])
+    red = src.prod(_strip(src, gsel.input[0]))
+    if k is None or red is None or red.op_type not in ("ReduceSum", "ReduceMax"):
+        return None
+    if red.op_type == "ReduceMax":
+        gk, grouped = 1, red.input[0]
+    else:
+        gscore = src.prod(_strip(src, red.input[0]))
+        if gscore is None or gscore.op_type != "TopK" or src.const(gscore.input[1]) is None:
+            return None
+        gk, grouped = int(src.const(gscore.input[1]).reshape(-1)[0]), gscore.input[0]
+    shape = src.shapes.get(grouped)
+    if _strip(src, grouped) != _strip(src, data) or not shape or len(shape) < 2 or not isinstance(shape[-2], int):
+        return None
+    attrs = {"n_group": int(shape[-2]), "topk_group": int(k.reshape(-1)[0]), "group_score_k": gk}
+    if fill != float("-inf"):
+        attrs["group_fill"] = float(fill)
+    return attrs, data
+
+
+def _topk_behind(src, t, limit=12):
+    """The nearest TopK whose indices ``t`` is computed from (a bounded backward walk)."""
+    stack, seen = [t], set()
+    while stack and limit > 0:
+        t = stack.pop(0)
+        if not t or t in seen:
+            continue
+        seen.add(t)
+        p = src.prod(t)
+        if p is None:
+            continue
+        if p.op_type == "TopK":
+            return p if t == p.output[1] else None
+        limit -= 1
+        if p.op_type not in ("Shape", "Size"):
+            stack.extend(p.input)
+    return None
+
+
+def _feeds_topk(src, topk, limit=60) -> bool:
+    """True if a TopK's outputs reach another TopK before any matmul or gather: it scores or picks
+    groups of experts for the TopK that chooses them, and is not that TopK."""
+    frontier, seen = list(topk.output), set()
+    while frontier and limit > 0:
+        t = frontier.pop(0)
+        if t in seen:
+            continue
+        seen.add(t)
+        for u in src.users(t):
+            if u.op_type == "TopK":
+                return True
+            if u.op_type in _STOP_FORWARD or u.op_type in ("Shape", "Size"):
+                continue
+            limit -= 1
+            frontier.extend(o for o in u.output if o)
+    return False
+
+
+def _weights(src, topk, route: _Route, region):
+    """The weights applied to the chosen experts: the TopK's values (softmaxed for topk_softmax) or
+    the unbiased scores gathered at its indices; then divided by their sum, times a constant."""
+    vals, idx = topk.output[0], topk.output[1]
+    w = None
+    for i in sorted(region):
+        n = src.nodes[i]
+        if n.op_type in ("GatherElements", "Gather") and weight_of(src, n.input[0]) is None \
+                and src.prod(n.input[0]) is not None and _strip(src, n.input[1]) == idx:
+            if route.scores is None or _strip(src, n.input[0]) != route.scores:
+                return "the expert weights are gathered from something other than the router's scores"
+            w = n.output[0]
+            break
+    if w is None:
+        if route.score_bias is not None:
+            return "the expert weights are the TopK's biased scores"
+        w = vals
+        if route.fn == "topk_softmax":
+            users = [u for u in src.users(_follow(src, w)) if u.op_type == "Softmax"]
+            if not users:
+                return "the TopK over the router logits is not followed by a softmax"
+            w = users[0].output[0]
+    for _ in range(12):
+        w = _follow(src, w)
+        users = [u for u in src.users(w) if u.op_type not in ("Shape", "Size")]
+        div = [u for u in users if u.op_type == "Div" and u.input[0] == w and _sum_of(src, u.input[1], w)]
+        mul = [u for u in users if u.op_type == "Mul" and src.scalar(u.input[1] if u.input[0] == w else u.input[0])
+               is not None]
+        if div:
+            route.normalize, route.scale, w = True, 1.0, div[0].output[0]  # a scale before cancels
+        elif mul and len(users) == 1:
+            m = mul[0]
+            route.scale *= src.scalar(m.input[1] if m.input[0] == w else m.input[0])
+            w = m.output[0]
+        else:
+            return None
+    return None
+
+
+def _follow(src, t):
+    """``t`` followed forward through single-use value-preserving ops."""
+    for _ in range(8):
+        users = [u for u in src.users(t) if u.op_type not in ("Shape", "Size")]
+        if len(users) != 1 or users[0].op_type not in ("Cast", "Identity"):
+            return t
+        t = users[0].output[0]
+    return t
+
+
+def _sum_of(src, t, w):
+    """True if ``t`` is sum(w) over the experts (maybe plus a tiny epsilon)."""
+    p = src.prod(_strip(src, t))
+    if p is not None and p.op_type == "Add" and any(src.scalar(i) is not None and abs(src.scalar(i)) < 1e-6
+                                                    for i in p.input):
+        p = src.prod(_strip(src, next(i for i in p.input if src.scalar(i) is None)))
+    return p is not None and p.op_type == "ReduceSum" and _strip(src, p.input[0]) in (w, _strip(src, w))
 
 
 def _x_chain(src, t):
@@ -63,15 +292,18 @@ def _x_chain(src, t):
 
 def detect_moe(src, topk_idx: int, act: set[str], claimed: set[int]) -> Region | None:
     topk = src.nodes[topk_idx]
-    r = _router(src, topk, act)
-    if r is None:
+    if _feeds_topk(src, topk):
+        return None  # scores or picks groups for the TopK that chooses the experts
+    route = _router(src, topk)
+    if route is None:
         return None
-    x_in, router_w, router_b, router_fn = r
+    x_in = route.x
     xs = _x_chain(src, x_in)
     # router nodes: from the router input to the TopK
     region: set[int] = set()
     _add_between(src, topk.input[0], xs, region, act)
     region.add(topk_idx)
+    router_nodes = set(region)
     tensors = {o for i in region for o in src.nodes[i].output}
     y = None
     for i in range(topk_idx + 1, len(src.nodes)):
@@ -94,8 +326,17 @@ def detect_moe(src, topk_idx: int, act: set[str], claimed: set[int]) -> Region |
             break
     if y is None or region & claimed:
         return None
-    return Region("moe", x_in, y, region, {"router": router_w, "router_bias": router_b, "router_fn": router_fn,
-                                           "topk": topk_idx})
+    why = _weights(src, topk, route, region)
+    return Region("moe", x_in, y, region, {"router": route.w, "router_bias": route.bias, "router_fn": route.fn,
+                                           "topk": topk_idx, "route": route, "unsupported": why,
+                                           "router_nodes": router_nodes | _producers_of(src, route.scores, xs, act)})
+
+
+def _producers_of(src, t, xs, act) -> set[int]:
+    out: set[int] = set()
+    if t:
+        _add_between(src, t, xs, out, act)
+    return out
 
 
 def _add_between(src, t, xs, region, act, limit=64):
@@ -161,23 +402,27 @@ def emit_moe(lifter, r: Region, node) -> str:
     k = src.const(topk.input[1])
     if k is None:
         lifter._fail(topk, "TopK with a non-constant k")
+    route = r.params["route"]
+    if r.params["unsupported"]:
+        lifter._fail(topk, f"mixture-of-experts router not recognised: {r.params['unsupported']}")
     ins = {"x": x, "router_w": lifter._weight(rw)}
     if r.params["router_bias"]:
         ins["router_b"] = lifter._weight(weight_of(src, r.params["router_bias"])[0])
+    if route.score_bias:
+        ins["router_score_bias"] = lifter._weight(weight_of(src, route.score_bias)[0])
     attrs = {"num_experts": int(e), "top_k": int(k.reshape(-1)[0]), "hidden": int(d),
              "router_fn": r.params["router_fn"]}
     if rt:
         attrs["router_transposed"] = True
-    ops = {src.nodes[i].op_type for i in r.nodes}
-    # normalised top-k weights: the top-k values divided by their sum
-    attrs["normalize_topk"] = "ReduceSum" in ops and any(
-        src.nodes[i].op_type == "Div" and src.prod(src.nodes[i].input[1]) is not None
-        and src.prod(src.nodes[i].input[1]).op_type == "ReduceSum"
-        and src.prod(src.nodes[i].input[1]).input[0] in (topk.output[0],) for i in r.nodes)
+    if route.group and route.group["n_group"] > 1:
+        attrs.update(route.group)
+    if route.scale != 1.0:
+        attrs["routed_scaling_factor"] = float(route.scale)
+    attrs["normalize_topk"] = route.normalize
     experts, biases = [], []
     transposed = None
-    for w, i, used in _weights_in(src, r.nodes):
-        if w == rw or (r.params["router_bias"] and w == weight_of(src, r.params["router_bias"])[0]):
+    for w, i, used in _weights_in(src, r.nodes - r.params["router_nodes"]):
+        if w == rw or any(b and w == weight_of(src, b)[0] for b in (r.params["router_bias"], route.score_bias)):
             continue
         shape = src.shapes[w]
         if len(shape) == 3:
@@ -227,7 +472,7 @@ def emit_moe(lifter, r: Region, node) -> str:
     ins["down_w"] = lifter._weight(down)
     if not attrs.get("gate_up_interleaved"):
         attrs.pop("gate_up_interleaved", None)
-    attrs["activation"], params = _activation(src, r.nodes, lifter.act)
+    attrs["activation"], params = _activation(src, r.nodes - r.params["router_nodes"], lifter.act)
     if params:
         attrs["activation_params"] = params
     name = lifter._name(node)

@@ -347,18 +347,37 @@ def _glu(node, at, gate, up):
 
 
 
-def route_tokens(logits: np.ndarray, at, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(expert ids [T, k], weights [T, k]) of the MoE router for its ``router_fn``."""
+def route_tokens(logits: np.ndarray, at, k: int, score_bias=None) -> tuple[np.ndarray, np.ndarray]:
+    """(expert ids [T, k], weights [T, k]) of the MoE router for its ``router_fn``.
+
+    ``score_bias`` (DeepSeek-V3 / GLM-4-MoE's correction bias) is added to the scores for the choice
+    only; with ``n_group`` > 1 the choice is limited to the ``topk_group`` groups of experts whose
+    ``group_score_k`` best biased scores sum highest, the others' scores replaced by ``group_fill``
+    (None: -inf).  The weights are the unbiased scores of the chosen experts, divided by their sum if
+    ``normalize_topk``, times ``routed_scaling_factor``."""
     fn = at["router_fn"]
     if fn == "topk_softmax":  # softmax over the k selected logits: already normalised
+        if score_bias is not None or at["n_group"] > 1:
+            raise ValueError("topk_softmax routing takes no score bias or expert groups")
         idx = _topk(logits, k)
-        return idx, _softmax(np.take_along_axis(logits, idx, axis=1))
+        wts = _softmax(np.take_along_axis(logits, idx, axis=1))
+        return idx, wts * at["routed_scaling_factor"]
     probs = _softmax(logits) if fn == "softmax_topk" else expit(logits)
-    idx = _topk(probs, k)
+    choice = probs if score_bias is None else probs + np.asarray(score_bias, probs.dtype).reshape(-1)
+    g = at["n_group"]
+    if g > 1:
+        t, e = choice.shape
+        grouped = choice.reshape(t, g, e // g)
+        best = -np.sort(-grouped, axis=-1)[..., :at["group_score_k"]].sum(axis=-1)  # [T, groups]
+        keep = np.zeros((t, g), bool)
+        np.put_along_axis(keep, _topk(best, at["topk_group"] or g), True, axis=1)
+        fill = -np.inf if at["group_fill"] is None else at["group_fill"]
+        choice = np.where(np.repeat(keep, e // g, axis=1), choice, fill)
+    idx = _topk(choice, k)
     wts = np.take_along_axis(probs, idx, axis=1)
     if at["normalize_topk"]:
         wts = wts / wts.sum(axis=1, keepdims=True)
-    return idx, wts
+    return idx, wts * at["routed_scaling_factor"]
 
 
 def routed_experts(node, at, inputs, xt, mm, dtype):
@@ -366,7 +385,11 @@ def routed_experts(node, at, inputs, xt, mm, dtype):
     that chose it.  ``mm(role, x, expert=None, bias=None)`` multiplies by one logical matrix, densely
     (the reference) or tile by tile over the placed grids (wafercc.sim.tiled)."""
     e_n, d, i_n = at["num_experts"], at["hidden"], at["intermediate"]
-    idx, wts = route_tokens(mm("router_w", xt, bias=inputs.get("router_b")), at, at["top_k"])
+    try:
+        idx, wts = route_tokens(mm("router_w", xt, bias=inputs.get("router_b")), at, at["top_k"],
+                                inputs.get("router_score_bias"))
+    except ValueError as e:
+        fail(node, str(e))
     fused = at["gated"] and "gate_up_w" in inputs
     gu_b = np.asarray(inputs["gate_up_b"]).reshape(e_n, 2 * i_n) if "gate_up_b" in inputs else None
     down_b = np.asarray(inputs["down_b"]).reshape(e_n, d) if "down_b" in inputs else None
