@@ -371,9 +371,9 @@ def _computed_by_trig(src, t: str) -> bool:
 
 
 def _folded_rotation(src, region, tables) -> bool:
-    """A region built on constant tables is a rotation only with the rotate-half's negated half and
-    two distinct tables (cos and sin) of one shape."""
-    if not any(src.nodes[i].op_type == "Neg" for i in region):
+    """A region built on constant tables is a rotation only with a negated half (rotate-half's Neg,
+    split halves' Sub) and two distinct tables (cos and sin) of one shape."""
+    if not any(src.nodes[i].op_type in ("Neg", "Sub") for i in region):   # rotate-half, or split halves
         return False
     distinct = sorted(set(tables))
     static = {tuple(d if isinstance(d, int) else None for d in src.shapes.get(t) or ()) for t in distinct}
