@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..errors import UnsupportedOpError
+from ..errors import InputFileError, UnsupportedOpError
 from ..ir.ops import relative_position_bucket
 from .onnx_masks import Subgraph, _run, _signature
 
@@ -239,6 +239,12 @@ def _evaluate(lifter, node, t: str):
     c = src.const(t)
     if c is not None:
         return np.asarray(c, np.float64) if np.asarray(c).dtype != np.bool_ else None
+    if t in src.inits:          # folded to a stored constant (a static export): its values, if present
+        if not src.has_data(t):
+            raise InputFileError(f"attention score bias '{t}' is an initializer whose data is not in the file "
+                                 f"(external data absent); keep the data file beside the model", where=src.where)
+        v = np.asarray(src.array(t))
+        return None if v.dtype == np.bool_ else v.astype(np.float64)
     sub = Subgraph(src, t, lifter.act, what="attention score bias")
     v = sub.run(PROBE, frozenset(lifter.cached.values()))
     return None if v.dtype == np.bool_ else v.astype(np.float64)

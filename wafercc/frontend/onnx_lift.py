@@ -114,8 +114,8 @@ class Lifter(AttentionLifting, LayoutLifting):
                 if node.op_type in ("Shape", "Size"):
                     continue
                 self.act.update(o for o in node.output if o)
+        # still activations for mask and bias analysis (their subgraphs stop at them), just not lifted
         self.shape_only = self._shape_only()
-        self.act -= self.shape_only
 
     def _shape_only(self) -> set[str]:
         """Activation-derived tensors read only for their shape (BART's ``embeds[:, :, -1]`` feeding
