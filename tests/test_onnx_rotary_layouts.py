@@ -84,3 +84,21 @@ def test_sliding_window_cache_trim_and_external_mask_data(tmp_path):
     assert len(attn) == 2 and all(n.attrs["causal"] for n in attn)
     assert all("k_cache" in n.inputs for n in attn)
     assert c.facts.kv_bytes_per_token == rec["kv_bytes_per_token"] and c.facts.params == rec["params_torch"]
+
+
+def test_static_export_with_folded_sinks(tmp_path):
+    """gpt-oss from dynamo with its defaults: the per-head sinks parameter, expanded to the traced
+    [batch, heads, S, 1] and folded into a constant concatenated to the scores, is read as one sink
+    per head (declared [heads]; the loader takes one of the identical copies), counted once, and the
+    split-halves rotary on folded cos/sin tables is one rotary op per q and k."""
+    from wafercc.sim.weights import load_weights
+    rec = build.build_entry(str(tmp_path), "gpt_oss", variants.VARIANTS["dynamo"])
+    assert rec["export_error"] is None, rec
+    path = tmp_path / rec["path"]
+    c = wafercc.compile(path, until="ir", cache=False)
+    attn = [n for n in c.graph.nodes if n.op == "attention"]
+    assert len(attn) == 2 and all(c.graph.values[n.inputs["sinks"]].shape == (4,) for n in attn)
+    assert len([n for n in c.graph.nodes if n.op == "rotary"]) == 4
+    assert c.facts.params == rec["params_torch"] and c.facts.kv_bytes_per_token == rec["kv_bytes_per_token"]
+    sinks = load_weights(c.graph, path)[attn[0].inputs["sinks"]]
+    assert sinks.shape == (4,) and len(set(sinks.tolist())) == 4

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+
+import numpy as np
 import math
 
 from ..ir import BATCH, CONTEXT, SEQ, DType, ValueKind
@@ -50,8 +52,8 @@ class AttentionLifting:
             self.views[out] = s
         elif op == "Slice" and s.probs and s.sinks:
             self.views[out] = s  # drops the sink column
-        elif op == "Concat" and not s.probs and len(other) == 1 and self._sink_weight(other[0]):
-            self.views[out] = dataclasses.replace(s, sinks=self._sink_weight(other[0]))
+        elif op == "Concat" and not s.probs and len(other) == 1 and self._sink_weight(other[0], s):
+            self.views[out] = dataclasses.replace(s, sinks=self._sink_weight(other[0], s))
         elif op in ("ReduceMax", "IsNaN", "IsInf"):
             self.views[out] = ("guard", ins[0])
         else:
@@ -82,18 +84,34 @@ class AttentionLifting:
         c = self.src.const(t)
         return c is None or (c.ndim >= 2 and c.shape[-1] > 1 and c.shape[-2] > 1)
 
-    def _sink_weight(self, t: str) -> str | None:
-        """Per-head attention sinks: a [heads] weight broadcast to a score column."""
+    def _sink_weight(self, t: str, s: Scores) -> str | None:
+        """Per-head attention sinks: a [heads] weight broadcast to a score column, or that broadcast
+        folded to a constant by a static export ([batch, heads, S, 1]): declared as its [heads]."""
         for _ in range(6):
             w = weight_of(self.src, t)
             if w is not None:
-                dims = self.src.shapes.get(w[0], ())
-                return w[0] if sum(d != 1 for d in dims) == 1 else None
+                dims = tuple(int(d) for d in self.src.inits[w[0]].dims)
+                if sum(d != 1 for d in dims) == 1:
+                    return w[0]
+                return w[0] if self._folded_sinks(w[0], dims, s) else None
             p = self.src.prod(t)
             if p is None or p.op_type not in ("Expand", "Reshape", "Unsqueeze", "Cast"):
                 return None
             t = p.input[0]
         return None
+
+    def _folded_sinks(self, init: str, dims: tuple, s: Scores) -> bool:
+        """A [.., heads, .., 1] constant whose values repeat along every axis but the heads': one
+        sink per head, expanded by the exporter.  Declared as [heads] (the loader takes one copy,
+        sim/weights.py); without its data the repetition cannot be checked, so it is refused."""
+        heads = self.g.values[s.q.value].shape[-1] // s.q.head_dim
+        if dims[-1] != 1 or dims.count(heads) != 1 or not self.src.has_data(init):
+            return False
+        a = np.moveaxis(np.asarray(self.src.array(init)), dims.index(heads), -1).reshape(-1, heads)
+        if not np.array_equal(a, np.broadcast_to(a[:1], a.shape)):
+            return False
+        self.declared[init] = (heads,)
+        return True
 
     def _emit_attention(self, node, s: Scores, v: View):
         q, k = s.q, s.k

@@ -51,6 +51,7 @@ class Lifter(AttentionLifting, LayoutLifting):
         self.present: set[str] = set()     # ONNX tensors that are a KV cache with this step appended
         self._layer_of_value: dict[str, int | None] = {}
         self._skip: set[str] = set()  # bias additions folded into the matmul before them
+        self.declared: dict[str, tuple] = {}  # initializer -> the fewer dims its IR weight has (sim/weights.py)
         self.head_slices: dict[str, tuple] = {}  # ONNX tensor -> (view, start, end) of each head it keeps
 
     # -- entry ------------------------------------------------------------------
@@ -178,8 +179,8 @@ class Lifter(AttentionLifting, LayoutLifting):
             same = self.ties.same(init, self.weights)
             if same is None:
                 t = self.src.inits[init]
-                self.g.add_value(init, tuple(t.dims), onnx_dtype(t.data_type, f"initializer '{init}'"),
-                                 ValueKind.WEIGHT)
+                self.g.add_value(init, self.declared.get(init, tuple(t.dims)),
+                                 onnx_dtype(t.data_type, f"initializer '{init}'"), ValueKind.WEIGHT)
             self.weights[init] = init if same is None else self.weights[same]
         return self.weights[init]
 

@@ -73,7 +73,9 @@ def _declared(a: np.ndarray, v, where) -> np.ndarray:
     (docs/ir.md, "Weights"): without leading unit dims (a folded position table, a [1, 1, D] CLS
     token), one of identical copies along leading dims (a token an exporter expanded to the traced
     batch: the copies are checked equal), or with trailing dims flattened (a patch embedding's conv
-    kernel [D, C, kh, kw] as the matrix [D, C*kh*kw]).  Anything else is returned unchanged."""
+    kernel [D, C, kh, kw] as the matrix [D, C*kh*kw]), or, for a 1-D declaration, one of identical
+    copies along every axis but the one of its length (folded per-head sinks).  Anything else is
+    returned unchanged."""
     shape = tuple(v.shape)
     if not v.is_static or a.ndim <= len(shape) or not shape:
         return a
@@ -89,4 +91,11 @@ def _declared(a: np.ndarray, v, where) -> np.ndarray:
     k = len(shape) - 1
     if a.shape[:k] == shape[:k] and int(np.prod(a.shape[k:])) == shape[-1]:
         return a.reshape(shape)
+    if len(shape) == 1 and a.shape.count(shape[0]) == 1:
+        # one of copies along every other axis (per-head sinks an exporter expanded to [b, h, S, 1])
+        flat = np.moveaxis(a, a.shape.index(shape[0]), -1).reshape(-1, shape[0])
+        if not np.array_equal(flat, np.broadcast_to(flat[:1], flat.shape)):
+            raise SimulationError(f"weight '{v.name}' {list(a.shape)} is declared {format_shape(shape)}, one of "
+                                  f"copies along its other axes, but the copies differ", where=where)
+        return flat[0]
     return a
