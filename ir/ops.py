@@ -302,7 +302,28 @@ def _attention_check(at):
         errs.append(f"sliding_window {at['sliding_window']} must be >= 0")
     if at["position_bias"] is not None:
         errs += _position_bias_check(at["position_bias"], at["num_heads"])
+    r, rd, vd = at["kv_lora_rank"], at["rope_dim"], at["v_head_dim"]
+    if r < 0 or rd < 0 or vd < 0:
+        errs.append(f"kv_lora_rank {r}, rope_dim {rd} and v_head_dim {vd} must be >= 0")
+    elif r:
+        if at["num_kv_heads"] != 1:
+            errs.append(f"MLA (kv_lora_rank {r}) caches one shared row: num_kv_heads must be 1, got {at['num_kv_heads']}")
+        if not 0 < rd < at["head_dim"]:
+            errs.append(f"MLA rope_dim {rd} must be in 1..head_dim - 1 = {at['head_dim'] - 1}")
+    elif rd or vd:
+        errs.append("rope_dim and v_head_dim are MLA attributes: they need kv_lora_rank > 0")
     return errs
+
+
+def mla_dims(at) -> tuple[int, int, int, int] | None:
+    """(kv_lora_rank, rope_dim, nope_dim, v_head_dim) of an MLA attention (docs/ir.md), else None.
+    ``head_dim`` is the q/k head dim nope_dim + rope_dim; v_head_dim 0 means nope_dim."""
+    r = at.get("kv_lora_rank") or 0
+    if not r:
+        return None
+    rd = at.get("rope_dim") or 0
+    nope = at["head_dim"] - rd
+    return r, rd, nope, at.get("v_head_dim") or nope
 
 
 POSITION_BIAS_KINDS = ("alibi", "relative")
@@ -356,7 +377,37 @@ def relative_position_bucket(rel, num_buckets: int, max_distance: int, bidirecti
     return ret + np.where(n < exact, n, large)
 
 
+def _mla_infer(ins, at):
+    """MLA mode: q [.., H*nope] and q_rope [.., H*rope] (rotated) per head; k the normalised latent
+    [.., kv_lora_rank], v the shared rotated key [.., rope]; kv_b_w up-projects the latent to each
+    head's [k_nope | v]; the caches hold the k and v rows (one shared 'head')."""
+    q, qr, k, v = ins["q"], ins.get("q_rope"), ins["k"], ins["v"]
+    r, rd, nope, vd = mla_dims(at)
+    hq = at["num_heads"]
+    _need(qr is not None and "kv_b_w" in ins, "MLA attention (kv_lora_rank > 0) needs operands q_rope and kv_b_w")
+    _need(len(q.shape) >= 2, f"q must be [..., seq, heads*nope_dim], got {_fmt(q.shape)}")
+    for name, t, want in (("q", q, hq * nope), ("q_rope", qr, hq * rd), ("k", k, r), ("v", v, rd)):
+        _need(len(t.shape) == len(q.shape) and tuple(t.shape[:-1]) == tuple(q.shape[:-1]),
+              f"{name} {_fmt(t.shape)} and q {_fmt(q.shape)} differ in leading dims")
+        _need(t.shape[-1] == want, f"{name} last dim {t.shape[-1]} expected {want}")
+    _need(_mat(ins["kv_b_w"], at["kv_b_transposed"], "kv_b_w") == (r, hq * (nope + vd)),
+          f"kv_b_w {_fmt(ins['kv_b_w'].shape)} does not map kv_lora_rank {r} to num_heads x (nope + v_head_dim) "
+          f"= {hq * (nope + vd)}")
+    if ("k_cache" in ins) != ("v_cache" in ins):
+        raise ShapeError("k_cache and v_cache must both be present or both absent")
+    for role, width in (("k_cache", r), ("v_cache", rd)):
+        if role in ins:
+            c = ins[role].shape
+            _need(len(c) == 4 and c[1] == 1 and c[3] == width and c[0] == q.shape[0],
+                  f"{role} {_fmt(c)} expected [{q.shape[0]}, 1, context, {width}]")
+    _need("bias_table" not in ins and at["position_bias"] is None, "MLA attention with a position bias")
+    return [(tuple(q.shape[:-1]) + (hq * vd,), q.dtype)]
+
+
 def _attention_infer(ins, at):
+    if mla_dims(at):
+        return _mla_infer(ins, at)
+    _need("q_rope" not in ins and "kv_b_w" not in ins, "operands q_rope and kv_b_w need kv_lora_rank > 0 (MLA)")
     q, k, v = ins["q"], ins["k"], ins["v"]
     hq, hkv, dh = at["num_heads"], at["num_kv_heads"], at["head_dim"]
     _need(len(q.shape) >= 2, f"q must be [..., seq, heads*head_dim], got {_fmt(q.shape)}")
@@ -390,9 +441,36 @@ def _attention_flops(ins, outs, at, b):
     q = ins["q"]
     seqs = numel(q.shape[:-2], b) if len(q.shape) > 2 else 1
     pairs = seqs * _attended_len(q, at, b, "k_cache" in ins)
+    mla = mla_dims(at)
+    if mla:
+        # MLA, counted in the expanded form the source computes (HF's expand_kv, the ONNX graph,
+        # the reference kernel): each step up-projects every key position it attends over once,
+        # 2 x kv_lora_rank x H x (nope + v) FLOPs per key, then QK^T over nope + rope and PV over
+        # v_head_dim.  (The absorbed form folds kv_b_w into q and the output instead, and attends
+        # over the latent: 2H(nope + v)r per query and H(2(r + rope) + 2r) per score; see docs/ir.md.)
+        r, rd, nope, vd = mla
+        keys = seqs * _keys_per_seq(q, at, b, "k_cache" in ins)
+        return keys * 2 * r * at["num_heads"] * (nope + vd) + \
+            at["num_heads"] * pairs * (2 * at["head_dim"] + 2 * vd + score_flops(at))
     # QK^T and PV: 2 FLOPs per MAC each; the softmax SOFTMAX_FLOPS per score; a position bias
     # one add per score (its slope or table value is looked up, not computed).
     return at["num_heads"] * pairs * (4 * at["head_dim"] + score_flops(at))
+
+
+def _keys_per_seq(q: Value, attrs: Mapping[str, Any], b: Mapping[str, int], cached: bool) -> int:
+    """Key positions one sequence's step attends over (each up-projected once by MLA)."""
+    s = _rows_per_seq(q, b)
+    w = attrs.get("sliding_window") or 0
+    n = (resolve("context", b) if "context" in b else s) if cached else s
+    return min(n, w) if w else n
+
+
+def kv_head_dim(at) -> int:
+    """Width of one cached row per kv head that a KV-grid core computes against: head_dim, or for
+    MLA kv_lora_rank + rope_dim (the cores hold the latent rows and attend in the absorbed form:
+    q absorbed through kv_b_w's key half, the output through its value half; docs/ir.md)."""
+    mla = mla_dims(at)
+    return mla[0] + mla[1] if mla else at["head_dim"]
 
 
 def score_flops(at) -> int:
@@ -534,11 +612,14 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
     OpSpec("attention", "scaled dot-product attention of q over k, v (and the KV cache)",
            (Operand("q", ACT), Operand("k", ACT), Operand("v", ACT),
             Operand("k_cache", KV, True), Operand("v_cache", KV, True),
-            Operand("sinks", WEIGHT, True), Operand("mask", ACT, True), Operand("bias_table", WEIGHT, True)),
+            Operand("sinks", WEIGHT, True), Operand("mask", ACT, True), Operand("bias_table", WEIGHT, True),
+            Operand("q_rope", ACT, True), Operand("kv_b_w", WEIGHT, True)),
            (Attr("num_heads", (int,), positive=True), Attr("num_kv_heads", (int,), positive=True),
             Attr("head_dim", (int,), positive=True), Attr("causal", (bool,)),
             Attr("sliding_window", (int,), False, 0), Attr("scale", (float,), False, None),
-            Attr("softcap", (float,), False, 0.0), Attr("position_bias", (dict,), False, None)),
+            Attr("softcap", (float,), False, 0.0), Attr("position_bias", (dict,), False, None),
+            Attr("kv_lora_rank", (int,), False, 0), Attr("rope_dim", (int,), False, 0),
+            Attr("v_head_dim", (int,), False, 0), Attr("kv_b_transposed", (bool,), False, False)),
            _attention_infer, _attention_flops, _attention_check),
     OpSpec("moe", "mixture of experts: router, top-k experts, optional shared experts",
            (Operand("x", ACT), Operand("router_w", WEIGHT), Operand("router_b", WEIGHT, True),

@@ -237,7 +237,7 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         for spec, size, share in zip(specs, sizes, shares):
             min_cores = max(1, ceil_div(size + share, m.budget))
             key = spec + (ceil_div(share, min_cores), min_cores, node.attrs.get("num_heads"),
-                          node.attrs.get("head_dim"))
+                          node.attrs.get("head_dim"), node.attrs.get("kv_lora_rank"), node.attrs.get("rope_dim"))
             if key not in cache:
                 cache[key] = op_frontier(node, spec, key[6], min_cores, m, popts, options)
             items.append((name, spec, share))

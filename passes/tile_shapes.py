@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import PlacementError
 from ..ir import DType, Graph, ValueKind
 from . import cost_kernel as ck
-from ..ir.ops import score_flops
+from ..ir.ops import kv_head_dim, score_flops
 
 
 class TileError(PlacementError):
@@ -311,7 +311,7 @@ def op_frontier(node, spec, headroom, min_cores, m, popts, options):
     op_, kind, e, k, n, bits = spec
     if kind == "kv":
         at = node.spec.with_defaults(node.attrs)
-        f = kv_frontier(k, n, bits // 8, at["num_heads"] // at["num_kv_heads"], at["head_dim"], headroom,
+        f = kv_frontier(k, n, bits // 8, at["num_heads"] // at["num_kv_heads"], kv_head_dim(at), headroom,
                         min_cores, m, options.fit_mesh, score_flops(at))
     else:
         f = matrix_frontier(kind, k, n, e, bits, popts.batch, headroom, min_cores, m, options.fit_mesh)

@@ -2,10 +2,11 @@
 
 MLA projects each token to one narrow row, ``kv_lora_rank`` latent values plus a ``qk_rope_head_dim``
 key shared by every head, normalises the latent and up-projects it per head to the keys' non-rotary
-part and the values.  What a cache stores is that row (Hugging Face caches it compressed); the IR's
-``attention`` op caches per-head K and V of one head_dim, and the op set has no concat and no per-head
-weight product to express the absorbed form, so lowering it through the generic path would change
-the KV bytes per token.  Found structurally: a projection whose output is split in two along the
+part and the values.  What a cache stores is that row (Hugging Face caches it compressed).  The IR's
+``attention`` op has an MLA mode for it (``kv_lora_rank``, ``rope_dim``, ``v_head_dim``, operands
+``q_rope`` and ``kv_b_w``, caches of the latent and rope-key rows: docs/ir.md), but this frontend does
+not emit it yet (the exporters' new_empty + slice-copy key assembly, ScatterND, and the split rotary
+parts are not read), and the generic path would change the KV bytes per token, so it refuses.  Found structurally: a projection whose output is split in two along the
 features, one part normalised (a ReduceMean on its way) and multiplied by a 2-D weight whose input
 width is that part's width.
 """
@@ -87,4 +88,5 @@ def refuse_mla(src, act: set[str]) -> None:
                     node.op_type, node=node.name or src.scope(node),
                     detail=f"multi-head latent attention (MLA: each token's {r}-wide latent and {rope}-wide "
                            f"shared rotary key, the latent up-projected per head by '{up.name or up.op_type}') "
-                           "has no lowering: the IR's attention caches per-head K and V (see docs/ir.md)")
+                           "is not lowered from ONNX yet: the IR's attention has an MLA mode (docs/ir.md) this frontend "
+                           "does not emit")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from ..ir.ops import score_flops
+from ..ir.ops import kv_head_dim, score_flops
 
 GRID_INTS = ("experts", "rows", "cols", "k", "n", "tile_k", "tile_n", "unit_bits")
 
@@ -62,7 +62,7 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
                              if v in producers and producers[v].name in ids})}
         if o.op == "attention":
             at = node.spec.with_defaults(node.attrs)
-            r["attention"] = {"group": int(at["num_heads"] // at["num_kv_heads"]), "head_dim": int(at["head_dim"]),
+            r["attention"] = {"group": int(at["num_heads"] // at["num_kv_heads"]), "head_dim": int(kv_head_dim(at)),
                               "score_flops": score_flops(at)}
         out.append(r)
     return out

@@ -264,17 +264,46 @@ def position_bias(node, at, inputs, head, rel) -> np.ndarray:
     return table[bucket, head]
 
 
+def _mla_expand(node, at, inputs, lat, kr):
+    """MLA keys and values [b, H, t, .] from the latent [b, 1, t, r] and the shared rotary key
+    [b, 1, t, rope]: each head's [k_nope | v] = latent @ kv_b_w, k = [k_nope | k_rope]."""
+    from ..ir.ops import mla_dims
+    r, rd, nope, vd = mla_dims(at)
+    hq = at["num_heads"]
+    w = _f(inputs["kv_b_w"])
+    w = w.T if at["kv_b_transposed"] else w
+    if w.shape != (r, hq * (nope + vd)):
+        fail(node, f"kv_b_w {list(w.shape)} does not map kv_lora_rank {r} to {hq} x {nope + vd}")
+    b, _, t, _ = lat.shape
+    kv = (lat[:, 0] @ w).reshape(b, t, hq, nope + vd).transpose(0, 2, 1, 3)
+    k = np.concatenate([kv[..., :nope], np.broadcast_to(kr, (b, hq, t, rd))], axis=-1)
+    return k, kv[..., nope:]
+
+
 def attention(node, inputs, ctx):
+    from ..ir.ops import mla_dims
     at = attrs_of(node)
     hq, hkv, dh = at["num_heads"], at["num_kv_heads"], at["head_dim"]
     if hq % hkv:
         fail(node, f"num_heads {hq} is not a multiple of num_kv_heads {hkv}")
+    mla = mla_dims(at)
     q, k, v = _f(inputs["q"]), _f(inputs["k"]), _f(inputs["v"])
-    if q.ndim != 3 or k.shape[:2] != q.shape[:2] or v.shape != k.shape:
-        fail(node, f"expected q [batch, seq, {hq * dh}] and k, v [batch, seq, {hkv * dh}], got "
-                   f"{list(q.shape)}, {list(k.shape)}, {list(v.shape)}")
-    b, s, _ = q.shape
-    qh, kh, vh = _heads(q, b, s, hq, dh), _heads(k, b, s, hkv, dh), _heads(v, b, s, hkv, dh)
+    if mla:   # cached rows: k = the latent [.., r], v = the shared rotary key [.., rope]
+        r, rd, nope, vd = mla
+        qr = _f(inputs["q_rope"])
+        if q.ndim != 3 or qr.shape != q.shape[:2] + (hq * rd,) or q.shape[2] != hq * nope \
+                or k.shape != q.shape[:2] + (r,) or v.shape != q.shape[:2] + (rd,):
+            fail(node, f"expected MLA q [batch, seq, {hq * nope}], q_rope [.., {hq * rd}], k [.., {r}], v [.., {rd}], "
+                       f"got {list(q.shape)}, {list(qr.shape)}, {list(k.shape)}, {list(v.shape)}")
+        b, s, _ = q.shape
+        qh = np.concatenate([_heads(q, b, s, hq, nope), _heads(qr, b, s, hq, rd)], axis=-1)
+        kh, vh = _heads(k, b, s, 1, r), _heads(v, b, s, 1, rd)
+    else:
+        if q.ndim != 3 or k.shape[:2] != q.shape[:2] or v.shape != k.shape:
+            fail(node, f"expected q [batch, seq, {hq * dh}] and k, v [batch, seq, {hkv * dh}], got "
+                       f"{list(q.shape)}, {list(k.shape)}, {list(v.shape)}")
+        b, s, _ = q.shape
+        qh, kh, vh = _heads(q, b, s, hq, dh), _heads(k, b, s, hkv, dh), _heads(v, b, s, hkv, dh)
     qpos = np.broadcast_to(np.asarray(ctx.positions), (b, s))
     cached = "k_cache" in node.inputs
     if cached:
@@ -288,6 +317,9 @@ def attention(node, inputs, ctx):
         if ctx.past:
             fail(node, f"no KV cache, but {ctx.past} tokens were stepped before: reset() and step the whole sequence")
         t, kpos = s, qpos
+    if mla:
+        kh, vh = _mla_expand(node, at, inputs, kh, vh)
+        hkv = hq
     scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(dh)
     g = hq // hkv  # query head i uses kv head i // g
     scores = np.einsum("bkgsd,bktd->bkgst", qh.reshape(b, hkv, g, s, dh), kh).reshape(b, hq, s, t) * scale
@@ -320,8 +352,9 @@ def attention(node, inputs, ctx):
     if "sinks" in inputs:
         den = den + np.exp(sink - m)
     p = np.divide(e, den, out=np.zeros_like(e), where=den > 0)  # fully masked rows give 0
-    o = np.einsum("bkgst,bktd->bkgsd", p.reshape(b, hkv, g, s, t), vh).reshape(b, hq, s, dh)
-    return _out(o.transpose(0, 2, 1, 3).reshape(b, s, hq * dh))
+    dv = vh.shape[-1]
+    o = np.einsum("bkgst,bktd->bkgsd", p.reshape(b, hkv, g, s, t), vh).reshape(b, hq, s, dv)
+    return _out(o.transpose(0, 2, 1, 3).reshape(b, s, hq * dv))
 
 
 # --- mixture of experts -----------------------------------------------------------------------

@@ -55,7 +55,9 @@ class Interpreter:
         for node in graph.nodes:  # fail before running anything
             if node.op not in self.kernels:
                 raise SimulationError(f"no kernel for op '{node.op}'", where=f"node '{node.name}'")
-        self._caches: dict[str, tuple[int, int]] = {}  # node -> (kv_heads, head_dim)
+        # node -> ((kv_heads, K row width), (kv_heads, V row width)); the widths differ for MLA
+        # (its K cache holds the latent, its V cache the shared rotary key, docs/ir.md)
+        self._caches: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
         owner: dict[str, str] = {}
         for node in graph.nodes:
             if node.op != "attention" or "k_cache" not in node.inputs:
@@ -68,11 +70,12 @@ class Interpreter:
                     raise SimulationError(f"cache '{name}' is also used by node '{owner[name]}'",
                                           where=f"node '{node.name}'")
                 owner[name] = node.name
-            shape = graph.values[node.inputs["k_cache"]].shape
-            if not (isinstance(shape[1], int) and isinstance(shape[3], int)):
-                raise SimulationError(f"cache shape {list(shape)} needs static kv_heads and head_dim",
-                                      where=f"node '{node.name}'")
-            self._caches[node.name] = (shape[1], shape[3])
+            shapes = [graph.values[node.inputs[r]].shape for r in ("k_cache", "v_cache")]
+            for shape in shapes:
+                if not (isinstance(shape[1], int) and isinstance(shape[3], int)):
+                    raise SimulationError(f"cache shape {list(shape)} needs static kv_heads and head_dim",
+                                          where=f"node '{node.name}'")
+            self._caches[node.name] = tuple((sh[1], sh[3]) for sh in shapes)
         self.reset()
 
     def reset(self, batch: int = 1) -> None:
@@ -80,9 +83,9 @@ class Interpreter:
         self.batch = int(batch)
         self.length = 0
         self._mask = np.ones((self.batch, 0), dtype=np.int64)
-        self.kv = {n: {"k": np.zeros((self.batch, h, 0, d), np.float32),
-                       "v": np.zeros((self.batch, h, 0, d), np.float32), "len": 0}
-                   for n, (h, d) in self._caches.items()}
+        self.kv = {n: {"k": np.zeros((self.batch, hk, 0, dk), np.float32),
+                       "v": np.zeros((self.batch, hv, 0, dv), np.float32), "len": 0}
+                   for n, ((hk, dk), (hv, dv)) in self._caches.items()}
 
     # -- one step -------------------------------------------------------------------------
     def step(self, input_ids: np.ndarray | None = None, attention_mask: np.ndarray | None = None,

@@ -177,7 +177,9 @@ class TiledKernels:
     def attention(self, node, inputs, ctx):
         view = self._grids(node)
         g = view.grid("kv") if view is not None else None
-        if g is None or "k_cache" not in node.inputs:
+        if g is None or "k_cache" not in node.inputs or node.attrs.get("kv_lora_rank"):
+            # MLA (a latent + shared rotary key row per position, up-projected per head) runs the
+            # reference kernel over the interpreter's cache: no per-tile MLA kernel yet
             return KERNELS["attention"](node, inputs, ctx)
         self._count(node)
         return _KVAttention(self, node, g).run(inputs, ctx)
