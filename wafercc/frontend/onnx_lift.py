@@ -275,6 +275,8 @@ class Lifter(AttentionLifting, LayoutLifting):
                 attrs["interleaved"] = True
             if p["theta"]:
                 attrs["theta"] = p["theta"]
+            if p.get("scaling"):
+                attrs["scaling"] = p["scaling"]
             y = dataclasses.replace(xv, value=self._emit(node, "rotary", {"x": xv.value}, attrs))
             self.views[r.y] = ("rotated", y, part) if part is not None and part[1] == 0 else y
         elif r.kind == "activation":

@@ -11,6 +11,7 @@ from typing import Any
 
 
 from .pointwise import POINTWISE_OPS, classify_activation, eval_pointwise
+from .onnx_rope import rope_frequencies
 
 LAYOUT_OPS = {"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Expand", "Identity", "Cast", "Flatten"}
 
@@ -348,11 +349,12 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
     tables = [a for i in sorted(region) for a in src.nodes[i].input if a in trig]
     if not all(_computed_by_trig(src, a) for a in tables) and not _folded_rotation(src, region, tables):
         return None
-    cos = tables[0]
-    rdim = src.shapes.get(cos, (None,))[-1]
+    rdim = src.shapes.get(tables[0], (None,))[-1]
+    if isinstance(rdim, int) and not any(src.nodes[i].op_type == "Mul" and x in src.nodes[i].input for i in region):
+        rdim *= 2  # the tables multiply the halves of x (gpt-oss's split halves), not x: half as wide
     interleaved = any(src.nodes[i].op_type == "Slice" and _slice_step(src, src.nodes[i]) == 2 for i in region)
     return Region("rotary", x, y, region, {"rotary_dim": rdim if isinstance(rdim, int) else 0,
-                                           "interleaved": interleaved, "theta": _theta(src, cos)})
+                                           "interleaved": interleaved, **rope_frequencies(src, tables, rdim)})
 
 
 def _computed_by_trig(src, t: str) -> bool:
@@ -385,22 +387,3 @@ def _slice_step(src, node):
         v = src.const(node.input[4])
         return int(v.reshape(-1)[0]) if v is not None else 1
     return 1
-
-
-def _theta(src, trig_tensor) -> float | None:
-    """Base of the inverse frequencies (inv_freq[i] = theta^(-2i/d)) when the table is inline."""
-    seen, stack = set(), [trig_tensor]
-    while stack:
-        t = stack.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        if t in src.inits and src.has_data(t):
-            v = src.const(t)
-            if v is not None and v.ndim == 1 and v.size >= 2 and v[0] == 1.0 and 0 < v[1] < 1:
-                return float(f"{v[1] ** -float(v.size):.6g}")
-            continue
-        p = src.prod(t)
-        if p is not None:
-            stack.extend(i for i in p.input if i)
-    return None

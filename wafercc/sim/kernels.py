@@ -162,6 +162,11 @@ def _inv_freq(node, at, rd: int) -> np.ndarray:
     kind = s.get("rope_type", s.get("type", "default"))
     if kind == "default":
         return inv
+    if kind == "table":  # the inverse frequencies as the file stores them (e.g. YaRN-blended)
+        t = np.asarray(s.get("inv_freq", ()), dtype=np.float64).reshape(-1)
+        if t.size != rd // 2:
+            fail(node, f"rotary table of {t.size} inverse frequencies, rotary_dim {rd} needs {rd // 2}")
+        return t
     if kind == "linear":
         return inv / float(s["factor"])
     if kind == "llama3":
@@ -175,7 +180,7 @@ def _inv_freq(node, at, rd: int) -> np.ndarray:
         smooth = (old / wavelen - lo) / (hi - lo)
         medium = (wavelen >= old / hi) & (wavelen <= old / lo)
         return np.where(medium, (1 - smooth) * scaled / f + smooth * scaled, scaled)
-    fail(node, f"rotary scaling type '{kind}' is not supported (default, linear, llama3 are)")
+    fail(node, f"rotary scaling type '{kind}' is not supported (default, linear, llama3, table are)")
 
 
 def rotary(node, inputs, ctx):
@@ -191,7 +196,8 @@ def rotary(node, inputs, ctx):
     if pos.shape != x.shape[:-1]:
         fail(node, f"positions {list(pos.shape)} do not match the token dims of x {list(x.shape[:-1])}")
     ang = pos[..., None, None].astype(np.float64) * _inv_freq(node, at, rd)  # [..., 1, rd/2]
-    cos, sin = np.cos(ang), np.sin(ang)
+    amp = float((at["scaling"] or {}).get("attention_factor", 1.0))  # YaRN scales cos and sin alike
+    cos, sin = amp * np.cos(ang), amp * np.sin(ang)
     xh = x.reshape(x.shape[:-1] + (h, dh))
     xr = xh[..., :rd]
     if at["interleaved"]:  # GPT-J: pairs (2i, 2i+1)
