@@ -100,5 +100,16 @@ def test_static_export_with_folded_sinks(tmp_path):
     assert len(attn) == 2 and all(c.graph.values[n.inputs["sinks"]].shape == (4,) for n in attn)
     assert len([n for n in c.graph.nodes if n.op == "rotary"]) == 4
     assert c.facts.params == rec["params_torch"] and c.facts.kv_bytes_per_token == rec["kv_bytes_per_token"]
-    sinks = load_weights(c.graph, path)[attn[0].inputs["sinks"]]
+    weights = load_weights(c.graph, path)
+    sinks = weights[attn[0].inputs["sinks"]]
     assert sinks.shape == (4,) and len(set(sinks.tolist())) == 4
+    import onnxruntime as ort
+
+    from wafercc.sim.reference import Interpreter
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = (np.arange(16, dtype=np.int64).reshape(2, 8) * 7 + 3) % 128
+    interp = Interpreter(c.graph, weights, None, context=64)
+    interp.reset(2)
+    got = interp.step(ids, np.ones_like(ids), {})[c.graph.outputs[0]]
+    want = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
