@@ -60,7 +60,8 @@ def model_facts(graph: Graph, *, weight_dtype: DType | None = None, kv_dtype: DT
 
 def buffer_weights(graph: Graph) -> set[str]:
     """Weights used only in operands the op set declares buffers (``Operand.parameter`` False, e.g. the
-    MoE router's score-correction bias): resident like any weight, but torch counts no parameter."""
+    MoE router's score-correction bias), or listed in ``graph.meta["buffers"]``: resident like any
+    weight, but torch counts no parameter."""
     from .ops import OPS
     param, buf = set(), set()
     for node in graph.nodes:
@@ -68,7 +69,8 @@ def buffer_weights(graph: Graph) -> set[str]:
         for role, v in node.inputs.items():
             o = spec.operand(role) if spec else None
             (buf if o is not None and not o.parameter else param).add(v)
-    return buf - param
+    # and weights a frontend knows to be the source model's buffers (torch_frontend: named_buffers)
+    return (buf - param) | (set(graph.meta.get("buffers", ())) & set(graph.values))
 
 
 def layer_params(graph: Graph) -> dict[int | None, int]:

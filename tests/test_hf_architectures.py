@@ -14,6 +14,11 @@ BASE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
 DECODERS = {
     "mistral": dict(sliding_window=16), "qwen2": {}, "gemma": {}, "gemma2": dict(sliding_window=16), "gemma3_text": {},
     "olmo2": {}, "starcoder2": {}, "stablelm": {}, "granite": {}, "cohere": {}, "smollm3": {},
+    "olmo": {},                                   # LayerNorm without affine: the exporter passes Expand(1)
+    "nemotron": dict(partial_rotary_factor=0.5),  # LayerNorm1P: the scale is (1 + w)
+    "phi": dict(partial_rotary_factor=0.5), "glm4": dict(partial_rotary_factor=0.5), "helium": {},
+    # sinusoid positions (a registered buffer: resident, not a parameter) and max(scores, finfo.min)
+    "xglm": dict(d_model=64, ffn_dim=128, num_layers=2, attention_heads=4),
     "qwen2_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                       shared_expert_intermediate_size=64),
 }

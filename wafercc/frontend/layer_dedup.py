@@ -73,12 +73,17 @@ def reduce_model(root: torch.nn.Module, config, plan: LayerPlan):
     parent = root.get_submodule(parent_path) if parent_path else root
     full = getattr(parent, attr)
     saved = {"num_hidden_layers": config.num_hidden_layers}
+    # per-layer settings (e.g. layer_types) are lists of one entry per layer; a tuple of the same
+    # length is a setting (Bamba's time_step_limit (min, max) with 2 layers), not per layer
     per_layer = {k: v for k, v in vars(config).items()
-                 if isinstance(v, (list, tuple)) and len(v) == config.num_hidden_layers}
+                 if isinstance(v, list) and len(v) == config.num_hidden_layers}
     setattr(parent, attr, torch.nn.ModuleList([full[i] for i in plan.reps]))
     config.num_hidden_layers = len(plan.reps)
-    for k, v in per_layer.items():  # per-layer settings (e.g. layer_types) follow their blocks
-        setattr(config, k, type(v)(v[i] for i in plan.reps))
+    for k, v in list(per_layer.items()):  # they follow their blocks
+        try:
+            setattr(config, k, type(v)(v[i] for i in plan.reps))
+        except (TypeError, ValueError):  # a validated field that refuses the shorter list
+            del per_layer[k]
 
     def undo():
         setattr(parent, attr, full)

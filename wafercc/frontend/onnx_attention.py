@@ -50,6 +50,8 @@ class AttentionLifting:
             self.views[out] = dataclasses.replace(s, probs=True)
         elif op in ("Cast", "Identity", "Dropout"):
             self.views[out] = s
+        elif op == "Max" and not s.probs and len(other) == 1 and self._floor_constant(other[0]):
+            self.views[out] = s   # max(scores, finfo.min): keeps fully masked rows finite (XGLM, OPT)
         elif op == "Slice" and s.probs and s.sinks:
             self.views[out] = s  # drops the sink column
         elif op == "Concat" and not s.probs and len(other) == 1 and self._sink_weight(other[0], s):
@@ -74,6 +76,11 @@ class AttentionLifting:
                 self._fail(node, "a second position bias added to the same attention scores")
             s = dataclasses.replace(s, bias=found[0], bias_table=found[1])
         return s
+
+    def _floor_constant(self, t: str) -> bool:
+        """A scalar at most -1e30: clamping scores from below at it changes no softmax."""
+        c = self.src.scalar(t)
+        return c is not None and c <= -1e30
 
     def _mask_like(self, t: str) -> bool:
         """A mask: computed from inputs, or a constant [.., q, k] one (a static-shape export folds

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputFileError, UnsupportedOpError
 from ..ir import BATCH, SEQ, DType, Graph, ValueKind
 from .onnx_mla import refuse_mla
@@ -459,17 +461,38 @@ class Lifter(AttentionLifting, LayoutLifting):
             self._fail(node, f"normalisation over axis {axis}, expected the last axis")
         kind = "layer" if node.op_type == "LayerNormalization" else "rms"
         ins = {"x": x.value}
+        attrs = {"kind": kind, "eps": float(src.attr(node, "epsilon", 1e-5))}
         for role, t in (("scale", node.input[1] if len(node.input) > 1 else ""),
                         ("bias", node.input[2] if len(node.input) > 2 else "")):
-            if t:
-                w = weight_of(src, t)
-                if w is None:
-                    self._fail(node, f"norm {role} is not an initializer")
+            if not t:
+                continue
+            w = weight_of(src, t)
+            if w is not None:
                 ins[role] = self._weight(w[0])
-        attrs = {"kind": kind, "eps": float(src.attr(node, "epsilon", 1e-5))}
+                continue
+            c = src.const(t)
+            if c is not None and np.all(c == (1.0 if role == "scale" else 0.0)):
+                continue      # a norm without that affine part (OLMo): the exporter passes ones / zeros
+            offset = self._offset_weight(t) if role == "scale" else None
+            if offset is None:
+                self._fail(node, f"norm {role} is neither an initializer, (1 +) an initializer nor a constant "
+                                 f"{'one' if role == 'scale' else 'zero'}")
+            ins[role], attrs["scale_offset"] = offset
         if x.layout != "flat":
             attrs["group"] = x.head_dim
         self.views[node.output[0]] = dataclasses.replace(x, value=self._emit(node, "norm", ins, attrs))
+
+    def _offset_weight(self, t: str):
+        """(IR weight, c) when ``t`` is ``w + c`` of a weight and a scalar (Nemotron's LayerNorm1P, a
+        ``(1 + w)`` scale), else None."""
+        p = self.src.prod(t)
+        if p is None or p.op_type != "Add":
+            return None
+        for a, b in (p.input[:2], p.input[1::-1]):
+            w, c = weight_of(self.src, a), self.src.scalar(b)
+            if w is not None and c is not None:
+                return self._weight(w[0]), float(c)
+        return None
 
     def _binary(self, node, vs):
         src = self.src

@@ -205,6 +205,10 @@ class SourceGraph:
         from .pointwise import fold
         if node.op_type in ("Gather", "Slice") and self._shape_of(node.input[0]) is not None:
             return self._static_dims(node)
+        if node.op_type == "Shape":    # the shape of a tensor whose every dim is static
+            dims = self._shape_of(t)
+            return np.array(dims, dtype=np.int64) if dims is not None and all(
+                isinstance(d, int) and d >= 0 for d in dims) else None
         if node.op_type == "CastLike":  # only the type of the second input matters
             v = self.const(node.input[0])
             if v is None:

@@ -200,4 +200,10 @@ def compile_module(module: torch.nn.Module, example_inputs: Any, *, name: str = 
                    dynamic: bool = True) -> Graph:
     """Export ``module`` (real or meta weights) and lower it to verified IR."""
     proto = to_onnx(module, example_inputs, opset=opset, input_names=input_names, dynamic=dynamic)
-    return lower_onnx_model(proto, name, where=name)
+    graph = lower_onnx_model(proto, name, where=name)
+    # registered buffers the IR holds as weights (XGLM's sinusoid table): resident, not parameters
+    buffers = {n for n, _ in module.named_buffers()}
+    held = sorted(v.name for v in graph.weights() if v.name in buffers)
+    if held:
+        graph.meta["buffers"] = held
+    return graph
