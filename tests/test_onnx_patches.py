@@ -221,3 +221,40 @@ def test_simulate_compare_on_a_tiny_vit(tmp_path):
     images = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
     given = compare_with_onnxruntime(tmp_path / "out", path, images, 1)
     assert given.ok and given.simulation.logits[0].shape == (1, 5, 32), given.errors
+
+
+def test_clip_vision_bias_free_conv_and_expanded_class_token(tmp_path):
+    """CLIP's vision tower: a patch conv without bias (its dynamo/meta export passes Expand(0)), a
+    [D] class embedding expanded to the batch, and a pre-layernorm: lowers from its config with the
+    parameters of the file's graph, and its TorchScript export computes what onnxruntime computes."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from wafercc.frontend.hf_config import from_config
+    from wafercc.sim.run import compare_with_onnxruntime
+    cfg = dict(model_type="clip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+               num_attention_heads=4, image_size=32, patch_size=8)
+    g = from_config(cfg)
+    assert [n.op for n in g.nodes].count("prefix_tokens") == 1
+    config = transformers.AutoConfig.for_model(**cfg)
+    torch.manual_seed(0)
+    model = transformers.CLIPVisionModel(config).eval()
+    # torch counts the unused post-layernorm (last_hidden_state is read before it): 2 x 64
+    assert model_facts(g).params == sum(p.numel() for p in model.parameters()) - 128
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values):
+            return self.m(pixel_values=pixel_values).last_hidden_state
+
+    path = tmp_path / "clip.onnx"
+    torch.onnx.export(Hidden(model), (torch.randn(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
+                      input_names=["pixel_values"], dynamic_axes={"pixel_values": {0: "batch"}})
+    import wafercc
+    out = tmp_path / "out"
+    wafercc.compile(path, cache=False, curve=False).save(str(out))
+    assert max(compare_with_onnxruntime(str(out), str(path), np.array([[1, 2], [3, 4]]), 1).errors) < 1e-4

@@ -82,6 +82,10 @@ def _conv_facts(src, node):
     if any(d % k for d, k in zip(spatial, kernel)):
         return None, f"image {list(spatial)} is not a whole number of {list(kernel)} patches"
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and bias not in src.inits:
+        zeros = src.const(bias)       # a conv without bias (CLIP): the exporter passes Expand(0)
+        if zeros is not None and not np.any(zeros):
+            bias = None
     if bias is not None and (bias not in src.inits or tuple(src.inits[bias].dims) != (wshape[0],)):
         return None, "the conv bias is not a [out] initializer"
     grid = tuple(d // k for d, k in zip(spatial, kernel))
@@ -153,6 +157,8 @@ def _learned_token(src, t, f, nodes):
     else:
         return None
     dims = tuple(int(x) for x in src.inits[t].dims)
+    if len(dims) == 1 and seen:
+        dims = (1, dims[0])      # one [D] token expanded to the batch (CLIP's class_embedding)
     if len(dims) not in (2, 3) or dims[-1] != f["width"]:
         return None
     copies = dims[0] if len(dims) == 3 else 1

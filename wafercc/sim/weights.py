@@ -77,6 +77,9 @@ def _declared(a: np.ndarray, v, where) -> np.ndarray:
     copies along every axis but the one of its length (folded per-head sinks).  Anything else is
     returned unchanged."""
     shape = tuple(v.shape)
+    if v.is_static and shape and a.ndim < len(shape) and a.shape == tuple(d for d in shape if d != 1) \
+            and a.size == int(np.prod(shape)):
+        return a.reshape(shape)       # declared with unit dims the store lacks ([D] as one token row [1, D])
     if not v.is_static or a.ndim <= len(shape) or not shape:
         return a
     lead = a.ndim - len(shape)
