@@ -158,8 +158,8 @@ def _back(src, t, act):
         return t, pasts
 
 
-def _roots(src, t, act, limit=400):
-    """The rank-3 activations (flat [b, s, F]) that ``t``'s activation ancestors start from."""
+def _roots(src, t, act, stop=frozenset(), limit=400):
+    """Where ``t``'s activation ancestors start: tensors in ``stop`` and outputs of weight projections."""
     roots, seen, stack = set(), set(), [t]
     while stack and limit > 0:
         limit -= 1
@@ -167,12 +167,10 @@ def _roots(src, t, act, limit=400):
         if u in seen or u not in act:
             continue
         seen.add(u)
-        if len(src.shapes.get(u) or ()) == 3:
+        p = src.prod(u)
+        if u in stop or p is None or (p.op_type in ("MatMul", "Gemm") and weight_of(src, p.input[1])):
             roots.add(u)
             continue
-        p = src.prod(u)
-        if p is None:
-            return None
         stack.extend(i for i in p.input if i)
     return roots if not stack else None
 
@@ -209,13 +207,13 @@ def detect_mla(src, act: set[str], trig: set[str], claimed: set[int]) -> list[Re
     """One region per multi-head latent attention (see the module docstring)."""
     out = []
     for seed, lat, r, kr, rope, up in _mla_seeds(src, act):
-        reg = _mla_region(src, act, trig, claimed, seed, r, rope, up)
+        reg = _mla_region(src, act, trig, claimed, seed, r, kr, rope, up)
         if reg is not None:
             out.append(reg)
     return out
 
 
-def _mla_region(src, act, trig, claimed, seed, r, rope, up):
+def _mla_region(src, act, trig, claimed, seed, r, kr, rope, up):
     w = weight_of(src, up.input[1])
     if w is None:
         return None
@@ -243,13 +241,11 @@ def _mla_region(src, act, trig, claimed, seed, r, rope, up):
     if qk is None or pv is None:
         return None
     q_roots = _roots(src, qk.input[0], act)
-    k_roots = (_roots(src, qk.input[1], act) or set()) | (_roots(src, pv.input[1], act) or set())
-    if not q_roots or len(q_roots) != 1 or latent not in k_roots or len(k_roots) != 2:
+    kv = {up.output[0], kr}
+    k_roots = (_roots(src, qk.input[1], act, kv) or {None}) | (_roots(src, pv.input[1], act, kv) or {None})
+    if not q_roots or len(q_roots) != 1 or k_roots != kv or len(src.shapes.get(next(iter(q_roots))) or ()) != 3:
         return None
     q = q_roots.pop()
-    kr = (k_roots - {latent}).pop()
-    if src.shapes[kr][-1] != rope:
-        return None
     # the nodes between: computed from q, the latent and the rope part, on the way to P x V
     producer = src.producer
     pv_i = producer[pv.output[0]]
