@@ -228,6 +228,10 @@ def _mla_region(src, act, trig, claimed, seed, r, kr, rope, up):
         for u in src.users(t):
             if u.op_type in ("Shape", "Size"):
                 continue
+            if u.op_type == "Attention" and len(u.input) > 2 and u.input[1] in reach and u.input[2] in reach \
+                    and u.input[0] not in reach:   # opset 23: QK^T, mask, softmax and P x V in one op
+                qk = pv = u
+                break
             if u.op_type == "MatMul" and u.input[1] in reach and u.input[0] not in reach and u.input[0] in act:
                 if _from_softmax(src, u.input[0], act):
                     pv = pv or u
@@ -240,9 +244,12 @@ def _mla_region(src, act, trig, claimed, seed, r, kr, rope, up):
                     frontier.append(o)
     if qk is None or pv is None:
         return None
+    fused = pv.op_type == "Attention"
+    if fused and (any(pv.input[4:]) or any(pv.output[1:]) or src.attr(pv, "softcap", 0.0)):
+        return None
     q_roots = _roots(src, qk.input[0], act)
     kv = {up.output[0], kr}
-    k_roots = (_roots(src, qk.input[1], act, kv) or {None}) | (_roots(src, pv.input[1], act, kv) or {None})
+    k_roots = (_roots(src, qk.input[1], act, kv) or {None}) | (_roots(src, pv.input[2 if fused else 1], act, kv) or {None})
     if not q_roots or len(q_roots) != 1 or k_roots != kv or len(src.shapes.get(next(iter(q_roots))) or ()) != 3:
         return None
     q = q_roots.pop()
@@ -295,7 +302,11 @@ def _mla_region(src, act, trig, claimed, seed, r, kr, rope, up):
         return None
     # scale (every scalar multiply on the q, key and score paths), mask, rotary of both rope parts
     scale, mask = 1.0, None
-    scores = _below(src, nodes, qk.output[0])
+    if fused:
+        a = src.attr(pv, "scale")
+        scale = a if a is not None else 1 / math.sqrt(nope + rope)
+        mask = pv.input[3] if len(pv.input) > 3 and pv.input[3] else None
+    scores = set() if fused else _below(src, nodes, qk.output[0])
     below = {t: _below(src, nodes, t) for t in (q, kr)}
     for j in sorted(nodes):
         n = src.nodes[j]
@@ -337,7 +348,7 @@ def _mla_region(src, act, trig, claimed, seed, r, kr, rope, up):
         "pasts": [p for p, _ in pasts] + [_graph_input(src, i) for j in below[kr] for i in src.nodes[j].input
                                           if src.nodes[j].op_type == "Concat" and i and i not in act
                                           and _graph_input(src, i)],
-        "present": present})
+        "present": present, "is_causal": bool(fused and src.attr(pv, "is_causal", 0))})
 
 
 def _below(src, nodes, t):
@@ -378,7 +389,7 @@ def emit_mla(lf, r: Region, node) -> None:
     facts = mask_facts(lf.src, p["mask"], lf.act, frozenset(lf.cached.values()) | pasts) if p["mask"] else None
     dh = nope + rope
     attrs = {"num_heads": h, "num_kv_heads": 1, "head_dim": dh,
-             "causal": bool(facts and facts.causal) or bool(pasts),
+             "causal": bool(facts and facts.causal) or bool(pasts) or p["is_causal"],
              "kv_lora_rank": p["rank"], "rope_dim": rope, "v_head_dim": dv}
     if facts and facts.sliding_window:
         attrs["sliding_window"] = facts.sliding_window
