@@ -287,6 +287,8 @@ def _mla_region(src, act, trig, claimed, seed, r, kr, rope, up):
             if not o or o not in act or o == pv.output[0]:
                 continue
             if o in src.graph_outputs:
+                if not _appended(src, o, act):
+                    return None
                 present.append(o)
             if any(producer[u.output[0]] not in nodes and u.op_type not in ("Shape", "Size") for u in src.users(o)):
                 return None
@@ -349,6 +351,21 @@ def _mla_region(src, act, trig, claimed, seed, r, kr, rope, up):
                                           if src.nodes[j].op_type == "Concat" and i and i not in act
                                           and _graph_input(src, i)],
         "present": present, "is_causal": bool(fused and src.attr(pv, "is_causal", 0))})
+
+
+def _appended(src, t, act):
+    """``t`` is a past cache input with this step appended (a present.* output), through casts."""
+    for _ in range(6):
+        p = src.prod(t)
+        if p is None:
+            return False
+        if p.op_type == "Concat":
+            return any(i in act for i in p.input) and any(i and i not in act and _graph_input(src, i)
+                                                         for i in p.input)
+        if p.op_type not in ("Cast", "Identity", "Slice"):
+            return False
+        t = p.input[0]
+    return False
 
 
 def _below(src, nodes, t):
