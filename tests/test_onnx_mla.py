@@ -149,9 +149,12 @@ def test_deepseek_v3_export_lowers_to_mla(tmp_path, variant):
     _check_deepseek(f"{tmp_path}/{rec['path']}", rec)
 
 
-def test_mla_rotate_half_and_unrecognised_attention(tmp_path):
-    """rope_interleave off (rotate_half on both rope parts) lowers too; an MLA whose inside is read
-    elsewhere (here a graph output of the up-projected keys) is refused by name, not lowered wrongly."""
+@pytest.mark.parametrize("extra", [{"rope_interleave": False}, {"q_lora_rank": None, "attention_bias": True}],
+                         ids=["rotate_half", "q_proj-biases"])
+def test_mla_config_forms_and_unrecognised_attention(tmp_path, extra):
+    """rope_interleave off (rotate_half on both rope parts), and a direct q_proj with biased projections
+    (DeepSeek-V2-Lite's form), lower too; an MLA whose inside is read elsewhere (here a graph output of
+    the up-projected keys) is refused by name, not lowered wrongly."""
     import onnx
     import torch
     import transformers
@@ -161,9 +164,9 @@ def test_mla_rotate_half_and_unrecognised_attention(tmp_path):
 
     cfg = transformers.DeepseekV3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=128,
-                                        q_lora_rank=16, kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4,
+                                        kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4,
                                         v_head_dim=6, first_k_dense_replace=2, max_position_embeddings=64,
-                                        rope_interleave=False)
+                                        **{"q_lora_rank": 16, **extra})
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
     with torch.no_grad():   # distinct norm scales (all-ones ones would read as tied copies)
@@ -173,7 +176,7 @@ def test_mla_rotate_half_and_unrecognised_attention(tmp_path):
     path = str(tmp_path / "mla.onnx")
     export(LogitsOf(model, False).eval(), path, "legacy17")
     c = _check_deepseek(path, h=2, nope=8, rope=4, r=8, dv=6)
-    assert not any(n.attrs.get("interleaved") for n in c.graph.nodes if n.op == "rotary")
+    assert all(bool(n.attrs.get("interleaved")) == cfg.rope_interleave for n in c.graph.nodes if n.op == "rotary")
     assert c.facts.params == sum(p.numel() for p in model.parameters())
     m = onnx.load(path)
     kv_b = next(n for n in m.graph.node if n.op_type == "MatMul" and "kv_b_proj" in n.name)

@@ -91,7 +91,13 @@ def _mla_seeds(src, act):
         w = weight_of(src, node.input[1])
         if w is None or len(src.shapes.get(w[0], ())) != 2:
             continue
-        parts = _halves(src, node.output[0])
+        out = node.output[0]
+        users = src.users(out)
+        if len(users) == 1 and users[0].op_type == "Add":   # a bias (attention_bias), folded into the matmul
+            b = weight_of(src, users[0].input[1] if users[0].input[0] == out else users[0].input[0])
+            if b is not None and len(src.shapes.get(b[0], ())) == 1:
+                out = users[0].output[0]
+        parts = _halves(src, out)
         if not parts:
             continue
         widths = [_width(src, p) for p in parts]
@@ -347,9 +353,10 @@ def _mla_region(src, act, trig, claimed, seed, r, kr, rope, up):
         "seed": seed, "q": q, "latent": latent, "rope": kr, "heads": heads, "nope": nope, "rope_dim": rope,
         "v_head_dim": dv, "rank": r, "w": w[0], "transposed": transposed,
         "scale": scale, "mask": mask, "interleaved": rot["interleaved"], "theta": rot["theta"],
-        "pasts": [p for p, _ in pasts] + [_graph_input(src, i) for j in below[kr] for i in src.nodes[j].input
-                                          if src.nodes[j].op_type == "Concat" and i and i not in act
-                                          and _graph_input(src, i)],
+        "past_latent": pasts[0][0] if pasts else None,
+        "past_rope": next((_graph_input(src, i) for j in sorted(below[kr]) for i in src.nodes[j].input
+                           if src.nodes[j].op_type == "Concat" and i and i not in act and _graph_input(src, i)),
+                          None),
         "present": present, "is_causal": bool(fused and src.attr(pv, "is_causal", 0))})
 
 
@@ -402,7 +409,7 @@ def emit_mla(lf, r: Region, node) -> None:
         rot["theta"] = p["theta"]
     q_rope = lf._emit(node, "rotary", {"x": q_rope}, {"num_heads": h, "head_dim": rope, **rot})
     k_rope = lf._emit(node, "rotary", {"x": kr.value}, {"num_heads": 1, "head_dim": rope, **rot})
-    pasts = frozenset(x for x in p["pasts"] if x)
+    pasts = frozenset(x for x in (p["past_latent"], p["past_rope"]) if x)
     facts = mask_facts(lf.src, p["mask"], lf.act, frozenset(lf.cached.values()) | pasts) if p["mask"] else None
     dh = nope + rope
     attrs = {"num_heads": h, "num_kv_heads": 1, "head_dim": dh,
@@ -429,6 +436,7 @@ def emit_mla(lf, r: Region, node) -> None:
             ins[role] = name
     out = lf._emit(node, "attention", ins, attrs)
     lf.views[r.y] = View(out, "bhsd", dv)
-    for past in sorted(pasts):
-        lf.cached.setdefault(latent.value if past == p["pasts"][0] else k_rope, past)
+    for value, past in ((latent.value, p["past_latent"]), (k_rope, p["past_rope"])):
+        if past:
+            lf.cached[value] = past
     lf.present.update(p["present"])
