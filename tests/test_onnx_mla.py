@@ -89,3 +89,99 @@ def test_mla_kernel_matches_hf_and_decode_equals_prefill():
     # no cache: the same numbers
     np.testing.assert_allclose(Interpreter(_mla_graph(cached=False), {"wkv": w}).step(inputs=x)["o"], want,
                                rtol=1e-4, atol=1e-5)
+
+
+# -- the ONNX frontend: DeepSeek-V3 exports lowered to the MLA mode ---------------------------------
+
+def _ort_logits(path, ids, past=None):
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = {i.name: i for i in sess.get_inputs()}
+    feeds = {"input_ids": ids, "attention_mask": np.ones((ids.shape[0], ids.shape[1] + (
+        next(iter(past.values())).shape[2] if past else 0)), np.int64)}
+    if past is None and any(n.startswith("past") for n in names):   # a with-past export: an empty cache
+        past = {n: np.zeros([ids.shape[0] if k == 0 else 0 if k == 2 else d for k, d in enumerate(i.shape)],
+                            np.float32) for n, i in names.items() if n.startswith("past")}
+    feeds.update(past or {})
+    outs = sess.run(None, {n: feeds[n] for n in names})
+    present = {o.name.replace("present", "past"): v for o, v in zip(sess.get_outputs(), outs)
+               if o.name.startswith("present")}
+    return outs[0], present
+
+
+def _check_deepseek(path, rec=None, h=4, nope=16, rope=8, r=16, dv=16):
+    import wafercc
+    from wafercc.sim.reference import Interpreter
+    from wafercc.sim.weights import load_weights
+
+    c = wafercc.compile(path, until="ir", cache=False)
+    attn = [n for n in c.graph.nodes if n.op == "attention"]
+    assert len(attn) == 2 and all(n.attrs["kv_lora_rank"] == r and n.attrs["rope_dim"] == rope and
+                                  n.attrs["v_head_dim"] == dv and n.attrs["num_heads"] == h and
+                                  n.attrs["head_dim"] == nope + rope and n.attrs["causal"] for n in attn)
+    assert not any("scale" in n.attrs for n in attn)              # 1/sqrt(nope + rope), split over q and k
+    rot = [n for n in c.graph.nodes if n.op == "rotary"]
+    assert sorted(n.attrs["num_heads"] for n in rot) == [1, 1, h, h]
+    assert not {n.op for n in c.graph.nodes} & {"softmax", "scatter"}
+    if rec is not None:
+        assert c.facts.params == rec["params_torch"]
+        assert c.facts.kv_bytes_per_token == rec["kv_bytes_per_token"] == 2 * (r + rope) * 4
+    ids = np.array([[3, 10, 17, 24, 31, 38]])
+    want, present = _ort_logits(path, ids[:, :5])
+    it = Interpreter(c.graph, load_weights(c.graph, path), None, context=16)
+    it.reset(1)
+    got = it.step(ids[:, :5], np.ones((1, 5), np.int64), {})[c.graph.outputs[0]]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    if present:   # decode one token against onnxruntime's own cache (the latent and rope-key rows)
+        want, _ = _ort_logits(path, ids[:, 5:], present)
+        got = it.step(ids[:, 5:], np.ones((1, 1), np.int64), {})[c.graph.outputs[0]]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    return c
+
+
+@pytest.mark.parametrize("variant", ["ts17", "ts17-past"])
+def test_deepseek_v3_export_lowers_to_mla(tmp_path, variant):
+    """The corpus's DeepSeek-V3 (rope_interleave, new_empty + ScatterND key assembly): one MLA attention
+    per layer with torch's params and the latent + rope-key cache, numbers equal to onnxruntime's."""
+    from corpus import build, variants
+    rec = build.build_entry(str(tmp_path), "deepseek_v3", variants.VARIANTS[variant])
+    assert rec["export_error"] is None, rec
+    _check_deepseek(f"{tmp_path}/{rec['path']}", rec)
+
+
+@pytest.mark.parametrize("extra", [{"rope_interleave": False}, {"q_lora_rank": None, "attention_bias": True}],
+                         ids=["rotate_half", "q_proj-biases"])
+def test_mla_config_forms_and_unrecognised_attention(tmp_path, extra):
+    """rope_interleave off (rotate_half on both rope parts), and a direct q_proj with biased projections
+    (DeepSeek-V2-Lite's form), lower too; an MLA whose inside is read elsewhere (here a graph output of
+    the up-projected keys) is refused by name, not lowered wrongly."""
+    import onnx
+    import torch
+    import transformers
+    from tiny_hf import LogitsOf, export
+    from wafercc.errors import UnsupportedOpError
+    from wafercc.frontend.onnx_frontend import lower_onnx
+
+    cfg = transformers.DeepseekV3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=2, vocab_size=128,
+                                        kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4,
+                                        v_head_dim=6, first_k_dense_replace=2, max_position_embeddings=64,
+                                        **{"q_lora_rank": 16, **extra})
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():   # distinct norm scales (all-ones ones would read as tied copies)
+        for n, p in model.named_parameters():
+            if p.ndim == 1:
+                p.uniform_(0.5, 1.5)
+    path = str(tmp_path / "mla.onnx")
+    export(LogitsOf(model, False).eval(), path, "legacy17")
+    c = _check_deepseek(path, h=2, nope=8, rope=4, r=8, dv=6)
+    assert all(bool(n.attrs.get("interleaved")) == cfg.rope_interleave for n in c.graph.nodes if n.op == "rotary")
+    assert c.facts.params == sum(p.numel() for p in model.parameters())
+    m = onnx.load(path)
+    kv_b = next(n for n in m.graph.node if n.op_type == "MatMul" and "kv_b_proj" in n.name)
+    m.graph.output.append(onnx.helper.make_tensor_value_info(kv_b.output[0], onnx.TensorProto.FLOAT, None))
+    onnx.save(m, str(tmp_path / "leak.onnx"))
+    with pytest.raises(UnsupportedOpError, match=r"multi-head latent attention \(MLA: each token's 8-wide latent "
+                                                 r"and 4-wide shared rotary key.*was not recognised"):
+        lower_onnx(str(tmp_path / "leak.onnx"))

@@ -135,23 +135,3 @@ def test_score_bias_is_a_buffer_in_the_param_count():
     facts = model_facts(g)
     assert facts.params == d * e + e * d * 2 * i + e * i * d
     assert facts.weight_bytes == 4 * (facts.params + e)  # still resident
-
-
-def test_multi_head_latent_attention_is_refused_by_name(tmp_path):
-    """DeepSeek-V3's MLA: one line naming it at the split projection, not 'ScatterND: no lowering'."""
-    import torch
-    import transformers
-    from tiny_hf import LogitsOf, export
-    from wafercc.errors import UnsupportedOpError
-
-    cfg = transformers.DeepseekV3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=2, vocab_size=128,
-                                        q_lora_rank=16, kv_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4,
-                                        v_head_dim=8, first_k_dense_replace=1, max_position_embeddings=64)
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    path = str(tmp_path / "mla.onnx")
-    export(LogitsOf(model, False).eval(), path, "legacy17")
-    with pytest.raises(UnsupportedOpError, match=r"multi-head latent attention \(MLA: each token's 8-wide latent "
-                                                 r"and 4-wide shared rotary key"):
-        lower_onnx(path)

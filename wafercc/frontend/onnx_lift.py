@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputFileError, UnsupportedOpError
 from ..ir import BATCH, SEQ, DType, Graph, ValueKind
-from .onnx_mla import refuse_mla
+from .onnx_mla import detect_mla, emit_mla, refuse_mla
 from .onnx_moe import detect_moe
 from .onnx_patches import conv_refusal, detect_patches, emit_patches, is_patch_conv
 from .onnx_regions import (LAYOUT_OPS, Region, detect_activation, detect_norm, detect_rotary,
@@ -64,7 +64,7 @@ class Lifter(AttentionLifting, LayoutLifting):
         self.regions = self._find_regions()
         covered = {i: r for r in self.regions for i in r.nodes}
         ends = {src.producer[r.y]: r for r in self.regions}
-        refuse_mla(src, self.act)
+        refuse_mla(src, self.act, {r.params["seed"] for r in self.regions if r.kind == "mla"})
         self._check_op_types(covered)
         for i, node in enumerate(src.nodes):
             if i in ends:
@@ -156,6 +156,8 @@ class Lifter(AttentionLifting, LayoutLifting):
             if n.op_type == "ReduceMean" and i not in claimed:
                 take(detect_norm(src, i, act))
         trig = trig_tensors(src, act)
+        for r in detect_mla(src, act, trig, claimed):   # before rotary: its rope parts' rotaries are inside
+            take(r)
         for i, n in enumerate(src.nodes):
             if i not in claimed and n.op_type == "Mul" and any(t in trig for t in n.input) \
                     and any(t in act for t in n.input):
@@ -242,6 +244,8 @@ class Lifter(AttentionLifting, LayoutLifting):
             from .onnx_moe import emit_moe
             self.views[r.y] = View(emit_moe(self, r, node))
             return
+        if r.kind == "mla":
+            return emit_mla(self, r, node)
         if r.kind == "patches":
             self.views[r.y] = View(emit_patches(self, r, node))
             return
