@@ -346,13 +346,14 @@ def _mla_region(src, act, trig, claimed, seed, r, kr, rope, up):
             if found is None:
                 return None
             rot = {"interleaved": found.params["interleaved"], "theta": found.params["theta"], "tables": tables,
-                   "step2": step2}
+                   "step2": step2, "scaling": found.params.get("scaling")}
         elif tables != rot["tables"] or step2 != rot["step2"]:
             return None
     return Region("mla", q, pv.output[0], nodes, {
         "seed": seed, "q": q, "latent": latent, "rope": kr, "heads": heads, "nope": nope, "rope_dim": rope,
         "v_head_dim": dv, "rank": r, "w": w[0], "transposed": transposed,
         "scale": scale, "mask": mask, "interleaved": rot["interleaved"], "theta": rot["theta"],
+        "scaling": rot["scaling"],
         "past_latent": pasts[0][0] if pasts else None,
         "past_rope": next((_graph_input(src, i) for j in sorted(below[kr]) for i in src.nodes[j].input
                            if src.nodes[j].op_type == "Concat" and i and i not in act and _graph_input(src, i)),
@@ -407,6 +408,8 @@ def emit_mla(lf, r: Region, node) -> None:
         rot["interleaved"] = True
     if p["theta"]:
         rot["theta"] = p["theta"]
+    if p.get("scaling"):       # YaRN tables and attention factor read off the file (onnx_rope)
+        rot["scaling"] = p["scaling"]
     q_rope = lf._emit(node, "rotary", {"x": q_rope}, {"num_heads": h, "head_dim": rope, **rot})
     k_rope = lf._emit(node, "rotary", {"x": kr.value}, {"num_heads": 1, "head_dim": rope, **rot})
     pasts = frozenset(x for x in (p["past_latent"], p["past_rope"]) if x)
