@@ -10,11 +10,11 @@ onnxruntime computes.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import wafercc
 from corpus import build, variants
+from onnx_compare import ir_vs_onnxruntime
 
 CASES = {  # (arch, variant): (rotary_dim, head_dim, interleaved)
     ("gpt_neox", "ts17"): (4, 16, False),        # rotary_pct 0.25; QKV split per head by Shape-derived bounds
@@ -55,23 +55,9 @@ def test_rotary_lowers_with_its_rotary_dim(corpus, case):
 
 @pytest.mark.parametrize("case", list(CASES), ids=lambda c: "-".join(c))
 def test_rotary_computes_what_onnxruntime_computes(corpus, case):
-    import onnxruntime as ort
-
-    from wafercc.sim.reference import Interpreter
-    from wafercc.sim.weights import load_weights
     out, recs = corpus
     path = f"{out}/{recs[case]['path']}"
-    c = wafercc.compile(path, until="ir", cache=False)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    shape = [d if isinstance(d, int) else (2 if k == 0 else 8) for k, d in enumerate(sess.get_inputs()[0].shape)]
-    ids = (np.arange(np.prod(shape), dtype=np.int64).reshape(shape) * 7 + 3) % 128
-    mask = np.ones_like(ids)
-    interp = Interpreter(c.graph, load_weights(c.graph, path), None, context=64)
-    interp.reset(ids.shape[0])
-    got = interp.step(ids, mask, {})[c.graph.outputs[0]]
-    want = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
-
+    assert ir_vs_onnxruntime(wafercc.compile(path, until="ir", cache=False).graph, path) <= 1e-4
 
 def test_sliding_window_cache_trim_and_external_mask_data(tmp_path):
     """A static-shape dynamo export with past inputs of a sliding-window model: the mask is built
@@ -103,13 +89,4 @@ def test_static_export_with_folded_sinks(tmp_path):
     weights = load_weights(c.graph, path)
     sinks = weights[attn[0].inputs["sinks"]]
     assert sinks.shape == (4,) and len(set(sinks.tolist())) == 4
-    import onnxruntime as ort
-
-    from wafercc.sim.reference import Interpreter
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ids = (np.arange(16, dtype=np.int64).reshape(2, 8) * 7 + 3) % 128
-    interp = Interpreter(c.graph, weights, None, context=64)
-    interp.reset(2)
-    got = interp.step(ids, np.ones_like(ids), {})[c.graph.outputs[0]]
-    want = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
-    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert ir_vs_onnxruntime(c.graph, path) <= 1e-4
