@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ..errors import InputFileError, UnsupportedOpError
+from ..errors import InputFileError
 from ..ir.ops import relative_position_bucket
 from .onnx_masks import Subgraph, _run, _signature
 
