@@ -90,3 +90,30 @@ def test_static_export_with_folded_sinks(tmp_path):
     sinks = weights[attn[0].inputs["sinks"]]
     assert sinks.shape == (4,) and len(set(sinks.tolist())) == 4
     assert ir_vs_onnxruntime(c.graph, path) <= 1e-4
+
+
+def test_with_past_mask_fixed_to_the_traced_cache_is_refused(tmp_path):
+    """Mistral's TorchScript with-past export computes its sliding-window mask with index arithmetic
+    fixed to the traced cache length: probed after another cache it fails, and an empty cache would
+    hide the window, so the file is refused in one line (not lowered without its window)."""
+    from wafercc.errors import InputFileError
+    rec = build.build_entry(str(tmp_path), "mistral_swa", variants.VARIANTS["ts17-past"])
+    assert rec["export_error"] is None, rec
+    with pytest.raises(InputFileError, match="fixed to the cache length it was traced with"):
+        wafercc.compile(tmp_path / rec["path"], until="ir", cache=False)
+
+
+def test_compare_refuses_a_static_shape_file_in_one_line():
+    """simulate --compare feeding a static-shape export another shape: a SimulationError naming the
+    input and its fixed shape, not onnxruntime's traceback."""
+    import types
+
+    import numpy as np
+
+    from wafercc.sim.errors import SimulationError
+    from wafercc.sim.run import _ort_feeds
+    sess = types.SimpleNamespace(get_inputs=lambda: [types.SimpleNamespace(name="input_ids", shape=[2, 8])])
+    ids = np.zeros((1, 8), np.int64)
+    with pytest.raises(SimulationError, match=r"'input_ids' is fixed to \[2, 8\] \(a static-shape export\)"):
+        _ort_feeds(sess, ids, np.ones_like(ids))
+    assert _ort_feeds(sess, np.zeros((2, 8), np.int64), np.ones((2, 8), np.int64))["input_ids"].shape == (2, 8)
