@@ -474,8 +474,8 @@ class Lifter(AttentionLifting, LayoutLifting):
             if w is not None:
                 ins[role] = self._weight(w[0])
                 continue
-            c = src.const(t)
-            if c is not None and np.all(c == (1.0 if role == "scale" else 0.0)):
+            c = self._fill_value(t)
+            if c is not None and c == (1.0 if role == "scale" else 0.0):
                 continue      # a norm without that affine part (OLMo): the exporter passes ones / zeros
             offset = self._offset_weight(t) if role == "scale" else None
             if offset is None:
@@ -485,6 +485,21 @@ class Lifter(AttentionLifting, LayoutLifting):
         if x.layout != "flat":
             attrs["group"] = x.head_dim
         self.views[node.output[0]] = dataclasses.replace(x, value=self._emit(node, "norm", ins, attrs))
+
+    def _fill_value(self, t: str) -> float | None:
+        """The one value of a constant tensor, or of a scalar broadcast by Expand / ConstantOfShape
+        (to activation size, which is not folded: see SourceGraph._const), else None."""
+        c = self.src.const(t)
+        if c is not None:
+            return float(c.reshape(-1)[0]) if c.size and np.all(c == c.reshape(-1)[0]) else None
+        p = self.src.prod(t)
+        if p is not None and p.op_type in ("Expand", "Cast", "Identity", "CastLike"):
+            return self._fill_value(p.input[0])
+        if p is not None and p.op_type == "ConstantOfShape":
+            v = self.src.attr(p, "value")
+            from onnx import numpy_helper
+            return float(numpy_helper.to_array(v).reshape(-1)[0]) if v is not None else 0.0
+        return None
 
     def _offset_weight(self, t: str):
         """(IR weight, c) when ``t`` is ``w + c`` of a weight and a scalar (Nemotron's LayerNorm1P, a

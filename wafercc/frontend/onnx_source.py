@@ -221,6 +221,9 @@ class SourceGraph:
         args = [self.const(i) if i else None for i in node.input]
         if any(a is None for i, a in zip(node.input, args) if i):
             return None
+        if node.op_type in ("Expand", "ConstantOfShape") and \
+                np.prod([int(d) for d in np.asarray(args[-1]).reshape(-1)], dtype=np.int64) > SMALL_CONST:
+            return None    # a broadcast to activation size (ones for an affine-free norm): not a small constant
         try:
             return fold(self, node, args)
         except Exception:  # not foldable: treat as non-constant
