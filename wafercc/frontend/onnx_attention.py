@@ -54,8 +54,8 @@ class AttentionLifting:
             self.views[out] = s   # max(scores, finfo.min): keeps fully masked rows finite (XGLM, OPT)
         elif op == "Slice" and s.probs and s.sinks:
             self.views[out] = s  # drops the sink column
-        elif op == "Concat" and not s.probs and len(other) == 1 and self._sink_weight(other[0], s):
-            self.views[out] = dataclasses.replace(s, sinks=self._sink_weight(other[0], s))
+        elif op == "Concat" and not s.probs and len(other) == 1 and (sinks := self._sink_weight(other[0], s)):
+            self.views[out] = dataclasses.replace(s, sinks=sinks)
         elif op in ("ReduceMax", "IsNaN", "IsInf"):
             self.views[out] = ("guard", ins[0])
         else:

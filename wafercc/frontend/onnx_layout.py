@@ -108,7 +108,7 @@ class LayoutLifting:
                 return
             self._fail(node, f"{op} of a {x.layout} tensor")
         if op in ("Slice", "Split"):
-            return self._slice(node, x, width)
+            return self._slice(node, x)
         self._fail(node, "layout op not supported here")
 
     def _gather_tokens(self, node, x: View):
@@ -218,7 +218,7 @@ class LayoutLifting:
             self._fail(node, f"slicing a {x.layout} tensor")
         return roles[axis]
 
-    def _slice(self, node, x, width):
+    def _slice(self, node, x):
         src = self.src
         if node.op_type == "Split":
             axis = self._onnx_axis(node, src.attr(node, "axis", 0))
