@@ -117,3 +117,20 @@ def test_compare_refuses_a_static_shape_file_in_one_line():
     with pytest.raises(SimulationError, match=r"'input_ids' is fixed to \[2, 8\] \(a static-shape export\)"):
         _ort_feeds(sess, ids, np.ones_like(ids))
     assert _ort_feeds(sess, np.zeros((2, 8), np.int64), np.ones((2, 8), np.int64))["input_ids"].shape == (2, 8)
+
+
+def test_loader_takes_one_copy_of_folded_sinks_and_rejects_differing_copies():
+    """A weight declared [heads] from a stored [b, heads, S, 1] broadcast: one copy when all copies
+    are equal, a SimulationError when they differ (not a silent pick)."""
+    import numpy as np
+
+    from wafercc.ir import DType, Graph, ValueKind
+    from wafercc.sim.errors import SimulationError
+    from wafercc.sim.weights import check_weights
+    g = Graph("sinks")
+    g.add_value("s", (4,), DType.F32, ValueKind.WEIGHT)
+    stored = np.broadcast_to(np.arange(4, dtype=np.float32)[None, :, None, None], (2, 4, 8, 1)).copy()
+    assert check_weights(g, {"s": stored})["s"].tolist() == [0, 1, 2, 3]
+    stored[1, 2, 5, 0] = 9.0
+    with pytest.raises(SimulationError, match="copies differ"):
+        check_weights(g, {"s": stored})
