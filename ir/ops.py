@@ -658,3 +658,7 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
             Attr("start", (int,), False, None), Attr("end", (int,), False, None)),
            _layout_infer, _zero, _shape_attr_ok),
 ]}
+
+from .ops_onnx import ONNX_OP  # noqa: E402  (it builds on the definitions above)
+
+OPS[ONNX_OP.name] = ONNX_OP

@@ -23,6 +23,7 @@ from .onnx_regions import (LAYOUT_OPS, Region, detect_activation, detect_norm, d
                            trig_tensors, weight_of)
 from .onnx_attention import AttentionLifting
 from .onnx_bias import relative_lookup
+from .onnx_generic import GenericLifting, refusal
 from .onnx_layout import LayoutLifting
 from .onnx_source import SourceGraph, onnx_dtype
 from .onnx_ties import Ties
@@ -40,7 +41,7 @@ LIFTABLE_OPS = (set(UNARY_MAP) | set(BINARY_MAP) | set(ACT_MAP) | LAYOUT_OPS | {
     "Not", "Concat", "Shape", "Size", "GatherND"})
 
 
-class Lifter(AttentionLifting, LayoutLifting):
+class Lifter(AttentionLifting, LayoutLifting, GenericLifting):
     def __init__(self, src: SourceGraph, name: str):
         self.src = src
         self.g = Graph(name, {"source": "onnx", "opset": src.opset})
@@ -94,8 +95,8 @@ class Lifter(AttentionLifting, LayoutLifting):
                 continue
             if node.op_type == "Conv" and (node.input[0] in self.act or node.input[0] in self.src.graph_inputs):
                 self._fail(node, conv_refusal(self.src, i))
-            if any(t in self.act for t in self._data_inputs(node)):
-                self._fail(node, "no lowering for this operator in the wafercc op set (see docs/ir.md)")
+            if any(t in self.act for t in self._data_inputs(node)) and (why := refusal(node)):
+                self._fail(node, why)
 
     # -- tensor classes -------------------------------------------------------
     def _is_seed(self, node) -> bool:
@@ -309,7 +310,9 @@ class Lifter(AttentionLifting, LayoutLifting):
                                       "SplitToSequence", "SequenceAt"):
             return self._layout(node, vs)
         if op in BINARY_MAP:
-            return self._binary(node, vs)
+            return self._or_generic(node, lambda: self._binary(node, vs))
+        if (op in UNARY_MAP or op in ACT_MAP or op == "Clip") and not self._plain(ins[0]):
+            return self._generic(node)
         if op in UNARY_MAP or op in ACT_MAP or op == "Clip":
             x = self._flat(node, ins[0])
             if op in ACT_MAP:
@@ -348,7 +351,26 @@ class Lifter(AttentionLifting, LayoutLifting):
             # only used to guard softmax outputs of fully masked rows
             self.views[node.output[0]] = ("guard", ins[0])
             return
-        self._fail(node, "no lowering for this operator in the wafercc op set")
+        self._generic(node)
+
+    def _plain(self, t: str) -> bool:
+        v = self.views.get(t)
+        return isinstance(v, View) and v.layout == "flat" and v.scale == 1.0
+
+    def _or_generic(self, node, specific):
+        """The specific lowering, else (when it refuses the node) the generic one: an element-wise
+        op the IR's elementwise cannot say (a constant on the left of a Div, a tensor operand)."""
+        before = len(self.g.nodes)
+        try:
+            return specific()
+        except UnsupportedOpError as first:
+            if len(self.g.nodes) != before or any(o in self.views for o in node.output) or \
+                    not all(self._plain(t) or t not in self.act for t in node.input if t):
+                raise
+            try:
+                return self._generic(node)
+            except UnsupportedOpError:
+                raise first from None
 
     def _cache_append(self, node, vs) -> bool:
         """``Concat(past, new)`` along the sequence axis of split-heads K or V, where ``past`` is a

@@ -225,7 +225,7 @@ class SourceGraph:
                 np.prod([int(d) for d in np.asarray(args[-1]).reshape(-1)], dtype=np.int64) > SMALL_CONST:
             return None    # a broadcast to activation size (ones for an affine-free norm): not a small constant
         try:
-            return fold(self, node, args)
+            return fold(self, node, args, t)
         except Exception:  # not foldable: treat as non-constant
             return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 from onnx import helper, numpy_helper
 
 _UNARY = {
@@ -61,8 +62,12 @@ def eval_pointwise(src, node, args):
     raise KeyError(op)
 
 
-def fold(src, node, args):
-    """Evaluate ``node`` on constant ``args`` (raises if the op is not foldable)."""
+FOLD_LIMIT = 1 << 16  # elements: a larger result of the reference fallback is not a small constant
+
+
+def fold(src, node, args, out: str | None = None):
+    """Evaluate ``node``'s output ``out`` (default its first) on constant ``args`` (raises if the op
+    is not foldable)."""
     op = node.op_type
     if op in ("Max", "Min", "Sum", "Mean") and len(args) == 1:   # variadic ops of one input copy it
         return np.asarray(args[0])
@@ -98,6 +103,13 @@ def fold(src, node, args):
     if op == "Shape":
         start, end = src.attr(node, "start", 0), src.attr(node, "end", None)
         return np.array(args[0].shape[start:end], dtype=np.int64)
+    if node.domain in ("", "ai.onnx") and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                                                  for a in node.attribute):
+        from ..onnx_eval import run_node   # any other standard op: its reference definition
+        res = run_node(node, args, src.opset)[list(node.output).index(out) if out else 0]
+        if res.size > FOLD_LIMIT:
+            raise ValueError("too large to fold")
+        return res
     raise KeyError(op)
 
 

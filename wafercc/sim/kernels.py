@@ -15,6 +15,7 @@ import numpy as np
 from scipy.special import erf, expit
 
 from .errors import SimulationError
+from .onnx_kernel import onnx_op
 
 
 def fail(node, msg: str):
@@ -577,4 +578,4 @@ def layout(node, inputs, ctx):
 
 KERNELS = {"matmul": matmul, "embedding": embedding, "norm": norm, "elementwise": elementwise,
            "activation": activation, "softmax": softmax, "rotary": rotary, "attention": attention,
-           "moe": moe, "layout": layout, "prefix_tokens": prefix_tokens}
+           "moe": moe, "layout": layout, "prefix_tokens": prefix_tokens, "onnx": onnx_op}
