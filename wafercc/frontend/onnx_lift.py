@@ -83,6 +83,11 @@ class Lifter(AttentionLifting, LayoutLifting):
                                      where=src.where)
             self.g.outputs.append(v.value)
         self._drop_dead_layouts()
+        # which past input each KV cache stands for: simulate --compare feeds the IR's cache to onnxruntime
+        past = {n.inputs[f"{r}_cache"]: self.cached[n.inputs[r]] for n in self.g.nodes if n.op == "attention"
+                for r in ("k", "v") if f"{r}_cache" in n.inputs and n.inputs[r] in self.cached}
+        if past:
+            self.g.meta["past_inputs"] = dict(sorted(past.items()))
         return self.g
 
     def _check_op_types(self, covered):
@@ -232,10 +237,27 @@ class Lifter(AttentionLifting, LayoutLifting):
             name = base
         else:
             p = src.prod(base)
-            name = "position_ids" if p is not None and p.op_type == "Range" else f"{node.input[0]}.ids"
+            ranged = p is not None and p.op_type == "Range" or self._traced_positions(ids)
+            name = "position_ids" if ranged else f"{node.input[0]}.ids"
         if name not in self.g.values:
             self.g.add_value(name, (BATCH, SEQ), DType.I64, ValueKind.INPUT)
         return name
+
+    def _traced_positions(self, ids: str) -> bool:
+        """``ids`` is a constant [1, S] (or [S]) range P, P + 1, ... where P is the cache length a static
+        with-past export was traced with (0 without past): a static export's folded positions."""
+        v = self.src.const(ids)
+        if v is None or v.size < 2 or v.ndim not in (1, 2) or v.ndim == 2 and v.shape[0] != 1 \
+                or not np.issubdtype(v.dtype, np.integer):
+            return False
+        past = {0}
+        for t in self.src.graph_inputs:   # past caches: 4-D inputs appended to (Concat) along axis 2
+            shape = self.src.static_shape(t)
+            if shape and len(shape) == 4 and isinstance(shape[2], int) and any(
+                    u.op_type == "Concat" for u in self.src.users(t)):
+                past.add(shape[2])
+        v = v.reshape(-1)
+        return int(v[0]) in past and np.array_equal(v, v[0] + np.arange(v.size))
 
     # -- regions ----------------------------------------------------------------
     def _emit_region(self, r: Region, node):
