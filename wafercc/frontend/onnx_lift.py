@@ -239,9 +239,32 @@ class Lifter(AttentionLifting, LayoutLifting):
             p = src.prod(base)
             ranged = p is not None and p.op_type == "Range" or self._traced_positions(ids)
             name = "position_ids" if ranged else f"{node.input[0]}.ids"
+            offset = None if ranged else self._position_offset(ids)
+            if offset is not None:   # positions + c (OPT's and RoBERTa's offset tables): the host feeds them
+                self.g.meta.setdefault("position_offsets", {})[name] = offset
         if name not in self.g.values:
             self.g.add_value(name, (BATCH, SEQ), DType.I64, ValueKind.INPUT)
         return name
+
+    def _position_offset(self, ids: str) -> int | None:
+        """c when the ids computed in the graph are each token's position + c for an unpadded batch
+        (probed on onnxruntime at two lengths), else None (token types, anything else)."""
+        from .onnx_masks import Subgraph
+        try:
+            sub = Subgraph(self.src, ids, self.act, what="embedding ids")
+            probes = [np.asarray(sub.run(n)) for n in (5, 7)]
+        except InputFileError:
+            return None
+        offsets = set()
+        for v in probes:
+            if not v.size or not np.issubdtype(v.dtype, np.integer):
+                return None
+            rows = v.reshape(-1, v.shape[-1])
+            c = int(rows[0, 0])
+            if not np.array_equal(rows, np.broadcast_to(c + np.arange(rows.shape[1]), rows.shape)):
+                return None
+            offsets.add(c)
+        return offsets.pop() if len(offsets) == 1 else None
 
     def _traced_positions(self, ids: str) -> bool:
         """``ids`` is a constant [1, S] (or [S]) range P, P + 1, ... where P is the cache length a static

@@ -67,11 +67,14 @@ def _extra_inputs(interp: Interpreter) -> dict:
     pixels = pixel_inputs(g)
     ids = None if pixels else interp._ids_input()
     out = {}
+    offsets = g.meta.get("position_offsets") or {}
     for name in g.inputs:
         low = name.lower()
         if name == ids or name in pixels or "mask" in low or name == "position_ids":
             continue  # the interpreter feeds these
-        if "position" in low:
+        if name in offsets:   # positions + c, as the frontend probed them (OPT, RoBERTa: c = 2)
+            out[name] = lambda ctx, c=int(offsets[name]): ctx.positions + c
+        elif "position" in low:
             out[name] = lambda ctx: ctx.positions
         elif "token_type" in low:
             out[name] = lambda ctx: np.zeros_like(ctx.positions)
