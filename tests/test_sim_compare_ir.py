@@ -1,7 +1,7 @@
 """`wafercc simulate --compare` on an IR-only output directory (`compile --until ir`: the reference
 kernels on the IR), on with-past files (an empty cache; a static export's traced cache filled by the
 IR's own prefill, fed to onnxruntime as its past) and on position ids the exporter computes with an
-offset (OPT's and RoBERTa's tables start at row 2): each computes what onnxruntime computes."""
+offset (OPT's, RoBERTa's and BART's tables start at row 2): each computes what onnxruntime computes."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,8 @@ import pytest
 
 from corpus import build, variants
 
-CASES = {("gpt2", "ts17-past"): 3, ("gpt2", "dynamo-past"): 1, ("opt", "ts17"): 3, ("roberta", "ts17"): 2}
+CASES = {("gpt2", "ts17-past"): 3, ("gpt2", "dynamo-past"): 1, ("opt", "ts17"): 3, ("roberta", "ts17"): 2,
+         ("bart_encoder", "dynamo-dynamic"): 2}   # BART: a Range + 2
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_compare_on_an_ir_only_output_directory(corpus, case, tmp_path):
     if case[1].endswith("past"):   # every cache knows the past input it stands for
         assert sorted(g.meta["past_inputs"].values()) == sorted(
             f"past.{i}.{kv}" for i in range(2) for kv in ("key", "value"))
-    if case[0] in ("opt", "roberta"):
+    if case[0] in ("opt", "roberta", "bart_encoder"):
         assert list(g.meta["position_offsets"].values()) == [2]
     steps = CASES[case]
     seq = 12 if case[1] == "dynamo-past" else 6   # the static file: 4 traced cache tokens + its 8

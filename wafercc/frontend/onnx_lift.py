@@ -229,18 +229,21 @@ class Lifter(AttentionLifting, LayoutLifting):
     def _ids_input(self, node, ids: str) -> str:
         """IR input for the indices of an embedding lookup."""
         src = self.src
-        base = ids
+        base, shifted = ids, False
         while src.prod(base) is not None and src.prod(base).op_type in LAYOUT_OPS | {"Add", "Sub"}:
             p = src.prod(base)
+            shifted |= p.op_type in ("Add", "Sub")
             base = p.input[0]
         if base in src.graph_inputs:
             name = base
         else:
             p = src.prod(base)
-            ranged = p is not None and p.op_type == "Range" or self._traced_positions(ids)
+            is_range = p is not None and p.op_type == "Range"
+            # a Range shifted by Add/Sub (BART's positions + 2) is positions only if the shift is 0
+            offset = self._position_offset(ids) if shifted or not is_range else None
+            ranged = is_range and (not shifted or offset == 0) or self._traced_positions(ids)
             name = "position_ids" if ranged else f"{node.input[0]}.ids"
-            offset = None if ranged else self._position_offset(ids)
-            if offset is not None:   # positions + c (OPT's and RoBERTa's offset tables): the host feeds them
+            if offset is not None and not ranged:   # positions + c (OPT, RoBERTa, BART): the host feeds them
                 self.g.meta.setdefault("position_offsets", {})[name] = offset
         if name not in self.g.values:
             self.g.add_value(name, (BATCH, SEQ), DType.I64, ValueKind.INPUT)
