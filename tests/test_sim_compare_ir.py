@@ -14,7 +14,7 @@ import pytest
 from corpus import build, variants
 
 CASES = {("gpt2", "ts17-past"): 3, ("gpt2", "dynamo-past"): 1, ("opt", "ts17"): 3, ("roberta", "ts17"): 2,
-         ("bart_encoder", "dynamo-dynamic"): 2}   # BART: a Range + 2
+         ("opt", "ts17-past"): 3, ("bart_encoder", "dynamo-dynamic"): 2}   # BART: a Range + 2
 
 
 @pytest.fixture(scope="module")

@@ -253,11 +253,13 @@ class Lifter(AttentionLifting, LayoutLifting):
         """c when the ids computed in the graph are each token's position + c for an unpadded batch
         (probed on onnxruntime at two lengths), else None (token types, anything else)."""
         from .onnx_masks import Subgraph
-        try:
+        past = self._past_inputs()
+        try:   # a dynamic past is probed empty; a static one has its traced length P, so positions start at P
             sub = Subgraph(self.src, ids, self.act, what="embedding ids")
-            probes = [np.asarray(sub.run(n)) for n in (5, 7)]
+            probes = [np.asarray(sub.run(n, frozenset(past))) for n in (5, 7)]
         except InputFileError:
             return None
+        start = max((n for n in past.values() if n is not None), default=0)
         offsets = set()
         for v in probes:
             if not v.size or not np.issubdtype(v.dtype, np.integer):
@@ -266,8 +268,17 @@ class Lifter(AttentionLifting, LayoutLifting):
             c = int(rows[0, 0])
             if not np.array_equal(rows, np.broadcast_to(c + np.arange(rows.shape[1]), rows.shape)):
                 return None
-            offsets.add(c)
+            offsets.add(c - start)
         return offsets.pop() if len(offsets) == 1 else None
+
+    def _past_inputs(self) -> dict:
+        """Past caches (4-D graph inputs appended to by a Concat) -> their static length (axis 2) or None."""
+        out = {}
+        for t in self.src.graph_inputs:
+            shape = self.src.static_shape(t)
+            if shape and len(shape) == 4 and any(u.op_type == "Concat" for u in self.src.users(t)):
+                out[t] = shape[2] if isinstance(shape[2], int) else None
+        return out
 
     def _traced_positions(self, ids: str) -> bool:
         """``ids`` is a constant [1, S] (or [S]) range P, P + 1, ... where P is the cache length a static
@@ -276,12 +287,7 @@ class Lifter(AttentionLifting, LayoutLifting):
         if v is None or v.size < 2 or v.ndim not in (1, 2) or v.ndim == 2 and v.shape[0] != 1 \
                 or not np.issubdtype(v.dtype, np.integer):
             return False
-        past = {0}
-        for t in self.src.graph_inputs:   # past caches: 4-D inputs appended to (Concat) along axis 2
-            shape = self.src.static_shape(t)
-            if shape and len(shape) == 4 and isinstance(shape[2], int) and any(
-                    u.op_type == "Concat" for u in self.src.users(t)):
-                past.add(shape[2])
+        past = {0} | {n for n in self._past_inputs().values() if n is not None}
         v = v.reshape(-1)
         return int(v[0]) in past and np.array_equal(v, v[0] + np.arange(v.size))
 
