@@ -79,3 +79,33 @@ def test_a_bad_file_is_a_clean_refusal(tmp_path):
     bad.write_bytes(b"not an onnx file")
     res = bench_corpus.compile_one(str(bad), str(tmp_path / "out"), timeout=60)
     assert res["status"] == "refused" and "not an ONNX model" in res["error"]
+
+
+def test_numerics_classifier_marks_a_mismatch_wrong():
+    """simulate --compare's exit 1 (above the tolerance) is `wrong`, exit 0 keeps ok, a refusal is
+    `not compared` with its line; the table cell says so."""
+    n = bench_corpus.numerics
+    doc = lambda e, match=True: json.dumps({"max_error": e, "tolerance": 1e-4, "tokens_match": match})  # noqa: E731
+    assert n(0, doc(3e-7), "")["numerics"] == "ok"
+    bad = n(1, doc(0.8, False), "")
+    assert bad["numerics"] == "wrong" and bad["max_rel_error"] == 0.8
+    assert bad["numerics_error"] == "max relative error 8.00e-01 (tolerance 0.0001), greedy tokens differ"
+    nc = n(2, "", "wafercc: error: onnxruntime cannot run the model: boom\n")
+    assert nc == {"numerics": "not compared", "numerics_error": "wafercc: error: onnxruntime cannot run the model: boom"}
+    assert n(1, "", "Traceback (most recent call last):\nKeyError: 'x'\n")["numerics"] == "not compared"
+    assert n(None, "", "", timed_out=True)["numerics_error"] == "timeout"
+    row = dict(status="wrong", params_match=True, kv_match=True, error=bad["numerics_error"], arch="opt",
+               variant="ts17", source="onnx")
+    assert bench_corpus.code(row) == "W"
+    assert bench_corpus.failure_class(row).startswith("wrong: max relative error")
+    ok = dict(row, status="ok", numerics="not compared")
+    assert bench_corpus.code(ok) == "ok?" and bench_corpus.code(dict(ok, params_match=False)) == "ok*?"
+
+
+def test_compare_inputs_follow_the_files_shapes(corpus):
+    """Dynamic files get 2 x 8 ids and several steps; a static file its own shape and one step."""
+    out, records = corpus
+    ids, steps = bench_corpus.compare_inputs(os.path.join(out, records[1]["path"]))   # gpt2 ts17: dynamic
+    assert ids.shape == (2, 8) and steps == bench_corpus.STEPS
+    ids, steps = bench_corpus.compare_inputs(os.path.join(out, records[2]["path"]))   # bert dynamo: static
+    assert ids.shape == (2, 8) and steps == 1

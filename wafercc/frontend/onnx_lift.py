@@ -84,6 +84,11 @@ class Lifter(AttentionLifting, LayoutLifting, GenericLifting):
                                      where=src.where)
             self.g.outputs.append(v.value)
         self._drop_dead_layouts()
+        # which past input each KV cache stands for: simulate --compare feeds the IR's cache to onnxruntime
+        past = {n.inputs[f"{r}_cache"]: self.cached[n.inputs[r]] for n in self.g.nodes if n.op == "attention"
+                for r in ("k", "v") if f"{r}_cache" in n.inputs and n.inputs[r] in self.cached}
+        if past:
+            self.g.meta["past_inputs"] = dict(sorted(past.items()))
         return self.g
 
     def _check_op_types(self, covered):
@@ -225,18 +230,67 @@ class Lifter(AttentionLifting, LayoutLifting, GenericLifting):
     def _ids_input(self, node, ids: str) -> str:
         """IR input for the indices of an embedding lookup."""
         src = self.src
-        base = ids
+        base, shifted = ids, False
         while src.prod(base) is not None and src.prod(base).op_type in LAYOUT_OPS | {"Add", "Sub"}:
             p = src.prod(base)
+            shifted |= p.op_type in ("Add", "Sub")
             base = p.input[0]
         if base in src.graph_inputs:
             name = base
         else:
             p = src.prod(base)
-            name = "position_ids" if p is not None and p.op_type == "Range" else f"{node.input[0]}.ids"
+            is_range = p is not None and p.op_type == "Range"
+            # a Range shifted by Add/Sub (BART's positions + 2) is positions only if the shift is 0
+            offset = self._position_offset(ids) if shifted or not is_range else None
+            ranged = is_range and (not shifted or offset == 0) or self._traced_positions(ids)
+            name = "position_ids" if ranged else f"{node.input[0]}.ids"
+            if offset is not None and not ranged:   # positions + c (OPT, RoBERTa, BART): the host feeds them
+                self.g.meta.setdefault("position_offsets", {})[name] = offset
         if name not in self.g.values:
             self.g.add_value(name, (BATCH, SEQ), DType.I64, ValueKind.INPUT)
         return name
+
+    def _position_offset(self, ids: str) -> int | None:
+        """c when the ids computed in the graph are each token's position + c for an unpadded batch
+        (probed on onnxruntime at two lengths), else None (token types, anything else)."""
+        from .onnx_masks import Subgraph
+        past = self._past_inputs()
+        try:   # a dynamic past is probed empty; a static one has its traced length P, so positions start at P
+            sub = Subgraph(self.src, ids, self.act, what="embedding ids")
+            probes = [np.asarray(sub.run(n, frozenset(past))) for n in (5, 7)]
+        except InputFileError:
+            return None
+        start = max((n for n in past.values() if n is not None), default=0)
+        offsets = set()
+        for v in probes:
+            if not v.size or not np.issubdtype(v.dtype, np.integer):
+                return None
+            rows = v.reshape(-1, v.shape[-1])
+            c = int(rows[0, 0])
+            if not np.array_equal(rows, np.broadcast_to(c + np.arange(rows.shape[1]), rows.shape)):
+                return None
+            offsets.add(c - start)
+        return offsets.pop() if len(offsets) == 1 else None
+
+    def _past_inputs(self) -> dict:
+        """Past caches (4-D graph inputs appended to by a Concat) -> their static length (axis 2) or None."""
+        out = {}
+        for t in self.src.graph_inputs:
+            shape = self.src.static_shape(t)
+            if shape and len(shape) == 4 and any(u.op_type == "Concat" for u in self.src.users(t)):
+                out[t] = shape[2] if isinstance(shape[2], int) else None
+        return out
+
+    def _traced_positions(self, ids: str) -> bool:
+        """``ids`` is a constant [1, S] (or [S]) range P, P + 1, ... where P is the cache length a static
+        with-past export was traced with (0 without past): a static export's folded positions."""
+        v = self.src.const(ids)
+        if v is None or v.size < 2 or v.ndim not in (1, 2) or v.ndim == 2 and v.shape[0] != 1 \
+                or not np.issubdtype(v.dtype, np.integer):
+            return False
+        past = {0} | {n for n in self._past_inputs().values() if n is not None}
+        v = v.reshape(-1)
+        return int(v[0]) in past and np.array_equal(v, v[0] + np.arange(v.size))
 
     # -- regions ----------------------------------------------------------------
     def _emit_region(self, r: Region, node):

@@ -1,5 +1,6 @@
 """``wafercc simulate OUTDIR --inputs IDS [--model ONNX] [--steps N] [--compare] [--format text|json]``:
-run a placed program tile by tile (wafercc.sim.run) and optionally check it against onnxruntime.
+run a placed program tile by tile (wafercc.sim.run), or the IR of an ``--until ir`` output directory
+with the reference kernels, and optionally check it against onnxruntime.
 
 Exit status: 0 ok; 1 with ``--compare``, a step's max relative error above ``--tolerance`` or a
 greedy token that differs from onnxruntime's; 2 bad input (one line ``wafercc: error: ...``):
@@ -23,7 +24,8 @@ EXIT_MISMATCH, EXIT_USER_ERROR = 1, 2
 def add_parser(subparsers):
     p = subparsers.add_parser("simulate", help="run a placed output directory tile by tile on token ids "
                                                "(--compare: check against onnxruntime)")
-    p.add_argument("outdir", metavar="OUTDIR", help="output directory of 'wafercc compile --target ...'")
+    p.add_argument("outdir", metavar="OUTDIR", help="output directory of 'wafercc compile --target ...' (one of "
+                                                    "'--until ir': the IR with the reference kernels, no tiles)")
     p.add_argument("--inputs", required=True, metavar="IDS",
                    help="prompt token ids: comma-separated (sequences separated by ';') or a .npy file "
                         "of shape [seq] or [batch, seq]; for a model with pixel inputs (a ViT) a .npy float "

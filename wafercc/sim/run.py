@@ -7,6 +7,12 @@ turn).  A model with pixel inputs (``graph.meta["pixel_inputs"]``, a ViT) gets o
 the images given (a float array [batch, C, H, W]), or random images seeded by each row of the ids; the
 IR reads them as patch rows (wafercc.frontend.onnx_patches.patch_rows), onnxruntime as pixels.  ``compare_with_onnxruntime`` runs the same steps and recomputes each one with onnxruntime
 on the full sequence, as the reference interpreter's tests do.
+
+An output directory of ``wafercc compile --until ir`` (model.ir, no schedule.json) runs the same steps
+with the reference kernels (no tiles).  A with-past file (``past.*`` inputs, ``graph.meta["past_inputs"]``)
+gets an empty cache from onnxruntime's side when its past length is dynamic; a static-shape file fixes
+the cache to its traced length, so its one step is the IR's prefill of that many tokens, then the file's
+new tokens fed to onnxruntime with the IR's own cache as the past (``compare_with_onnxruntime``).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import os
 import numpy as np
 
 from .errors import SimulationError
-from .placed import Placement
+from .placed import Placement, _read_graph
 from .reference import Interpreter
 from .tiled import TiledKernels
 from .weights import load_weights
@@ -30,6 +36,7 @@ class Simulation:
     tokens: np.ndarray | None   # [batch, steps] greedy tokens (decoders); None for encoders
     sequences: list         # (ids, mask) fed to each step, full sequence so far
     calls: dict             # op kind -> tiled kernel calls (0 would mean the reference ran instead)
+    past: dict | None = None  # ONNX past input -> the cache after a separate prefill (simulate(prefill=))
 
 
 @dataclasses.dataclass
@@ -60,11 +67,14 @@ def _extra_inputs(interp: Interpreter) -> dict:
     pixels = pixel_inputs(g)
     ids = None if pixels else interp._ids_input()
     out = {}
+    offsets = g.meta.get("position_offsets") or {}
     for name in g.inputs:
         low = name.lower()
         if name == ids or name in pixels or "mask" in low or name == "position_ids":
             continue  # the interpreter feeds these
-        if "position" in low:
+        if name in offsets:   # positions + c, as the frontend probed them (OPT, RoBERTa: c = 2)
+            out[name] = lambda ctx, c=int(offsets[name]): ctx.positions + c
+        elif "position" in low:
             out[name] = lambda ctx: ctx.positions
         elif "token_type" in low:
             out[name] = lambda ctx: np.zeros_like(ctx.positions)
@@ -101,7 +111,7 @@ def _images(prompt, pixels: dict, steps: int) -> list[dict]:
     return out
 
 
-def _simulate_pixels(interp, pixels, prompt, steps, extra, out, tk) -> Simulation:
+def _simulate_pixels(interp, pixels, prompt, steps, extra, out, calls) -> Simulation:
     """A vision model: each step one image batch, the whole token sequence of each image."""
     from ..frontend.onnx_patches import patch_rows
 
@@ -113,7 +123,23 @@ def _simulate_pixels(interp, pixels, prompt, steps, extra, out, tk) -> Simulatio
         mask = np.ones((b, s), np.int64)
         logits.append(interp.step(None, mask, {**extra, **feeds})[out])
         seqs.append((images, mask))
-    return Simulation(logits, None, seqs, dict(tk.calls))
+    return Simulation(logits, None, seqs, calls())
+
+
+def _past_feeds(graph, interp) -> dict:
+    """The interpreter's KV caches by the ONNX past input each stands for (graph.meta["past_inputs"])."""
+    names = graph.meta.get("past_inputs") or {}
+    out = {}
+    for node in graph.nodes:
+        for r in ("k", "v"):
+            cache = node.inputs.get(f"{r}_cache") if node.op == "attention" else None
+            if cache is None:
+                continue
+            if cache not in names:
+                raise SimulationError(f"KV cache '{cache}' records no ONNX past input to feed (recompile the file)")
+            entry = interp.kv[node.name]
+            out[names[cache]] = entry[r][:, :, :entry["len"]].copy()
+    return out
 
 
 def _prompt(prompt_ids, attention_mask):
@@ -126,19 +152,30 @@ def _prompt(prompt_ids, attention_mask):
     return ids.astype(np.int64), mask.astype(np.int64)
 
 
+def is_placed(outdir) -> bool:
+    """A placed output directory (schedule.json); else an IR-only one (``--until ir``), run by the reference."""
+    return os.path.isfile(os.path.join(os.fspath(outdir), "schedule.json"))
+
+
 def recorded_model(outdir) -> str:
-    """The ONNX file ``outdir`` was compiled from, as its schedule.json records it (path and SHA-256);
-    SimulationError if none is recorded, the file is gone or its content changed since."""
+    """The ONNX file ``outdir`` was compiled from, as its schedule.json (or, for an IR-only output
+    directory, model.ir's meta) records it, path and SHA-256; SimulationError if none is recorded,
+    the file is gone or its content changed since."""
     import json
 
     from ..cache import file_digest
 
     path = os.path.join(os.fspath(outdir), "schedule.json")
-    try:
-        with open(path) as f:
-            src = json.load(f).get("source")
-    except (OSError, ValueError) as e:
-        raise SimulationError(f"cannot read the schedule: {e}", where=path) from None
+    if not is_placed(outdir):
+        meta = _read_graph(os.fspath(outdir)).meta
+        path = os.path.join(os.fspath(outdir), "model.ir")
+        src = {"onnx": meta["onnx_path"], "sha256": meta.get("onnx_sha256")} if meta.get("onnx_path") else None
+    else:
+        try:
+            with open(path) as f:
+                src = json.load(f).get("source")
+        except (OSError, ValueError) as e:
+            raise SimulationError(f"cannot read the schedule: {e}", where=path) from None
     if not src:
         raise SimulationError("the schedule records no ONNX source (compiled from a config or a reference "
                               "model): pass the .onnx file (--model)", where=path)
@@ -157,31 +194,43 @@ def load(outdir, model_path) -> tuple[Placement, dict]:
 
 
 def simulate(outdir, model_path, prompt_ids, steps: int, *, attention_mask=None, dtype=np.float32,
-             placement: Placement | None = None, weights: dict | None = None, tiled: bool = True) -> Simulation:
-    """``steps`` forward passes through the tiles of ``outdir`` (``tiled=False``: the reference
-    kernels on the same IR, for comparison).  ``model_path`` None: the file the schedule records."""
+             placement: Placement | None = None, weights: dict | None = None, tiled: bool = True,
+             prefill: int = 0) -> Simulation:
+    """``steps`` forward passes through the tiles of ``outdir`` (``tiled=False``, or an IR-only output
+    directory: the reference kernels on the same IR).  ``model_path`` None: the file the outdir records.
+    ``prefill`` > 0 (decoders): the first ``prefill`` prompt tokens are one step of their own, the rest
+    of the prompt the next (a filled cache before the first compared step, Simulation.past)."""
     if steps < 1:
         raise SimulationError(f"steps must be >= 1, got {steps}")
-    if placement is None:
-        placement = Placement.load(os.fspath(outdir))
+    if placement is None and not is_placed(outdir):
+        graph, tk, tiled = _read_graph(os.fspath(outdir)), None, False
+    else:
+        placement = placement if placement is not None else Placement.load(os.fspath(outdir))
+        graph, tk = placement.graph, TiledKernels(placement, dtype)
     if weights is None:
-        weights = load_weights(placement.graph, model_path if model_path is not None else recorded_model(outdir))
-    ids, mask = (None, None) if pixel_inputs(placement.graph) else _prompt(prompt_ids, attention_mask)
-    tk = TiledKernels(placement, dtype)
-    interp = Interpreter(placement.graph, weights, tk.kernels() if tiled else None,
-                         context=placement.context or 1 << 20)
+        weights = load_weights(graph, model_path if model_path is not None else recorded_model(outdir))
+    ids, mask = (None, None) if pixel_inputs(graph) else _prompt(prompt_ids, attention_mask)
+    context = (placement.context if placement is not None else None) or 1 << 20
+    interp = Interpreter(graph, weights, tk.kernels() if tiled else None, context=context)
+    calls = (lambda: dict(tk.calls)) if tk is not None else dict
     extra = _extra_inputs(interp)
-    out = placement.graph.outputs[0]
-    pixels = pixel_inputs(placement.graph)
+    out = graph.outputs[0]
+    pixels = pixel_inputs(graph)
     if pixels:
-        return _simulate_pixels(interp, pixels, prompt_ids, steps, extra, out, tk)
+        return _simulate_pixels(interp, pixels, prompt_ids, steps, extra, out, calls)
     logits, seqs = [], []
-    if is_decoder(placement.graph):
+    if is_decoder(graph):
         if ids.shape[1] + steps - 1 > interp.context:
             raise SimulationError(f"{ids.shape[1]} prompt tokens + {steps - 1} more exceed the compiled "
                                   f"context of {interp.context}")
+        if not 0 <= prefill < ids.shape[1]:
+            raise SimulationError(f"a prefill of {prefill} tokens needs a longer prompt than {ids.shape[1]}")
         interp.reset(ids.shape[0])
-        step_ids, step_mask, tokens = ids, mask, []
+        past = None
+        if prefill:   # the cache before the compared steps: the IR's own, from the first tokens
+            interp.step(ids[:, :prefill], mask[:, :prefill], extra)
+            past = _past_feeds(graph, interp)
+        step_ids, step_mask, tokens = ids[:, prefill:], mask[:, prefill:], []
         for _ in range(steps):
             seqs.append((ids, mask))
             y = interp.step(step_ids, step_mask, extra)[out]
@@ -190,7 +239,7 @@ def simulate(outdir, model_path, prompt_ids, steps: int, *, attention_mask=None,
             step_ids = tokens[-1][:, None].astype(np.int64)
             step_mask = np.ones_like(step_ids)
             ids, mask = np.concatenate([ids, step_ids], 1), np.concatenate([mask, step_mask], 1)
-        return Simulation(logits, np.stack(tokens, axis=1), seqs, dict(tk.calls))
+        return Simulation(logits, np.stack(tokens, axis=1), seqs, calls(), past)
     first = ids
     for i in range(steps):  # encoder: the whole sequence each time
         seqs.append((ids, mask))
@@ -198,13 +247,40 @@ def simulate(outdir, model_path, prompt_ids, steps: int, *, attention_mask=None,
         logits.append(interp.step(ids, mask, extra)[out])
         ids = np.concatenate([ids, first[:, i % first.shape[1]][:, None]], 1)
         mask = np.concatenate([mask, mask[:, -1:]], 1)   # right-padded rows stay padded
-    return Simulation(logits, None, seqs, dict(tk.calls))
+    return Simulation(logits, None, seqs, calls())
 
 
-def _ort_feeds(sess, ids, mask):
+def is_past_input(name: str) -> bool:
+    return name.lower().startswith(("past", "cache"))
+
+
+def fixed_past(sess) -> int:
+    """The cache length a with-past file fixes (a static-shape export traced with a filled cache), else 0."""
+    lengths = {i.shape[2] for i in sess.get_inputs() if is_past_input(i.name) and len(i.shape) > 2}
+    return max((n for n in lengths if isinstance(n, int)), default=0)
+
+
+def _empty_past(i, batch: int) -> np.ndarray:
+    """An empty cache for past input ``i``: batch rows, no positions (axis 2), its fixed dims."""
+    shape = []
+    for k, d in enumerate(i.shape):
+        if isinstance(d, int) and k != 2:
+            shape.append(d)
+        elif k in (0, 2):
+            shape.append(batch if k == 0 else 0)
+        else:
+            raise SimulationError(f"onnxruntime input '{i.name}' {list(i.shape)}: no empty cache for a symbolic "
+                                  f"dim {d!r} that is neither the batch nor the positions")
+    return np.zeros(shape, np.float32)
+
+
+def _ort_feeds(sess, ids, mask, past=None):
     """onnxruntime's inputs for one step: ``ids`` [batch, seq] token ids, or a dict of the pixel
-    inputs' images by name (then ``mask`` covers the image's tokens: only a mask input uses it)."""
+    inputs' images by name (then ``mask`` covers the image's tokens: only a mask input uses it).
+    Past inputs get ``past`` (by name; ``ids`` are then the tokens after it and ``mask`` covers both),
+    or an empty cache."""
     feeds = {}
+    offset = 0 if not past else next(iter(past.values())).shape[2]
     for i in sess.get_inputs():
         low = i.name.lower()
         if isinstance(ids, dict):
@@ -213,10 +289,14 @@ def _ort_feeds(sess, ids, mask):
             feeds[i.name] = ids[i.name]
         elif low == "input_ids":
             feeds[i.name] = ids
+        elif is_past_input(i.name):
+            if past and i.name not in past:
+                raise SimulationError(f"onnxruntime input '{i.name}' is no past input the IR's caches stand for")
+            feeds[i.name] = past[i.name] if past else _empty_past(i, ids.shape[0])
         elif "mask" in low:
             feeds[i.name] = mask
         elif "position" in low:
-            feeds[i.name] = np.broadcast_to(np.arange(ids.shape[1]), ids.shape).astype(np.int64)
+            feeds[i.name] = np.broadcast_to(offset + np.arange(ids.shape[1]), ids.shape).astype(np.int64)
         elif "token_type" in low:
             feeds[i.name] = np.zeros_like(ids)
         else:
@@ -246,17 +326,19 @@ def compare_with_onnxruntime(outdir, onnx_path, prompt, steps: int, *, attention
 
     if onnx_path is None:
         onnx_path = recorded_model(outdir)
-    sim = simulate(outdir, onnx_path, prompt, steps, attention_mask=attention_mask, dtype=dtype,
-                   placement=placement)
     try:
         sess = ort.InferenceSession(os.fspath(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - an onnxruntime load failure, in one line
         raise SimulationError(f"onnxruntime cannot load the model: {str(e).splitlines()[0][:200]}",
                               where=os.fspath(onnx_path)) from None
+    sim = simulate(outdir, onnx_path, prompt, steps, attention_mask=attention_mask, dtype=dtype,
+                   placement=placement, prefill=fixed_past(sess))
     errors, ref_tokens = [], []
     for got, (ids, mask) in zip(sim.logits, sim.sequences):
+        if sim.past:   # the IR's cache of the first tokens is onnxruntime's past
+            ids = ids[:, next(iter(sim.past.values())).shape[2]:]
         try:
-            ref = sess.run(None, _ort_feeds(sess, ids, mask))[0]
+            ref = sess.run(None, _ort_feeds(sess, ids, mask, sim.past))[0]
         except SimulationError:
             raise
         except Exception as e:  # noqa: BLE001 - an onnxruntime run failure, in one line
