@@ -464,7 +464,7 @@ def _gqa(b: _Node):
 
 
 def _seq_positions(b: _Node, q: str) -> str:
-    """Rotary positions of the new tokens when no position_ids are given: past + arange(s)."""
+    """do_rotary without position_ids: the spec derives them from seqlens_k per row; refused."""
     b.fail("do_rotary without position_ids (positions from seqlens_k) is not expanded")
 
 
