@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _sources_digest() -> str:
     h = hashlib.sha256()
-    for name in ("archs.py", "variants.py", "build.py"):
+    for name in ("archs.py", "variants.py", "build.py", "fuse.py"):
         with open(os.path.join(HERE, name), "rb") as f:
             h.update(f.read())
     return h.hexdigest()
@@ -94,7 +94,7 @@ def build_entry(out: str, arch: str, variant: variants.Variant) -> dict:
             src = build_entry(out, arch, variants.VARIANTS[variant.from_variant])
             if src["export_error"]:
                 raise RuntimeError(f"source variant {variant.from_variant} failed to export")
-            variants.derive(variant, os.path.join(out, src["path"]), path)
+            variants.derive(arch, variant, os.path.join(out, src["path"]), path)
         else:
             variants.export(arch, variant, path)
     except Exception as e:  # an exporter failure is a corpus entry, not a corpus bug

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from corpus import archs
+from corpus import archs, fuse
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ VARIANTS = {v.name: v for v in [
     Variant("dynamo-inline", dynamo=True, options={"external_data": False}),
     # the default dynamo file with its weight side file removed (shapes-only, as after a bad copy)
     Variant("dynamo-nodata", dynamo=True, from_variant="dynamo"),
+    # fused for onnxruntime (com.microsoft contrib ops): its transformer optimizer on the TorchScript
+    # export, onnxscript's ort_fusions on the dynamo one
+    Variant("ort-fused", dynamo=False, opset=17, from_variant="ts17"),
+    Variant("ort-fusions", dynamo=True, from_variant="dynamo"),
 ]}
 
 
@@ -84,7 +88,13 @@ def export(arch: str, variant: Variant, path: str) -> None:
         torch.onnx.export(module, tuple(inputs.values()), path, **kw)
 
 
-def derive(variant: Variant, source: str, path: str) -> None:
-    """dynamo-nodata: copy the .onnx alone, so its external-data references point at nothing."""
+def derive(arch: str, variant: Variant, source: str, path: str) -> None:
+    """dynamo-nodata: copy the .onnx alone, so its external-data references point at nothing;
+    ort-fused / ort-fusions: the source fused for onnxruntime (corpus/fuse.py)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    shutil.copyfile(source, path)
+    if variant.name == "ort-fused":
+        fuse.ort_optimizer(arch, source, path)
+    elif variant.name == "ort-fusions":
+        fuse.ort_fusions(source, path)
+    else:
+        shutil.copyfile(source, path)

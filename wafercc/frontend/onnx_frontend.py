@@ -7,6 +7,7 @@ import onnx
 
 from ..errors import InputFileError
 from ..ir import Graph, verify
+from .onnx_contrib import expand_contrib, has_contrib
 from .onnx_lift import lift
 from .onnx_source import SourceGraph, load_model
 
@@ -21,7 +22,9 @@ def _needs_shape_inference(model: onnx.ModelProto) -> bool:
 def lower_onnx_model(model: onnx.ModelProto, name: str = "model", where: str = "model",
                      base_dir: str | None = None) -> Graph:
     """Lower a ModelProto; ``base_dir`` locates external data (read only to recognise tied weights)."""
-    if _needs_shape_inference(model):
+    fused = has_contrib(model)
+    model = expand_contrib(model)   # onnxruntime-fused files: contrib ops to standard ONNX first
+    if fused or _needs_shape_inference(model):
         try:
             model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
         except Exception as e:  # onnx raises InferenceError / ValidationError subclasses

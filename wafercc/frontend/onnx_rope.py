@@ -84,16 +84,30 @@ def _inline(src, table: str, half: int):
     return None, None
 
 
+def _table_array(src, t: str, depth: int = 0):
+    """The values of a table: a constant, or the rows of a [.., positions, half] initializer that
+    ``t`` gathers by position (a cos/sin cache, as onnxruntime's RotaryEmbedding takes), seen through
+    layout ops and the Concat of the table with itself (the rotate-half layout's two halves)."""
+    if t in src.inits and src.has_data(t):
+        return np.asarray(src.array(t), dtype=np.float64)
+    a = src.const(t)
+    if a is not None or depth > 12:
+        return None if a is None else np.asarray(a, dtype=np.float64)
+    p = src.prod(t)
+    if p is None:
+        return None
+    if p.op_type in _TABLE_PASS - {"Expand"} or p.op_type in ("Transpose", "Gather") \
+            or (p.op_type == "Concat" and len(set(p.input)) == 1):
+        return _table_array(src, p.input[0], depth + 1)
+    return None
+
+
 def _folded(src, tables: list[str], half: int):
     """(inverse frequencies, amplitude) from cos/sin tables folded to initializers, one row per
     position from 0: row 0 is (amp, 0), row r is amp * (cos, sin)(r * inv_freq)."""
     arrays = []
     for t in dict.fromkeys(tables):
-        if t in src.inits and src.has_data(t):
-            a = np.asarray(src.array(t), dtype=np.float64)
-        else:
-            a = src.const(t)
-            a = None if a is None else np.asarray(a, dtype=np.float64)
+        a = _table_array(src, t)
         if a is None or a.ndim < 2 or a.shape[-1] < half or np.prod(a.shape[:-2], dtype=int) != 1:
             return None, None
         arrays.append(a.reshape(a.shape[-2], a.shape[-1])[:, :half])
