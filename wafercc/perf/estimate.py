@@ -91,12 +91,13 @@ def estimate_tokens_per_s(graph, target, options, device, plan, prompt_tokens: i
     return None if prog is None else _tokens_per_s(prog, Machine.of(target), CostParams.of(target), prompt_tokens)
 
 
-def draft_time_per_token(draft, target, options, device, prompt_tokens: int) -> tuple[float, int]:
+def draft_time_per_token(draft, target, options, device, prompt_tokens: int, graph=None) -> tuple[float, int]:
     """(seconds per token, wafers) of a draft model on its own wafers, by estimate; ``draft`` is
-    anything the frontend takes (a reference-model name, a config, an ONNX path)."""
+    anything the frontend takes (a reference-model name, a config, an ONNX path); ``graph`` its
+    IR when already lowered."""
     from ..frontend.load import lower_model
 
-    g = lower_model(draft).graph
+    g = graph if graph is not None else lower_model(draft).graph
     plan, prog = estimate_program(g, target, dataclasses.replace(options, wafers=None, max_wafers=None,
                                                                   dtype_overrides=()), device)
     if prog is None:
