@@ -137,8 +137,8 @@ def cmd_compile(args) -> int:
         try:
             # every file is staged beside OUTDIR and moved in by save, when the whole compile succeeded
             c.run(dump_dir=c.stage_path("dump") if dump else None, dump=dump, verify=args.verify_stages)
-        except Infeasible:
-            status = 3                                  # the plan table below lists the levers
+        except Infeasible as e:
+            status, failure = 3, _line(e)               # the plan table below lists the levers
         except PlacementError as e:
             status, failure = 3, "placement failed: " + " ".join(str(e).split("\n")[0].split())
         files = c.save(args.outdir or _default_outdir(c))

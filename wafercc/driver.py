@@ -242,16 +242,36 @@ class PlanStage(Stage):
     def run(self, c):
         from .plan.planner import plan_wafers
         c.prepare()
-        c.plan = plan_wafers(c.graph, c.target, c.options.plan, c.device)
+        c.plan = plan_wafers(c.graph, c.target, c.options.plan, c.device, tile_check=_tile_check(c))
         if c.plan.infeasible:
             inf = c.plan.infeasible
-            needs = f"needs {inf.needed_wafers}" if inf.needed_wafers else "needs more than any count tried"
-            raise Infeasible(f"no plan fits {inf.max_wafers} wafer(s): {inf.reason}; {needs}",
+            o = c.options.plan
+            needs = f"; needs {inf.needed_wafers}" if inf.needed_wafers else ""
+            budget = f"{inf.max_wafers} wafer(s)" if (o.max_wafers or o.wafers) else "any wafer count"
+            raise Infeasible(f"no plan fits {budget}: {inf.reason}{needs}",
                              levers=inf.levers, needed_wafers=inf.needed_wafers, compilation=c)
 
     def dump(self, c):
         from .plan.report import plan_dict
         return "plan.json", _json(plan_dict(c.plan))
+
+
+def _tile_check(c: Compilation):
+    """The planner's check that a plan's tiles fit: the tile stage's own function on the floorplan's
+    slots (tile padding, lane slots, the real receive buffers), so a plan is never claimed that the
+    tiler disproves.  None when they fit; else the tiler's one-line shortfall."""
+    from .passes.place_route import tile_program
+
+    def check(plan):
+        try:
+            tprog = tile_program(c.graph, plan, c.target, c.device, c.options.place)
+        except PlacementError as e:
+            if getattr(e, "short_cores", None) is None:
+                raise                                   # not a matter of cores: more wafers would not help
+            return " ".join(str(e).split("\n")[0].split())
+        c._checked_tiles = (plan, tprog)
+        return None
+    return check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +282,10 @@ class TileStage(Stage):
 
     def run(self, c):
         from .passes.place_route import tile_program
-        c.tiles = tile_program(c.graph, c.plan, c.target, c.device, c.options.place)
+        checked = getattr(c, "_checked_tiles", None)      # the plan stage tiled this very plan already
+        c.tiles = checked[1] if checked and checked[0] is c.plan else \
+            tile_program(c.graph, c.plan, c.target, c.device, c.options.place)
+        c._checked_tiles = None
 
     def dump(self, c):
         tp = c.tiles.tiles

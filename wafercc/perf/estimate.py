@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import PlacementError
 from ..ir import DType
 from .evaluate import Boundary, Program, tpot_seconds
 from .model import CostParams, Machine
@@ -23,12 +24,26 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
     from ..passes.tile import TileOptions, tile_plan
     from ..plan.planner import plan_wafers
 
-    plan = plan or plan_wafers(graph, target, options, device, with_levers=False)
+    lane = device.lane_width("lanes")
+    tiled = []
+
+    def tiles(p):
+        slots = [device.wafer(k).lane_slots(lane, 0, "lanes") for k in range(len(p.wafers))]
+        return tile_plan(graph, p, target, TileOptions(lane=lane), slots)
+
+    def check(p):                      # the planner's tile check (plan_wafers): these very tiles fit
+        try:
+            tiled.append((p, tiles(p)))
+        except PlacementError as e:
+            if getattr(e, "short_cores", None) is None:
+                raise
+            return str(e)
+        return None
+
+    plan = plan or plan_wafers(graph, target, options, device, with_levers=False, tile_check=check)
     if plan.infeasible is not None:
         return plan, None
-    lane = device.lane_width("lanes")
-    slots = [device.wafer(k).lane_slots(lane, 0, "lanes") for k in range(len(plan.wafers))]
-    tp = tile_plan(graph, plan, target, TileOptions(lane=lane), slots)
+    tp = next((t for p, t in tiled if p is plan), None) or tiles(plan)
     flops = {o.node: float(o.flops) for o in plan.memory.ops}
     wafers, bounds = [], []
     for k, wt in enumerate(tp.wafers):
