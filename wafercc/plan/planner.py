@@ -168,11 +168,12 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
         why = None if p.infeasible else tile_check(p)
         if why is None:
             break
+        why = why.split(";")[0]                     # the shortfall, not the tiler's advice
         if p.used + 1 > limit:
             return _untileable(p, options, limit, f"{p.used} wafer(s) hold the bytes but not the tiles: {why}",
                                graph, target, device, estimate, with_levers, tile_check)
         notes.append(f"{p.used} wafer(s) hold the bytes ({p.wafers[-1].utilisation:.1%} of the last) but not the "
-                     f"tiles (tile padding, lane slots, receive buffers): {why.split(';')[0]}; planned {p.used + 1}")
+                     f"tiles (tile padding, lane slots, receive buffers): {why}; planned {p.used + 1}")
         floor = p.used + 1
     if p.infeasible:                                 # by bytes; exactly --wafers W says so with W as the limit
         return _plan(graph, target, options, device, estimate, with_levers, tile_check) if options.wafers else p
