@@ -306,13 +306,18 @@ def _beyond(graph, target, options, device, mem, best, limit, with_levers, estim
     at_least = -(-mem.total_bytes // best)
     cap = limit or MAX_PLAN_WAFERS
     bound = f"--max-wafers/--wafers {limit}" if limit else f"the planner's limit of {MAX_PLAN_WAFERS} wafers"
-    reason = reason or (f"{mem.total_bytes / 1e9:,.2f} GB needs at least {at_least:,} wafer(s) at "
-                        f"{best / 1e9:.2f} GB each (no defects), more than {bound}")
+    text = reason or (f"{mem.total_bytes / 1e9:,.2f} GB needs at least {at_least:,} wafer(s) at "
+                      f"{best / 1e9:.2f} GB each (no defects), more than {bound}")
     levers = tuple(_levers(graph, target, options, device, mem, estimate, tile_check)) if with_levers else ()
     short = max(0, mem.total_bytes - cap * best)
+    needed = None
+    if limit and reason is None and at_least <= MAX_PLAN_WAFERS:   # the user's limit: what the model needs
+        relaxed = dataclasses.replace(options, max_wafers=None, wafers=None)
+        p = plan_wafers(graph, target, relaxed, device, estimate=estimate, with_levers=False, tile_check=tile_check)
+        needed = None if p.infeasible else p.required
     return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, mem, at_least,
-                     0, 0, 0, 0, (), (), (), estimate.name,
-                     Infeasibility(cap, None, short, reason, levers))
+                     needed or 0, 0, 0, 0, (), (), (), estimate.name,
+                     Infeasibility(cap, needed, short, text, levers))
 
 
 def _infeasible(graph, target, options, device, mem, lower, with_levers, estimate, limit, tile_check) -> WaferPlan:
