@@ -51,6 +51,8 @@ def refine_padding(grid_start: np.ndarray, chunks: list[tuple[int, np.ndarray, i
     offsets from the grid's start, chunk length) for the wide grids; ``boundaries``: slots where a
     new lane starts.  Returns the padding to insert before each grid and the solver's report."""
     from ortools.sat.python import cp_model
+
+    from .solver import cp_solver
     n = len(grid_start)
     pairs = []                                    # (grid, lo, hi) of chunks the slack can move off a turn
     before = 0
@@ -84,10 +86,7 @@ def refine_padding(grid_start: np.ndarray, chunks: list[tuple[int, np.ndarray, i
     last = P[used[-1]]
     # straddles first; among equal layouts the least padding moved (keeps ops packed)
     m.Minimize(sum(straddle) * (slack + 1) + last)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_deterministic_time = options.deterministic_time
-    solver.parameters.num_workers = options.workers
-    solver.parameters.random_seed = options.seed
+    solver = cp_solver(options.seed, options.workers, options.deterministic_time)
     status = solver.Solve(m)
     name = solver.StatusName(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):

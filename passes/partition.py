@@ -20,7 +20,7 @@ from typing import Sequence
 
 from ortools.sat.python import cp_model
 
-from .solver import SolverOptions
+from .solver import SolverOptions, cp_solver
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,12 +147,7 @@ def _model(n: int, k_max: int):
 def _solve(m, solver_opts: SolverOptions, hint_vars, hint_vals):
     for v, x in zip(hint_vars, hint_vals):
         m.AddHint(v, x)
-    s = cp_model.CpSolver()
-    s.parameters.random_seed = solver_opts.seed
-    s.parameters.num_workers = solver_opts.workers
-    # deterministic time: the same inputs give the same answer on any machine load
-    s.parameters.max_deterministic_time = solver_opts.time_limit_s
-    s.parameters.max_time_in_seconds = 10 * solver_opts.time_limit_s
+    s = cp_solver(solver_opts.seed, solver_opts.workers, solver_opts.time_limit_s, 10 * solver_opts.time_limit_s)
     t0 = time.perf_counter()
     status = s.Solve(m)
     return s, s.StatusName(status), time.perf_counter() - t0

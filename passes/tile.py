@@ -253,9 +253,11 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
     fewest = sum(cache[k].cores[0] for k in keys) + sum(flat_cores.values())
     avail = int(options.fill * load.usable_cores)
     if not fits:
-        raise TileError(f"wafer {load.index}: its tiles need at least {fewest} cores, {avail} available "
-                        f"({load.usable_cores} usable x fill {options.fill}): short by {fewest - avail} cores; "
-                        f"raise the fill or plan more wafers (--wafers)")
+        e = TileError(f"wafer {load.index}: its tiles need at least {fewest} cores, {avail} available "
+                      f"({load.usable_cores} usable x fill {options.fill}): short by {fewest - avail} cores; "
+                      f"raise the fill or plan more wafers (--wafers)")
+        e.short_cores = fewest - avail      # the planner re-plans with one more wafer (wafercc.plan.planner)
+        raise e
     pick = dict(zip(ukeys, picks))
     grids: dict[str, list[Grid]] = {n: [] for n in rec}
     for (name, spec, share), key in zip(items, keys):

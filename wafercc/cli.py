@@ -10,7 +10,10 @@
 
 MODEL is an .onnx file, a config.json (or a directory holding one) or a
 reference model name.  Every user error prints ``wafercc: error: <message>``
-on stderr and exits with status 2 (argparse usage errors too).
+on stderr and exits with status 2 (argparse usage errors too); 3 means the
+model does not fit, 130 interrupted, 70 an internal error (one line naming
+the file the traceback was saved to).  A compile's files are moved into
+OUTDIR together, only when it finished (wafercc.outdir).
 """
 from __future__ import annotations
 
@@ -21,9 +24,12 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import Infeasible, InputFileError, PlacementError, WaferccError
+from .crash import EXIT_INTERNAL
+from .errors import Infeasible, InputFileError, PlacementError, StageError, WaferccError
 
 EXIT_USER_ERROR = 2
+EXIT_DOES_NOT_FIT = 3
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,6 +113,7 @@ def _safe_dirname(name: str) -> str:
 def cmd_compile(args) -> int:
     from .driver import Compilation
     from .options import STAGES, OptionError, build_options, cli_keywords
+    from .outdir import check_outdir
     from .summary import make_console, render_text
 
     kw = cli_keywords(args)
@@ -116,22 +123,27 @@ def cmd_compile(args) -> int:
         kw["target"] = None
         kw.setdefault("until", "ir")
     opts = build_options(**kw)                          # bad options fail before the (slow) frontend
-    stage_dir = os.path.dirname(os.path.abspath(args.outdir)) if args.outdir else "wafercc-out"
-    c = Compilation(args.model, opts, stage_dir=stage_dir)
     dump = tuple(s for s in (args.dump or "").split(",") if s)
     bad = sorted(set(dump) - {*STAGES, "all"})
     if bad or (dump and not args.outdir):
         raise OptionError(f"--dump {args.dump}: expected -o OUTDIR and stage names from "
                           f"{', '.join(STAGES)} (or 'all')")
-    c.prepare()                                         # target and defect spec, also before the frontend
-    status, failure = 0, None
+    if args.outdir:
+        check_outdir(args.outdir)                       # a foreign directory is refused before compiling
+    c = Compilation(args.model, opts, stage_dir=_stage_dir(args.outdir or "wafercc-out"))
     try:
-        c.run(dump_dir=os.path.join(args.outdir, "dump") if dump else None, dump=dump, verify=args.verify_stages)
-    except Infeasible:
-        status = 3                                      # the plan table below lists the levers
-    except PlacementError as e:
-        status, failure = 3, "placement failed: " + " ".join(str(e).split("\n")[0].split())
-    files = c.save(args.outdir or _default_outdir(c))
+        c.prepare()                                     # target, defect spec and draft, before the frontend
+        status, failure = 0, None
+        try:
+            # every file is staged beside OUTDIR and moved in by save, when the whole compile succeeded
+            c.run(dump_dir=c.stage_path("dump") if dump else None, dump=dump, verify=args.verify_stages)
+        except Infeasible as e:
+            status, failure = 3, _line(e)               # the plan table below lists the levers
+        except PlacementError as e:
+            status, failure = 3, "placement failed: " + " ".join(str(e).split("\n")[0].split())
+        files = c.save(args.outdir or _default_outdir(c))
+    finally:
+        c.close()
     if args.format == "json":
         rep = c.report
         print(json.dumps({**_summary(c), "outputs": files, **({"plan": rep} if rep else {})},
@@ -151,6 +163,13 @@ def cmd_compile(args) -> int:
     if failure:
         sys.stderr.write(f"wafercc: error: {failure}\n")
     return status
+
+
+def _stage_dir(outdir: str) -> str | None:
+    """Where the schedule is written while compiling: beside OUTDIR when its parent exists (moving it
+    in is then a rename), else the system temp (nothing is created before the compile succeeds)."""
+    parent = os.path.dirname(os.path.abspath(outdir))
+    return parent if os.path.isdir(parent) and os.access(parent, os.W_OK) else None
 
 
 def _default_outdir(c) -> str:
@@ -216,40 +235,64 @@ def _rewhere(e: WaferccError, path: str) -> WaferccError:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every exception ends here as one line on stderr and an exit status:
+    2 bad input (a WaferccError), 3 does not fit, 130 interrupted, 70 an internal error (a bug:
+    the traceback is saved to a file the line names).  Never a raw traceback."""
+    try:
+        return _run(argv)
+    except (Infeasible, PlacementError) as e:           # a command other than compile (it prints the plan)
+        sys.stderr.write(f"wafercc: error: {_line(e)}\n")
+        return EXIT_DOES_NOT_FIT
+    except StageError as e:                             # a stage broke its contract: the compiler's fault
+        return _internal(e, argv)
+    except WaferccError as e:
+        sys.stderr.write(f"wafercc: error: {_line(e)}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("wafercc: interrupted (no output written)\n")
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - the one place an unexpected error becomes a bug report
+        return _internal(e, argv)
+
+
+def _line(e: WaferccError) -> str:
+    return " ".join(str(e).split("\n")[0].split()) or type(e).__name__
+
+
+def _internal(e: BaseException, argv) -> int:
+    from .crash import internal_error_line, save_traceback
+    path = save_traceback(e, list(argv) if argv is not None else None)
+    sys.stderr.write(internal_error_line(e, path) + "\n")
+    return EXIT_INTERNAL
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.cmd is None:
         parser.print_help(sys.stderr)
         return EXIT_USER_ERROR
-    try:
-        if args.cmd == "compile":
-            return cmd_compile(args)
-        if args.cmd == "models":
-            return cmd_models(args)
-        if args.cmd == "ir":
-            if args.ir_cmd != "verify":
-                parser.error("ir: expected a subcommand (verify)")
-            return cmd_ir_verify(args)
-        if args.cmd == "targets":
-            from .target.show import cmd_targets
-            return cmd_targets(args)
-        if args.cmd == "verify":
-            from .verify.report import cmd_verify
-            return cmd_verify(args)
-        if args.cmd == "regress":
-            from .regress_cli import cmd_regress
-            return cmd_regress(args)
-        if args.cmd == "simulate":
-            from .sim.cli_simulate import cmd_simulate
-            return cmd_simulate(args)
-        parser.error(f"unknown command {args.cmd}")
-    except WaferccError as e:
-        line = " ".join(str(e).split("\n")[0].split()) or type(e).__name__
-        sys.stderr.write(f"wafercc: error: {line}\n")
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        sys.stderr.write("wafercc: interrupted\n")
-        return 130
+    if args.cmd == "compile":
+        return cmd_compile(args)
+    if args.cmd == "models":
+        return cmd_models(args)
+    if args.cmd == "ir":
+        if args.ir_cmd != "verify":
+            parser.error("ir: expected a subcommand (verify)")
+        return cmd_ir_verify(args)
+    if args.cmd == "targets":
+        from .target.show import cmd_targets
+        return cmd_targets(args)
+    if args.cmd == "verify":
+        from .verify.report import cmd_verify
+        return cmd_verify(args)
+    if args.cmd == "regress":
+        from .regress_cli import cmd_regress
+        return cmd_regress(args)
+    if args.cmd == "simulate":
+        from .sim.cli_simulate import cmd_simulate
+        return cmd_simulate(args)
+    parser.error(f"unknown command {args.cmd}")
     return 0
 
 

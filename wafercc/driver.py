@@ -73,6 +73,8 @@ class Compilation:
         self.routed = None                                               # route (kept if last)
         self.placement = self.program = self.schedule_files = None       # schedule
         self.performance_section = None                                  # timing
+        self.draft = None                  # the speculative draft's lowered IR (prepare: before anything runs)
+        self.placement_failure = None      # (stage, message) of a PlacementError: the report says so
         self.report_dict = None                                          # report
         self.seconds: dict[str, float] = {}
         self.ran: list[str] = []
@@ -80,12 +82,18 @@ class Compilation:
 
     # ---- running ----
     def prepare(self) -> "Compilation":
-        """Load the target and parse the defect spec now (cheap), so bad ones fail before the frontend."""
-        if STAGES.index(self.options.last_stage) >= STAGES.index("plan") and self.target is None:
+        """Load the target and parse the defect spec now (cheap), so bad ones fail before the frontend;
+        lower a speculative draft too, so an unresolvable one fails before anything is compiled."""
+        last = STAGES.index(self.options.last_stage)
+        if last >= STAGES.index("plan") and self.target is None:
             from .target import load_target
             from .target.device import Device
             self.target = load_target(self.options.target)
             self.device = Device(self.target, self.options.defects, self.options.seed)
+        spec = self.options.perf.speculative
+        if last >= STAGES.index("timing") and spec is not None and self.draft is None:
+            from .frontend.load import lower_model
+            self.draft = lower_model(spec.draft).graph
         return self
 
     def run(self, until: str | None = None, *, dump_dir: str | None = None, dump: tuple[str, ...] = (),
@@ -105,8 +113,22 @@ class Compilation:
             if self.stage_dir:
                 os.makedirs(self.stage_dir, exist_ok=True)
             self._workdir = tempfile.mkdtemp(prefix=".wafercc-", dir=self.stage_dir)
-            weakref.finalize(self, shutil.rmtree, self._workdir, True)
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._workdir, True)
         return self._workdir
+
+    def staged_dumps(self) -> str | None:
+        """The stage dumps written into the private directory (``dump_dir=c.stage_path("dump")``)."""
+        d = os.path.join(self._workdir, "dump") if self._workdir else None
+        return d if d and os.path.isdir(d) else None
+
+    def stage_path(self, name: str) -> str:
+        return os.path.join(self.workdir(), name)
+
+    def close(self) -> None:
+        """Remove the private directory now (an unsaved schedule with it); ``save`` before this."""
+        if self._workdir is not None:
+            self._cleanup()
+            self._workdir = None
 
     # ---- what users read ----
     @property
@@ -220,16 +242,36 @@ class PlanStage(Stage):
     def run(self, c):
         from .plan.planner import plan_wafers
         c.prepare()
-        c.plan = plan_wafers(c.graph, c.target, c.options.plan, c.device)
+        c.plan = plan_wafers(c.graph, c.target, c.options.plan, c.device, tile_check=_tile_check(c))
         if c.plan.infeasible:
             inf = c.plan.infeasible
-            needs = f"needs {inf.needed_wafers}" if inf.needed_wafers else "needs more than any count tried"
-            raise Infeasible(f"no plan fits {inf.max_wafers} wafer(s): {inf.reason}; {needs}",
+            o = c.options.plan
+            needs = f"; needs {inf.needed_wafers}" if inf.needed_wafers else ""
+            budget = f"{inf.max_wafers} wafer(s)" if (o.max_wafers or o.wafers) else "any wafer count"
+            raise Infeasible(f"no plan fits {budget}: {inf.reason}{needs}",
                              levers=inf.levers, needed_wafers=inf.needed_wafers, compilation=c)
 
     def dump(self, c):
         from .plan.report import plan_dict
         return "plan.json", _json(plan_dict(c.plan))
+
+
+def _tile_check(c: Compilation):
+    """The planner's check that a plan's tiles fit: the tile stage's own function on the floorplan's
+    slots (tile padding, lane slots, the real receive buffers), so a plan is never claimed that the
+    tiler disproves.  None when they fit; else the tiler's one-line shortfall."""
+    from .passes.place_route import tile_program
+
+    def check(plan):
+        try:
+            tprog = tile_program(c.graph, plan, c.target, c.device, c.options.place)
+        except PlacementError as e:
+            if getattr(e, "short_cores", None) is None:
+                raise                                   # not a matter of cores: more wafers would not help
+            return " ".join(str(e).split("\n")[0].split())
+        c._checked_tiles = (plan, tprog)
+        return None
+    return check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,7 +282,10 @@ class TileStage(Stage):
 
     def run(self, c):
         from .passes.place_route import tile_program
-        c.tiles = tile_program(c.graph, c.plan, c.target, c.device, c.options.place)
+        checked = getattr(c, "_checked_tiles", None)      # the plan stage tiled this very plan already
+        c.tiles = checked[1] if checked and checked[0] is c.plan else \
+            tile_program(c.graph, c.plan, c.target, c.device, c.options.place)
+        c._checked_tiles = None
 
     def dump(self, c):
         tp = c.tiles.tiles
@@ -333,7 +378,7 @@ class TimingStage(Stage):
     def run(self, c):
         from .perf.report import performance_section
         c.performance_section = performance_section(c.program, c.graph, c.plan, c.target, c.device,
-                                                    c.options.perf)
+                                                    c.options.perf, c.draft)
 
     def dump(self, c):
         return "performance.json", _json(c.performance_section)
@@ -368,10 +413,12 @@ class StageManager:
     dump: tuple[str, ...] = ()          # stage names to dump after ("all": every stage)
     verify: bool = False
     progress: Any = None                # progress(stage, wafer | None, product | None)
+    current: str | None = None          # the stage running (names a PlacementError's stage)
 
     def run(self, c: Compilation, last: str) -> None:
         todo = [s for s in PIPELINE[: STAGES.index(last) + 1] if s.name not in c.ran]
         i = 0
+        self.current = None
         try:
             while i < len(todo):
                 group = [todo[i]]
@@ -381,12 +428,14 @@ class StageManager:
                     self._wafers(c, group)
                 else:
                     self._require(c, group[0], set())
+                    self.current = group[0].name
                     t0 = time.perf_counter()
                     group[0].run(c)
                     self._done(c, group[0], time.perf_counter() - t0)
                 i += len(group)
         except PlacementError as e:
             e.compilation = c
+            c.placement_failure = (self.current or "tile", " ".join(str(e).split("\n")[0].split()))
             raise
 
     def _wafers(self, c: Compilation, group: list[WaferStage]) -> None:
@@ -407,6 +456,7 @@ class StageManager:
             for k in range(len(c.tiles.tiles.wafers)):
                 item = source[k] if source is not None else None
                 for s in group:
+                    self.current = s.name
                     t0 = time.perf_counter()
                     item = s.run_wafer(c, k, item)
                     secs[s.name] += time.perf_counter() - t0

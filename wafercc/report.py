@@ -30,6 +30,9 @@ def build_report(c) -> dict:
             w["cores_used"] = pw["slots_used"]
     if c.performance_section is not None:
         report["performance"] = c.performance_section
+    if c.placement_failure is not None:   # the plan fits by bytes and tiles, but this stage disproved it
+        stage, reason = c.placement_failure
+        report["placement_failed"] = {"stage": stage, "reason": reason}
     return report
 
 
@@ -45,47 +48,54 @@ def summary(c) -> dict:
 
 def save_outputs(c, outdir: str) -> dict[str, str]:
     """Write the compilation into ``outdir``: model.ir, model.ir.json, summary.json, compile.json,
-    report.json (once planned) and the schedule files (once scheduled).  Each file is written under
-    a temporary name and moved in, so a reader never sees a partial file."""
+    report.json (once planned), the schedule files (once scheduled) and the staged stage dumps.
+    All of them are written into a hidden directory beside ``outdir`` and moved in together
+    (wafercc.outdir): a failure or Ctrl-C before that leaves ``outdir`` as it was, and a previous
+    compile's files there are replaced, not kept beside the new ones."""
     from .cache import atomic_write_text
     from .ir import print_graph, to_json
+    from .outdir import check_outdir, commit, discard, staging_dir
 
+    check_outdir(outdir)
+    stage = staging_dir(outdir)
     try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as e:
-        raise InputFileError(f"cannot create output directory: {e.strerror}", where=outdir) from None
-    files: dict[str, str] = {}
-    try:
-        if c.schedule_files:
-            c.schedule_files = {k: _move_in(p, outdir) for k, p in c.schedule_files.items()}
-            files.update(c.schedule_files)
-        texts = {"ir": ("model.ir", print_graph(c.graph)), "ir_json": ("model.ir.json", to_json(c.graph)),
-                 "summary": ("summary.json", dumps(summary(c))),
-                 "compile": ("compile.json", dumps(c.compile_record()))}
-        if c.report is not None:
-            texts["report"] = ("report.json", dumps(c.report))
-        for key, (name, text) in texts.items():
-            files[key] = os.path.join(outdir, name)
-            atomic_write_text(files[key], text)
-    except OSError as e:
-        raise InputFileError(f"cannot write outputs: {e.strerror}", where=outdir) from None
+        keys: dict[str, str] = {}
+        try:
+            for k, p in (c.schedule_files or {}).items():
+                keys[k] = _stage_file(p, stage)
+            dumps = c.staged_dumps()
+            if dumps:
+                shutil.copytree(dumps, os.path.join(stage, "dump"))
+            texts = {"ir": ("model.ir", print_graph(c.graph)), "ir_json": ("model.ir.json", to_json(c.graph)),
+                     "summary": ("summary.json", dumps_json(summary(c))),
+                     "compile": ("compile.json", dumps_json(c.compile_record()))}
+            if c.report is not None:
+                texts["report"] = ("report.json", dumps_json(c.report))
+            for key, (name, text) in texts.items():
+                atomic_write_text(os.path.join(stage, name), text)
+                keys[key] = name
+        except OSError as e:
+            raise InputFileError(f"cannot write outputs: {e.strerror}", where=outdir) from None
+        commit(stage, outdir)
+    except BaseException:
+        discard(stage)
+        raise
+    files = {k: os.path.join(outdir, name) for k, name in keys.items()}
+    if c.schedule_files:
+        c.schedule_files = {k: files[k] for k in c.schedule_files}
     return files
 
 
-def _move_in(path: str, outdir: str) -> str:
-    """Move a staged schedule file into ``outdir`` (a rename on one file system, else a copy that is
-    renamed into place); a file already saved elsewhere is copied, so a compilation saves twice."""
-    dst = os.path.join(outdir, os.path.basename(path))
-    if os.path.abspath(path) == os.path.abspath(dst):
-        return dst
-    staged = os.path.basename(os.path.dirname(path)).startswith(".wafercc-")
-    if staged:
-        try:
-            os.replace(path, dst)
-            return dst
-        except OSError:
-            pass
-    tmp = dst + ".tmp"
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, dst)
-    return dst
+dumps_json = dumps
+
+
+def _stage_file(path: str, stage: str) -> str:
+    """Link (or copy) a schedule file into ``stage``; the source stays, so a failed save loses
+    nothing and a compilation can be saved twice."""
+    name = os.path.basename(path)
+    dst = os.path.join(stage, name)
+    try:
+        os.link(path, dst)
+    except OSError:
+        shutil.copyfile(path, dst)
+    return name

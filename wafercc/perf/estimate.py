@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import PlacementError
 from ..ir import DType
 from .evaluate import Boundary, Program, tpot_seconds
 from .model import CostParams, Machine
@@ -23,12 +24,26 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
     from ..passes.tile import TileOptions, tile_plan
     from ..plan.planner import plan_wafers
 
-    plan = plan or plan_wafers(graph, target, options, device, with_levers=False)
+    lane = device.lane_width("lanes")
+    tiled = []
+
+    def tiles(p):
+        slots = [device.wafer(k).lane_slots(lane, 0, "lanes") for k in range(len(p.wafers))]
+        return tile_plan(graph, p, target, TileOptions(lane=lane), slots)
+
+    def check(p):                      # the planner's tile check (plan_wafers): these very tiles fit
+        try:
+            tiled.append((p, tiles(p)))
+        except PlacementError as e:
+            if getattr(e, "short_cores", None) is None:
+                raise
+            return str(e)
+        return None
+
+    plan = plan or plan_wafers(graph, target, options, device, with_levers=False, tile_check=check)
     if plan.infeasible is not None:
         return plan, None
-    lane = device.lane_width("lanes")
-    slots = [device.wafer(k).lane_slots(lane, 0, "lanes") for k in range(len(plan.wafers))]
-    tp = tile_plan(graph, plan, target, TileOptions(lane=lane), slots)
+    tp = next((t for p, t in tiled if p is plan), None) or tiles(plan)
     flops = {o.node: float(o.flops) for o in plan.memory.ops}
     wafers, bounds = [], []
     for k, wt in enumerate(tp.wafers):
@@ -91,12 +106,13 @@ def estimate_tokens_per_s(graph, target, options, device, plan, prompt_tokens: i
     return None if prog is None else _tokens_per_s(prog, Machine.of(target), CostParams.of(target), prompt_tokens)
 
 
-def draft_time_per_token(draft, target, options, device, prompt_tokens: int) -> tuple[float, int]:
+def draft_time_per_token(draft, target, options, device, prompt_tokens: int, graph=None) -> tuple[float, int]:
     """(seconds per token, wafers) of a draft model on its own wafers, by estimate; ``draft`` is
-    anything the frontend takes (a reference-model name, a config, an ONNX path)."""
+    anything the frontend takes (a reference-model name, a config, an ONNX path); ``graph`` its
+    IR when already lowered."""
     from ..frontend.load import lower_model
 
-    g = lower_model(draft).graph
+    g = graph if graph is not None else lower_model(draft).graph
     plan, prog = estimate_program(g, target, dataclasses.replace(options, wafers=None, max_wafers=None,
                                                                   dtype_overrides=()), device)
     if prog is None:

@@ -20,13 +20,15 @@ class PerfOptions:
             raise CostModelError(f"prompt tokens {self.prompt_tokens}: expected at least 1")
 
 
-def performance_section(prog: Program, graph, plan, target, device, opts: PerfOptions = PerfOptions()) -> dict:
+def performance_section(prog: Program, graph, plan, target, device, opts: PerfOptions = PerfOptions(),
+                        draft_graph=None) -> dict:
     """Decode figures of the routed schedule ``prog``, the wafers curve and, if asked, speculative
-    decoding beside the plain figure."""
+    decoding beside the plain figure (``draft_graph``: the draft's IR, when lowered already)."""
     mc, p = Machine.of(target), CostParams.of(target)
     spec, draft_wafers = opts.speculative, None
     if spec is not None:
-        t, draft_wafers = draft_time_per_token(spec.draft, target, plan.options, device, opts.prompt_tokens)
+        t, draft_wafers = draft_time_per_token(spec.draft, target, plan.options, device, opts.prompt_tokens,
+                                               draft_graph)
         spec = dataclasses.replace(spec, draft_time_per_token_s=t)
     perf = performance(prog, mc, p, opts.prompt_tokens, spec)
     if spec is not None:

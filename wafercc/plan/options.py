@@ -10,6 +10,9 @@ from ..passes.solver import SolverOptions  # noqa: F401  (defined below plan so 
 from ..target.geometry import DEFAULT_LAYOUT, LAYOUTS
 
 KV_PLACEMENTS = ("beside", "dedicated")
+# the most wafers a plan may use: the planner builds one defect map per wafer it considers, so
+# this bounds its memory and time (5x the largest reference model's need, llama-3.1-405b's 26)
+MAX_PLAN_WAFERS = 128
 
 
 class PlanError(WaferccError):

@@ -12,12 +12,13 @@ plan_wafers(graph, target, options, defects, seed) -> WaferPlan
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from ..ir import Graph
 from ..passes.partition import Assignment, SolveStats, partition, stage_latencies, stages
 from .latency import LatencyEstimate, PackedComputeEstimate, latencies_ns
 from .memory import MemoryPlan, Unit, plan_memory
-from .options import PlanError, PlanOptions
+from .options import MAX_PLAN_WAFERS, PlanError, PlanOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,20 +88,42 @@ def wafer_bytes(w, overhead: int, options: PlanOptions) -> int:
     return w.tiler_bytes(overhead, options.layout, options.lane)
 
 
-class _Capacities:
-    """Per-wafer capacities from the device model, generated as far as needed."""
+def best_wafer_bytes(device, overhead: int, options: PlanOptions) -> int:
+    """What a wafer without a single defect would hold: an upper bound on every wafer's
+    ``wafer_bytes``, computed from the target's numbers alone (no defect map is built)."""
+    t = device.target
+    rows, cols = t.usable_rows, t.usable_cols
+    cores = rows * cols
+    if options.layout == "lanes":
+        lane = max(1, min(device.lane_width(options.layout, options.lane), cols))
+        cores = rows * (cols // lane) * lane
+    return cores * device.bytes_per_core(overhead)
 
-    def __init__(self, device, overhead: int, options: PlanOptions):
-        self.device, self.overhead, self.options, self.caps = device, overhead, options, []
+
+class _Capacities:
+    """Per-wafer capacities from the device model, generated as far as needed and never past
+    ``limit`` wafers (each is a defect map of the whole wafer)."""
+
+    def __init__(self, device, overhead: int, options: PlanOptions, limit: int = MAX_PLAN_WAFERS):
+        self.device, self.overhead, self.options, self.caps, self.limit = device, overhead, options, [], limit
 
     def first(self, n: int) -> list[int]:
+        n = min(n, self.limit)
         while len(self.caps) < n:
-            self.caps.append(wafer_bytes(self.device.wafer(len(self.caps)), self.overhead, self.options))
+            k = len(self.caps)
+            cap = wafer_bytes(self.device.wafer(k), self.overhead, self.options)
+            if cap <= 0:
+                raise PlanError(f"wafer {k} of {self.device.target.name} has no usable core under defects "
+                                f"'{self.device.spec.text}' (seed {self.device.seed}): nothing can be placed")
+            self.caps.append(cap)
         return self.caps[:n]
 
     def lower_bound(self, total: int) -> int:
+        """Fewest wafers whose capacities sum to ``total``; ``limit + 1`` when ``limit`` do not."""
         n, acc = 0, 0
         while acc < total:
+            if n >= self.limit:
+                return self.limit + 1
             acc += self.first(n + 1)[n]
             n += 1
         return max(n, 1)
@@ -112,34 +135,104 @@ def _fit(sizes, lat, caps: _Capacities, start: int, opts: PlanOptions, wafers: i
     if not sizes:
         return Assignment((), 0, 0, 0, ())
     n = max(caps.lower_bound(sum(sizes)) + 2, wafers or 0)
+    limit = min(limit or caps.limit, caps.limit)
     while True:
-        if limit is not None:
-            n = min(n, limit)
+        n = min(n, limit)
         cap = caps.first(start + n)[start:]
-        if max(sizes) > max(cap):
+        if not cap or max(sizes) > max(cap):
             return None  # a unit larger than any wafer: no contiguous plan
         a = partition(sizes, lat, cap, opts.solver, wafers)
-        if a is not None or (limit is not None and n >= limit) or n >= 4 * len(sizes) + 4:
+        if a is not None or n >= limit or n >= 4 * len(sizes) + 4:
             return a
         n *= 2
 
 
+TileCheck = Callable[["WaferPlan"], "str | None"]
+
+
 def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
-                estimate: LatencyEstimate | None = None, with_levers: bool = True) -> WaferPlan:
+                estimate: LatencyEstimate | None = None, with_levers: bool = True,
+                tile_check: TileCheck | None = None) -> WaferPlan:
+    """The plan of fewest wafers (or exactly ``options.wafers``).  With ``tile_check`` (a plan ->
+    None when its tiles fit every wafer's floorplan slots, else why not: the tiler's own count, see
+    wafercc.driver) a plan that holds the bytes but not the tiles is re-planned with one more
+    wafer, and ``required`` and the explanation say so: no plan claims a count the tiler disproved."""
     estimate = estimate or PackedComputeEstimate()
+    if tile_check is None:
+        return _plan(graph, target, options, device, estimate, with_levers, None)
+    limit = min(n for n in (options.max_wafers, options.wafers, MAX_PLAN_WAFERS) if n)
+    relaxed = options.replace(wafers=None)
+    floor, notes = 0, []
+    while True:                                      # the fewest wafers whose tiles fit
+        p = _plan(graph, target, relaxed, device, estimate, with_levers, tile_check, floor, tuple(notes))
+        why = None if p.infeasible else tile_check(p)
+        if why is None:
+            break
+        why = why.split(";")[0]                     # the shortfall, not the tiler's advice
+        if p.used + 1 > limit:
+            return _untileable(p, options, limit, f"{p.used} wafer(s) hold the bytes but not the tiles: {why}",
+                               graph, target, device, estimate, with_levers, tile_check)
+        notes.append(f"{p.used} wafer(s) hold the bytes ({p.wafers[-1].utilisation:.1%} of the last) but not the "
+                     f"tiles (tile padding, lane slots, receive buffers): {why}; planned {p.used + 1}")
+        floor = p.used + 1
+    if p.infeasible:                                 # by bytes; exactly --wafers W says so with W as the limit
+        return _plan(graph, target, options, device, estimate, with_levers, tile_check) if options.wafers else p
+    if not options.wafers:
+        return p
+    if options.wafers < p.required:
+        return _untileable(p, options, options.wafers, f"--wafers {options.wafers} is fewer than the "
+                           f"{p.required} the tiles need", graph, target, device, estimate, with_levers, tile_check)
+    q = _plan(graph, target, options, device, estimate, with_levers, tile_check, 0, tuple(notes), p.required)
+    why = None if q.infeasible else tile_check(q)
+    if why is not None:
+        return _untileable(q, options, options.wafers, f"{q.used} wafer(s) hold the bytes but not the tiles: {why}",
+                           graph, target, device, estimate, with_levers, tile_check)
+    return q
+
+
+def _untileable(p: "WaferPlan", options, limit: int, reason: str, graph, target, device, estimate, with_levers,
+                tile_check) -> "WaferPlan":
+    """Infeasible: within ``limit`` wafers no plan's tiles fit (the bytes may)."""
+    levers = tuple(_levers(graph, target, options, device, p.memory, estimate, tile_check)) if with_levers else ()
+    needed = None
+    if options.max_wafers or options.wafers:
+        relaxed = options.replace(max_wafers=None, wafers=None)
+        r = plan_wafers(graph, target, relaxed, device, estimate=estimate, with_levers=False, tile_check=tile_check)
+        needed = None if r.infeasible else r.required
+    return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, p.memory, p.lower_bound,
+                     needed or 0, 0, 0, 0, (), (), (), estimate.name, Infeasibility(limit, needed, 0, reason, levers))
+
+
+def _plan(graph: Graph, target, options: PlanOptions, device, estimate, with_levers: bool, tile_check,
+          floor: int = 0, notes: tuple[str, ...] = (), required: int | None = None) -> WaferPlan:
+    """One partition: at least ``floor`` pipeline wafers (the tiles disproved fewer, ``notes`` say
+    why); ``required`` overrides the byte count's minimum (the tile-verified one)."""
+    for n in (options.wafers, options.max_wafers):
+        if n and n > MAX_PLAN_WAFERS:
+            raise PlanError(f"wafer count {n}: the planner plans at most {MAX_PLAN_WAFERS} wafers")
     mem = plan_memory(graph, options)
     overhead = receive_buffer_bytes(target)
-    caps = _Capacities(device, overhead, options)
-    bpc = device.wafer(0).bytes_per_core(overhead)
     dedicated = options.kv_placement == "dedicated"
     units = list(mem.units)
     pipe_sizes = [u.weight_bytes + u.act_bytes + (0 if dedicated else u.kv_bytes) for u in units]
-    lat = latencies_ns(units, estimate, target, bpc)
-    lower = caps.lower_bound(mem.total_bytes)
     # --wafers N asks for exactly N: fewer than the model needs is as infeasible as --max-wafers N
     limit = min(n for n in (options.max_wafers, options.wafers) if n) if (options.max_wafers or options.wafers) \
         else None
-    pipe = _fit(pipe_sizes, lat, caps, 0, options, options.wafers, limit)
+    # the bound first, by arithmetic: no defect map is built for a plan that cannot fit
+    best = best_wafer_bytes(device, overhead, options)
+    big = max(units, key=lambda u: u.total_bytes)
+    if max(pipe_sizes + [u.kv_bytes for u in units if dedicated]) > best:
+        return _beyond(graph, target, options, device, mem, best, limit, with_levers, estimate, tile_check,
+                       f"{big.name} of {graph.name} needs {big.total_bytes / 1e9:,.2f} GB, more than one "
+                       f"{target.name} wafer holds ({best / 1e9:.2f} GB without defects); layers are not split "
+                       f"across wafers")
+    if -(-mem.total_bytes // best) > (limit or MAX_PLAN_WAFERS):
+        return _beyond(graph, target, options, device, mem, best, limit, with_levers, estimate, tile_check)
+    caps = _Capacities(device, overhead, options)
+    bpc = device.wafer(0).bytes_per_core(overhead)
+    lat = latencies_ns(units, estimate, target, bpc)
+    lower = caps.lower_bound(mem.total_bytes)
+    pipe = _fit(pipe_sizes, lat, caps, 0, options, max(options.wafers or 0, floor) or None, limit)
     kv_units = [u for u in units if u.kv_bytes] if dedicated else []
     kv = None
     if pipe is not None and kv_units:
@@ -148,17 +241,18 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
                   kv_limit) if kv_limit is None or kv_limit > 0 else None
     ok = pipe is not None and (kv is not None or not kv_units)
     if not ok:
-        if limit is None:
-            big = max(units, key=lambda u: u.total_bytes)
-            raise PlanError(f"{big.name} of {graph.name} needs {big.total_bytes / 1e9:.2f} GB, more than one "
-                            f"{target.name} wafer holds ({max(caps.first(1)) / 1e9:.2f} GB); layers are not split "
-                            f"across wafers")
-        return _infeasible(graph, target, options, device, mem, lower, with_levers, estimate)
+        held = max(caps.first(lower))
+        if max(pipe_sizes) > held:
+            return _beyond(graph, target, options, device, mem, best, limit, with_levers, estimate, tile_check,
+                           f"{big.name} of {graph.name} needs {big.total_bytes / 1e9:,.2f} GB, more than any of the "
+                           f"first {min(lower, caps.limit)} {target.name} wafer(s) holds ({held / 1e9:.2f} GB); "
+                           f"layers are not split across wafers")
+        return _infeasible(graph, target, options, device, mem, lower, with_levers, estimate, limit, tile_check)
     loads = _loads(units, pipe, kv_units, kv, device, overhead, options, lat)
-    required = pipe.min_wafers + (kv.wafers if kv else 0)
+    required = required or max(pipe.min_wafers + (kv.wafers if kv else 0), floor)
     return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, mem, lower,
                      required, len(loads), pipe.wafers, kv.wafers if kv else 0, tuple(loads),
-                     tuple(_explain(mem, loads, lower, required, caps, dedicated)),
+                     notes + tuple(_explain(mem, loads, lower, required, caps, dedicated, tiled=floor > 0)),
                      pipe.stats + (kv.stats if kv else ()), estimate.name)
 
 
@@ -187,9 +281,11 @@ def _load(index, role, members, device, overhead, options, latency, include_kv, 
                      weight + kvb + act, wafer_bytes(w, overhead, options), slots, w.dead_cores, latency)
 
 
-def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated: bool) -> list[str]:
+def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated: bool, tiled: bool = False) -> list[str]:
+    """Why ``required`` exceeds the capacity bound (unless the tiles did it: ``tiled``, their note says
+    so) and why more than ``required`` are used."""
     out = []
-    if required > lower:
+    if required > lower and not tiled:
         free = sum(w.sram_usable_bytes - w.sram_used_bytes for w in loads[:-1])
         biggest = max(mem.units, key=lambda u: u.total_bytes)
         out.append(f"capacity bound {lower} wafer(s) ({mem.total_bytes / 1e9:.2f} GB over "
@@ -203,25 +299,49 @@ def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated:
     return out
 
 
-def _infeasible(graph, target, options, device, mem, lower, with_levers, estimate) -> WaferPlan:
-    limit = min(n for n in (options.max_wafers, options.wafers) if n)
-    relaxed = dataclasses.replace(options, max_wafers=None, wafers=None)
-    try:
-        needed = plan_wafers(graph, target, relaxed, device, estimate=estimate, with_levers=False).required
-    except PlanError:
-        needed = None
+def _beyond(graph, target, options, device, mem, best, limit, with_levers, estimate, tile_check,
+            reason=None) -> WaferPlan:
+    """Infeasible by arithmetic (even defect-free wafers would need more than the limit), or
+    because one unit is larger than a wafer (``reason``)."""
+    at_least = -(-mem.total_bytes // best)
+    cap = limit or MAX_PLAN_WAFERS
+    bound = f"--max-wafers/--wafers {limit}" if limit else f"the planner's limit of {MAX_PLAN_WAFERS} wafers"
+    text = reason or (f"{mem.total_bytes / 1e9:,.2f} GB needs at least {at_least:,} wafer(s) at "
+                      f"{best / 1e9:.2f} GB each (no defects), more than {bound}")
+    levers = tuple(_levers(graph, target, options, device, mem, estimate, tile_check)) if with_levers else ()
+    short = max(0, mem.total_bytes - cap * best)
+    needed = None
+    if limit and reason is None and at_least <= MAX_PLAN_WAFERS:   # the user's limit: what the model needs
+        relaxed = dataclasses.replace(options, max_wafers=None, wafers=None)
+        p = plan_wafers(graph, target, relaxed, device, estimate=estimate, with_levers=False, tile_check=tile_check)
+        needed = None if p.infeasible else p.required
+    return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, mem, at_least,
+                     needed or 0, 0, 0, 0, (), (), (), estimate.name,
+                     Infeasibility(cap, needed, short, text, levers))
+
+
+def _infeasible(graph, target, options, device, mem, lower, with_levers, estimate, limit, tile_check) -> WaferPlan:
+    needed = None
+    if limit is not None:                            # what the model needs without the user's limit
+        relaxed = dataclasses.replace(options, max_wafers=None, wafers=None)
+        try:
+            p = plan_wafers(graph, target, relaxed, device, estimate=estimate, with_levers=False, tile_check=tile_check)
+            needed = None if p.infeasible else p.required
+        except PlanError:
+            needed = None
+    limit = limit or MAX_PLAN_WAFERS
     caps = _Capacities(device, receive_buffer_bytes(target), options).first(limit)
     short = max(0, mem.total_bytes - sum(caps))
     reason = (f"{mem.total_bytes / 1e9:.2f} GB does not fit {limit} wafer(s) ({sum(caps) / 1e9:.2f} GB): "
               f"short by {short / 1e9:.2f} GB" if short else
               f"{mem.total_bytes / 1e9:.2f} GB fits {limit} wafer(s) in total, but not as whole contiguous layers")
-    levers = tuple(_levers(graph, target, options, device, mem, estimate)) if with_levers else ()
+    levers = tuple(_levers(graph, target, options, device, mem, estimate, tile_check)) if with_levers else ()
     return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, mem, lower,
                      needed or 0, 0, 0, 0, (), (), (), estimate.name,
                      Infeasibility(limit, needed, short, reason, levers))
 
 
-def _levers(graph, target, options, device, mem, estimate):
+def _levers(graph, target, options, device, mem, estimate, tile_check=None):
     """What each single change would need, re-planned for real."""
     from ..ir import DType
     cands = []
@@ -240,8 +360,8 @@ def _levers(graph, target, options, device, mem, estimate):
     for change, opts in cands:
         relaxed = opts.replace(max_wafers=None, wafers=None)
         try:
-            p = plan_wafers(graph, target, relaxed, device, estimate=estimate, with_levers=False)
-            yield Lever(change, p.required, mem.total_bytes - p.memory.total_bytes)
+            p = plan_wafers(graph, target, relaxed, device, estimate=estimate, with_levers=False, tile_check=tile_check)
+            yield Lever(change, None if p.infeasible else p.required, mem.total_bytes - p.memory.total_bytes)
         except PlanError:
             yield Lever(change, None, 0)
 
