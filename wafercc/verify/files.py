@@ -21,7 +21,7 @@ SCHEMA = "wafercc.schedule/2"
 TILE_ARRAYS = ("tile_op", "tile_grid", "tile_expert", "tile_row", "tile_col",
                "tile_core_row", "tile_core_col", "tile_bytes")
 ROUTE_ARRAYS = ("route_src_row", "route_src_col", "route_dst_row", "route_dst_col", "route_kind",
-                "route_op_src", "route_op_dst", "route_color")
+                "route_src_tile", "route_dst_tile", "route_op_src", "route_op_dst", "route_color")
 
 
 class ScheduleFileError(WaferccError):
@@ -96,6 +96,10 @@ def _check_op(op, where: str, path: str) -> None:
     for j, g in enumerate(op["grids"]):
         if not isinstance(g, dict) or not all(_int(g.get(k)) and g[k] >= 0 for k in ("experts", "rows", "cols")):
             _fail(f"'{where}.grids[{j}]': got {g!r}, expected experts, rows, cols (integers >= 0)", path)
+    deps, host = op.get("deps", []), op.get("host")
+    if not (isinstance(deps, list) and all(_int(d) for d in deps)) or not (host is None or _int(host)):
+        _fail(f"'{where}.deps' / '{where}.host': got {deps!r} / {host!r}, expected a list of op ids / an op "
+              "id or null", path)
     reg = op.get("region", [])
     if not (isinstance(reg, list) and all(isinstance(r, list) and len(r) == 4 and all(_int(x) for x in r)
                                           for r in reg)):
