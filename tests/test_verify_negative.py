@@ -386,3 +386,20 @@ def test_pipeline_bytes_disagree(tiny, tmp_path):
         doc["wafers"][1]["inter_wafer"][0]["bytes_per_token"] = 32
     only(reject(tiny, tmp_path, edit, "pipeline", "wafer 0 sends 64 bytes per token to wafer 1, which lists 32"),
          "pipeline")
+
+
+def _kv_wafer(doc, layers):
+    w = doc["wafers"][1]
+    w["role"], w["layers"] = "kv", [layers[0], layers[-1]]
+    w["units"] = ["head"] + [f"layer {i}" for i in layers]
+    w["ops"][0]["layer"] = layers[-1]
+
+
+def test_dedicated_kv_wafer_holds_pipeline_layers(tiny, tmp_path):
+    res = verify_dir(two_wafer(tiny).write(tmp_path / "out", lambda doc, a, d: _kv_wafer(doc, [0, 1])))
+    assert res.ok, [str(v) for v in res.violations]    # a KV wafer's layers are also a pipeline wafer's
+
+
+def test_dedicated_kv_wafer_layer_no_pipeline_runs(tiny, tmp_path):
+    only(reject(tiny, tmp_path, lambda doc, a, d: _kv_wafer(doc, [2]), "layer-missing",
+                "kv wafers hold layers 2, which no pipeline wafer runs"), "layer-missing")

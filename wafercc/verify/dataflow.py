@@ -1,12 +1,13 @@
-"""Activation routes against the wafer's dataflow (ops in order; ``deps``; riders on their hosts).
+"""Activation routes against the wafer's dataflow (ops in order; ``deps``, looked through riders).
 
 - every op holding tiles but the wafer's first receives an activation route from an earlier op, and
   every one but the last sends one to a later op (``activation-missing``); none runs backwards
   (``dataflow-order``);
 - an activation (or incoming inter-wafer) route enters its op at a broadcast root
   (``activation-endpoint``): the input is what the op's broadcast trees spread;
-- every op reading another op's output (``deps``; a rider reads and lives on its ``host``'s cores)
-  is reached from it by a chain of activation routes (``dataflow-unreached``).
+- every op holding tiles is reached by a chain of activation routes from every op holding tiles
+  whose output it reads (``deps``, looking through riders and other ops without tiles)
+  (``dataflow-unreached``).
 
 Ops per wafer are hundreds, so the reachability is a Python loop over ops (bitsets as ints); the
 per-route work is vectorised.
@@ -18,16 +19,19 @@ import numpy as np
 from .checks import Sink, op_label
 
 
-def _home(ops: list, has_tiles: np.ndarray, o: int) -> int | None:
-    """The op whose cores hold op o: o itself if it has tiles, else its host chain's first with tiles."""
-    for _ in range(len(ops)):
-        if has_tiles[o]:
-            return o
-        h = ops[o].get("host")
-        if not isinstance(h, int) or isinstance(h, bool) or not 0 <= h < len(ops) or h == o:
-            return None
-        o = h
-    return None
+def _producers(ops: list, has_tiles: np.ndarray, o: int, memo: dict) -> set[int]:
+    """Ops holding tiles whose outputs op o reads: its ``deps``, looking through ops without tiles
+    (riders: they compute along the chain wherever their inputs are, so only their inputs count)."""
+    if o in memo:
+        return memo[o]
+    memo[o] = set()                                   # a cycle through tile-less ops adds nothing
+    out: set[int] = set()
+    for d in ops[o].get("deps", []):
+        if not (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < len(ops)):
+            continue
+        out |= {d} if has_tiles[d] else _producers(ops, has_tiles, d, memo)
+    memo[o] = out
+    return out
 
 
 def check_dataflow(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np.ndarray,
@@ -69,22 +73,18 @@ def check_dataflow(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np
         for p in preds.get(o, ()):
             bits |= reach[p] | (1 << p)
         reach[o] = bits
+    memo: dict[int, set[int]] = {}
     for o, op in enumerate(ops):
-        deps = op.get("deps", [])
-        home = _home(ops, has_tiles, o)
-        if home is None:
-            continue
-        for d in deps:
+        for d in op.get("deps", []):
             if not (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < nops):
                 sink.one("op-ref", k, f"{op_label(ops, o)} reads op {d!r}, not an op of wafer {k}")
-                continue
-            src = _home(ops, has_tiles, d)
-            if src is None or src == home or (reach[home] >> src) & 1:
-                continue
-            via = "" if src == d else f" (on the cores of {op_label(ops, src)})"
-            at = "" if home == o else f", riding on {op_label(ops, home)}"
-            sink.one("dataflow-unreached", k, f"{op_label(ops, o)}{at} reads the output of "
-                     f"{op_label(ops, d)}{via}, but no chain of activation routes leads there from it")
+        if not has_tiles[o]:
+            continue
+        for src in sorted(_producers(ops, has_tiles, o, memo)):
+            if src != o and not (reach[o] >> src) & 1:
+                sink.one("dataflow-unreached", k, f"{op_label(ops, o)} reads the output of "
+                         f"{op_label(ops, src)} (directly or through ops without tiles), but no chain of "
+                         "activation routes leads there from it")
 
     inter = {"in": {}, "out": {}}
     for e in w.meta.get("inter_wafer", []):

@@ -26,33 +26,45 @@ def _held(w: dict) -> tuple[set[int], list[str]]:
 
 
 def check_plan(doc: dict, sink: Sink) -> None:
+    """Per wafer role (``role``: "pipeline", the default, or "kv" for a dedicated KV wafer, which
+    holds the KV cache of layers a pipeline wafer runs): each layer and unit on one wafer of the
+    role, in order; the pipeline's layers without a gap, and a KV wafer's among them."""
     wafers = doc["wafers"]
     if not wafers:
         sink.one("plan-empty", None, "the schedule lists no wafers: nothing of the model is placed")
         return
-    owner: dict[object, int] = {}
-    for k, w in enumerate(wafers):
-        layers, other = _held(w)
-        for unit in [*sorted(layers), *other]:
-            if unit in owner and owner[unit] != k:
-                name = f"layer {unit}" if isinstance(unit, int) else f"unit '{unit}'"
-                sink.one("layer-duplicate", k, f"{name} is on wafer {owner[unit]} and on wafer {k} "
-                         "(each layer and unit on exactly one wafer)")
-            owner.setdefault(unit, k)
-    layers = sorted(u for u in owner if isinstance(u, int))
-    if layers:
-        gaps = sorted(set(range(0, layers[-1] + 1)) - set(layers))
+    held = [_held(w) for w in wafers]
+    roles = [str(w.get("role") or "pipeline") for w in wafers]
+    layers_of: dict[str, set[int]] = {}
+    for role in dict.fromkeys(roles):
+        owner: dict[object, int] = {}
+        last, last_k = None, None
+        for k in (k for k in range(len(wafers)) if roles[k] == role):
+            layers, other = held[k]
+            for unit in [*sorted(layers), *other]:
+                if unit in owner:
+                    name = f"layer {unit}" if isinstance(unit, int) else f"unit '{unit}'"
+                    sink.one("layer-duplicate", k, f"{name} is on wafer {owner[unit]} and on wafer {k} "
+                             f"(each layer and unit on exactly one {role} wafer)")
+                owner.setdefault(unit, k)
+            mine = sorted(layers)
+            if mine and last is not None and mine[0] <= last:
+                sink.one("layer-order", k, f"wafer {k} starts at layer {mine[0]}, not after wafer {last_k}'s "
+                         f"last layer {last} (the {role} wafers run the layers in order)")
+            if mine:
+                last, last_k = mine[-1], k
+        layers_of[role] = {u for u in owner if isinstance(u, int)}
+    main = sorted(layers_of.get("pipeline", set()))
+    if main:
+        gaps = sorted(set(range(0, main[-1] + 1)) - set(main))
         if gaps:
             sink.one("layer-missing", None, f"layers {_ranges(gaps)} are on no wafer (the wafers hold "
-                     f"{_ranges(layers)})")
-    last, last_k = None, None
-    for k, w in enumerate(wafers):
-        mine = sorted(_held(w)[0])
-        if mine and last is not None and mine[0] <= last:
-            sink.one("layer-order", k, f"wafer {k} starts at layer {mine[0]}, not after wafer {last_k}'s "
-                     f"last layer {last} (the pipeline runs the layers in order)")
-        if mine:
-            last, last_k = mine[-1], k
+                     f"{_ranges(main)})")
+    for role, lay in layers_of.items():
+        extra = sorted(lay - set(main)) if role != "pipeline" else []
+        if extra:
+            sink.one("layer-missing", None, f"{role} wafers hold layers {_ranges(extra)}, which no pipeline "
+                     "wafer runs")
     tl = doc.get("timeline")
     per = tl.get("wafers") if isinstance(tl, dict) else None
     if isinstance(per, list):
