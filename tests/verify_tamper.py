@@ -169,3 +169,51 @@ FAMILIES = {
     "empty wafer list": (empty_wafer_list, {"plan-empty"}),
     "link_capacity above the target's": (raise_link_capacity, {"link-capacity"}),
 }
+
+
+def table(outdir: str, trials: int, tmp: str) -> list[str]:
+    """Markdown rows ``| family | rejected/total | named/total | codes seen |``: each family applied
+    ``trials`` times (seeds 0..trials-1) to OUTDIR, the tampered copy written to ``tmp`` (unchanged
+    files hard-linked, so a 70B schedule is not recompressed) and verified."""
+    import copy
+    import shutil
+
+    from wafercc.verify import verify_dir
+
+    doc0, arrs0, defects0 = load(outdir)
+    rows = []
+    for fam, (tamper, codes) in FAMILIES.items():
+        total = rejected = named = 0
+        seen: set[str] = set()
+        for seed in range(trials):
+            doc, arrs = copy.deepcopy(doc0), [{n: v.copy() for n, v in a.items()} for a in arrs0]
+            if not tamper(doc, arrs, defects0, np.random.default_rng(seed)):
+                continue
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            with open(os.path.join(tmp, "schedule.json"), "w") as f:
+                json.dump(doc, f)
+            os.link(os.path.join(outdir, "defects.npz"), os.path.join(tmp, "defects.npz"))
+            for k, a in enumerate(arrs):
+                name = f"wafer{k}.npz"
+                if all(np.array_equal(a[n], arrs0[k][n]) for n in a):
+                    os.link(os.path.join(outdir, name), os.path.join(tmp, name))
+                else:
+                    np.savez(os.path.join(tmp, name), **a)
+            res = verify_dir(tmp)
+            total += 1
+            rejected += not res.ok
+            named += bool(codes & set(res.counts))
+            seen |= set(res.counts)
+        rows.append(f"| {fam} | {rejected}/{total} | {named}/{total} | {', '.join(sorted(seen))} |")
+    return rows
+
+
+if __name__ == "__main__":      # python tests/verify_tamper.py OUTDIR [TRIALS] [TMPDIR]
+    import sys
+
+    args = sys.argv[1:]
+    print("| family | rejected | named by the family's code | codes |\n|---|---|---|---|")
+    for row in table(args[0], int(args[1]) if len(args) > 1 else 10,
+                     args[2] if len(args) > 2 else "/tmp/wafercc-tampered"):
+        print(row, flush=True)
