@@ -403,3 +403,16 @@ def test_dedicated_kv_wafer_holds_pipeline_layers(tiny, tmp_path):
 def test_dedicated_kv_wafer_layer_no_pipeline_runs(tiny, tmp_path):
     only(reject(tiny, tmp_path, lambda doc, a, d: _kv_wafer(doc, [2]), "layer-missing",
                 "kv wafers hold layers 2, which no pipeline wafer runs"), "layer-missing")
+
+
+def test_long_rider_chain_is_no_recursion(tiny, tmp_path):
+    s = Sched(tiny, 1)
+    s.layers(0, 0, 0)
+    a = s.op(0, "a", 0, (0, 0, 1, 1))
+    ops = s.doc["wafers"][0]["ops"]
+    for i in range(1, 3001):                              # 3000 tile-less riders, each reading the previous
+        ops.append({"id": i, "name": f"r{i}", "layer": 0, "grids": [], "deps": [i - 1], "host": a})
+    b = s.op(0, "b", 0, (0, 2, 1, 1), deps=[3000])
+    s.route(0, 2, a, b, 2, l_path((0, 0), (0, 2)))
+    res = verify_dir(s.write(tmp_path / "out"))
+    assert res.ok, [str(v) for v in res.violations]

@@ -19,18 +19,21 @@ import numpy as np
 from .checks import Sink, op_label
 
 
-def _producers(ops: list, has_tiles: np.ndarray, o: int, memo: dict) -> set[int]:
+def _producers(ops: list, has_tiles: np.ndarray, o: int) -> set[int]:
     """Ops holding tiles whose outputs op o reads: its ``deps``, looking through ops without tiles
-    (riders: they compute along the chain wherever their inputs are, so only their inputs count)."""
-    if o in memo:
-        return memo[o]
-    memo[o] = set()                                   # a cycle through tile-less ops adds nothing
+    (riders: they compute along the chain wherever their inputs are, so only their inputs count).
+    Iterative, so a long (or cyclic) chain of tile-less ops cannot exhaust the stack."""
     out: set[int] = set()
-    for d in ops[o].get("deps", []):
-        if not (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < len(ops)):
-            continue
-        out |= {d} if has_tiles[d] else _producers(ops, has_tiles, d, memo)
-    memo[o] = out
+    seen, todo = {o}, [o]
+    while todo:
+        for d in ops[todo.pop()].get("deps", []):
+            if not (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < len(ops)) or d in seen:
+                continue
+            seen.add(d)
+            if has_tiles[d]:
+                out.add(d)
+            else:
+                todo.append(d)
     return out
 
 
@@ -73,14 +76,13 @@ def check_dataflow(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np
         for p in preds.get(o, ()):
             bits |= reach[p] | (1 << p)
         reach[o] = bits
-    memo: dict[int, set[int]] = {}
     for o, op in enumerate(ops):
         for d in op.get("deps", []):
             if not (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < nops):
                 sink.one("op-ref", k, f"{op_label(ops, o)} reads op {d!r}, not an op of wafer {k}")
         if not has_tiles[o]:
             continue
-        for src in sorted(_producers(ops, has_tiles, o, memo)):
+        for src in sorted(_producers(ops, has_tiles, o)):
             if src != o and not (reach[o] >> src) & 1:
                 sink.one("dataflow-unreached", k, f"{op_label(ops, o)} reads the output of "
                          f"{op_label(ops, src)} (directly or through ops without tiles), but no chain of "
