@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from target_util import tiny_target
 from test_verify_writer import Sched, l_path, path_links, two_wafer
+from verify_tamper import drop_routes
 
 from wafercc.cli import main
 from wafercc.verify import verify_dir
@@ -39,9 +40,9 @@ def kill(defects, k, r, c):
 
 def test_tile_on_dead_core(tiny, tmp_path):
     def edit(doc, a, d):
-        kill(d, 1, 5, 5)                                  # under lm_head's only tile
+        kill(d, 1, 5, 5)                                  # under lm_head's only tile (and its input route's end)
     res = reject(tiny, tmp_path, edit, "tile-dead-core", "wafer 1", "op 1 'lm_head'", "dead core (5, 5)")
-    assert set(res.counts) == {"tile-dead-core"}
+    assert set(res.counts) == {"tile-dead-core", "route-dead-core"}
 
 
 def test_tile_moved_onto_dead_core(tiny, tmp_path):
@@ -52,21 +53,21 @@ def test_tile_moved_onto_dead_core(tiny, tmp_path):
 
 
 def test_cut_route(tiny, tmp_path):
-    def edit(doc, a, d):                                  # drop the middle link of route 0 (a row broadcast)
+    def edit(doc, a, d):                                  # drop the second link of route 36 (a -> b)
         w = a[0]
-        w["route_links"] = np.delete(w["route_links"], 1)
-        w["route_offsets"][1:] -= 1
-    reject(tiny, tmp_path, edit, "route-broken", "route 0 (broadcast, op 1 'layers.0.q_proj', color 0",
-           "is cut", "link (1, 2)->E")
+        w["route_links"] = np.delete(w["route_links"], w["route_offsets"][36] + 1)
+        w["route_offsets"][37:] -= 1
+    reject(tiny, tmp_path, edit, "route-broken", "route 36 (activation, op 1 'layers.0.q_proj' -> op 2 "
+           "'layers.1.q_proj', color 2", "is cut", "link (3, 1)->W")
 
 
 def test_route_start_end_and_empty(tiny, tmp_path):
     def edit(doc, a, d):
         w = a[0]
-        w["route_src_col"][0] = 1                        # route 0 starts at (1, 0)
-        w["route_dst_col"][1] = 2                        # route 1 ends at (2, 3)
-        w["route_links"] = np.delete(w["route_links"], np.s_[6:9])   # route 2 loses all its links
-        w["route_offsets"][3:] -= 3
+        w["route_src_col"][0] = 1                        # route 0 starts at (0, 1)
+        w["route_dst_col"][1] = 2                        # route 1 ends at (1, 2)
+        w["route_links"] = np.delete(w["route_links"], 2)   # route 2 loses its link
+        w["route_offsets"][3:] -= 1
     res = reject(tiny, tmp_path, edit, "route-start", "route 0 ")
     assert "route-end" in res.counts and "route-empty" in res.counts
 
@@ -92,7 +93,7 @@ def test_schedule_colors_beyond_target(tiny, tmp_path):
 def test_color_reused_on_link(tiny, tmp_path):
     s = two_wafer(tiny)
     s.route(0, 2, 1, 2, 0, l_path((1, 0), (1, 2)))        # color 0 again on (1,0)->E and (1,1)->E
-    res = reject(tiny, tmp_path, None, "color-reuse", "link (1, 0)->E color 0 used 2 times (> 1) by routes 0, ",
+    res = reject(tiny, tmp_path, None, "color-reuse", "link (1, 0)->E color 0 used 2 times (> 1) by routes 1, 38",
                  sched=s)
     assert res.counts["color-reuse"] == 2 and "port-conflict" in res.counts   # same source ramp, same color
 
@@ -123,13 +124,13 @@ def test_ramp_port_conflict(tiny, tmp_path):
 
 def test_route_over_dead_link(tiny, tmp_path):
     def edit(doc, a, d):
-        d["dead_links_0"] = np.array([[2, 1, 0]], np.int32)   # (2,1) -E- (2,2): route 1 runs (2,0)->(2,3)
-    reject(tiny, tmp_path, edit, "route-dead-link", "route 1 ", "dead link (2, 1)->E")
+        d["dead_links_0"] = np.array([[2, 1, 0]], np.int32)   # (2,1) -E- (2,2): route 5 runs (2,1)->(2,2)
+    reject(tiny, tmp_path, edit, "route-dead-link", "route 5 ", "dead link (2, 1)->E")
 
 
 def test_route_over_dead_link_reverse_direction(tiny, tmp_path):
     def edit(doc, a, d):
-        d["dead_links_0"] = np.array([[2, 1, 1]], np.int32)   # (2,1) -S- (3,1): reduction 1 runs north over it
+        d["dead_links_0"] = np.array([[2, 1, 1]], np.int32)   # (2,1) -S- (3,1): reduction 12 runs north over it
     reject(tiny, tmp_path, edit, "route-dead-link", "dead link (3, 1)->N")
 
 
@@ -192,17 +193,17 @@ def test_units_disagree_with_layers(tiny, tmp_path):
 
 def test_route_endpoint_and_kind(tiny, tmp_path):
     s = two_wafer(tiny)
-    s.route(0, 2, 1, 2, 5, l_path((7, 7), (6, 7)))        # (7,7) holds nothing of op 1
+    s.route(0, 2, 1, 2, 5, l_path((7, 7), (6, 7)), tiles=(13, 14))   # tile 13 of op 1 is on (3, 3)
     s.route(0, 0, 1, 2, 6, l_path((1, 0), (2, 0)))        # a broadcast between two ops
-    res = reject(tiny, tmp_path, None, "route-endpoint", "route 16: source core (7, 7) holds no tile of op 1",
-                 sched=s)
+    res = reject(tiny, tmp_path, None, "route-endpoint", "route 38: source core (7, 7) is not the core (3, 3) of "
+                 "its source tile 13 (op 1 'layers.0.q_proj' grid 0 [expert 0, row 2, col 3])", sched=s)
     assert "route-kind" in res.counts
 
 
 def test_inter_wafer_table(tiny, tmp_path):
     def edit(doc, a, d):
         doc["wafers"][1]["inter_wafer"] = []
-        a[0]["route_dst_col"][15] = 6                     # no longer on the east edge column
+        a[0]["route_dst_col"][37] = 6                     # no longer on the east edge column
         a[0]["route_links"] = a[0]["route_links"][:-1]
         a[0]["route_offsets"][-1] -= 1
     res = reject(tiny, tmp_path, edit, "inter-wafer", "route 4 is inter-wafer (kind 3) but no inter_wafer entry")
@@ -231,3 +232,187 @@ def test_cli_exit_1_and_truncation(tiny, tmp_path, capsys):
 def test_path_links_helper():
     assert path_links(COLS, [(0, 0), (0, 1), (1, 1), (1, 0), (0, 0)]) == [lid(0, 0, 0), lid(0, 1, 1),
                                                                            lid(1, 1, 2), lid(1, 0, 3)]
+
+
+# issue 14: the tamperings the verifier used to miss; each is rejected naming the rule it breaks
+
+def only(res, *codes):
+    assert set(res.counts) == set(codes), ([str(v) for v in res.violations], codes)
+
+
+def test_dropped_broadcast_route(tiny, tmp_path):
+    res = reject(tiny, tmp_path, lambda doc, a, d: drop_routes(doc, a, 0, [5]), "broadcast-tree",
+                 "op 1 'layers.0.q_proj' grid 0 expert 0 row 1: its 4 tiles form 2 trees, not one; from root tile 6 "
+                 "the broadcast reaches 2 (not tiles 8, 9)")
+    only(res, "broadcast-tree")
+
+
+def test_dropped_reduction_route(tiny, tmp_path):
+    res = reject(tiny, tmp_path, lambda doc, a, d: drop_routes(doc, a, 0, [11]), "reduction-tree",
+                 "op 1 'layers.0.q_proj' grid 0 expert 0 column 0: its 3 tiles form 2 trees")
+    only(res, "reduction-tree")
+
+
+def test_dropped_activation_route(tiny, tmp_path):
+    res = reject(tiny, tmp_path, lambda doc, a, d: drop_routes(doc, a, 0, [36]), "activation-missing",
+                 "op 2 'layers.1.q_proj' holds tiles but no activation route brings it an input",
+                 "op 1 'layers.0.q_proj' holds tiles but no activation route takes its output on")
+    assert "reads the output of op 1 'layers.0.q_proj'" in str(res.violations)
+    only(res, "activation-missing", "dataflow-unreached")
+
+
+def test_dropped_inter_wafer_route(tiny, tmp_path):
+    res = reject(tiny, tmp_path, lambda doc, a, d: drop_routes(doc, a, 0, [37]), "pipeline",
+                 "no inter-wafer route from wafer 0's last op 2 to its edge, listed with dst_wafer 1")
+    only(res, "pipeline")
+
+
+def test_all_routes_dropped(tiny, tmp_path):
+    def edit(doc, a, d):
+        for k in (0, 1):
+            drop_routes(doc, a, k, np.arange(a[k]["route_kind"].size))
+    res = reject(tiny, tmp_path, edit, "broadcast-tree")
+    only(res, "broadcast-tree", "reduction-tree", "activation-missing", "dataflow-unreached", "pipeline")
+
+
+def test_tile_moved_to_free_live_core(tiny, tmp_path):
+    def edit(doc, a, d):
+        a[0]["tile_core_row"][7], a[0]["tile_core_col"][7] = 7, 0   # tile 7 (op 1 [0, 1, 1]) from (2, 1)
+    res = reject(tiny, tmp_path, edit, "route-endpoint", "route 4: destination core (2, 1) is not the core (7, 0) "
+                 "of its destination tile 7")
+    only(res, "route-endpoint")
+    assert res.counts["route-endpoint"] == 4            # its 4 routes: in and out of both trees
+
+
+def test_cores_of_two_ops_tiles_swapped(tiny, tmp_path):
+    def edit(doc, a, d):                                  # tile 13 (op 1, on (3, 3)) <-> tile 14 (op 2, on (4, 0))
+        for key in ("tile_core_row", "tile_core_col"):
+            a[0][key][[13, 14]] = a[0][key][[14, 13]]
+    res = reject(tiny, tmp_path, edit, "route-endpoint", "source core (3, 3) is not the core (4, 0) of its source "
+                 "tile 13", "destination core (4, 0) is not the core (3, 3) of its destination tile 14")
+    only(res, "route-endpoint")
+
+
+def test_layer_on_two_wafers(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["wafers"][1]["layers"] = [1, 2]
+        doc["wafers"][1]["units"].append("layer 1")
+    res = reject(tiny, tmp_path, edit, "layer-duplicate", "layer 1 is on wafer 0 and on wafer 1")
+    only(res, "layer-duplicate", "layer-order")
+
+
+def test_unit_on_two_wafers(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["wafers"][1]["units"].append("embed")
+    reject(tiny, tmp_path, edit, "layer-duplicate", "unit 'embed' is on wafer 0 and on wafer 1")
+
+
+def test_layer_on_no_wafer(tiny, tmp_path):
+    def edit(doc, a, d):
+        w = doc["wafers"][1]
+        w["layers"], w["units"], w["ops"][0]["layer"] = [3, 3], ["head", "layer 3"], 3
+    only(reject(tiny, tmp_path, edit, "layer-missing", "layers 2 are on no wafer (the wafers hold 0-1, 3)"),
+         "layer-missing")
+
+
+def test_empty_wafer_list(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["wafers"] = []
+    only(reject(tiny, tmp_path, edit, "plan-empty", "lists no wafers"), "plan-empty")
+
+
+def test_timeline_names_other_wafers(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["timeline"] = {"wafers": [{"wafer": 0}]}
+    reject(tiny, tmp_path, edit, "plan-wafers", "timeline.wafers lists wafers [0], the schedule has 2")
+
+
+def test_link_capacity_above_target(tiny, tmp_path):
+    s = two_wafer(tiny)
+    s.route(0, 2, 1, 2, 0, l_path((1, 0), (1, 2)))        # color 0 twice on a link: legal only at capacity 2
+
+    def edit(doc, a, d):
+        doc["link_capacity"] = 2
+    res = reject(tiny, tmp_path, edit, "link-capacity", "link_capacity 2 exceeds the target's 1", sched=s)
+    assert "color-reuse" in res.counts                    # the routes are checked at the target's capacity
+
+
+def test_broadcast_cycle(tiny, tmp_path):
+    s = two_wafer(tiny)
+    s.route(0, 0, 1, 1, 6, l_path((1, 3), (1, 0)))        # tile 5 -> tile 2 closes row 0 of op 1 into a ring
+    res = reject(tiny, tmp_path, None, "broadcast-tree", "row 0: its broadcast routes form a cycle (no root tile)",
+                 sched=s)
+    assert "activation-endpoint" in res.counts            # embed -> op 1 now enters a tile that has a parent
+
+
+def test_two_broadcast_parents(tiny, tmp_path):
+    s = two_wafer(tiny)
+    s.route(0, 0, 1, 1, 6, l_path((1, 3), (1, 1)))        # tile 5 -> tile 3, which tile 2 feeds already
+    reject(tiny, tmp_path, None, "broadcast-tree", "receives its broadcast on 2 routes", sched=s)
+
+
+def test_broadcast_across_rows(tiny, tmp_path):
+    s = two_wafer(tiny)
+    s.route(0, 0, 1, 1, 6, l_path((1, 0), (2, 0)))        # row 0 -> row 1: not one grid row
+    reject(tiny, tmp_path, None, "broadcast-tree", "route 38 (broadcast) joins tile 2", "not two tiles of one grid row",
+           sched=s)
+
+
+def test_activation_enters_off_root(tiny, tmp_path):
+    s = two_wafer(tiny)                                   # a -> b ends at b's tile [0, 0, 3] on (4, 3), not [0, 0, 0]
+    s.routes[0][36] = ((3, 3), (4, 3), 2, 1, 2, 2, path_links(COLS, l_path((3, 3), (4, 3))), (13, 17))
+    res = reject(tiny, tmp_path, None, "activation-endpoint", "route 36 (activation) enters tile 17 (op 2 "
+                 "'layers.1.q_proj' grid 0 [expert 0, row 0, col 3]), which is not the root of its broadcast tree",
+                 sched=s)
+    only(res, "activation-endpoint")
+
+
+def test_activation_backwards(tiny, tmp_path):
+    s = two_wafer(tiny)
+    s.route(0, 2, 2, 1, 6, l_path((4, 0), (1, 0)))        # op 2 -> op 1
+    reject(tiny, tmp_path, None, "dataflow-order", "runs from op 2 'layers.1.q_proj' back to op 1", sched=s)
+
+
+def test_route_tile_index_and_op(tiny, tmp_path):
+    def edit(doc, a, d):
+        a[0]["route_src_tile"][35] = 99                   # no such tile
+        a[0]["route_dst_tile"][36] = 13                   # a tile of op 1, the route names op 2
+    reject(tiny, tmp_path, edit, "route-tile", "route 35: source tile 99 is not a tile index of the wafer (0..25)",
+           "route 36: destination tile 13 is a tile of op 1 'layers.0.q_proj', the route names op 2")
+
+
+def test_pipeline_bytes_disagree(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["wafers"][1]["inter_wafer"][0]["bytes_per_token"] = 32
+    only(reject(tiny, tmp_path, edit, "pipeline", "wafer 0 sends 64 bytes per token to wafer 1, which lists 32"),
+         "pipeline")
+
+
+def _kv_wafer(doc, layers):
+    w = doc["wafers"][1]
+    w["role"], w["layers"] = "kv", [layers[0], layers[-1]]
+    w["units"] = ["head"] + [f"layer {i}" for i in layers]
+    w["ops"][0]["layer"] = layers[-1]
+
+
+def test_dedicated_kv_wafer_holds_pipeline_layers(tiny, tmp_path):
+    res = verify_dir(two_wafer(tiny).write(tmp_path / "out", lambda doc, a, d: _kv_wafer(doc, [0, 1])))
+    assert res.ok, [str(v) for v in res.violations]    # a KV wafer's layers are also a pipeline wafer's
+
+
+def test_dedicated_kv_wafer_layer_no_pipeline_runs(tiny, tmp_path):
+    only(reject(tiny, tmp_path, lambda doc, a, d: _kv_wafer(doc, [2]), "layer-missing",
+                "kv wafers hold layers 2, which no pipeline wafer runs"), "layer-missing")
+
+
+def test_long_rider_chain_is_no_recursion(tiny, tmp_path):
+    s = Sched(tiny, 1)
+    s.layers(0, 0, 0)
+    a = s.op(0, "a", 0, (0, 0, 1, 1))
+    ops = s.doc["wafers"][0]["ops"]
+    for i in range(1, 3001):                              # 3000 tile-less riders, each reading the previous
+        ops.append({"id": i, "name": f"r{i}", "layer": 0, "grids": [], "deps": [i - 1], "host": a})
+    b = s.op(0, "b", 0, (0, 2, 1, 1), deps=[3000])
+    s.route(0, 2, a, b, 2, l_path((0, 0), (0, 2)))
+    res = verify_dir(s.write(tmp_path / "out"))
+    assert res.ok, [str(v) for v in res.violations]

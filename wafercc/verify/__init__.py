@@ -20,12 +20,16 @@ from .checks import (
     check_partition,
     check_sram,
     check_tiles,
+    target_fabric,
 )
+from .dataflow import check_dataflow
 from .endpoints import check_endpoints
 from .files import ScheduleFileError, read_schedule
+from .plan import check_pipeline, check_plan
 from .qor import wafer_qor
 from .report import render_text, result_dict
 from .routes import check_routes
+from .trees import check_route_tiles, check_trees
 
 __all__ = ["ScheduleFileError", "VerifyResult", "Violation", "render_text", "result_dict", "verify_dir"]
 
@@ -55,17 +59,24 @@ def verify_dir(outdir: str, limit: int = 50) -> VerifyResult:
     doc, target = sched.doc, sched.target
     sink = Sink(limit)
     check_config(doc, target, sink)
-    budget, cap = doc["budget_bytes_per_core"], doc["link_capacity"]
-    qor = []
+    check_plan(doc, sink)
+    budget = doc["budget_bytes_per_core"]
+    colors, cap = target_fabric(doc, target)       # the hardware's figures, not the schedule's claims
+    qor, ends = [], []
     for k in range(sched.nwafers):
         w = sched.wafer(k)
         ops = w.meta["ops"]
         before = sink.by_wafer.get(w.index, 0)
         tiles = check_tiles(w, ops, sink)
         check_sram(w, tiles, budget, sink)
-        rstats = check_routes(w, ops, doc["colors"], cap, target.fabric.colors, sink)
-        check_endpoints(w, ops, tiles, rstats, sched.nwafers, sink)
+        rstats = check_routes(w, ops, colors, cap, target.fabric.colors, sink)
+        check_endpoints(w, ops, rstats, sched.nwafers, sink)
+        good_src, good_dst = check_route_tiles(w, ops, tiles, sink)
+        roots = check_trees(w, ops, tiles, good_src, good_dst, sink)
+        ends.append(check_dataflow(w, ops, tiles, good_src, good_dst, roots, sink))
         check_partition(w, sink)
         qor.append(wafer_qor(doc, w, tiles, rstats, budget, sink.by_wafer.get(w.index, 0) - before))
+        del w, tiles, rstats, good_src, good_dst, roots      # one wafer in memory at a time
+    check_pipeline(ends, sink)
     return VerifyResult(outdir, doc.get("model"), doc["target"], sink.violations, sink.counts, qor,
                         time.perf_counter() - t0)

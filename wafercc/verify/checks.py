@@ -1,4 +1,4 @@
-"""Tile, SRAM and partition checks (1, 2 for tiles, 3, 6 of docs/schedule-format.md), vectorised.
+"""Tile, SRAM, partition and configuration checks (docs/schedule-format.md), vectorised.
 
 Every check reports through a :class:`Sink`: the total count of each violation code is exact,
 the messages are formatted for the first ``limit`` occurrences of each code only (so a schedule
@@ -57,7 +57,7 @@ def op_label(ops: list, o: int) -> str:
 
 class GridIndex:
     """Flat ids of the tiles every op's grids expect: grid gi of op o covers
-    [base[gi], base[gi] + experts * rows * cols)."""
+    [base[gi], base[gi] + experts * rows * cols); ``kv[gi]``: a KV grid (reduces along its rows)."""
 
     def __init__(self, ops: list):
         self.op = np.array([o for o, op in enumerate(ops) for _ in op["grids"]], dtype=np.int64)
@@ -70,6 +70,7 @@ class GridIndex:
         ngrids = np.array([len(op["grids"]) for op in ops], dtype=np.int64)
         self.first = np.concatenate([[0], np.cumsum(ngrids)[:-1]]).astype(np.int64)
         self.ngrids = ngrids
+        self.kv = np.array([g.get("operand") == "kv" for op in ops for g in op["grids"]], dtype=bool)
 
     def decode(self, flat: int) -> tuple[int, int, int, int, int]:
         gi = int(np.searchsorted(self.base, flat, side="right") - 1)
@@ -125,8 +126,15 @@ def check_tiles(w, ops: list, sink: Sink) -> dict:
     sink.add("tile-bytes", k, np.flatnonzero(nbytes < 0), lambda i: f"{tdesc(i)} has negative bytes {int(nbytes[i])}")
     per_core = np.bincount(core[on], weights=nbytes[on].astype(np.float64), minlength=rows * cols)
     per_core = np.rint(per_core).astype(np.int64)
+    # the tree groups (docs: "Trees"): a broadcast spans one grid row (expert, row), a reduction one
+    # grid column (expert, col), or one row for a KV grid; a group's id is the flat id of its first tile
+    row_group = np.where(valid, flat - tc, -1)
+    col_group = np.where(valid, flat - tr * dims[:, 2], -1)
+    kv = gx.kv[gi] if gx.kv.size else np.zeros(top.size, bool)
     return {"per_core": per_core, "core": core, "on": on, "op": top, "valid_op": (top >= 0) & (top < nops),
-            "desc": tdesc}
+            "desc": tdesc, "grid_index": gx, "bcast_group": row_group,
+            "reduce_group": np.where(kv, row_group, col_group), "kv": kv,
+            "max_group": int(dims[:, 1:].max()) if dims.size else 1}
 
 
 def check_sram(w, tiles: dict, budget: int, sink: Sink) -> None:
@@ -171,8 +179,21 @@ def check_partition(w, sink: Sink) -> None:
             sink.one("layer-wrong-wafer", k, f"{op_label(ops, i)} of layer {lay} on wafer {k}, which holds {rng}")
 
 
+def target_fabric(doc: dict, target) -> tuple[list[int], int]:
+    """(colors routes may use, routes per directed link and color): the schedule's colors that the
+    target frees, and the target's capacity (the schedule's own figures are claims, not facts)."""
+    from ..target.device import LINK_CAPACITY
+
+    free = set(target.free_colors)
+    return sorted({c for c in doc["colors"] if c in free}), LINK_CAPACITY
+
+
 def check_config(doc: dict, target, sink: Sink) -> None:
-    """The schedule's budget and colors against the target (the hardware truth)."""
+    """The schedule's budget, colors and link capacity against the target (the hardware truth)."""
+    _colors, cap = target_fabric(doc, target)
+    if doc["link_capacity"] > cap:
+        sink.one("link-capacity", None, f"link_capacity {doc['link_capacity']} exceeds the target's {cap} "
+                 "route(s) per directed link and color")
     usable = target.usable_bytes_per_core
     if doc["budget_bytes_per_core"] > usable:
         sink.one("budget", None, f"budget_bytes_per_core {doc['budget_bytes_per_core']} exceeds the target's "

@@ -1,30 +1,19 @@
-"""Route ends against ops (kinds, source/destination regions) and the inter-wafer table.
+"""Route kinds and op ends, the inter-wafer edge ends and the inter-wafer table.
 
 - kind 0/1 (broadcast, reduction): ``route_op_src == route_op_dst >= 0``; kind 2 (activation): both
   ends are ops; kind 3 (inter-wafer): at least one end is -1 (the edge), on the west or east edge
   column (where the I/O columns are), and the route is listed by an ``inter_wafer`` entry.
-- an end that names op ``o`` lies on a core holding a tile of ``o`` or inside one of ``o``'s
-  ``region`` rectangles.
+
+Ends that name an op are checked against the tiles they name in trees.py.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .checks import Sink, op_label, sorted_unique
+from .checks import Sink
 
 
-def _in_regions(ops: list, op: np.ndarray, core: np.ndarray, cols: int) -> np.ndarray:
-    """bool: core inside one of op's region rectangles (one pass per distinct op, not per route)."""
-    out = np.zeros(op.size, dtype=bool)
-    r, c = core // cols, core % cols
-    for o in np.unique(op).tolist():
-        sel = np.flatnonzero(op == o)
-        for r0, c0, nr, nc in ops[o].get("region", []):
-            out[sel] |= (r[sel] >= r0) & (r[sel] < r0 + nr) & (c[sel] >= c0) & (c[sel] < c0 + nc)
-    return out
-
-
-def check_endpoints(w, ops: list, tiles: dict, rstats: dict, nwafers: int, sink: Sink) -> None:
+def check_endpoints(w, ops: list, rstats: dict, nwafers: int, sink: Sink) -> None:
     ro, k = w.routes, w.index
     cols = w.alive.shape[1]
     nops = len(ops)
@@ -42,20 +31,8 @@ def check_endpoints(w, ops: list, tiles: dict, rstats: dict, nwafers: int, sink:
              lambda i: f"route {i} of kind {int(kind[i])} has op ends {int(osrc[i])} -> {int(odst[i])} "
              "(0/1: one op at both ends, 2: two ops, 3: an edge (-1) at one end at least)")
 
-    # ends that name an op: on a core holding one of its tiles, or inside its region
-    held = tiles["on"] & tiles["valid_op"]
-    pairs = sorted_unique(tiles["core"][held] * max(nops, 1) + tiles["op"][held])
+    # the -1 end of an inter-wafer route: on an edge column (the ends naming tiles: trees.py)
     for end, op, label in ((rstats["src"], osrc, "source"), (rstats["dst"], odst, "destination")):
-        sel = np.flatnonzero((op >= 0) & (op < nops) & (end >= 0))
-        keys = end[sel] * nops + op[sel]
-        pos = np.minimum(np.searchsorted(pairs, keys), max(pairs.size - 1, 0))
-        found = (pairs[pos] == keys) if pairs.size else np.zeros(sel.size, bool)
-        miss = sel[~found]
-        if miss.size:
-            miss = miss[~_in_regions(ops, op[miss], end[miss], cols)]
-        sink.add("route-endpoint", k, miss,
-                 lambda i, end=end, op=op, label=label: f"route {i}: {label} core ({int(end[i]) // cols}, "
-                 f"{int(end[i]) % cols}) holds no tile of {op_label(ops, int(op[i]))} and is outside its region")
         edge = np.flatnonzero((kind == 3) & (op == -1) & (end >= 0) & (end % cols != 0) & (end % cols != cols - 1))
         sink.add("route-endpoint", k, edge,
                  lambda i, end=end, label=label: f"route {i} (inter-wafer): {label} core ({int(end[i]) // cols}, "
@@ -68,9 +45,11 @@ def check_endpoints(w, ops: list, tiles: dict, rstats: dict, nwafers: int, sink:
         sw, dw = (e.get("src_wafer"), e.get("dst_wafer")) if isinstance(e, dict) else (None, None)
         ok_ids = isinstance(ids, list) and all(isinstance(i, int) and 0 <= i < n and kind[i] == 3 for i in ids)
         ok_w = all(isinstance(x, int) and 0 <= x < nwafers for x in (sw, dw)) and sw != dw and k in (sw, dw)
-        if not (ok_ids and ok_w):
+        ok_dir = ok_ids and all((osrc[i] == -1) == (dw == k) for i in ids)    # into wafer k from its edge
+        if not (ok_ids and ok_w and ok_dir):
             sink.one("inter-wafer", k, f"inter_wafer[{j}] {e!r}: expected src_wafer != dst_wafer (one of them "
-                     f"{k}), and 'route' the index (or list) of kind-3 routes of wafer {k}")
+                     f"{k}), and 'route' the index (or list) of kind-3 routes of wafer {k}, entering it "
+                     f"(from the edge) when dst_wafer is {k}, leaving it when src_wafer is {k}")
         if isinstance(ids, list):
             listed[[i for i in ids if isinstance(i, int) and 0 <= i < n]] = True
     sink.add("inter-wafer", k, np.flatnonzero((kind == 3) & ~listed),

@@ -21,7 +21,12 @@ SCHEMA = "wafercc.schedule/2"
 TILE_ARRAYS = ("tile_op", "tile_grid", "tile_expert", "tile_row", "tile_col",
                "tile_core_row", "tile_core_col", "tile_bytes")
 ROUTE_ARRAYS = ("route_src_row", "route_src_col", "route_dst_row", "route_dst_col", "route_kind",
-                "route_op_src", "route_op_dst", "route_color")
+                "route_src_tile", "route_dst_tile", "route_op_src", "route_op_dst", "route_color")
+
+# arrays whose values (cores, rows, cols, op ids, kinds, colors) the checks combine only into ids
+# below 2**31 (core * cols + col, core * colors + color): read as int32, the rest as int64
+KEEP32 = frozenset({"tile_op", "tile_grid", "tile_core_row", "tile_core_col", "route_src_row", "route_src_col",
+                    "route_dst_row", "route_dst_col", "route_kind", "route_op_src", "route_op_dst", "route_color"})
 
 
 class ScheduleFileError(WaferccError):
@@ -96,6 +101,10 @@ def _check_op(op, where: str, path: str) -> None:
     for j, g in enumerate(op["grids"]):
         if not isinstance(g, dict) or not all(_int(g.get(k)) and g[k] >= 0 for k in ("experts", "rows", "cols")):
             _fail(f"'{where}.grids[{j}]': got {g!r}, expected experts, rows, cols (integers >= 0)", path)
+    deps, host = op.get("deps", []), op.get("host")
+    if not (isinstance(deps, list) and all(_int(d) for d in deps)) or not (host is None or _int(host)):
+        _fail(f"'{where}.deps' / '{where}.host': got {deps!r} / {host!r}, expected a list of op ids / an op "
+              "id or null", path)
     reg = op.get("region", [])
     if not (isinstance(reg, list) and all(isinstance(r, list) and len(r) == 4 and all(_int(x) for x in r)
                                           for r in reg)):
@@ -120,7 +129,9 @@ def _ints(arrs: dict, name: str, path: str, length: int | None = None, keep32: b
         _fail(f"'{name}': got {a.dtype} {list(a.shape)}, expected a 1-D integer array", path)
     if length is not None and a.shape[0] != length:
         _fail(f"'{name}': got length {a.shape[0]}, expected {length}", path)
-    return a if keep32 and a.dtype == np.int32 else a.astype(np.int64, copy=False)
+    if keep32 and np.issubdtype(a.dtype, np.signedinteger) and a.dtype.itemsize <= 4:
+        return a.astype(np.int32, copy=False)    # ids below 2**31: no copy to int64 of millions of entries
+    return a.astype(np.int64, copy=False)
 
 
 def _read_wafer(outdir: str, k: int, meta: dict, defects: dict, shape: tuple) -> WaferData:
@@ -136,9 +147,9 @@ def _read_wafer(outdir: str, k: int, meta: dict, defects: dict, shape: tuple) ->
     arrs = _load_npz(path)
     w = WaferData(k, meta, alive, dl.astype(np.int64))
     n_t = arrs["tile_op"].shape[0] if "tile_op" in arrs else None
-    w.tiles = {n: _ints(arrs, n, path, n_t) for n in TILE_ARRAYS}
+    w.tiles = {n: _ints(arrs, n, path, n_t, keep32=n in KEEP32) for n in TILE_ARRAYS}
     n_r = arrs["route_kind"].shape[0] if "route_kind" in arrs else None
-    w.routes = {n: _ints(arrs, n, path, n_r) for n in ROUTE_ARRAYS}
+    w.routes = {n: _ints(arrs, n, path, n_r, keep32=n in KEEP32) for n in ROUTE_ARRAYS}
     off = _ints(arrs, "route_offsets", path, None if n_r is None else n_r + 1)
     links = _ints(arrs, "route_links", path, keep32=True)
     if off.size == 0 or off[0] != 0 or off[-1] != links.size or np.any(np.diff(off) < 0):

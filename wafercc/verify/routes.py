@@ -51,6 +51,9 @@ def link_tables(alive: np.ndarray, dead_links: np.ndarray) -> tuple[np.ndarray, 
 
 def _groups(keys: np.ndarray, cap: int):
     """(order, starts, ends) of runs of equal keys (in sorted order) longer than ``cap``."""
+    s = np.sort(keys)                       # a plain sort first: the argsort only when a run is too long
+    if s.size <= cap or not (s[cap:] == s[:-cap]).any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     order = np.argsort(keys, kind="stable")
     s = keys[order]
     brk = np.flatnonzero(s[1:] != s[:-1]) + 1

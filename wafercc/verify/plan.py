@@ -1,0 +1,111 @@
+"""Whole-schedule checks across wafers: the partition of layers and the pipeline between wafers.
+
+    check_plan(doc, sink)              plan-empty, layer-duplicate, layer-missing, layer-order, plan-wafers
+    check_pipeline(ends, sink)         pipeline: consecutive wafers joined by inter-wafer routes
+
+Per-wafer checks (an op on the wafer its layer was given: ``layer-wrong-wafer``) live in checks.py;
+these need every wafer's ``layers`` / ``units`` at once, which schedule.json holds (no npz read).
+"""
+from __future__ import annotations
+
+from .checks import _LAYER_UNIT, Sink
+
+
+def _held(w: dict) -> tuple[set[int], list[str]]:
+    """(layers, non-layer units) a wafer entry claims: its [first, last] range and its units."""
+    lay = w.get("layers")
+    layers = set(range(lay[0], lay[1] + 1)) if lay and lay[0] <= lay[1] else set()
+    other = []
+    for u in w.get("units", []):
+        m = _LAYER_UNIT.match(str(u))
+        if m:
+            layers.add(int(m.group(1)))
+        else:
+            other.append(str(u))
+    return layers, other
+
+
+def check_plan(doc: dict, sink: Sink) -> None:
+    """Per wafer role (``role``: "pipeline", the default, or "kv" for a dedicated KV wafer, which
+    holds the KV cache of layers a pipeline wafer runs): each layer and unit on one wafer of the
+    role, in order; the pipeline's layers without a gap, and a KV wafer's among them."""
+    wafers = doc["wafers"]
+    if not wafers:
+        sink.one("plan-empty", None, "the schedule lists no wafers: nothing of the model is placed")
+        return
+    held = [_held(w) for w in wafers]
+    roles = [str(w.get("role") or "pipeline") for w in wafers]
+    layers_of: dict[str, set[int]] = {}
+    for role in dict.fromkeys(roles):
+        owner: dict[object, int] = {}
+        last, last_k = None, None
+        for k in (k for k in range(len(wafers)) if roles[k] == role):
+            layers, other = held[k]
+            for unit in [*sorted(layers), *other]:
+                if unit in owner:
+                    name = f"layer {unit}" if isinstance(unit, int) else f"unit '{unit}'"
+                    sink.one("layer-duplicate", k, f"{name} is on wafer {owner[unit]} and on wafer {k} "
+                             f"(each layer and unit on exactly one {role} wafer)")
+                owner.setdefault(unit, k)
+            mine = sorted(layers)
+            if mine and last is not None and mine[0] <= last:
+                sink.one("layer-order", k, f"wafer {k} starts at layer {mine[0]}, not after wafer {last_k}'s "
+                         f"last layer {last} (the {role} wafers run the layers in order)")
+            if mine:
+                last, last_k = mine[-1], k
+        layers_of[role] = {u for u in owner if isinstance(u, int)}
+    main = sorted(layers_of.get("pipeline", set()))
+    if main:
+        gaps = sorted(set(range(0, main[-1] + 1)) - set(main))
+        if gaps:
+            sink.one("layer-missing", None, f"layers {_ranges(gaps)} are on no wafer (the wafers hold "
+                     f"{_ranges(main)})")
+    for role, lay in layers_of.items():
+        extra = sorted(lay - set(main)) if role != "pipeline" else []
+        if extra:
+            sink.one("layer-missing", None, f"{role} wafers hold layers {_ranges(extra)}, which no pipeline "
+                     "wafer runs")
+    tl = doc.get("timeline")
+    per = tl.get("wafers") if isinstance(tl, dict) else None
+    if isinstance(per, list):
+        got = [e.get("wafer") if isinstance(e, dict) else None for e in per]
+        if got != list(range(len(wafers))):
+            sink.one("plan-wafers", None, f"timeline.wafers lists wafers {got}, the schedule has "
+                     f"{len(wafers)} (0..{len(wafers) - 1})")
+
+
+def _ranges(xs: list[int]) -> str:
+    out, start = [], None
+    for i, x in enumerate(xs):
+        if start is None:
+            start = x
+        if i + 1 == len(xs) or xs[i + 1] != x + 1:
+            out.append(str(start) if start == x else f"{start}-{x}")
+            start = None
+    return ", ".join(out)
+
+
+def check_pipeline(ends: list[dict], sink: Sink) -> None:
+    """``ends[k]`` (from dataflow.check_dataflow): wafer k's entry/exit ops (None without tiles) and
+    its inter-wafer links ``out`` / ``in``: {(src_wafer, dst_wafer): (op, bytes_per_token)}.  Every
+    wafer holding tiles before another one that does sends its exit op's output east to wafer k+1,
+    which receives it into its entry op; both wafers list the hop with the same bytes per token."""
+    holding = [k for k, e in enumerate(ends) if e["entry"] is not None]
+    for k in range(len(ends) - 1):
+        if ends[k]["entry"] is None or not any(j > k for j in holding):
+            continue
+        a, b = ends[k], ends[k + 1]
+        if b["entry"] is None:
+            sink.one("pipeline", k + 1, f"wafer {k + 1} holds no tiles, between wafer {k} and a later wafer "
+                     "that does: the pipeline cannot pass it")
+            continue
+        out, inc = a["out"].get((k, k + 1)), b["in"].get((k, k + 1))
+        if out is None or out[0] != a["exit"]:
+            sink.one("pipeline", k, f"no inter-wafer route from wafer {k}'s last op {a['exit']} to its edge, "
+                     f"listed with dst_wafer {k + 1}" + (f" (the listed one leaves op {out[0]})" if out else ""))
+        if inc is None or inc[0] != b["entry"]:
+            sink.one("pipeline", k + 1, f"no inter-wafer route from the edge into wafer {k + 1}'s first op "
+                     f"{b['entry']}, listed with src_wafer {k}" + (f" (the listed one enters op {inc[0]})" if inc else ""))
+        if out is not None and inc is not None and out[1] != inc[1]:
+            sink.one("pipeline", k + 1, f"wafer {k} sends {out[1]} bytes per token to wafer {k + 1}, which "
+                     f"lists {inc[1]}")
