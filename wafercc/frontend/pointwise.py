@@ -105,7 +105,7 @@ def fold(src, node, args, out: str | None = None):
         return np.array(args[0].shape[start:end], dtype=np.int64)
     if node.domain in ("", "ai.onnx") and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                                                   for a in node.attribute):
-        from ..onnx_eval import run_node   # any other standard op: its reference definition
+        from ..ir.onnx_eval import run_node   # any other standard op: its reference definition
         res = run_node(node, args, src.opset)[list(node.output).index(out) if out else 0]
         if res.size > FOLD_LIMIT:
             raise ValueError("too large to fold")

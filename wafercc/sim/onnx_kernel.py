@@ -1,7 +1,7 @@
 """Kernel of the IR's ``onnx`` op: the stored node run by the ONNX reference implementation.
 
 The frontend already normalised the node to the IR value's rank (ir/ops_onnx.py), so the node runs
-as stored on the interpreter's arrays (wafercc/onnx_eval.py): the result is the operator's ONNX
+as stored on the interpreter's arrays (ir/onnx_eval.py): the result is the operator's ONNX
 meaning, not a reimplementation of it.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from ..onnx_eval import run_node
+from ..ir.onnx_eval import run_node
 from .errors import SimulationError
 
 
