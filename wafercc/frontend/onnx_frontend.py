@@ -7,6 +7,7 @@ import onnx
 
 from ..errors import InputFileError
 from ..ir import Graph, verify
+from .onnx_branches import inline_cache_branch
 from .onnx_contrib import expand_contrib, has_contrib
 from .onnx_lift import lift
 from .onnx_source import SourceGraph, load_model
@@ -22,6 +23,7 @@ def _needs_shape_inference(model: onnx.ModelProto) -> bool:
 def lower_onnx_model(model: onnx.ModelProto, name: str = "model", where: str = "model",
                      base_dir: str | None = None) -> Graph:
     """Lower a ModelProto; ``base_dir`` locates external data (read only to recognise tied weights)."""
+    model = inline_cache_branch(model, where)  # optimum's merged decoder: its with-past branch
     fused = has_contrib(model)
     model = expand_contrib(model)   # onnxruntime-fused files: contrib ops to standard ONNX first
     if fused or _needs_shape_inference(model):
