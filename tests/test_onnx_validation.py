@@ -232,7 +232,7 @@ def test_fuzz_small_model_lowers_or_fails_in_one_line(tmp_path, data):
     _lowers_or_one_line(data, tmp_path / "m.onnx")
 
 
-@settings(max_examples=max(FUZZ_EXAMPLES // 10, 10), **FUZZ)
+@settings(max_examples=max(FUZZ_EXAMPLES // 5, 10), **FUZZ)
 @given(data=onnx_files(onnx.load(TINY_LLAMA)))
 def test_fuzz_exported_llama_lowers_or_fails_in_one_line(tmp_path, data):
     """The exported tiny Llama brings attention, rotary and the mask subgraph run on onnxruntime."""

@@ -1,7 +1,8 @@
 """Hypothesis strategies that corrupt a valid ONNX model as a careless user or an attacker would.
 
 ``onnx_files(base)`` draws serialised models: ``base`` with one to three field corruptions
-(tensor data types, dims and data; value shapes and element types; node input and output names,
+(tensor data types, dims and data, or a well-formed tensor of another shape and type; value shapes
+and element types; node input and output names,
 attributes, domains and op types; removed, duplicated or reordered nodes; opset and IR
 versions), sometimes followed by a byte-level corruption of the file.  The fast test
 (tests/test_onnx_validation.py) runs a few hundred draws; a long fuzz run reuses the same
@@ -104,6 +105,21 @@ def tensor_data(m, draw):
         t.float_data.extend([1.0] * draw(st.integers(1, 4)))
 
 
+_NUMPY_TYPES = [np.float32, np.float16, np.float64, np.int64, np.int32, np.int8, np.uint8, np.bool_]
+
+
+def tensor_replace(m, draw):
+    """A tensor swapped for a well-formed one of another shape and type: it passes the data checks,
+    so the checker, the constant folder and the lifter meet it."""
+    t = _pick(draw, _tensors(m), "tensor")
+    if t is None:
+        return
+    dims = draw(st.lists(st.sampled_from([0, 1, 2, 3, 16, 17, 32]), max_size=3), label="dims")
+    dtype = draw(st.sampled_from(_NUMPY_TYPES), label="dtype")
+    fill = draw(st.sampled_from([0, 1, -1, 3]), label="fill")
+    t.CopyFrom(numpy_helper.from_array(np.full(dims, fill).astype(dtype), t.name))
+
+
 def value_shape(m, draw):
     vis = list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info)
     vi = _pick(draw, vis, "value")
@@ -201,8 +217,8 @@ def versions(m, draw):
         m.ir_version = draw(st.sampled_from([0, 1, 3, 99]))
 
 
-MUTATIONS = [tensor_dtype, tensor_dims, tensor_data, value_shape, node_input, node_output, node_attribute,
-             node_kind, node_set, versions]
+MUTATIONS = [tensor_dtype, tensor_dims, tensor_data, tensor_replace, tensor_replace, value_shape, node_input,
+             node_output, node_attribute, node_attribute, node_kind, node_set, versions]
 
 
 @st.composite

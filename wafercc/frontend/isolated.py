@@ -58,18 +58,22 @@ def call(fn: Callable[[], Any], *, timeout: float = 60.0, memory: int = 4 * GiB)
         reaped = False
         try:
             _wait_closed(r, timeout)
-            _, st = os.waitpid(pid, 0)
+            try:
+                _, st = os.waitpid(pid, 0)
+            except ChildProcessError:  # SIGCHLD ignored: the system reaped it; the result file tells
+                st = None
             reaped = True
         finally:
             os.close(r)
             if not reaped:  # timed out, or the caller was interrupted: the child goes too
                 _kill(pid)
-        if os.WIFSIGNALED(st):
+        if st is not None and os.WIFSIGNALED(st):
             raise NativeFailure(f"crashed ({_signame(os.WTERMSIG(st))})")
         try:
             kind, value = _load(out)
         except (EOFError, ValueError, pickle.UnpicklingError):
-            raise NativeFailure(f"exited with status {os.WEXITSTATUS(st)} without a result (out of memory?)") from None
+            code = os.WEXITSTATUS(st) if st is not None else "unknown"
+            raise NativeFailure(f"exited with status {code} without a result (out of memory?)") from None
     if kind == "error":
         raise NativeFailure(value)
     return value

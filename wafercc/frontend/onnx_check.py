@@ -6,13 +6,12 @@ Two stages (docs/onnx-lifter.md, "Loading"):
    node domains (only the standard one is lowered; any other is refused, never matched as a
    standard op), op schemas (arity, required inputs present, attribute names and types), value
    names (every input produced exactly once or a graph input / initializer, no dangling name, no
-   value with two producers), tensors (a known data type, data whose size matches it, dims
-   within :data:`MAX_DIM` and :data:`~wafercc.ir.values.MAX_ELEMENTS`, external data inside the
-   model's directory) and the dims of graph inputs and outputs.  A cycle is named by the sort
-   (onnx_source._topological).
-2. onnx's own checker with strict shape inference (``full_check``) on a weight-free skeleton of the
-   model (external and large initializers become typed graph inputs, so nothing is loaded), in a
-   forked child (:mod:`.isolated`): onnx's C++ inference segfaults on some hostile attributes.
+   value with two producers), tensors (a known data type, data whose size matches it, dims within
+   ``ir.values.MAX_DIM`` and ``MAX_ELEMENTS``, external data inside the model's directory) and the
+   dims of graph inputs and outputs.  A cycle is named by the sort (onnx_source._topological).
+2. onnx's own checker with strict shape inference on a weight-free skeleton of the model (external
+   and large initializers become typed graph inputs, so nothing is loaded), in a forked child
+   (:mod:`.isolated`): onnx's C++ inference segfaults on some hostile attributes.
 
 Every refusal is one line naming the file and, where there is one, the node.
 """
@@ -25,10 +24,9 @@ import onnx
 from onnx import defs, helper
 
 from ..errors import InputFileError, UnsupportedOpError, shorten
-from ..ir.values import MAX_ELEMENTS
+from ..ir.values import MAX_DIM, MAX_ELEMENTS
 from . import isolated
 
-MAX_DIM = 2**31 - 1      # a dim must fit int32: the IR's kernels and the planner index with it
 STANDARD = ("", "ai.onnx")
 CHECK_SECONDS = 300.0    # onnx's checker on the 80-layer Llama-3.1-70B export takes ~1 s
 KEEP_INLINE = 4096       # initializers up to this many elements stay in the skeleton (shape data)
@@ -103,6 +101,9 @@ def _nodes(nodes, opset: int, where: str) -> None:
     for node in nodes:
         for value in (node.op_type, node.domain, node.name):
             _is_text(value, "a node's op type, domain or name", where)
+        for p in node.metadata_props:   # the exporters' module scopes the lifter reads
+            _is_text(p.key, "a node's metadata", where)
+            _is_text(p.value, "a node's metadata", where)
         if node.domain not in STANDARD:
             raise UnsupportedOpError(node.op_type, node=node.name or (node.output[0] if node.output else None),
                                      detail=f"operator of domain '{node.domain}': wafercc lowers only the "
@@ -302,12 +303,10 @@ def _value_dims(g, where: str) -> None:
 def _skeleton(model: onnx.ModelProto, nodes: list) -> onnx.ModelProto:
     """``model`` with its nodes sorted and without weight data: external and large initializers
     become graph inputs of their type and shape (shape inference needs no more of them)."""
-    sk = onnx.ModelProto()
-    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
-        setattr(sk, field, getattr(model, field))
+    sk = onnx.ModelProto(ir_version=model.ir_version)
     sk.opset_import.extend(model.opset_import)
     g, src = sk.graph, model.graph
-    g.name = src.name or "graph"
+    g.name = "skeleton"    # the model's own text fields are not needed (nor checked as text)
     g.node.extend(nodes)
     # an output of unknown rank is valid (onnxruntime runs it) but fails the checker's main-graph
     # rule that outputs have a shape: it is left out of the skeleton, so checked as a plain value
