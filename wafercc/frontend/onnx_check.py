@@ -31,8 +31,10 @@ STANDARD = ("", "ai.onnx")
 CHECK_SECONDS = 300.0    # onnx's checker on the 80-layer Llama-3.1-70B export takes ~1 s
 KEEP_INLINE = 4096       # initializers up to this many elements stay in the skeleton (shape data)
 
-_PACKED4 = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)}
-_PACKED2 = {getattr(onnx.TensorProto, n) for n in ("INT2", "UINT2") if hasattr(onnx.TensorProto, n)}
+# sub-byte types are packed in raw data (and 2- and 4-bit ones in int32_data too, a byte per entry)
+_BITS = {getattr(onnx.TensorProto, name): bits for name, bits in (
+    ("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2), ("FLOAT6E2M3", 6), ("FLOAT6E3M2", 6))
+    if hasattr(onnx.TensorProto, name)}
 _COMPLEX = {onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128}
 _DATA_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 _FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
@@ -248,21 +250,17 @@ def check_tensor(t: onnx.TensorProto, what: str, where: str) -> None:
         if field != helper.tensor_dtype_to_field(t.data_type):
             raise InputFileError(f"{what} of type {onnx.TensorProto.DataType.Name(t.data_type)} stores its "
                                  f"values in {field}", where=where)
-        want = 2 * n if t.data_type in _COMPLEX else n
+        want = 2 * n if t.data_type in _COMPLEX else size if _BITS.get(t.data_type) in (2, 4) else n
         got = len(getattr(t, field))
-        packed = t.data_type in _PACKED4 | _PACKED2 and got in ((n + 1) // 2, (n + 3) // 4)
-        if got != want and not packed:
+        if got != want:
             raise InputFileError(f"{what} holds {got} values in {field}; its dims give {want}", where=where)
     elif n:
         raise InputFileError(f"{what} has {n} elements but stores no data", where=where)
 
 
 def _nbytes(data_type: int, n: int) -> int:
-    if data_type in _PACKED4:
-        return (n + 1) // 2
-    if data_type in _PACKED2:
-        return (n + 3) // 4
-    return n * helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    bits = _BITS.get(data_type)
+    return (n * bits + 7) // 8 if bits else n * helper.tensor_dtype_to_np_dtype(data_type).itemsize
 
 
 def _external(t, size: int, what: str, where: str) -> None:
@@ -283,20 +281,20 @@ def _external(t, size: int, what: str, where: str) -> None:
 def _value_dims(g, where: str) -> None:
     """Dims of the graph's inputs, outputs and annotated values: within int32, and a graph input or
     output has no empty dim (a model fed zero tokens or emitting zero features computes nothing)."""
-    ends = {v.name for v in list(g.input) + list(g.output)}
+    inputs, outputs = {v.name for v in g.input}, {v.name for v in g.output}
     for vi in list(g.input) + list(g.output) + list(g.value_info):
         if not vi.type.HasField("tensor_type"):
             continue
         _is_text(vi.name, "a value name", where)
         tt = vi.type.tensor_type
-        if not tt.HasField("shape") and any(vi.name == i.name for i in g.input):
+        kind = "graph input" if vi.name in inputs else "graph output" if vi.name in outputs else "value"
+        if not tt.HasField("shape") and kind == "graph input":
             raise InputFileError(f"graph input '{vi.name}' has no shape, not even a rank", where=where)
         if tt.elem_type and tt.elem_type not in _DATA_TYPES:
-            raise InputFileError(f"value '{vi.name}' has unknown element type {tt.elem_type}", where=where)
+            raise InputFileError(f"{kind} '{vi.name}' has unknown element type {tt.elem_type}", where=where)
         if tt.HasField("shape"):
             dims = [d.dim_value for d in tt.shape.dim if d.HasField("dim_value")]
-            _dims_ok(dims, f"{'graph input or output' if vi.name in ends else 'value'} '{vi.name}'", where,
-                     allow_zero=vi.name not in ends)
+            _dims_ok(dims, f"{kind} '{vi.name}'", where, allow_zero=kind == "value")
 
 
 # -- onnx's checker, isolated --------------------------------------------------------------------
