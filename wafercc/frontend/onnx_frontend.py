@@ -1,4 +1,4 @@
-"""ONNX file or ModelProto -> verified IR graph."""
+"""ONNX file or ModelProto -> validated (onnx_check: sanity pass, then onnx's checker, isolated) -> verified IR graph."""
 from __future__ import annotations
 
 import os
