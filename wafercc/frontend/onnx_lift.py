@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputFileError, UnsupportedOpError
 from ..ir import BATCH, SEQ, DType, Graph, ValueKind
+from ..ir.ops import ShapeError
 from .onnx_mla import detect_mla, emit_mla, refuse_mla
 from .onnx_moe import detect_moe
 from .onnx_patches import conv_refusal, detect_patches, emit_patches, is_patch_conv
@@ -208,9 +209,18 @@ class Lifter(AttentionLifting, LayoutLifting, GenericLifting):
         layer = self.src.layer_of(node)
         if layer is None and not self.src.has_scope(node):
             layer = self._input_layer(inputs)
-        n = self.g.add_node(op, inputs, [self._value_name(name)], name=name, attrs=attrs or {}, layer=layer)
+        n = self.add_node(node, op, inputs, [self._value_name(name)], name=name, attrs=attrs or {}, layer=layer)
         self._layer_of_value[n.outputs[0]] = layer
         return n.outputs[0]
+
+    def add_node(self, node, op, inputs, outputs, **kw):
+        """``Graph.add_node`` for the lowering of ONNX ``node``: a shape the IR op cannot take (a 0
+        or an overflowing dim that reached it) is a one-line error located at that node."""
+        try:
+            return self.g.add_node(op, inputs, outputs, **kw)
+        except ShapeError as e:
+            raise ShapeError(f"lowered as IR op {op}: {e}", where=f"{self.src.where}: node "
+                             f"'{node.name or node.op_type}' ({node.op_type})") from None
 
     def _input_layer(self, inputs) -> int | None:
         """A node the exporter left without a module scope (an optimized export's ``node_Split_12``)
