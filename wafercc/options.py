@@ -117,24 +117,33 @@ def _float(v):
 STORAGE_DTYPES = (DType.F32, DType.F16, DType.BF16, DType.F8E4M3, DType.F8E5M2, DType.F4E2M1, DType.I8, DType.I4)
 
 
-def _storage(dt: DType, what: str) -> DType:
+def _storage(dt: Any, what: str) -> DType:
+    if isinstance(dt, str) and not isinstance(dt, DType):
+        try:
+            dt = DType.parse(dt)
+        except ValueError:
+            pass
     if dt not in STORAGE_DTYPES:
-        raise ValueError(f"{what} '{dt.value}': expected a storage dtype, one of "
-                         f"{', '.join(d.value for d in STORAGE_DTYPES)}")
-    return dt
+        shown = dt.value if isinstance(dt, DType) else dt
+        raise ValueError(f"{what} {shown!r}: expected a storage dtype, one of "
+                         f"{', '.join(d.value for d in STORAGE_DTYPES)} (or an alias such as fp8, bfloat16)")
+    return DType(dt)
 
 
 def _dtype_of(what):
-    return lambda v: _storage(parse_dtype(v, what) if isinstance(v, str) else v, what)
+    return lambda v: _storage(v, what)
 
 
 def _overrides(v):
-    if isinstance(v, str):
-        out = parse_overrides([v])
-    elif v and all(isinstance(i, str) for i in v):
-        out = parse_overrides(list(v))
-    else:
-        out = tuple(tuple(i) for i in v)
+    try:
+        if isinstance(v, str):
+            out = parse_overrides([v])
+        elif v and all(isinstance(i, str) for i in v):
+            out = parse_overrides(list(v))
+        else:
+            out = tuple((str(p), dt) for p, dt in v)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected PATTERN=DTYPE strings or (pattern, dtype) pairs, got {v!r:.60}") from None
     return tuple((p, _storage(dt, f"dtype override '{p}'")) for p, dt in out)
 
 

@@ -18,11 +18,11 @@ from pydantic import model_validator
 
 from .. import limits as L
 from ..errors import ModelConfigError
-from ..ir import DType
 
-# torch_dtype / dtype values that name a weight format the planner sizes (floats; "auto" = as stored)
-TORCH_DTYPES = ("auto", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float4_e2m1fn")
-_SUPPORTED_DTYPES = {DType.F32, DType.F16, DType.BF16, DType.F8E4M3, DType.F8E5M2, DType.F4E2M1}
+# torch_dtype / dtype: the torch dtypes (torch's names: transformers resolves torch.<name>) a model
+# can be built in; float64 is not a wafer format, and FP8 / MXFP4 checkpoints declare bfloat16 plus a
+# quantization_config (torch cannot build a module in float8: it has no such default dtype)
+TORCH_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _int_in(lo: int, hi: int, limit: str = ""):
@@ -42,7 +42,7 @@ Side = _int_in(1, L.MAX_IMAGE_SIZE, "MAX_IMAGE_SIZE")
 
 # field -> what a value must be, for the one-line refusal (pydantic's own text names no bounds)
 EXPECTED = {
-    "model_type": "a non-empty string",
+    "model_type": "a model type name (1 to 100 characters, no spaces)",
     "hidden_size": f"an integer in 1..{L.MAX_MODEL_DIM} (wafercc.limits.MAX_MODEL_DIM)",
     "intermediate_size": f"an integer in 1..{L.MAX_MODEL_DIM} (or a list of them, one per layer)",
     "moe_intermediate_size": f"an integer in 1..{L.MAX_MODEL_DIM} (wafercc.limits.MAX_MODEL_DIM)",
@@ -89,7 +89,7 @@ class CommonConfig(BaseModel):
     """The keys every transformers config shares, under their canonical names; other keys pass."""
     model_config = ConfigDict(extra="allow", strict=True)
 
-    model_type: Optional[Annotated[StrictStr, Field(min_length=1)]] = None
+    model_type: Optional[Annotated[StrictStr, Field(pattern=r"^\S{1,100}$")]] = None
     hidden_size: Optional[Size] = None
     intermediate_size: Optional[Union[Size, list[Size]]] = None
     moe_intermediate_size: Optional[Size] = None
@@ -151,12 +151,7 @@ class _Relation(ValueError):
 
 
 def _supported_dtype(name: str) -> bool:
-    if name == "auto":
-        return True
-    try:
-        return DType.parse(name) in _SUPPORTED_DTYPES
-    except ValueError:
-        return False
+    return name in TORCH_DTYPES
 
 
 def _class_maps(model_type: Any) -> tuple[dict, dict]:

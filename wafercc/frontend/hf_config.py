@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from .. import jsonsafe
-from ..errors import InputFileError, ModelConfigError, one_line
+from ..errors import InputFileError, ModelConfigError, one_line, shorten
 from ..ir import Graph
 from ..ir import verify
 from ..limits import MAX_CONFIG_BYTES, MAX_LAYERS
@@ -142,13 +142,12 @@ def build_config(cfg: Mapping[str, Any], *, layers: int | None = None, where: st
         if "Unrecognized model identifier" in str(e) or "not recognized" in str(e):
             if cfg.get("auto_map"):
                 raise _remote_code_error(model_type, cfg["auto_map"], where) from None
-            raise ModelConfigError(f"unknown model_type '{model_type}' (not supported by transformers "
+            raise ModelConfigError(f"unknown model_type {model_type!r} (not supported by transformers "
                                    f"{_tf_version()})", where=where) from None
-        raise ModelConfigError(f"invalid config for model_type '{model_type}': {str(e).splitlines()[0][:200]}",
+        raise ModelConfigError(f"invalid config for model_type {model_type!r}: {str(e).splitlines()[0][:200]}",
                                where=where) from None
     except Exception as e:
-        raise ModelConfigError(f"invalid config for model_type '{model_type}': {one_line(e, 200)}",
-                               where=where) from None
+        raise ModelConfigError(f"invalid config for model_type {model_type!r}: {_reason(e)}", where=where) from None
     for attr in _DROP_KEYS:
         if hasattr(config, attr):
             try:
@@ -159,6 +158,14 @@ def build_config(cfg: Mapping[str, Any], *, layers: int | None = None, where: st
     if layers is not None:
         _truncate_layers(config, layers, where)
     return config
+
+
+def _reason(e: Exception) -> str:
+    """One line for a transformers error; a validator's "...:" headline gets its last line (the cause)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return shorten(f"{type(e).__name__}: {lines[0]} {lines[-1]}", 250)
+    return one_line(e, 200)
 
 
 def _truncate_layers(config, layers: int, where: str) -> None:
@@ -184,9 +191,9 @@ def _remote_code_error(model_type: str, auto_map: Any, where: str) -> ModelConfi
                next((k for k in entries if k != "AutoConfig"), None))
     ref = entries.get(key) if key else None
     ref = ref[0] if isinstance(ref, (list, tuple)) and ref else ref
-    named = f"auto_map {key} -> '{ref}'" if key and ref else f"auto_map {auto_map!r}"[:120]
+    named = f"auto_map {key} -> {str(ref)[:120]!r}" if key and ref else f"auto_map {auto_map!r}"[:120]
     return ModelConfigError(
-        f"model_type '{model_type}' is not in transformers {_tf_version()}: its {named} is trust_remote_code "
+        f"model_type {model_type!r} is not in transformers {_tf_version()}: its {named} is trust_remote_code "
         f"modeling code, which wafercc does not run; export the model to ONNX yourself (load it with "
         f"trust_remote_code=True, then torch.onnx.export) and pass the .onnx file", where=where)
 
@@ -273,17 +280,25 @@ def _lower_meta(wrapper, example, gname: str, dedup_layers: bool) -> Graph:
     return compile_module(wrapper, example, name=gname, input_names=wrapper.input_names, dynamic=False)
 
 
+def prepare(config_or_path_or_name: Any, *, layers: int | None = None):
+    """Everything before the export: the source read and checked against the schema, the config
+    built and checked again, the meta model and its example inputs.  Returns
+    ``(config dict, default graph name, PretrainedConfig, wrapper, example inputs)``."""
+    cfg, default_name, where = load_config_source(config_or_path_or_name)
+    config = build_config(cfg, layers=layers, where=where)
+    wrapper, _ = build_meta_model(config)
+    return cfg, default_name, config, wrapper, example_inputs(wrapper, config)
+
+
 def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name: str | None = None,
                 dedup_layers: bool = True) -> Graph:
     """Lower a Hugging Face config (dict, config.json path or directory, or a reference
     model key such as ``"llama-3.1-8b"``) to verified IR, without any weights.
     ``layers`` truncates the model to its first N layers (quick looks at huge models);
     ``dedup_layers`` exports each distinct layer once and replicates it (same IR, faster)."""
-    cfg, default_name, where = load_config_source(config_or_path_or_name)
-    config = build_config(cfg, layers=layers, where=where)
-    wrapper, causal = build_meta_model(config)
+    cfg, default_name, config, wrapper, example = prepare(config_or_path_or_name, layers=layers)
     gname = name or default_name
-    graph = _lower_meta(wrapper, example_inputs(wrapper, config), gname, dedup_layers)
+    graph = _lower_meta(wrapper, example, gname, dedup_layers)
     defaults = checkpoint_dtypes(cfg)
     if defaults:
         graph.meta["checkpoint_dtypes"] = defaults
