@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Callable
 
 from . import limits as L
@@ -22,7 +23,7 @@ from .ir import DType
 from .passes.place_route import PlaceOptions
 from .perf.evaluate import Speculative
 from .perf.report import PerfOptions
-from .plan.options import KV_PLACEMENTS, PlanOptions, SolverOptions, parse_dtype, parse_overrides
+from .plan.options import KV_PLACEMENTS, PlanOptions, SolverOptions
 from .target.geometry import LAYOUTS
 
 
@@ -90,15 +91,18 @@ class Knob:
         return ("--no-" if self.cli == "negate" else "--") + self.name.replace("_", "-")
 
 
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+
+
 def _int(v):
     if isinstance(v, bool) or not isinstance(v, (int, str)):
         raise ValueError(f"expected an integer, got {v!r}")
-    if isinstance(v, str) and len(v.strip()) > L.MAX_INT_DIGITS:   # int() of 5000 digits is slow, then refused
-        raise ValueError(f"expected an integer, got a {len(v.strip())}-character string")
-    try:
-        return int(v)
-    except ValueError:
-        raise ValueError(f"expected an integer, got {v!r}") from None
+    if isinstance(v, str):
+        if len(v) > L.MAX_INT_DIGITS:              # int() of 5000 digits is slow, then refused anyway
+            raise ValueError(f"expected an integer, got a {len(v)}-character string")
+        if not _DECIMAL.fullmatch(v):              # int() also takes "1_000", " 7" and non-ASCII digits
+            raise ValueError(f"expected an integer, got {v!r}")
+    return int(v)
 
 
 def _float(v):
@@ -124,8 +128,8 @@ def _storage(dt: Any, what: str) -> DType:
         except ValueError:
             pass
     if dt not in STORAGE_DTYPES:
-        shown = dt.value if isinstance(dt, DType) else dt
-        raise ValueError(f"{what} {shown!r}: expected a storage dtype, one of "
+        shown = _short(dt.value if isinstance(dt, DType) else dt)
+        raise ValueError(f"{what} {shown}: expected a storage dtype, one of "
                          f"{', '.join(d.value for d in STORAGE_DTYPES)} (or an alias such as fp8, bfloat16)")
     return DType(dt)
 
@@ -134,17 +138,30 @@ def _dtype_of(what):
     return lambda v: _storage(v, what)
 
 
+def _override_item(item: str) -> tuple[str, str]:
+    pattern, sep, dt = item.partition("=")
+    if not sep or not pattern or len(pattern) > 200:
+        raise ValueError(f"dtype override {_short(item)}: expected PATTERN=DTYPE (e.g. moe=fp4), "
+                         f"the pattern at most 200 characters")
+    return pattern, dt
+
+
 def _overrides(v):
     try:
-        if isinstance(v, str):
-            out = parse_overrides([v])
-        elif v and all(isinstance(i, str) for i in v):
-            out = parse_overrides(list(v))
-        else:
-            out = tuple((str(p), dt) for p, dt in v)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected PATTERN=DTYPE strings or (pattern, dtype) pairs, got {v!r:.60}") from None
-    return tuple((p, _storage(dt, f"dtype override '{p}'")) for p, dt in out)
+        items = [v] if isinstance(v, str) else list(v)
+        out = [_override_item(i) if isinstance(i, str) else (str(i[0]), i[1]) for i in items
+               if isinstance(i, str) or len(i) == 2]
+        if len(out) != len(items):
+            raise TypeError
+    except (TypeError, KeyError, IndexError):
+        raise ValueError(f"expected PATTERN=DTYPE strings or (pattern, dtype) pairs, got {_short(v)}") from None
+    return tuple((p, _storage(dt, f"dtype override {_short(p)}")) for p, dt in out)
+
+
+def _short(v: Any, limit: int = 40) -> str:
+    """``repr(v)`` cut to ``limit`` characters: a message echoes what the user wrote, not all of it."""
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 KNOBS: tuple[Knob, ...] = (
