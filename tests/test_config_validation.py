@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from fuzz.config_strategies import GPT2, LLAMA, config_dicts, config_texts
+from fuzz.config_strategies import GPT2, LLAMA, config_dicts, config_texts, fuzz_examples
 from wafercc import limits
 from wafercc import models_registry as reg
 from wafercc.cli import main
@@ -179,7 +179,7 @@ def _outcome(spec) -> str:
     return "built"
 
 
-_FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+_FUZZ = settings(max_examples=fuzz_examples(150), deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from fuzz.config_strategies import cli_argvs, defect_specs
+from fuzz.config_strategies import cli_argvs, defect_specs, fuzz_examples
 from wafercc import limits
 from wafercc.cli import main
 from wafercc.errors import WaferccError
@@ -53,8 +53,8 @@ def _cli_error(capsys, argv) -> str:
     (["--prompt-tokens", "0"], ["prompt_tokens 0"]),
     (["--speculative", "llama-3.2-1b", "--spec-acceptance", "nan"], ["spec_acceptance", "finite"]),
     (["--speculative", "llama-3.2-1b", "--spec-acceptance", "1.5"], ["spec_acceptance 1.5", "0.0..1.0"]),
-    (["--dtype", "bool"], ["--dtype 'bool'", "storage dtype"]),
-    (["--dtype="], ["--dtype ''", "storage dtype"]),
+    (["--dtype", "bool"], ["--dtype 'bool'", "not a storage dtype"]),
+    (["--dtype="], ["unknown dtype ''", "storage dtype"]),
     (["--kv-dtype", "i64"], ["--kv-dtype 'i64'"]),
     (["--dtype-override", "moe=bool"], ["'bool'", "storage dtype"]),
     (["--defects", "clustered:rate=0.5,size=1e308"], ["size='1e308'", "MAX_CLUSTER_SIZE"]),
@@ -189,7 +189,7 @@ def test_hostile_defect_files(tmp_path, text, needle):
 
 # ---- fuzzing ----
 
-_FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
+_FUZZ = settings(max_examples=fuzz_examples(120), deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -210,7 +210,7 @@ def test_fuzz_command_lines(capsys, argv):
         pass                            # an invalid choice: the real CLI refused it above, exit 2
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@settings(max_examples=fuzz_examples(100), deadline=None, derandomize=True, database=None)
 @given(spec=defect_specs)
 def test_fuzz_defect_specs(spec):
     try:

@@ -122,15 +122,16 @@ STORAGE_DTYPES = (DType.F32, DType.F16, DType.BF16, DType.F8E4M3, DType.F8E5M2, 
 
 
 def _storage(dt: Any, what: str) -> DType:
+    known = ", ".join(d.value for d in STORAGE_DTYPES)
     if isinstance(dt, str) and not isinstance(dt, DType):
         try:
             dt = DType.parse(dt)
         except ValueError:
-            pass
+            raise ValueError(f"{what}: unknown dtype {_short(dt)}, expected a storage dtype, one of {known} "
+                             f"(or an alias such as fp8, bfloat16)") from None
     if dt not in STORAGE_DTYPES:
         shown = _short(dt.value if isinstance(dt, DType) else dt)
-        raise ValueError(f"{what} {shown}: expected a storage dtype, one of "
-                         f"{', '.join(d.value for d in STORAGE_DTYPES)} (or an alias such as fp8, bfloat16)")
+        raise ValueError(f"{what} {shown}: not a storage dtype, expected one of {known}")
     return DType(dt)
 
 

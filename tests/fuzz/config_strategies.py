@@ -6,13 +6,19 @@ strings, deep nesting; keys deleted; keys added.  ``config_texts`` yields JSON t
 what Python's json module cannot write (5000-digit integers, 100,000-deep arrays, NaN).  Command
 lines draw each compile flag with a value that is sometimes valid and often not.
 
-    from fuzz.config_strategies import config_dicts, config_texts, cli_argvs
+    from fuzz.config_strategies import config_dicts, config_texts, cli_argvs, fuzz_examples
 """
 from __future__ import annotations
 
 import json
+import os
 
 from hypothesis import strategies as st
+
+
+def fuzz_examples(default: int) -> int:
+    """Examples per fuzz test: ``default`` in CI, ``WAFERCC_FUZZ_EXAMPLES`` for a long run."""
+    return int(os.environ.get("WAFERCC_FUZZ_EXAMPLES", default))
 
 LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
              num_key_value_heads=1, vocab_size=64, max_position_embeddings=64, head_dim=16, torch_dtype="bfloat16")

@@ -18,6 +18,7 @@ from pydantic import model_validator
 
 from .. import limits as L
 from ..errors import ModelConfigError
+from ..jsonsafe import check_object_depth
 
 # torch_dtype / dtype: the torch dtypes (torch's names: transformers resolves torch.<name>) a model
 # can be built in; float64 is not a wafer format, and FP8 / MXFP4 checkpoints declare bfloat16 plus a
@@ -140,14 +141,16 @@ class CommonConfig(BaseModel):
             raise _Relation("num_experts_per_tok", k, f"at most the {experts} experts")
         lt, layers = self.layer_types, self.num_hidden_layers
         if lt is not None and layers is not None and len(lt) != layers:
-            raise _Relation("layer_types", f"{len(lt)} entries", f"one per layer ({layers})")
+            raise _Relation("layer_types", f"{len(lt)} entries", f"one per layer ({layers})", shown=True)
         return self
 
 
 class _Relation(ValueError):
-    def __init__(self, field: str, got: Any, expected: str):
-        self.field, self.got, self.expected = field, got, expected
-        super().__init__(f"{field}: {got!r}")
+    """A broken relation: ``field`` holds ``got`` (a value, or already text when ``shown``)."""
+
+    def __init__(self, field: str, got: Any, expected: str, *, shown: bool = False):
+        self.field, self.got, self.expected = field, got if shown else _show(got), expected
+        super().__init__(f"{field}: {self.got}")
 
 
 def _supported_dtype(name: str) -> bool:
@@ -178,14 +181,12 @@ def _validate(values: dict, keys: dict, where: str, prefix: str, origin: str = "
         err = e.errors(include_url=False)[0]
         rel = (err.get("ctx") or {}).get("error")
         if isinstance(rel, _Relation):
-            field, got, expected = rel.field, rel.got, rel.expected
+            field, shown, expected = rel.field, rel.got, rel.expected
         elif err["loc"][:2] == ("quantization_config", "quant_method"):
-            field, got, expected = "quantization_config.quant_method", err.get("input"), "a string"
+            field, shown, expected = "quantization_config.quant_method", _show(err.get("input")), "a string"
         else:
             field = str(err["loc"][0]) if err["loc"] else "?"
-            got = values.get(field, err.get("input"))
-            expected = EXPECTED.get(field, err["msg"])
-        shown = got if isinstance(got, str) and got.endswith("entries") else _show(got)
+            shown, expected = _show(values.get(field, err.get("input"))), EXPECTED.get(field, err["msg"])
         raise ModelConfigError(f"field '{prefix}{keys.get(field, field)}'{origin}: got {shown}, expected {expected}",
                                where=where) from None
 
@@ -193,6 +194,8 @@ def _validate(values: dict, keys: dict, where: str, prefix: str, origin: str = "
 def check_config(cfg: Mapping[str, Any], where: str = "config", *, prefix: str = "",
                  model_type: Any = None) -> None:
     """Check a raw config dict (and its nested sub-configs) against the schema; ModelConfigError."""
+    if not prefix:
+        check_object_depth(cfg, where, ModelConfigError)     # sub-configs are checked recursively
     mt = cfg.get("model_type", model_type)
     amap, subs = _class_maps(mt)
     values, keys = {}, {}
@@ -202,7 +205,7 @@ def check_config(cfg: Mapping[str, Any], where: str = "config", *, prefix: str =
             if key in cfg:
                 values[name], keys[name] = cfg[key], key
                 break
-    values["head_dim_given"] = "head_dim" in values
+    values["head_dim_given"] = values.get("head_dim") is not None
     _validate(values, keys, where, prefix)
     for key, value in cfg.items():
         nested = key in subs or (key.endswith("_config") and key != "quantization_config"
@@ -224,5 +227,5 @@ def check_built(config, raw: Mapping[str, Any], where: str = "config") -> None:
         if v is not None:
             values[name] = v
     amap, _ = _class_maps(getattr(config, "model_type", None))
-    values["head_dim_given"] = any(k in raw for k in ("head_dim", amap.get("head_dim", "head_dim")))
+    values["head_dim_given"] = any(raw.get(k) is not None for k in ("head_dim", amap.get("head_dim", "head_dim")))
     _validate(values, {}, where, "", origin=" (as transformers built it)")

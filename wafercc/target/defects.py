@@ -87,10 +87,12 @@ def _value(kind: str, key: str, typ: str, raw: str, spec: str):
             raise ValueError
         return v
     except ValueError:
-        raise DefectSpecError(f"defect spec '{_short(spec)}': {kind} {key}={_short(raw)!r}, expected {exp}") from None
+        raise DefectSpecError(f"defect spec '{_short(spec)}': {kind} {key}='{_short(raw)}', expected {exp}") from None
 
 
 def _short(text: str, limit: int = 80) -> str:
+    """``text`` as one line (newlines and control characters escaped), cut to ``limit``."""
+    text = repr(text)[1:-1]
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -128,7 +130,7 @@ def parse_defect_spec(spec: str | None) -> DefectSpec:
             if not eq:
                 key, val = (first, arg) if i == 0 else (None, arg)
             if key not in types:
-                raise DefectSpecError(f"defect spec '{_short(text)}': {kind} has no parameter '{key or arg}' "
+                raise DefectSpecError(f"defect spec '{_short(text)}': {kind} has no parameter '{_short(key or arg, 40)}' "
                                       f"(expected {', '.join(types)})")
             params[key] = _value(kind, key, types[key], val.strip(), text)
         if first not in params and not (kind == "clustered" and "count" in params):
