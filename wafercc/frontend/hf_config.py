@@ -8,7 +8,6 @@ per-architecture code: transformers' Auto classes pick the model class.
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Any, Mapping
 
@@ -144,8 +143,7 @@ def build_config(cfg: Mapping[str, Any], *, layers: int | None = None, where: st
                 raise _remote_code_error(model_type, cfg["auto_map"], where) from None
             raise ModelConfigError(f"unknown model_type {model_type!r} (not supported by transformers "
                                    f"{_tf_version()})", where=where) from None
-        raise ModelConfigError(f"invalid config for model_type {model_type!r}: {str(e).splitlines()[0][:200]}",
-                               where=where) from None
+        raise ModelConfigError(f"invalid config for model_type {model_type!r}: {_reason(e)}", where=where) from None
     except Exception as e:
         raise ModelConfigError(f"invalid config for model_type {model_type!r}: {_reason(e)}", where=where) from None
     for attr in _DROP_KEYS:
