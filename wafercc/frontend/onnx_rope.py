@@ -32,9 +32,13 @@ def rope_frequencies(src, tables: list[str], rd: int) -> dict:
     if inv is None:
         return {"theta": None, "scaling": None}
     ratio = inv[1] / inv[0] if half >= 2 else 0.0
-    theta = float(f"{ratio ** -float(half):.6g}") if 0 < ratio < 1 else None
-    scaling: dict = {}
     plain = np.arange(half, dtype=np.float64) / half
+    theta = None
+    if 0 < ratio < 1:   # the roundest theta the tables fit (float32 tables blur its last digits)
+        raw = ratio ** -float(half)
+        theta = next((t for t in (float(f"{raw:.{d}g}") for d in range(2, 7))
+                      if np.allclose(inv, t ** -plain, rtol=_REL_TOL, atol=0.0)), float(f"{raw:.6g}"))
+    scaling: dict = {}
     if theta is None or not np.allclose(inv, theta ** -plain, rtol=_REL_TOL, atol=0.0):
         scaling = {"rope_type": "table", "inv_freq": [float(v) for v in inv]}
     if amp is not None and abs(amp - 1.0) > 1e-6:
@@ -104,25 +108,43 @@ def _table_array(src, t: str, depth: int = 0):
 
 def _folded(src, tables: list[str], half: int):
     """(inverse frequencies, amplitude) from cos/sin tables folded to initializers, one row per
-    position from 0: row 0 is (amp, 0), row r is amp * (cos, sin)(r * inv_freq)."""
+    position from some P (0, or the cache length a static with-past export was traced with): row r
+    is amp * (cos, sin)((P + r) * inv_freq)."""
     arrays = []
     for t in dict.fromkeys(tables):
         a = _table_array(src, t)
         if a is None or a.ndim < 2 or a.shape[-1] < half or np.prod(a.shape[:-2], dtype=int) != 1:
             return None, None
-        arrays.append(a.reshape(a.shape[-2], a.shape[-1])[:, :half])
+        arrays.append(a.reshape(a.shape[-2], a.shape[-1])[:, :half].astype(np.float64))
     if len(arrays) != 2 or arrays[0].shape != arrays[1].shape or arrays[0].shape[0] < 2:
         return None, None
     c, s = arrays
-    if np.any(np.abs(s[0]) > 1e-6):
-        c, s = s, c
-    amp = float(c[0, 0])
-    if amp <= 0 or np.any(np.abs(s[0]) > 1e-6 * amp) or not np.allclose(c[0], amp, rtol=1e-6):
+    if np.all(np.abs(c[0]) < 1e-6) or np.abs(s[0]).max() > np.abs(c[0]).max() and np.abs(c[:, -1]).min() < 1e-6:
+        c, s = s, c   # which of the two is the cosine: at the lowest frequency it stays near amp
+    z = c + 1j * s
+    amp = float(np.abs(z[0]).mean())
+    if amp <= 0 or not np.allclose(np.abs(z), amp, rtol=1e-4):
         return None, None
-    inv = np.arctan2(s[1], c[1])
+    step = np.angle(z[1] * np.conj(z[0]))         # one position's step per frequency, then refined
+    if np.any(step <= 0):
+        return None, None
+    rows = np.arange(z.shape[0], dtype=np.float64)[:, None]
+    turns = np.round((step * rows - np.angle(z * np.conj(z[0]))) / (2 * np.pi))
+    inv = ((np.angle(z * np.conj(z[0])) + 2 * np.pi * turns)[1:] / rows[1:]).mean(axis=0)
     if np.any(inv <= 0):
         return None, None
-    ang = np.arange(c.shape[0], dtype=np.float64)[:, None] * inv
-    if not (np.allclose(amp * np.cos(ang), c, atol=1e-4 * amp) and np.allclose(amp * np.sin(ang), s, atol=1e-4 * amp)):
-        return None, None  # the rows are not positions 0, 1, 2, ...
+    start = _first_position(z[0] / amp, inv)
+    if start is None:
+        return None, None
+    ang = (start + np.arange(c.shape[0], dtype=np.float64))[:, None] * inv
+    if not np.allclose(amp * np.exp(1j * ang), z, atol=1e-4 * amp):
+        return None, None  # the rows are not consecutive positions
     return inv, amp
+
+
+def _first_position(z0: np.ndarray, inv: np.ndarray, most: int = 1 << 16) -> int | None:
+    """The integer P with exp(i P inv) = z0 for every frequency (the first row's position), if any."""
+    p = np.arange(most, dtype=np.float64)[:, None]
+    err = np.abs(np.exp(1j * p * inv[None, :]) - z0[None, :]).max(axis=1)
+    best = int(np.argmin(err))
+    return best if err[best] < 1e-3 else None

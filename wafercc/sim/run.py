@@ -137,9 +137,21 @@ def _past_feeds(graph, interp) -> dict:
                 continue
             if cache not in names:
                 raise SimulationError(f"KV cache '{cache}' records no ONNX past input to feed (recompile the file)")
+            if r == "v" and node.attrs.get("kv_lora_rank") and _interleaved_rope(graph, node):
+                # the IR caches MLA's rotary key in its interleaved order; DeepSeek's exporter keeps it
+                # de-interleaved (evens, then odds): the same vector permuted, which a past cannot take
+                raise SimulationError(f"attention '{node.name}': the IR's MLA cache holds the rotary key interleaved "
+                                      "and the file's past de-interleaved; compare a dynamic-past export instead")
             entry = interp.kv[node.name]
             out[names[cache]] = entry[r][:, :, :entry["len"]].copy()
     return out
+
+
+def _interleaved_rope(graph, node) -> bool:
+    """An interleaved rotary produces one of ``node``'s inputs (MLA's shared rotary key)."""
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    return any(producers.get(v) is not None and producers[v].op == "rotary" and producers[v].attrs.get("interleaved")
+               for v in node.inputs.values())
 
 
 def _prompt(prompt_ids, attention_mask):
