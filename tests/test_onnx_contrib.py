@@ -69,6 +69,10 @@ def fused(tmp_path_factory):
 def test_fused_decoder_lowers_with_torch_params_and_onnxruntime_numerics(fused, arch, fuser, ops):
     path, params = fused(arch, fuser)
     assert ops <= _contrib_ops(path)
+    if (arch, fuser) == ("gpt2", "onnxscript"):   # onnxscript 0.7.2's MHA fusion leaves GPT-2's Gemm on a
+        with pytest.raises(WaferccError, match="ONNX checker"):   # rank-3 output: invalid, onnxruntime
+            wafercc.compile(path, until="ir", cache=False)         # cannot load it either; refused
+        return
     c = wafercc.compile(path, until="ir", cache=False)
     assert c.facts.op_counts["attention"] == 2
     assert c.facts.params == params and c.facts.kv_bytes_per_token == _kv(arch)

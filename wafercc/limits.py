@@ -19,7 +19,7 @@ MAX_IMAGE_SIZE = 2 ** 14          # pixels per side of a vision model's input im
 MAX_CHANNELS = 64                 # image channels
 
 # ---- compile options ----
-MAX_CONTEXT = 2 ** 24             # --context / --prompt-tokens tokens per sequence (16.7 M)
+MAX_CONTEXT = 2 ** 32             # --context / --prompt-tokens tokens per sequence (4.3 G); the planner bounds the rest by arithmetic
 MAX_BATCH = 2 ** 16               # --batch sequences decoded together
 MAX_WAFERS = 256                  # --wafers / --max-wafers; Llama-3.1-405B in bf16 needs ~21
 MAX_SPEC_TOKENS = 64              # --spec-tokens draft tokens proposed per step

@@ -23,8 +23,13 @@ MS = "com.microsoft"
 _NEG = -3.4028234663852886e38   # masked scores: float32's lowest, as HF masks write it
 
 
+# onnxruntime registers these in the default domain too (its optimizer writes them there)
+_ORT_DEFAULT_DOMAIN = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
+
+
 def has_contrib(model: onnx.ModelProto) -> bool:
-    return any(n.domain == MS for n in model.graph.node)
+    return any(n.domain == MS or (n.domain in ("", "ai.onnx") and n.op_type in _ORT_DEFAULT_DOMAIN)
+               for n in model.graph.node)
 
 
 class _Node:
@@ -522,14 +527,15 @@ def expand_contrib(model: onnx.ModelProto) -> onnx.ModelProto:
     if not has_contrib(model):
         return model
     shapes, elem = _shapes(model)
-    if any(t and t not in shapes for n in model.graph.node if n.domain == MS for t in n.input):
+    if any(t and t not in shapes for n in model.graph.node if n.domain == MS or n.op_type in _ORT_DEFAULT_DOMAIN
+           for t in n.input):
         model = _infer(model)
         shapes, elem = _shapes(model)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=17)
     read = {t for n in model.graph.node for t in n.input if t} | {o.name for o in model.graph.output}
     nodes = []
     for i, node in enumerate(model.graph.node):
-        if node.domain != MS:
+        if node.domain != MS and not (node.domain in ("", "ai.onnx") and node.op_type in _ORT_DEFAULT_DOMAIN):
             nodes.append(node)
             continue
         b = _Node(node, i, opset, elem, shapes, read)
