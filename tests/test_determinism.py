@@ -28,8 +28,9 @@ def test_outputs_are_byte_identical(tmp_path, model, extra):
     placed = "--no-place" not in extra
     sched = {"schedule.json", "defects.npz", *wafers} if placed else set()
     assert bool(wafers) == placed
-    assert set(a) == {"model.ir", "model.ir.json", "summary.json", "report.json", "compile.json", *sched}
-    for name in ("model.ir", "model.ir.json", "report.json", *sched):   # wall times live in compile.json
+    assert set(a) == {"model.ir", "model.ir.json", "summary.json", "report.json", "compile.json",
+                      ".wafercc-manifest.json", *sched}
+    for name in ("model.ir", "model.ir.json", "report.json", ".wafercc-manifest.json", *sched):   # wall times live in compile.json
         assert a[name] == b[name], name
     ca, cb = (json.loads(x["compile.json"]) for x in (a, b))
     assert [s["name"] for s in ca["stages"]] == [s["name"] for s in cb["stages"]]
