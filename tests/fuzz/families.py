@@ -2,11 +2,12 @@
 
     onnx     a mutated ONNX file (fuzz.onnx_strategies), lowered by the ONNX frontend
     config   a mutated Hugging Face config, as a dict or a config.json (fuzz.config_strategies),
-             validated and built up to the meta model (hf_config.prepare)
+             validated and built up to the meta model (hf_config.prepare); one draw in sixteen
+             is also exported and lowered (from_config)
     target   a mutated target .toml (fuzz.target_strategies), loaded, wafer 0's map generated; one
-             draw in five also compiles the tiny Llama on it (until plan or report)
+             draw in eight also compiles the tiny Llama on it (until plan or report)
     defects  a defect spec and sometimes a defect-map file (fuzz.defect_strategies), parsed, wafers
-             0 and 1 generated on WSE-2 or WSE-3; one draw in five also compiles the tiny Llama with it
+             0 and 1 generated on WSE-2 or WSE-3; one draw in eight also compiles the tiny Llama with it
     cli      a whole ``wafercc`` command line in a new interpreter (fuzz.cli_strategies)
 
 Every call family's ``run(payload)`` runs in the case's own directory (the harness's forked child)
@@ -22,7 +23,8 @@ from hypothesis import strategies as st
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TINY_ONNX = os.path.join(ROOT, "models", "onnx", "tiny-llama.onnx")
-_DEEP = st.sampled_from([None, None, None, None, None, None, None, None, "plan", "report"])
+# one draw in eight also compiles the tiny Llama (1-3 s, the rest take ~0.1 s)
+_DEEP = st.sampled_from([None] * 14 + ["plan", "report"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +63,17 @@ def _onnx_run(p: dict) -> None:
 # ---- config ----
 def _config_strategy():
     from .config_strategies import config_dicts, config_texts
-    return st.one_of(config_dicts().map(lambda d: {"dict": d}), config_texts().map(lambda t: {"text": t}))
+    lower = st.sampled_from([False] * 15 + [True])
+    return st.one_of(st.fixed_dictionaries({"dict": config_dicts(), "lower": lower}),
+                     st.fixed_dictionaries({"text": config_texts(), "lower": lower}))
 
 
 def _config_run(p: dict) -> None:
-    from wafercc.frontend.hf_config import prepare
-    prepare(p["dict"] if "dict" in p else _write("config.json", p["text"]))
+    from wafercc.frontend.hf_config import from_config, prepare
+    source = p["dict"] if "dict" in p else _write("config.json", p["text"])
+    prepare(source)
+    if p["lower"]:
+        from_config(source)
 
 
 # ---- target ----
@@ -151,5 +158,9 @@ def warm() -> None:
     import wafercc.passes.place_route  # noqa: F401
     import wafercc.passes.solver  # noqa: F401  (ortools)
     import onnxruntime  # noqa: F401
+    import importlib
+    for arch in ("llama", "gpt2", "bert", "mixtral"):   # transformers imports each model lazily (~seconds)
+        importlib.import_module(f"transformers.models.{arch}.configuration_{arch}")
+        importlib.import_module(f"transformers.models.{arch}.modeling_{arch}")
     import wafercc.plan.planner  # noqa: F401
     import wafercc.target.device  # noqa: F401
