@@ -21,6 +21,8 @@ SYMBOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Element counts above this overflow int64 arithmetic in later passes.
 MAX_ELEMENTS = 2**53
+# A dim must fit int32: kernels, the tiler and the planner index with it (frontends refuse larger).
+MAX_DIM = 2**31 - 1
 
 
 class ValueKind(str, enum.Enum):

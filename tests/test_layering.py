@@ -13,7 +13,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = {"wafercc": "wafercc", "ir": "wafercc.ir", "passes": "wafercc.passes", "models": "wafercc.models"}
-BASE = {"wafercc.errors", "wafercc.cache", "wafercc.console"}     # usable anywhere
+BASE = {"wafercc.errors", "wafercc.cache", "wafercc.console",     # usable anywhere
+        "wafercc.limits", "wafercc.jsonsafe"}
 PACKAGES = {"ir", "target", "frontend", "passes", "plan", "backend", "perf", "sim", "verify"}
 MID = {"backend", "perf", "sim", "verify"}
 BELOW_MID = {"ir", "target", "models", "frontend", "passes", "plan"}

@@ -5,7 +5,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from wafercc.cli import main
-from wafercc.errors import InputFileError, IRVerificationError, UnsupportedOpError
+from wafercc.errors import InputFileError, UnsupportedOpError
 from wafercc.frontend.onnx_frontend import lower_onnx
 
 
@@ -45,12 +45,13 @@ def test_unsorted_graph_is_sorted(tmp_path):
     assert [n.op for n in g.nodes] == ["embedding", "matmul"]
 
 
-def test_overflowing_dims_fail_verification(tmp_path):
-    big = TensorProto(name="emb", data_type=TensorProto.FLOAT, dims=[2**31, 2**31])
+@pytest.mark.parametrize("dims, why", [([2**31, 8], "dim 2147483648"), ([2**30, 2**30], "1152921504606846976 elements")])
+def test_overflowing_dims_are_refused_before_lifting(tmp_path, dims, why):
+    big = TensorProto(name="emb", data_type=TensorProto.FLOAT, dims=dims)
     big.data_location = TensorProto.EXTERNAL
     big.external_data.add(key="location", value="absent.bin")
     nodes = [helper.make_node("Gather", ["emb", "ids"], ["y"], name="embed")]
-    with pytest.raises(IRVerificationError, match="overflows"):
+    with pytest.raises(InputFileError, match=f"initializer 'emb' has {why}"):
         lower_onnx(_save(_model(nodes, [big]), tmp_path))
 
 

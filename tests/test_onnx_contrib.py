@@ -223,3 +223,18 @@ def test_inexpressible_contrib_forms_are_refused_in_one_line(tmp_path, node, why
     with pytest.raises(WaferccError, match=f"node '{node.name}'.*{why}") as e:
         wafercc.compile(path, until="ir", cache=False)
     assert "\n" not in str(e.value)
+
+
+def test_reordered_partial_rotary_keeps_its_width_and_theta(tmp_path):
+    """onnxruntime's optimizer reorders Phi-3's partial-rotary nodes, so a slice bound read off cos's
+    shape came first among the rotation's trig inputs: it was taken for the table (rotary_dim 2, no
+    theta), 2.9e-2 off onnxruntime with torch's counts, silently."""
+    from corpus import archs, variants
+    src, out = tmp_path / "src.onnx", tmp_path / "fused.onnx"
+    variants.export("phi3", variants.VARIANTS["ts17"], str(src))
+    fuse.ort_optimizer("phi3", str(src), str(out))
+    c = wafercc.compile(out, until="ir", cache=False)
+    rot = [nd for nd in c.graph.nodes if nd.op == "rotary"]
+    assert rot and all(nd.attrs.get("rotary_dim", 0) in (0, 16) and nd.attrs["theta"] == 10000.0 for nd in rot)
+    assert c.facts.params == archs.unique_param_count(archs.build_model("phi3"))
+    assert ir_vs_onnxruntime(c.graph, out) < 1e-4

@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _sources_digest() -> str:
     h = hashlib.sha256()
-    for name in ("archs.py", "variants.py", "build.py", "fuse.py"):
+    for name in ("archs.py", "variants.py", "build.py", "fuse.py", "merge.py"):
         with open(os.path.join(HERE, name), "rb") as f:
             h.update(f.read())
     return h.hexdigest()

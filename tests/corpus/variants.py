@@ -44,6 +44,8 @@ VARIANTS = {v.name: v for v in [
     # export, onnxscript's ort_fusions on the dynamo one
     Variant("ort-fused", dynamo=False, opset=17, from_variant="ts17"),
     Variant("ort-fusions", dynamo=True, from_variant="dynamo"),
+    # optimum's merged decoder: the no-past and with-past decoders behind an If on use_cache_branch
+    Variant("ts17-merged", dynamo=False, opset=17, past=True, from_variant="ts17-past"),
 ]}
 
 
@@ -90,11 +92,19 @@ def export(arch: str, variant: Variant, path: str) -> None:
 
 def derive(arch: str, variant: Variant, source: str, path: str) -> None:
     """dynamo-nodata: copy the .onnx alone, so its external-data references point at nothing;
-    ort-fused / ort-fusions: the source fused for onnxruntime (corpus/fuse.py)."""
+    ort-fused / ort-fusions: the source fused for onnxruntime (corpus/fuse.py); ts17-merged: the source
+    merged with its no-past decoder in optimum's layout (corpus/merge.py)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if variant.name == "ort-fused":
         fuse.ort_optimizer(arch, source, path)
     elif variant.name == "ort-fusions":
         fuse.ort_fusions(source, path)
+    elif variant.name == "ts17-merged":
+        from corpus import merge
+        prefill = path + ".prefill.onnx"
+        with_past = archs.example_inputs(arch, archs.build_model(arch), past=True)
+        merge.export_prefill(arch, prefill, with_past)
+        merge.merge(prefill, source, path)
+        os.remove(prefill)
     else:
         shutil.copyfile(source, path)

@@ -8,15 +8,17 @@ per-architecture code: transformers' Auto classes pick the model class.
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Any, Mapping
 
 import torch
 
-from ..errors import InputFileError, ModelConfigError, one_line
+from .. import jsonsafe
+from ..errors import InputFileError, ModelConfigError, one_line, shorten
 from ..ir import Graph
 from ..ir import verify
+from ..limits import MAX_CONFIG_BYTES, MAX_LAYERS
+from .config_schema import check_built, check_config
 from .layer_dedup import ReplicationError, plan_layers, reduce_model, replicate
 from .torch_frontend import compile_module
 
@@ -25,6 +27,8 @@ EXAMPLE_BATCH = 1
 # The IR is shape-generic either way; the length only bounds the sliding windows the
 # mask probe can see (a window >= this length behaves as full attention up to it).
 EXAMPLE_SEQ = 4096  # capped by the model's max_position_embeddings
+# max_position_embeddings is at least wafercc.limits.MIN_POSITIONS (the schema): at one position the
+# exported mask has nothing to show, and a decoder would lower as bidirectional and KV-less.
 # Keys removed before building: weight-format details that cannot be honoured on meta.
 _DROP_KEYS = ("quantization_config",)
 
@@ -77,6 +81,7 @@ def load_config_source(spec: Any) -> tuple[dict[str, Any], str, str]:
     from .. import models_registry as reg
 
     if isinstance(spec, Mapping):
+        jsonsafe.check_object_depth(spec, "config", ModelConfigError)  # deepcopy would recurse past the stack
         cfg = copy.deepcopy(dict(spec))
         return cfg, str(cfg.get("model_type") or "model"), "config"
     if not isinstance(spec, (str, os.PathLike)):
@@ -92,15 +97,8 @@ def load_config_source(spec: Any) -> tuple[dict[str, Any], str, str]:
         if os.sep in s or s.endswith(".json"):
             raise InputFileError("no such file", where=s)
         raise ModelConfigError(f"unknown reference model '{s}' (known: {', '.join(reg.names())})")
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputFileError(f"cannot read: {getattr(e, 'strerror', None) or e}", where=path) from None
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ModelConfigError(f"not valid JSON ({e.msg} at line {e.lineno})", where=path) from None
+    text = jsonsafe.read_text(path, InputFileError, max_bytes=MAX_CONFIG_BYTES, what="config.json")
+    cfg = jsonsafe.loads(text, path, ModelConfigError)
     if not isinstance(cfg, dict):
         raise ModelConfigError("expected a JSON object", where=path)
     parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
@@ -114,7 +112,9 @@ def checkpoint_dtypes(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     quantized checkpoints, per-op overrides (MXFP4 keeps MoE experts in 4 bits, everything it
     does not convert in bf16)."""
     dtype = cfg.get("torch_dtype") or cfg.get("dtype")
-    quant = cfg.get("quantization_config") or {}
+    dtype = None if dtype == "auto" else dtype           # "auto": as stored, i.e. no default
+    quant = cfg.get("quantization_config")
+    quant = quant if isinstance(quant, Mapping) else {}
     out: dict[str, Any] = {}
     if quant.get("quant_method") == "mxfp4":
         out = {"dtype": dtype or "bfloat16", "overrides": [["moe", "f4e2m1"]],
@@ -125,40 +125,51 @@ def checkpoint_dtypes(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def build_config(cfg: Mapping[str, Any], *, layers: int | None = None, where: str = "config"):
-    """A transformers ``PretrainedConfig`` for a config dict (quantization removed)."""
+    """A transformers ``PretrainedConfig`` for a config dict (quantization removed), checked against
+    the schema (wafercc.frontend.config_schema) before and after transformers builds it."""
     from transformers import AutoConfig
 
-    cfg = {k: v for k, v in dict(cfg).items() if k not in _DROP_KEYS}
-    model_type = cfg.pop("model_type", None)
-    if not model_type or not isinstance(model_type, str):
-        raise ModelConfigError("config has no 'model_type'", where=where)
+    raw = dict(cfg)
+    if not raw.get("model_type") or not isinstance(raw.get("model_type"), str):
+        raise ModelConfigError("config has no 'model_type', expected a non-empty string", where=where)
+    check_config(raw, where)
+    cfg = {k: v for k, v in raw.items() if k not in _DROP_KEYS}
+    model_type = cfg.pop("model_type")
     try:
         config = AutoConfig.for_model(model_type, **cfg)
     except ValueError as e:
         if "Unrecognized model identifier" in str(e) or "not recognized" in str(e):
             if cfg.get("auto_map"):
                 raise _remote_code_error(model_type, cfg["auto_map"], where) from None
-            raise ModelConfigError(f"unknown model_type '{model_type}' (not supported by transformers "
+            raise ModelConfigError(f"unknown model_type {model_type!r} (not supported by transformers "
                                    f"{_tf_version()})", where=where) from None
-        raise ModelConfigError(f"invalid config for model_type '{model_type}': {str(e).splitlines()[0][:200]}",
-                               where=where) from None
+        raise ModelConfigError(f"invalid config for model_type {model_type!r}: {_reason(e)}", where=where) from None
     except Exception as e:
-        raise ModelConfigError(f"invalid config for model_type '{model_type}': {one_line(e, 200)}",
-                               where=where) from None
+        raise ModelConfigError(f"invalid config for model_type {model_type!r}: {_reason(e)}", where=where) from None
     for attr in _DROP_KEYS:
         if hasattr(config, attr):
             try:
                 delattr(config, attr)
             except AttributeError:
                 pass
+    check_built(config, raw, where)
     if layers is not None:
-        _truncate_layers(config, int(layers), where)
+        _truncate_layers(config, layers, where)
     return config
 
 
+def _reason(e: Exception) -> str:
+    """One line for a transformers error; a validator's "...:" headline gets its last line (the cause)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return shorten(f"{type(e).__name__}: {lines[0]} {lines[-1]}", 250)
+    return one_line(e, 200)
+
+
 def _truncate_layers(config, layers: int, where: str) -> None:
-    if layers < 1:
-        raise ModelConfigError(f"layers must be >= 1, got {layers}", where=where)
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= MAX_LAYERS:
+        raise ModelConfigError(f"layers {layers!r}: expected an integer in 1..{MAX_LAYERS} "
+                               f"(wafercc.limits.MAX_LAYERS)", where=where)
     attr = getattr(config, "attribute_map", {}).get("num_hidden_layers", "num_hidden_layers")
     if not hasattr(config, attr) and not hasattr(config, "num_hidden_layers"):
         raise ModelConfigError("config has no layer count to truncate", where=where)
@@ -178,9 +189,9 @@ def _remote_code_error(model_type: str, auto_map: Any, where: str) -> ModelConfi
                next((k for k in entries if k != "AutoConfig"), None))
     ref = entries.get(key) if key else None
     ref = ref[0] if isinstance(ref, (list, tuple)) and ref else ref
-    named = f"auto_map {key} -> '{ref}'" if key and ref else f"auto_map {auto_map!r}"[:120]
+    named = f"auto_map {key} -> {str(ref)[:120]!r}" if key and ref else f"auto_map {auto_map!r}"[:120]
     return ModelConfigError(
-        f"model_type '{model_type}' is not in transformers {_tf_version()}: its {named} is trust_remote_code "
+        f"model_type {model_type!r} is not in transformers {_tf_version()}: its {named} is trust_remote_code "
         f"modeling code, which wafercc does not run; export the model to ONNX yourself (load it with "
         f"trust_remote_code=True, then torch.onnx.export) and pass the .onnx file", where=where)
 
@@ -267,17 +278,25 @@ def _lower_meta(wrapper, example, gname: str, dedup_layers: bool) -> Graph:
     return compile_module(wrapper, example, name=gname, input_names=wrapper.input_names, dynamic=False)
 
 
+def prepare(config_or_path_or_name: Any, *, layers: int | None = None):
+    """Everything before the export: the source read and checked against the schema, the config
+    built and checked again, the meta model and its example inputs.  Returns
+    ``(config dict, default graph name, PretrainedConfig, wrapper, example inputs)``."""
+    cfg, default_name, where = load_config_source(config_or_path_or_name)
+    config = build_config(cfg, layers=layers, where=where)
+    wrapper, _ = build_meta_model(config)
+    return cfg, default_name, config, wrapper, example_inputs(wrapper, config)
+
+
 def from_config(config_or_path_or_name: Any, *, layers: int | None = None, name: str | None = None,
                 dedup_layers: bool = True) -> Graph:
     """Lower a Hugging Face config (dict, config.json path or directory, or a reference
     model key such as ``"llama-3.1-8b"``) to verified IR, without any weights.
     ``layers`` truncates the model to its first N layers (quick looks at huge models);
     ``dedup_layers`` exports each distinct layer once and replicates it (same IR, faster)."""
-    cfg, default_name, where = load_config_source(config_or_path_or_name)
-    config = build_config(cfg, layers=layers, where=where)
-    wrapper, causal = build_meta_model(config)
+    cfg, default_name, config, wrapper, example = prepare(config_or_path_or_name, layers=layers)
     gname = name or default_name
-    graph = _lower_meta(wrapper, example_inputs(wrapper, config), gname, dedup_layers)
+    graph = _lower_meta(wrapper, example, gname, dedup_layers)
     defaults = checkpoint_dtypes(cfg)
     if defaults:
         graph.meta["checkpoint_dtypes"] = defaults

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 from .. import cache as _cache
 from .. import models_registry as _reg
 from ..errors import InputFileError, ModelConfigError
+from ..jsonsafe import check_object_depth
 from ..ir import Graph, ModelFacts, model_facts
 
 SOURCES = ("module", "onnx", "config", "reference")
@@ -90,7 +91,12 @@ def _identity(source: str, model: Any) -> tuple[str, str]:
         return "reference:" + _cache.canonical_json(_reg.config(model)), model
     if source == "config" and isinstance(model, Mapping):
         name = str(model.get("model_type") or "model")
-        return "config:" + _cache.canonical_json(dict(model)), name
+        check_object_depth(model, "config", ModelConfigError)   # json.dumps would recurse past the stack
+        try:
+            return "config:" + _cache.canonical_json(dict(model)), name
+        except (TypeError, ValueError) as e:                     # keys of mixed types, cycles
+            raise ModelConfigError(f"not a JSON-like config ({e}), expected string keys and JSON values",
+                                   where="config") from None
     path = os.fspath(model)
     if source == "config" and os.path.isdir(path):
         path = os.path.join(path, "config.json")

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputFileError, UnsupportedOpError
 from ..ir import BATCH, SEQ, DType, Graph, ValueKind
+from ..ir.ops import ShapeError
 from .onnx_mla import detect_mla, emit_mla, refuse_mla
 from .onnx_moe import detect_moe
 from .onnx_patches import conv_refusal, detect_patches, emit_patches, is_patch_conv
@@ -208,9 +209,18 @@ class Lifter(AttentionLifting, LayoutLifting, GenericLifting):
         layer = self.src.layer_of(node)
         if layer is None and not self.src.has_scope(node):
             layer = self._input_layer(inputs)
-        n = self.g.add_node(op, inputs, [self._value_name(name)], name=name, attrs=attrs or {}, layer=layer)
+        n = self.add_node(node, op, inputs, [self._value_name(name)], name=name, attrs=attrs or {}, layer=layer)
         self._layer_of_value[n.outputs[0]] = layer
         return n.outputs[0]
+
+    def add_node(self, node, op, inputs, outputs, **kw):
+        """``Graph.add_node`` for the lowering of ONNX ``node``: a shape the IR op cannot take (a 0
+        or an overflowing dim that reached it) is a one-line error located at that node."""
+        try:
+            return self.g.add_node(op, inputs, outputs, **kw)
+        except ShapeError as e:
+            raise ShapeError(f"lowered as IR op {op}: {e}", where=f"{self.src.where}: node "
+                             f"'{node.name or node.op_type}' ({node.op_type})") from None
 
     def _input_layer(self, inputs) -> int | None:
         """A node the exporter left without a module scope (an optimized export's ``node_Split_12``)
@@ -240,9 +250,12 @@ class Lifter(AttentionLifting, LayoutLifting, GenericLifting):
         else:
             p = src.prod(base)
             is_range = p is not None and p.op_type == "Range"
-            # a Range shifted by Add/Sub (BART's positions + 2) is positions only if the shift is 0
-            offset = self._position_offset(ids) if shifted or not is_range else None
-            ranged = is_range and (not shifted or offset == 0) or self._traced_positions(ids)
+            folded = self._folded_range(ids)
+            if folded is not None:   # a static export's positions, folded: offset from the traced past
+                offset = folded - max((n for n in self._past_inputs().values() if n is not None), default=0)
+            else:   # a Range shifted by Add/Sub (BART's positions + 2) is positions only if the shift is 0
+                offset = self._position_offset(ids) if shifted or not is_range else None
+            ranged = is_range and (not shifted or offset == 0) or folded is not None and offset == 0
             name = "position_ids" if ranged else f"{node.input[0]}.ids"
             if offset is not None and not ranged:   # positions + c (OPT, RoBERTa, BART): the host feeds them
                 self.g.meta.setdefault("position_offsets", {})[name] = offset
@@ -281,16 +294,17 @@ class Lifter(AttentionLifting, LayoutLifting, GenericLifting):
                 out[t] = shape[2] if isinstance(shape[2], int) else None
         return out
 
-    def _traced_positions(self, ids: str) -> bool:
-        """``ids`` is a constant [1, S] (or [S]) range P, P + 1, ... where P is the cache length a static
-        with-past export was traced with (0 without past): a static export's folded positions."""
+    def _folded_range(self, ids: str) -> int | None:
+        """P when ``ids`` is a constant whose every row is the range P, P + 1, ... (a static export's
+        folded positions: P is the traced cache length, plus the table's offset, BART's and OPT's 2)."""
         v = self.src.const(ids)
-        if v is None or v.size < 2 or v.ndim not in (1, 2) or v.ndim == 2 and v.shape[0] != 1 \
-                or not np.issubdtype(v.dtype, np.integer):
-            return False
-        past = {0} | {n for n in self._past_inputs().values() if n is not None}
-        v = v.reshape(-1)
-        return int(v[0]) in past and np.array_equal(v, v[0] + np.arange(v.size))
+        if v is None or v.size < 2 or v.ndim not in (1, 2) or not np.issubdtype(v.dtype, np.integer):
+            return None
+        rows = v.reshape(-1, v.shape[-1])
+        if rows.shape[1] < 2 or not np.array_equal(rows, np.broadcast_to(rows[0, 0] + np.arange(rows.shape[1]),
+                                                                          rows.shape)):
+            return None
+        return int(rows[0, 0])
 
     # -- regions ----------------------------------------------------------------
     def _emit_region(self, r: Region, node):

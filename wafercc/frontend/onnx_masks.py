@@ -12,9 +12,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..errors import InputFileError
+from ..errors import InputFileError, shorten
+from . import isolated
 
 PROBE_LENGTHS = (64, 4096)  # a sliding window is seen only if shorter than the probe
+RUN_SECONDS = 60.0  # one probe of a mask subgraph takes well under a second
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,15 +191,19 @@ def _run(src, nodes, graph_inputs, inits, tensor, length, past=frozenset(), cach
     graph = helper.make_graph([_f32(src.nodes[i]) for i in nodes], "mask", vis, [out],
                               initializer=[_f32_tensor(t) for t in inits])
     model = helper.make_model(graph, opset_imports=list(src.model.opset_import), ir_version=src.model.ir_version)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    blob = model.SerializeToString()
+
+    def evaluate():
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
         return np.asarray(sess.run([tensor], feeds)[0])
-    except Exception as e:  # onnxruntime raises its own exception types
-        msg = str(e).splitlines()[0][:200]
-        raise InputFileError(f"cannot evaluate attention mask '{tensor}': {msg}", where=src.where) from None
+    try:  # a hostile attribute can abort onnxruntime: it runs in a child process
+        return isolated.call(evaluate, timeout=RUN_SECONDS)
+    except isolated.NativeFailure as e:
+        raise InputFileError(f"cannot evaluate attention mask '{tensor}': onnxruntime {shorten(str(e), 200)}",
+                             where=src.where) from None
 
 
 def _relative_table(src, name: str) -> bool:

@@ -477,7 +477,7 @@ def emit_moe(lifter, r: Region, node) -> str:
         attrs["activation_params"] = params
     name = lifter._name(node)
     layer = src.layer_of(src.nodes[r.params["topk"]])
-    n = lifter.g.add_node("moe", ins, [lifter._value_name(name)], name=name, attrs=attrs, layer=layer)
+    n = lifter.add_node(node, "moe", ins, [lifter._value_name(name)], name=name, attrs=attrs, layer=layer)
     lifter._layer_of_value[n.outputs[0]] = layer
     return n.outputs[0]
 

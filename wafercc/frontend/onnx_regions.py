@@ -346,11 +346,17 @@ def detect_rotary(src, seed_idx: int, act: set[str], trig: set[str], claimed: se
     if len(outs) != 1 or not any(a in trig for i in region for a in src.nodes[i].input):
         return None
     y = outs[0]
-    tables = [a for i in sorted(region) for a in src.nodes[i].input if a in trig]
+    # the tables are what multiplies x: slice bounds read off a table's shape (Shape -> Gather) are
+    # trig-derived too, and an optimizer's node order can put them first
+    tables = [a for i in sorted(region) if src.nodes[i].op_type == "Mul" for a in src.nodes[i].input if a in trig] \
+        or [a for i in sorted(region) for a in src.nodes[i].input if a in trig]
     if not all(_computed_by_trig(src, a) for a in tables) and not _folded_rotation(src, region, tables):
         return None
     rdim = src.shapes.get(tables[0], (None,))[-1]
-    if isinstance(rdim, int) and not any(src.nodes[i].op_type == "Mul" and x in src.nodes[i].input for i in region):
+    negs = {o for i in region if src.nodes[i].op_type == "Neg" for o in src.nodes[i].output}
+    rotate_half = any(src.nodes[i].op_type == "Concat" and negs & set(src.nodes[i].input) for i in region)
+    if isinstance(rdim, int) and not rotate_half and \
+            not any(src.nodes[i].op_type == "Mul" and x in src.nodes[i].input for i in region):
         rdim *= 2  # the tables multiply the halves of x (gpt-oss's split halves), not x: half as wide
     interleaved = any(src.nodes[i].op_type == "Slice" and _slice_step(src, src.nodes[i]) == 2 for i in region)
     return Region("rotary", x, y, region, {"rotary_dim": rdim if isinstance(rdim, int) else 0,

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import InputFileError
+from ..errors import InputFileError, one_line
 from ..ir import DType
 
 _ONNX_DTYPES = {
@@ -59,10 +59,16 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputFileError("not an ONNX model or truncated (protobuf decode failed)", where=path) from None
     if not model.graph.node or not model.opset_import:
         raise InputFileError("not an ONNX model (no graph nodes or opset imports; truncated?)", where=path)
-    if model.functions:
-        from onnx import inliner
-        model = inliner.inline_local_functions(model)
-    return model
+    return inline_functions(model, path) if model.functions else model
+
+
+def inline_functions(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """The model with its local functions inlined (a function node becomes the nodes it stands for)."""
+    from onnx import inliner
+    try:
+        return inliner.inline_local_functions(model)
+    except Exception as e:  # onnx's C++ inliner reports a malformed function as a plain exception
+        raise InputFileError(f"cannot inline the model's local functions: {one_line(e)}", where=where) from None
 
 
 def _topological(nodes: list, available: set[str], where: str) -> list:

@@ -7,12 +7,13 @@ import re
 from ..errors import WaferccError
 from ..ir import DEFAULT_CONTEXT, DType
 from ..passes.solver import SolverOptions  # noqa: F401  (defined below plan so passes need not import plan)
+from ..limits import MAX_WAFERS
 from ..target.geometry import DEFAULT_LAYOUT, LAYOUTS
 
 KV_PLACEMENTS = ("beside", "dedicated")
 # the most wafers a plan may use: the planner builds one defect map per wafer it considers, so
-# this bounds its memory and time (5x the largest reference model's need, llama-3.1-405b's 26)
-MAX_PLAN_WAFERS = 128
+# this bounds its memory and time; the same bound as --wafers / --max-wafers (wafercc/limits.py)
+MAX_PLAN_WAFERS = MAX_WAFERS
 
 
 class PlanError(WaferccError):

@@ -293,6 +293,8 @@ def _ort_feeds(sess, ids, mask, past=None):
             if past and i.name not in past:
                 raise SimulationError(f"onnxruntime input '{i.name}' is no past input the IR's caches stand for")
             feeds[i.name] = past[i.name] if past else _empty_past(i, ids.shape[0])
+        elif low == "use_cache_branch":   # optimum's merged decoder: the with-past branch the IR lowers
+            feeds[i.name] = np.array([True])
         elif "mask" in low:
             feeds[i.name] = mask
         elif "position" in low:

@@ -22,15 +22,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..limits import MAX_CLUSTER_SIZE, MAX_DEFECT_COUNT, MAX_DEFECT_TERMS, MAX_INT_DIGITS, MAX_SEED
 from .defects_file import apply_defect_file, load_defect_file
 from .errors import DefectSpecError
 
-# kind -> (positional parameter, {parameter: type}); types: rate (fraction), int, float
+# kind -> (positional parameter, {parameter: type}); types: rate (fraction), int, size, seed
 KINDS = {
-    "random": ("rate", {"rate": "rate", "seed": "int"}),
-    "clustered": ("rate", {"rate": "rate", "size": "float", "count": "int", "seed": "int"}),
-    "dies": ("count", {"count": "int", "seed": "int"}),
-    "links": ("rate", {"rate": "rate", "seed": "int"}),
+    "random": ("rate", {"rate": "rate", "seed": "seed"}),
+    "clustered": ("rate", {"rate": "rate", "size": "size", "count": "int", "seed": "seed"}),
+    "dies": ("count", {"count": "int", "seed": "seed"}),
+    "links": ("rate", {"rate": "rate", "seed": "seed"}),
+}
+# parameter type -> (low, high, what is expected); the bounds are wafercc.limits'
+_RANGES = {
+    "rate": (0.0, 1.0, "a fraction in [0, 1) or a percentage"),
+    "int": (0, MAX_DEFECT_COUNT, f"an integer >= 0, at most {MAX_DEFECT_COUNT} (wafercc.limits.MAX_DEFECT_COUNT)"),
+    "size": (1.0, MAX_CLUSTER_SIZE, f"a number >= 1, at most {MAX_CLUSTER_SIZE} cores "
+                                    f"(wafercc.limits.MAX_CLUSTER_SIZE)"),
+    "seed": (0, MAX_SEED, f"an integer >= 0, at most {MAX_SEED} (wafercc.limits.MAX_SEED)"),
 }
 KIND_CODE = {"random": 1, "clustered": 2, "dies": 3, "links": 4, "default": 1, "file": 5}
 EAST, SOUTH = 0, 1  # canonical link directions: the link from (row, col) to its east / south neighbour
@@ -61,24 +70,30 @@ class DefectMap:
 
 
 def _value(kind: str, key: str, typ: str, raw: str, spec: str):
+    lo, hi, exp = _RANGES[typ]
     try:
+        if len(raw) > MAX_INT_DIGITS:
+            raise ValueError
         if typ == "rate":
             v = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-            if not 0 <= v < 1:
-                raise ValueError
-        elif typ == "int":
+            ok = lo <= v < hi
+        elif typ in ("int", "seed"):
             v = int(raw)
-            if v < 0:
-                raise ValueError
+            ok = lo <= v <= hi
         else:
             v = float(raw)
-            if not v >= 1:
-                raise ValueError
+            ok = lo <= v <= hi                 # NaN and inf fail here
+        if not ok:
+            raise ValueError
         return v
     except ValueError:
-        exp = {"rate": "a fraction in [0, 1) or a percentage", "int": "an integer >= 0",
-               "float": "a number >= 1"}[typ]
-        raise DefectSpecError(f"defect spec '{spec}': {kind} {key}={raw!r}, expected {exp}") from None
+        raise DefectSpecError(f"defect spec '{_short(spec)}': {kind} {key}='{_short(raw)}', expected {exp}") from None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` as one line (newlines and control characters escaped), cut to ``limit``."""
+    text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def parse_defect_spec(spec: str | None) -> DefectSpec:
@@ -86,8 +101,12 @@ def parse_defect_spec(spec: str | None) -> DefectSpec:
     text = "default" if spec is None else str(spec).strip()
     if not text:
         raise DefectSpecError("defect spec '': empty, expected e.g. none, random:0.01 or dies:1")
+    parts = text.split("+")
+    if len(parts) > MAX_DEFECT_TERMS:
+        raise DefectSpecError(f"defect spec '{_short(text)}': {len(parts)} terms, expected at most "
+                              f"{MAX_DEFECT_TERMS} (wafercc.limits.MAX_DEFECT_TERMS)")
     terms = []
-    for raw in text.split("+"):
+    for raw in parts:
         raw = raw.strip()
         kind, _, rest = raw.partition(":")
         kind = kind.strip()
@@ -98,11 +117,11 @@ def parse_defect_spec(spec: str | None) -> DefectSpec:
             continue
         if kind == "file":
             if not rest.strip():
-                raise DefectSpecError(f"defect spec '{text}': file: needs a path, e.g. file:defects.json")
+                raise DefectSpecError(f"defect spec '{_short(text)}': file: needs a path, e.g. file:defects.json")
             terms.append(Term("file", {"path": rest.strip(), "data": load_defect_file(rest.strip())}))
             continue
         if kind not in KINDS:
-            raise DefectSpecError(f"defect spec '{text}': unknown term '{raw}', expected none, default, "
+            raise DefectSpecError(f"defect spec '{_short(text)}': unknown term '{_short(raw, 40)}', expected none, default, "
                                   f"{', '.join(KINDS)} or file:PATH (joined with +)")
         first, types = KINDS[kind]
         params = {}
@@ -111,11 +130,11 @@ def parse_defect_spec(spec: str | None) -> DefectSpec:
             if not eq:
                 key, val = (first, arg) if i == 0 else (None, arg)
             if key not in types:
-                raise DefectSpecError(f"defect spec '{text}': {kind} has no parameter '{key or arg}' "
+                raise DefectSpecError(f"defect spec '{_short(text)}': {kind} has no parameter '{_short(key or arg, 40)}' "
                                       f"(expected {', '.join(types)})")
             params[key] = _value(kind, key, types[key], val.strip(), text)
         if first not in params and not (kind == "clustered" and "count" in params):
-            raise DefectSpecError(f"defect spec '{text}': {kind} needs {first}, e.g. {kind}:{first}=...")
+            raise DefectSpecError(f"defect spec '{_short(text)}': {kind} needs {first}, e.g. {kind}:{first}=...")
         terms.append(Term(kind, params))
     return DefectSpec(text, tuple(terms))
 
@@ -181,7 +200,12 @@ def generate_defects(spec: DefectSpec, target, seed: int, index: int) -> DefectM
             rate = p["rate"] if term.kind == "random" else target.defects.default_dead_core_rate
             alive &= rng.random(shape, dtype=np.float32) >= np.float32(rate)
         elif term.kind == "clustered":
-            alive &= ~_clustered(rng, shape, p.get("rate", 0.0), p.get("size", 8.0), p.get("count"))
+            size, count, cores = p.get("size", 8.0), p.get("count"), shape[0] * shape[1]
+            if count is not None and count * size > 4 * cores:   # each cluster draws ~size points
+                raise DefectSpecError(f"defect spec '{_short(spec.text)}': clustered count x size = "
+                                      f"{count * size:.0f} cores, expected at most 4 x the {cores} cores of "
+                                      f"{target.name} (they would all be dead)")
+            alive &= ~_clustered(rng, shape, p.get("rate", 0.0), size, count)
         elif term.kind == "dies":
             n_dies = target.die_count
             if p["count"] > n_dies:

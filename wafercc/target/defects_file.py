@@ -11,11 +11,12 @@ when a wafer is generated (they depend on the target).
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
+from .. import jsonsafe
+from ..limits import MAX_DEFECT_FILE_BYTES, MAX_FABRIC_SIDE
 from .errors import DefectSpecError
 
 ENTRY_KEYS = ("dead_cores", "dead_dies", "dead_links")
@@ -30,12 +31,15 @@ def _arr(path, where, key, rows) -> np.ndarray:
     out = np.zeros((len(rows), width), dtype=np.int64)
     for i, item in enumerate(rows):
         ok = isinstance(item, list) and len(item) == width
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in item[:2])
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) <= MAX_FABRIC_SIDE
+                        for v in item[:2])
         if ok and width == 3:
             ok = item[2] in DIRECTIONS
         if not ok:
-            exp = "[row, col, \"N|E|S|W\"]" if width == 3 else "[row, col] (integers)"
-            raise DefectSpecError(f"'{where}.{key}[{i}]': got {item!r}, expected {exp}", where=path)
+            exp = "[row, col, \"N|E|S|W\"]" if width == 3 else "[row, col]"
+            shown = repr(item) if len(repr(item)) <= 60 else repr(item)[:57] + "..."
+            raise DefectSpecError(f"'{where}.{key}[{i}]': got {shown}, expected {exp} "
+                                  f"(integers of at most {MAX_FABRIC_SIDE})", where=path)
         out[i, :2] = item[:2]
         if width == 3:
             out[i, 2] = DIRECTIONS[item[2]]
@@ -55,20 +59,15 @@ def load_defect_file(path: str) -> dict:
     """Parse and structurally validate a defect JSON file -> {"frame", "all", "wafers": {i: entry}}."""
     if not os.path.isfile(path):
         raise DefectSpecError("no such defect map file", where=path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DefectSpecError(f"not valid JSON: {e}", where=path) from None
-    except OSError as e:
-        raise DefectSpecError(f"cannot read: {e.strerror}", where=path) from None
+    data = jsonsafe.load_file(path, DefectSpecError, max_bytes=MAX_DEFECT_FILE_BYTES, what="defect-map JSON file")
     if not isinstance(data, dict):
         raise DefectSpecError("expected a JSON object at the top level", where=path)
     for k in data:
         if k not in ("version", "frame", "all", "wafers"):
             raise DefectSpecError(f"unknown key '{k}', expected version, frame, all, wafers", where=path)
-    if data.get("version") != 1:
-        raise DefectSpecError(f"'version': got {data.get('version')!r}, expected 1", where=path)
+    version = data.get("version")
+    if version != 1 or isinstance(version, bool):
+        raise DefectSpecError(f"'version': got {repr(version)[:40]}, expected 1", where=path)
     frame = data.get("frame", "usable")
     if frame not in ("usable", "fabric"):
         raise DefectSpecError(f"'frame': got {frame!r}, expected 'usable' or 'fabric'", where=path)
@@ -77,7 +76,7 @@ def load_defect_file(path: str) -> dict:
         raise DefectSpecError("'wafers': expected an object keyed by wafer index", where=path)
     out = {"path": path, "frame": frame, "all": _entry(path, "all", data.get("all", {})), "wafers": {}}
     for k, v in wafers.items():
-        if not k.isdigit():
+        if not (k.isascii() and k.isdigit() and len(k) <= 9):
             raise DefectSpecError(f"'wafers.{k}': expected a wafer index (0, 1, ...)", where=path)
         out["wafers"][int(k)] = _entry(path, f"wafers.{k}", v)
     return out

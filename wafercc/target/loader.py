@@ -12,6 +12,8 @@ from functools import lru_cache
 from importlib import resources
 
 from . import units
+from ..jsonsafe import check_text_depth, read_text
+from ..limits import MAX_TARGET_BYTES
 from .errors import TargetError
 from .schema import (
     CONFIDENCE,
@@ -59,13 +61,14 @@ def load_target(name_or_path: str) -> Target:
 
 @lru_cache(maxsize=32)
 def _load_cached(abspath: str, mtime_ns: int, shown: str) -> Target:
+    text = read_text(abspath, TargetError, max_bytes=MAX_TARGET_BYTES, what="target .toml file", where=shown)
+    check_text_depth(text, shown, TargetError, toml=True)   # tomllib recurses, and int() has a digit limit
     try:
-        with open(abspath, "rb") as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TargetError(f"not valid TOML: {e}", where=shown) from None
-    except OSError as e:
-        raise TargetError(f"cannot read: {e.strerror}", where=shown) from None
+    except (ValueError, RecursionError) as e:              # guarded above; kept as a last resort
+        raise TargetError(f"not valid TOML ({type(e).__name__})", where=shown) from None
     return _Builder(shown, data).build()
 
 
@@ -76,7 +79,9 @@ class _Builder:
         self.sources: dict[str, str] = {}
 
     def fail(self, fieldname: str, value, expected: str):
-        raise TargetError(f"field '{fieldname}': got {value!r}, expected {expected}", where=self.path)
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise TargetError(f"field '{fieldname}': got {shown}, expected {expected}", where=self.path)
 
     def table(self, name: str, required: bool = True) -> dict:
         t = self.data.get(name)
@@ -162,11 +167,15 @@ class _Builder:
         if check == "colors":
             if not isinstance(raw, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in raw):
                 self.fail(name, raw, "a list of integer color ids")
+            if len(raw) > meta["hi"] + 1 or any(not 0 <= c <= meta["hi"] for c in raw):
+                self.fail(name, raw, f"at most {meta['hi'] + 1} color ids in 0..{meta['hi']}")
             value = tuple(raw)
         else:
             if not is_finite_number(raw):
                 self.fail(name, raw, "a finite number")
             value = raw * ok_units[unit]
+            if not is_finite_number(value):          # e.g. 1e308 GB overflows
+                self.fail(name, raw, f"a number that is finite in {units.canonical(dim)}")
             if kind is int:
                 if float(value) != int(value):
                     self.fail(name, raw, f"a whole number of {units.canonical(dim)}")
@@ -179,6 +188,10 @@ class _Builder:
                 self.fail(name, raw, "a number >= 0")
             if check == "fraction" and not 0 <= value < 1:
                 self.fail(name, raw, "a fraction in [0, 1)")
+            hi = meta["hi"]
+            if value > hi:
+                self.fail(name, raw, f"at most {hi if isinstance(hi, int) else f'{hi:g}'} {units.canonical(dim)} "
+                                     f"(the bound in wafercc.target.schema)")
         self.quantities[name] = Quantity(name, value, units.canonical(dim), f"{raw} {unit}", src,
                                          self.sources[src], conf)
         return value

@@ -12,12 +12,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
+from ..limits import MAX_FABRIC_SIDE
+
 CONFIDENCE = ("high", "medium", "low", "derived", "assumed")
 
 
-def F(dimension: str, kind: type = int, check: str = "positive", doc: str = ""):
-    """Field metadata: ``check`` is positive | nonneg | fraction | colors (a list of color ids)."""
-    return field(metadata={"dimension": dimension, "kind": kind, "check": check, "doc": doc})
+# Upper bound of a field, in its canonical unit, by dimension (a field may name its own with ``hi``):
+# far above any wafer built, low enough that nothing sized from a target (defect maps, routing
+# tables, color loops) can exhaust memory.  The mesh side bound is wafercc.limits.MAX_FABRIC_SIDE.
+MAX_BY_DIMENSION = {
+    "cores": MAX_FABRIC_SIDE, "columns": MAX_FABRIC_SIDE, "bytes": 2 ** 50, "B/cycle": 2 ** 16,
+    "lanes": 2 ** 16, "FLOP/lane/cycle": 1024, "hertz": 1e12, "cycles": 10 ** 6, "bit/cycle": 2 ** 16,
+    "ports": 64, "colors": 1024, "color ids": 1023, "dies": 256, "bytes_per_s": 1e21, "seconds": 1e3,
+    "watts": 1e9, "fraction": 1,
+}
+
+
+def F(dimension: str, kind: type = int, check: str = "positive", doc: str = "", hi: float | None = None):
+    """Field metadata: ``check`` is positive | nonneg | fraction | colors (a list of color ids);
+    ``hi`` the largest value in the canonical unit (default: MAX_BY_DIMENSION)."""
+    return field(metadata={"dimension": dimension, "kind": kind, "check": check, "doc": doc,
+                           "hi": MAX_BY_DIMENSION[dimension] if hi is None else hi})
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,7 @@ class Mesh:
 
 @dataclass(frozen=True)
 class Core:
-    sram: int = F("bytes", doc="SRAM per core")
+    sram: int = F("bytes", doc="SRAM per core", hi=2 ** 30)
     sram_reserved: int = F("bytes", check="nonneg", doc="SRAM per core kept for code and runtime")
     receive_buffer: int = F("bytes", check="nonneg",
                             doc="SRAM per core for receive buffers (broadcast input slices, partial sums)")
@@ -92,7 +107,7 @@ class DefectDefaults:
 @dataclass(frozen=True)
 class Published:
     """Vendor figures the compiler does not use; tests cross-check the model against them."""
-    cores: int = F("cores", doc="marketing core count")
+    cores: int = F("cores", doc="marketing core count", hi=2 ** 26)
     total_sram: float = F("bytes", float, doc="total on-wafer SRAM")
     memory_bandwidth: float = F("bytes_per_s", float, doc="whole-wafer SRAM bandwidth")
     fabric_bandwidth: float = F("bytes_per_s", float, doc="whole-wafer fabric bandwidth")
