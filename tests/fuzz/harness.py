@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import faulthandler
 import json
 import os
 import re
@@ -101,6 +102,7 @@ def _call_child(case: Case, workdir: str, memory: int) -> None:
     """Runs in the forked child: never returns."""
     code = 0
     try:
+        faulthandler.disable()                     # pytest's handler would dump a native abort on its terminal
         _limit(memory)
         os.chdir(workdir)
         out = os.open("stdout.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
