@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import site
 import shutil
 import subprocess
 import sys
@@ -24,10 +25,25 @@ def _run(cmd, **kw):
     return proc
 
 
-def _pip_build_flags() -> list[str]:
-    # Build with the setuptools already installed (fast, works offline); without it pip
-    # would fetch the build backend into an isolated environment.
-    return ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+# Can this interpreter's setuptools build the project without pip fetching one (pyproject's
+# build-system: setuptools>=68 and a bdist_wheel, built in since setuptools 70.1)?  A venv made by
+# ``python -m venv`` holds the setuptools its ensurepip bundles (65 on Python 3.11), too old.
+_CAN_BUILD = r"""
+import importlib.util, sys
+try:
+    import setuptools
+    v = tuple(int(p) for p in setuptools.__version__.split(".")[:2])
+except Exception:
+    sys.exit(1)
+sys.exit(0 if v >= (68, 0) and (v >= (70, 1) or importlib.util.find_spec("wheel")) else 1)
+"""
+
+
+def _pip_build_flags(python: str = sys.executable) -> list[str]:
+    # Build with the setuptools ``python`` already has (fast, works offline); without a suitable
+    # one, pip fetches the build backend into an isolated environment.
+    ok = subprocess.run([python, "-c", _CAN_BUILD], capture_output=True, timeout=60).returncode == 0
+    return ["--no-build-isolation"] if ok else []
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +70,51 @@ def wheel(source, tmp_path_factory):
     return whl
 
 
+# Run by the test venv at start-up: this interpreter's site directories (a virtualenv's and, with
+# --system-site-packages, the base's), their .pth files processed except wafercc's own (an editable
+# install of the work tree must not be what the test imports).
+_SEE_DEPS = r"""
+import os, site, sys
+for d in {dirs!r}:
+    if os.path.isdir(d) and d not in sys.path:
+        sys.path.append(d)
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".pth") and not name.startswith(("__editable__.wafercc-", "wafercc")):
+                site.addpackage(d, name, None)
+"""
+
+
+def _site_dirs() -> list[str]:
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        dirs.append(site.getusersitepackages())
+    return dirs
+
+
 @pytest.fixture(scope="module")
 def venv_python(tmp_path_factory):
-    """A fresh venv that sees the already installed dependencies (torch, onnx, setuptools...) but not
-    wafercc's own files; returns a function making one venv per call.  The venv gets no pip (and so
-    no old bundled setuptools shadowing the installed one): pip runs from this interpreter with
-    ``--python``."""
+    """A fresh venv that sees the dependencies this interpreter sees (torch, onnx, setuptools...;
+    in a virtualenv those are the virtualenv's, not the base interpreter's) but not wafercc's own
+    files; returns a function making one venv per call.  The venv gets no pip (and so no old bundled
+    setuptools of its own): pip runs from this interpreter with ``--python``."""
     def make(tag: str) -> str:
         env_dir = tmp_path_factory.mktemp(tag) / "venv"
-        _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env_dir)])
-        return str(env_dir / "bin" / "python")
+        _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)])
+        python = str(env_dir / "bin" / "python")
+        purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+        with open(os.path.join(purelib, "_wafercc_test_deps.py"), "w", encoding="utf-8") as f:
+            f.write(_SEE_DEPS.format(dirs=_site_dirs()))
+        with open(os.path.join(purelib, "_wafercc_test_deps.pth"), "w", encoding="utf-8") as f:
+            f.write("import _wafercc_test_deps\n")
+        return python
     return make
 
 
 def _pip_into(python: str, *args: str):
-    return _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "-q", *args])
+    # --ignore-installed: a wafercc this interpreter has (the work tree's editable install) is not
+    # the venv's and must neither satisfy the install nor be uninstalled by it
+    return _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--ignore-installed",
+                 "-q", *args])
 
 
 def test_wheel_file_list(wheel):
@@ -119,7 +165,7 @@ def test_wheel_installs_and_imports(wheel, venv_python, tmp_path):
 
 def test_editable_install_imports(source, venv_python, tmp_path):
     python = venv_python("editable-venv")
-    _pip_into(python, *_pip_build_flags(), "-e", str(source))
+    _pip_into(python, *_pip_build_flags(python), "-e", str(source))
     neutral = tmp_path / "cwd"
     neutral.mkdir()
     _check_imports(python, neutral, str(source))

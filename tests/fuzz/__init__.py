@@ -1,1 +1,3 @@
-"""Hypothesis strategies shared by the fuzz tests (configs and options: config_strategies.py)."""
+"""Hypothesis strategies and the harness of the fuzz tests (docs/testing.md): onnx_strategies,
+config_strategies (configs, compile flags), target_strategies, defect_strategies, cli_strategies;
+families.py says what each family runs, harness.py runs and classifies the cases."""

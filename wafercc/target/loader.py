@@ -162,7 +162,7 @@ class _Builder:
         dim, kind, check = meta["dimension"], meta["kind"], meta["check"]
         unit, raw = q["unit"], q["value"]
         ok_units = units.accepted(dim)
-        if unit not in ok_units:
+        if not isinstance(unit, str) or unit not in ok_units:     # a list or table is unhashable
             self.fail(f"{name}.unit", unit, "one of " + ", ".join(ok_units))
         if check == "colors":
             if not isinstance(raw, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in raw):
