@@ -416,3 +416,23 @@ def test_long_rider_chain_is_no_recursion(tiny, tmp_path):
     s.route(0, 2, a, b, 2, l_path((0, 0), (0, 2)))
     res = verify_dir(s.write(tmp_path / "out"))
     assert res.ok, [str(v) for v in res.violations]
+
+
+def test_trailing_layer_on_no_wafer(tiny, tmp_path):
+    # the model's units say 4 layers, the wafers hold 0-2: no gap inside the range, so only the
+    # units list shows the last layer was dropped
+    def edit(doc, a, d):
+        doc["units"] = ["layer 0", "layer 1", "layer 2", "layer 3"]
+    reject(tiny, tmp_path, edit, "layer-missing", "layers 3 of the model are on no wafer (the model has 4 layers)")
+
+
+def test_unit_on_no_wafer(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["units"] = ["embed", "layer 0", "layer 1", "layer 2", "head", "mtp"]
+    reject(tiny, tmp_path, edit, "layer-missing", "unit 'mtp' is on no wafer")
+
+
+def test_units_listed_match_wafers(tiny, tmp_path):
+    def edit(doc, a, d):
+        doc["units"] = ["embed", "layer 0", "layer 1", "layer 2", "head"]
+    assert verify_dir(two_wafer(tiny).write(tmp_path / "out", edit)).ok

@@ -100,7 +100,9 @@ class ScheduleWriter:
         doc = {"schema": SCHEMA, "model": self.model, "source": self.source, "target": t.name if preset else os.path.abspath(t.path),
                "defects": self.device.spec.text, "seed": self.device.seed,
                "budget_bytes_per_core": int(self.device.bytes_per_core()),
-               "colors": self.colors, "link_capacity": self.device.link_capacity, "wafers": self.wafers_json,
+               "colors": self.colors, "link_capacity": self.device.link_capacity,
+               "units": [u.name for u in self.plan.memory.units],   # what the wafers must hold between them
+               "wafers": self.wafers_json,
                "timeline": {"prompt_tokens": self.prompt_tokens, "clock_hz": mc.clock_hz,
                             "act_bytes": prog.act_bytes, "context": prog.context, "batch": prog.batch,
                             **timeline(prog, mc, self.cost, self.prompt_tokens)},

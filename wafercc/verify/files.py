@@ -77,8 +77,10 @@ def _check_doc(doc, path: str) -> None:
                          ("budget_bytes_per_core", lambda v: _int(v) and v >= 0, "a non-negative integer"),
                          ("colors", lambda v: isinstance(v, list) and all(_int(c) for c in v), "a list of integers"),
                          ("link_capacity", lambda v: _int(v) and v >= 1, "a positive integer"),
-                         ("wafers", lambda v: isinstance(v, list), "a list")):
-        if key not in doc or not ok(doc[key]):
+                         ("wafers", lambda v: isinstance(v, list), "a list"),
+                         ("units", lambda v: v is None or (isinstance(v, list) and all(isinstance(u, str) for u in v)),
+                          "a list of unit names")):
+        if (key not in doc and key != "units") or not ok(doc.get(key)):   # units: optional (older files)
             _fail(f"'{key}': got {doc.get(key)!r}, expected {exp}", path)
     for k, w in enumerate(doc["wafers"]):
         where = f"wafers[{k}]"

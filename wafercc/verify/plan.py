@@ -65,6 +65,8 @@ def check_plan(doc: dict, sink: Sink) -> None:
         if extra:
             sink.one("layer-missing", None, f"{role} wafers hold layers {_ranges(extra)}, which no pipeline "
                      "wafer runs")
+    _check_units(doc.get("units"), layers_of.get("pipeline", set()),
+                 {u for k, (_, other) in enumerate(held) if roles[k] == "pipeline" for u in other}, sink)
     tl = doc.get("timeline")
     per = tl.get("wafers") if isinstance(tl, dict) else None
     if isinstance(per, list):
@@ -72,6 +74,25 @@ def check_plan(doc: dict, sink: Sink) -> None:
         if got != list(range(len(wafers))):
             sink.one("plan-wafers", None, f"timeline.wafers lists wafers {got}, the schedule has "
                      f"{len(wafers)} (0..{len(wafers) - 1})")
+
+
+def _check_units(units, layers: set[int], other: set[str], sink: Sink) -> None:
+    """The model's units (schedule.json ``units``, the partition's atoms) against what the pipeline
+    wafers hold: a layer or the head dropped from the end leaves no gap, so only this sees it."""
+    if units is None:           # written since schedule/2's units field; older files skip the check
+        return
+    want_layers = {int(m.group(1)) for u in units if (m := _LAYER_UNIT.match(str(u)))}
+    want_other = {str(u) for u in units if not _LAYER_UNIT.match(str(u))}
+    missing = sorted(want_layers - layers)
+    if missing:
+        sink.one("layer-missing", None, f"layers {_ranges(missing)} of the model are on no wafer "
+                 f"(the model has {len(want_layers)} layers)")
+    extra = sorted(layers - want_layers)
+    if extra:
+        sink.one("layer-missing", None, f"wafers hold layers {_ranges(extra)}, which the model's units do not list")
+    for u in sorted(want_other ^ other):
+        sink.one("layer-missing", None, f"unit '{u}' is " + ("on no wafer" if u in want_other else
+                                                              "on a wafer but not among the model's units"))
 
 
 def _ranges(xs: list[int]) -> str:
