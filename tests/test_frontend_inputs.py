@@ -171,3 +171,16 @@ def test_remote_code_config_is_named(tmp_path, capsys):
 def test_unknown_model_type_without_auto_map_unchanged():
     with pytest.raises(ModelConfigError, match="unknown model_type 'nope_arch'"):
         from_config({"model_type": "nope_arch"})
+
+
+@pytest.mark.parametrize("api", [True, False])
+def test_directory_without_config_json(tmp_path, capsys, api):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    if api:
+        with pytest.raises(wafercc.errors.InputFileError, match="directory has no config.json"):
+            wafercc.compile(str(tmp_path), until="ir")
+        return
+    assert main(["compile", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "directory has no config.json" in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -93,7 +93,8 @@ def load_config_source(spec: Any) -> tuple[dict[str, Any], str, str]:
     path = os.path.join(s, "config.json") if os.path.isdir(s) else s
     if not os.path.exists(path):
         if os.path.isdir(s):
-            raise InputFileError("directory has no config.json", where=s)
+            raise InputFileError("directory has no config.json (expected a Hugging Face model directory, "
+                                 "an .onnx file or a config.json)", where=s)
         if os.sep in s or s.endswith(".json"):
             raise InputFileError("no such file", where=s)
         raise ModelConfigError(f"unknown reference model '{s}' (known: {', '.join(reg.names())})")

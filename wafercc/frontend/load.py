@@ -101,6 +101,9 @@ def _identity(source: str, model: Any) -> tuple[str, str]:
     if source == "config" and os.path.isdir(path):
         path = os.path.join(path, "config.json")
     if not os.path.exists(path):
+        if os.path.isdir(os.fspath(model)):
+            raise InputFileError("directory has no config.json (expected a Hugging Face model directory, "
+                                 "an .onnx file or a config.json)", where=os.fspath(model))
         raise InputFileError("no such file", where=os.fspath(model))
     if os.path.isdir(path):
         raise InputFileError("is a directory", where=path)
