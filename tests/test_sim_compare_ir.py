@@ -74,3 +74,28 @@ def test_positions_without_their_offset_are_a_mismatch(corpus, tmp_path):
     (tmp_path / "ir" / "model.ir").write_text(ir.replace('"position_offsets"', '"dropped_offsets"'))
     cmp = compare_with_onnxruntime(tmp_path / "ir", path, np.array([[3, 10, 17, 24]]), 1)
     assert not cmp.ok and max(cmp.errors) > 1e-2
+
+
+@pytest.mark.parametrize("how", ["abort", "raise"])
+def test_onnxruntime_failure_is_one_line(corpus, tmp_path, monkeypatch, how):
+    """onnxruntime runs in a forked child: a process abort inside it (as on a hostile attribute) is a
+    SimulationError naming it, and the compiler's process goes on."""
+    import os
+
+    import onnxruntime as ort
+
+    from wafercc.sim.errors import SimulationError
+    from wafercc.sim.run import compare_with_onnxruntime
+    out, recs = corpus
+    path = out / recs[("opt", "ts17")]["path"]
+    _compile_ir(path, tmp_path / "ir")
+
+    def run(self, *a, **k):
+        if how == "abort":
+            os.abort()
+        raise RuntimeError("Non-zero status code returned while running Gather node\nsecond line")
+    monkeypatch.setattr(ort.InferenceSession, "run", run)
+    want = "crashed (SIGABRT)" if how == "abort" else "onnxruntime cannot run the model: Non-zero status"
+    with pytest.raises(SimulationError, match=want.replace("(", r"\(").replace(")", r"\)")) as e:
+        compare_with_onnxruntime(tmp_path / "ir", path, np.array([[3, 10, 17, 24]]), 1)
+    assert "\n" not in str(e.value)

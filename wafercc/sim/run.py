@@ -22,6 +22,9 @@ import os
 import numpy as np
 
 from .errors import SimulationError
+
+ONNXRUNTIME_SECONDS = 1800.0            # the reference run of --compare, all steps
+ONNXRUNTIME_MEMORY = 16 * 1024 ** 3     # what that child may add to the compiler's address space
 from .placed import Placement, _read_graph
 from .reference import Interpreter
 from .tiled import TiledKernels
@@ -272,6 +275,51 @@ def fixed_past(sess) -> int:
     return max((n for n in lengths if isinstance(n, int)), default=0)
 
 
+def _declared_past(onnx_path: str) -> int:
+    """:func:`fixed_past` from the file's declared inputs (what onnxruntime reports), read without
+    weights and without onnxruntime."""
+    import onnx
+
+    try:
+        graph = onnx.load(onnx_path, load_external_data=False).graph
+    except Exception as e:  # noqa: BLE001 - a file onnx cannot parse, in one line
+        raise SimulationError(f"cannot read the model: {str(e).splitlines()[0][:200]}", where=onnx_path) from None
+    lengths = {d[2].dim_value for i in graph.input if is_past_input(i.name)
+               for d in [i.type.tensor_type.shape.dim] if len(d) > 2 and d[2].HasField("dim_value")}
+    return max(lengths, default=0)
+
+
+def _onnxruntime_outputs(onnx_path: str, steps_in, past) -> list[np.ndarray]:
+    """The first output of onnxruntime for each step's (ids, mask), computed in a forked child."""
+    from ..frontend import isolated
+
+    def run():
+        import onnxruntime as ort
+        try:
+            sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - an onnxruntime load failure, in one line
+            return "error", f"onnxruntime cannot load the model: {str(e).splitlines()[0][:200]}"
+        outs = []
+        for ids, mask in steps_in:
+            try:
+                feeds = _ort_feeds(sess, ids, mask, past)
+            except SimulationError as e:
+                return "error", str(e)
+            try:
+                outs.append(np.asarray(sess.run(None, feeds)[0]))
+            except Exception as e:  # noqa: BLE001 - an onnxruntime run failure, in one line
+                return "error", f"onnxruntime cannot run the model: {str(e).splitlines()[0][:200]}"
+        return "ok", outs
+
+    try:
+        kind, value = isolated.call(run, timeout=ONNXRUNTIME_SECONDS, memory=ONNXRUNTIME_MEMORY)
+    except isolated.NativeFailure as e:
+        raise SimulationError(f"onnxruntime failed on the model: {e}", where=onnx_path) from None
+    if kind == "error":
+        raise SimulationError(value, where=onnx_path)
+    return value
+
+
 def _empty_past(i, batch: int) -> np.ndarray:
     """An empty cache for past input ``i``: batch rows, no positions (axis 2), its fixed dims."""
     shape = []
@@ -335,29 +383,21 @@ def compare_with_onnxruntime(outdir, onnx_path, prompt, steps: int, *, attention
                              tolerance: float = TOLERANCE, dtype=np.float32,
                              placement: Placement | None = None) -> Comparison:
     """Simulate ``steps`` steps and recompute each with onnxruntime on the full sequence so far;
-    the errors are over the tokens each step fed (unpadded ones only)."""
-    import onnxruntime as ort
-
+    the errors are over the tokens each step fed (unpadded ones only).  onnxruntime runs in a
+    forked child (wafercc.frontend.isolated): an abort inside it on a hostile file is one line."""
     if onnx_path is None:
         onnx_path = recorded_model(outdir)
-    try:
-        sess = ort.InferenceSession(os.fspath(onnx_path), providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - an onnxruntime load failure, in one line
-        raise SimulationError(f"onnxruntime cannot load the model: {str(e).splitlines()[0][:200]}",
-                              where=os.fspath(onnx_path)) from None
+    onnx_path = os.fspath(onnx_path)
     sim = simulate(outdir, onnx_path, prompt, steps, attention_mask=attention_mask, dtype=dtype,
-                   placement=placement, prefill=fixed_past(sess))
-    errors, ref_tokens = [], []
-    for got, (ids, mask) in zip(sim.logits, sim.sequences):
+                   placement=placement, prefill=_declared_past(onnx_path))
+    steps_in = []
+    for ids, mask in sim.sequences:
         if sim.past:   # the IR's cache of the first tokens is onnxruntime's past
             ids = ids[:, next(iter(sim.past.values())).shape[2]:]
-        try:
-            ref = sess.run(None, _ort_feeds(sess, ids, mask, sim.past))[0]
-        except SimulationError:
-            raise
-        except Exception as e:  # noqa: BLE001 - an onnxruntime run failure, in one line
-            raise SimulationError(f"onnxruntime cannot run the model: {str(e).splitlines()[0][:200]}",
-                                  where=os.fspath(onnx_path)) from None
+        steps_in.append((ids, mask))
+    refs = _onnxruntime_outputs(onnx_path, steps_in, sim.past)
+    errors, ref_tokens = [], []
+    for got, ref, (_, mask) in zip(sim.logits, refs, sim.sequences):
         ref = ref[:, -got.shape[1]:]                 # the positions this step fed
         if ref.shape != got.shape:
             raise SimulationError(f"onnxruntime output {list(ref.shape)} vs simulated {list(got.shape)}")
