@@ -8,9 +8,12 @@ A grid's decode step has three phases:
     compute    = the work of one core (``Phases.compute``)
     reduction  = reduction_hops x hop + reduction_links x reduce_step + reduction bytes / link_bytes
 
+(``reduction_links``: the receive-add-forward steps of the reduction tree's root, ceil(log2 rows)
+for a grid column's binomial tree.)
+
 The kind functions (``gemv``, ``kv``, ``lookup``) give the compute cycles and the sizes of the two
-messages.  The caller gives the paths: the tiler uses the straight chains of an unplaced grid
-(``chain_paths``), the model uses the routed (or estimated) paths of the op records, and the replay
+messages.  The caller gives the paths: the tiler uses the row chains and column trees of an
+unplaced grid (``chain_paths``), the model uses the routed (or estimated) paths of the op records, and the replay
 sends each message over its own route, in whole wavelets, adding ``reduce_step`` per partial it
 receives.  Everything takes plain numbers or numpy arrays (the tiler scores all its candidates at
 once), so wafercc.passes can use it without importing wafercc.perf.
@@ -96,12 +99,21 @@ def serialisation(ph: Phases, r: Rates):
     return (ph.bcast_bytes + ph.reduce_bytes) / r.link_bytes
 
 
+def tree_steps(n):
+    """Receive-add-forward steps of the binomial reduction tree over ``n`` tiles (passes/transfers.py):
+    ceil(log2 n), 0 for one tile (scalars or integer arrays)."""
+    n = np.maximum(np.asarray(n, dtype=np.int64), 1)
+    out = np.ceil(np.log2(n)).astype(np.int64)
+    return int(out) if out.ndim == 0 else out
+
+
 def chain_paths(kind: str, rows, cols) -> tuple[Any, Any, Any]:
-    """(broadcast hops, reduction hops, reduction links) of an unplaced grid: one-hop chains along
-    the row and up the column; a KV row's partials return along the row."""
+    """(broadcast hops, reduction hops, reduction links) of an unplaced grid: a one-hop chain along
+    the row; up the column a binomial tree rooted at the last row (rows-1 hops on its longest
+    path, ``tree_steps(rows)`` steps); a KV row's partials reduce in the same tree over its columns."""
     if kind == "kv":
-        return cols - 1, cols - 1, cols - 1
-    return cols - 1, rows - 1, rows - 1
+        return cols - 1, cols - 1, tree_steps(cols)
+    return cols - 1, rows - 1, tree_steps(rows)
 
 
 def grid_cycles(ph: Phases, paths, r: Rates):

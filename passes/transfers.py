@@ -4,10 +4,15 @@
   In a wide grid (passes/floorplan.py) chunk k >= 1 of row i gets the slice from the chunk above at
   column c = i mod (chunk width), one lane-row block straight down, and spreads it east and west
   from c (the crossings are spread over the lane's columns instead of piling onto one);
-* reduction (kind 1): along each grid column, (e, i, j) passes partial sums to (e, i+1, j).
+* reduction (kind 1): each grid column reduces as a binomial tree rooted at its last row (e, R-1, j):
+  the tile at distance p = R-1-i from the root sends its partial sums to the tile at distance
+  p - lowbit(p) (``tree_parents``), so a column of R rows takes ceil(log2 R) receive-add-forward
+  steps instead of a chain's R-1 (docs/cost-model.md).  Every edge runs along the column, toward
+  the root; the root keeps the chain's place, so the op's output still leaves from its last tile.
   A KV grid's row is one (sequence, kv head) and its columns are chunks of context positions, so
-  its partial softmax sums combine along the row instead: each tile sends its partial back up the
-  row's broadcast tree (the query's path, reversed) to the row's entry tile;
+  its partial softmax sums combine along the row instead, as the same binomial tree over the row's
+  columns rooted at column 0 (the row's entry tile, where the query arrived): column c sends to
+  c - lowbit(c), ceil(log2 cols) steps;
 * activation (kind 2): each op's output (its last tile) to the next op's input (its first
   tile), in the wafer's dataflow order; riders travel with their hosts;
 * inter-wafer (kind 3): from the west edge into the wafer's first op and from its last op
@@ -34,19 +39,36 @@ class TransferSet:
         return len(self.kind)
 
 
+def tree_parents(n: int) -> np.ndarray:
+    """int64 [n]: parent distance of each distance 0..n-1 from the root in the binomial reduction
+    tree (p -> p with its lowest set bit cleared; -1 at the root).  A tile adds its children's
+    partials as they arrive, largest subtree last, so the subtree of p = 2^k..2^(k+1)-1 is done
+    after k steps and the root after ceil(log2 n): the fewest of any tree whose cores add one
+    partial per step."""
+    p = np.arange(n, dtype=np.int64)
+    out = p & (p - 1)
+    out[0] = -1
+    return out
+
+
 def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 0, along_row: bool = False):
-    """Chains inside one grid whose tiles are numbered from ``first`` in (expert, row, col) order;
-    ``chunk`` > 0: the grid is wide, laid out in chunks of that many columns.  ``along_row`` (KV
-    grids): the reduction is the broadcast tree reversed instead of the column chains."""
+    """Broadcast chains and reduction trees inside one grid whose tiles are numbered from ``first``
+    in (expert, row, col) order; ``chunk`` > 0: the grid is wide, laid out in chunks of that many
+    columns.  ``along_row`` (KV grids): the reduction is a tree over each row's columns instead of
+    the column trees."""
     b_src, b_dst, r_src, r_dst = _grid_transfers(first, experts, rows, cols, chunk)
     if along_row:
-        return b_src, b_dst, b_dst.copy(), b_src.copy()
+        idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
+        par = tree_parents(cols)[1:]                          # column c sends to c - lowbit(c)
+        return b_src, b_dst, idx[:, :, 1:].ravel(), idx[:, :, par].ravel()
     return b_src, b_dst, r_src, r_dst
 
 
 def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int):
     idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
-    r_src, r_dst = idx[:, :-1, :].ravel(), idx[:, 1:, :].ravel()
+    par = tree_parents(rows)[1:]                              # distances 1..rows-1 from the root row
+    r_src = idx[:, rows - 2 - np.arange(rows - 1), :].ravel() if rows > 1 else idx[:, :0, :].ravel()
+    r_dst = idx[:, rows - 1 - par, :].ravel() if rows > 1 else idx[:, :0, :].ravel()
     if chunk <= 0 or cols <= chunk:
         return idx[:, :, :-1].ravel(), idx[:, :, 1:].ravel(), r_src, r_dst
     j = np.arange(cols - 1)                                   # pair (j, j+1) of a row

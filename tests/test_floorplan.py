@@ -110,9 +110,12 @@ def test_broadcast_reaches_every_tile_of_a_row_once_from_its_first_tile(rows, co
             seen += 1
             assert seen <= cols
         assert t % cols == 0
+    # reductions: binomial trees down each column to its last row, distance p from it sending to
+    # p with its lowest set bit cleared
+    tile = lambda e, i, j: e * rows * cols + i * cols + j     # noqa: E731
     assert sorted(zip(rs.tolist(), rd.tolist())) == sorted(
-        (e * rows * cols + i * cols + j, e * rows * cols + (i + 1) * cols + j)
-        for e in range(2) for i in range(rows - 1) for j in range(cols))
+        (tile(e, rows - 1 - p, j), tile(e, rows - 1 - (p & (p - 1)), j))
+        for e in range(2) for p in range(1, rows) for j in range(cols))
 
 
 def test_transfers_cover_grid_chains_ops_and_edges():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import math
 import os
 
 import numpy as np
@@ -19,6 +20,8 @@ from wafercc.errors import InputFileError
 from wafercc.perf.model import (CostModelError, CostParams, Machine, Workload, expected_accepted, pipeline_round,
                                 wafer_time)
 from wafercc.perf.paths import grid_paths
+from wafercc.passes.cost_kernel import tree_steps
+from wafercc.passes.transfers import grid_transfers
 from wafercc.target import load_target
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +48,27 @@ def test_paths_out_and_in_forests():
     hops = np.array([1, 2, 3, 4, 5, 6])
     p = grid_paths(op, grid, src, dst, kind, hops)[(0, 0)]
     assert (p["broadcast_hops"], p["broadcast_links"]) == (6, 3)
-    assert (p["reduction_hops"], p["reduction_links"]) == (6, 1)
+    # the root adds its three partials one step each, all three ready at once: 3 steps over 1 link
+    assert (p["reduction_hops"], p["reduction_links"]) == (6, 3)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 200])
+def test_reduction_steps_of_column_trees_and_chains(rows):
+    # the transfer builder's binomial column trees take ceil(log2 rows) steps; a chain rows - 1
+    bs, bd, rs, rd = grid_transfers(0, 1, rows, 2)
+    n = rows * 2
+    op, grid = np.zeros(n, np.int32), np.zeros(n, np.int16)
+    src, dst = np.r_[bs, rs], np.r_[bd, rd]
+    kind = np.r_[np.zeros(len(bs)), np.ones(len(rs))].astype(np.int8)
+    hops = np.abs(src // 2 - dst // 2) + np.abs(src % 2 - dst % 2)
+    p = grid_paths(op, grid, src, dst, kind, hops)[(0, 0)]
+    assert p["reduction_links"] == math.ceil(math.log2(rows)) == tree_steps(rows)
+    assert p["reduction_hops"] == rows - 1                     # every edge runs down the column to its root
+    assert (rd // 2 == rows - 1).sum() == 2 * tree_steps(rows)  # the root row's fan-in: one child per step
+    chain = np.arange(rows - 1)
+    c = grid_paths(np.zeros(rows, np.int32), np.zeros(rows, np.int16), chain, chain + 1,
+                   np.ones(rows - 1, np.int8), np.ones(rows - 1))[(0, 0)]
+    assert c["reduction_links"] == rows - 1
 
 
 def test_paths_reject_a_non_forest():

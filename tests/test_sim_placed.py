@@ -190,11 +190,18 @@ def test_two_tiles_on_one_core_and_a_missing_tile(llama_small, tmp_path):
         Placement.load(_edit(llama_small, tmp_path / "b", dup))
 
 
-def test_reversed_reduction_chains_are_followed(llama_small, tmp_path):
-    # partials flowing up instead of down the columns: the roots move to row 0 and the result holds
+def test_mirrored_reduction_trees_are_followed(llama_small, tmp_path):
+    # each column's tree mirrored (row i <-> rows-1-i): the partials flow up, the roots move to row 0
+    # and the result holds
     def fn(a, alive, ops):
         j = _routes(a, ops[Q], 1)
-        a["route_src_tile"][j], a["route_dst_tile"][j] = a["route_dst_tile"][j].copy(), a["route_src_tile"][j].copy()
+        mine = np.flatnonzero((a["tile_op"] == ops[Q]) & (a["tile_grid"] == 0))
+        last = int(a["tile_row"][mine].max())
+        where = {(int(a["tile_expert"][t]), int(a["tile_row"][t]), int(a["tile_col"][t])): int(t) for t in mine}
+        mirror = {int(t): where[(int(a["tile_expert"][t]), last - int(a["tile_row"][t]), int(a["tile_col"][t]))]
+                  for t in mine}
+        for f in ("route_src_tile", "route_dst_tile"):
+            a[f][j] = [mirror[int(t)] for t in a[f][j]]
     out = _edit(llama_small, tmp_path, fn)
     g = Placement.load(out).op(Q).grid("w")
     assert (g.roots[0] == np.arange(g.cols)).all()   # local index of tile (0, 0, c) is c

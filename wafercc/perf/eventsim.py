@@ -19,8 +19,10 @@ the cost kernel (passes/cost_kernel.py) that the analytic model and the tiler al
   once, a tile forwards its broadcast down the tree as soon as the head arrives (cut-through, so
   the tree pays one serialisation, as the analytic ``hops x hop + tile_k x a / link``), computes
   once the tail is in, and sends its partial sums once its compute is done and the heads of all
-  partials into it arrived, plus ``reduce_step`` per received partial (streamed adds: again one
-  serialisation per chain, as the analytic reduction term).  ``cut_through=False`` makes both wait
+  partials into it arrived, adding ``reduce_step`` per received partial in arrival order (t =
+  max(t, arrival) + reduce_step: a binomial tree's root adds its smaller subtrees while the larger
+  still reduce, the steps wafercc/perf/paths.py counts; streamed adds: again one serialisation per
+  chain, as the analytic reduction term).  ``cut_through=False`` makes both wait
   for tails (store-and-forward).  A grid ends when all its reduction roots hold their sums;
 * riders run at their place in the list (like the analytic model, also when the host comes later)
   on the host's cores; norms and softmax add an all-reduce over the host's last grid: 1-wavelet
@@ -192,17 +194,22 @@ class _Net:
         fed = {d for _, _, d in b}
         r_out = {s: pid for pid, s, _ in r}
         need = collections.Counter(d for _, _, d in r)
-        got, rhead, rtail, done = collections.Counter(), {}, {}, {}
+        got, heads, tails, done = collections.Counter(), collections.defaultdict(list), collections.defaultdict(list), {}
         end = [t0]
+
+        def added(x, arrivals):
+            # one receive-add per partial, in arrival order: t = max(t, arrival) + reduce_step
+            t = done[x]
+            for a in sorted(arrivals):
+                t = max(t, a) + rs
+            return t
 
         def reduce(x):
             if x not in done or got[x] < need[x]:
                 return []
-            n = need[x]
             if x in r_out:
-                ready = max(done[x], (rhead if cut else rtail).get(x, t0))
-                return [(ready + rs * n, r_out[x], wr)]
-            end[0] = max(end[0], max(done[x], rtail.get(x, t0)) + rs * n)
+                return [(added(x, (heads if cut else tails)[x]), r_out[x], wr)]
+            end[0] = max(end[0], added(x, tails[x]))   # the root's sum: all tails in
             return []
 
         def fed_at(x, head, tail):
@@ -214,8 +221,8 @@ class _Net:
             if is_b:
                 return fed_at(x, head, tail)
             got[x] += 1
-            rhead[x] = max(rhead.get(x, head), head)
-            rtail[x] = max(rtail.get(x, tail), tail)
+            heads[x].append(head)
+            tails[x].append(tail)
             return reduce(x)
 
         starts = []

@@ -1,17 +1,27 @@
 """Critical fabric paths of every grid on a placed wafer, from its tiles and routed transfers.
 
 A grid's broadcast routes (kind 0) form a forest: each tile receives its input slice from one
-tile.  Its reduction routes (kind 1) form chains down the grid's columns.  The timing model needs,
-per grid, the longest root-to-tile path of each forest in routed hops and in links (each link of
-a chain is one store-and-forward step: a partial-sum add, or a re-send of the input slice).
-Computed for all tiles at once by pointer jumping (log2(depth) vectorised rounds), so a wafer of
-seven million routes takes well under a second.
+tile.  Its reduction routes (kind 1) form an in-forest: each tile sends its partial sums to one
+tile (binomial trees down the grid's columns, passes/transfers.py; a KV row's broadcast tree
+reversed).  The timing model needs, per grid, the longest root-to-tile path of each forest in
+routed hops, and its steps: for a broadcast the links of the path (each a re-send of the input
+slice), for a reduction the receive-add-forward steps of the root, a tile adding its children's
+partials one per step as they arrive (``_reduce_steps``: a chain of R tiles takes R-1, a binomial
+tree ceil(log2 R)).  Computed for all tiles at once by pointer jumping (log2(depth) vectorised
+rounds) and one pass per tree level, so a wafer of seven million routes takes well under a second.
 """
 from __future__ import annotations
 
 import numpy as np
 
 KINDS = {"broadcast": 0, "reduction": 1}
+
+
+def _in_depths(n: int, src: np.ndarray, dst: np.ndarray, hops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hops, links) from each tile to its in-forest root; a tile sending on two routes is an error."""
+    if len(np.unique(src)) != len(src):
+        raise ValueError("reduction transfers: a tile sends its partial sums on more than one route")
+    return _jump(n, src, dst, hops)
 
 
 def _depths(n: int, src: np.ndarray, dst: np.ndarray, hops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,6 +34,10 @@ def _depths(n: int, src: np.ndarray, dst: np.ndarray, hops: np.ndarray) -> tuple
         child, up = src, dst
     else:
         raise ValueError("transfers of one kind form neither an in- nor an out-forest")
+    return _jump(n, child, up, hops)
+
+
+def _jump(n: int, child: np.ndarray, up: np.ndarray, hops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     parent = np.full(n, -1, np.int64)
     parent[child] = up
     dist = np.zeros(n, np.int64)
@@ -41,6 +55,29 @@ def _depths(n: int, src: np.ndarray, dst: np.ndarray, hops: np.ndarray) -> tuple
     raise ValueError("transfer forest deeper than 2**64 or cyclic")
 
 
+def _reduce_steps(n: int, src: np.ndarray, dst: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Steps until each tile of an in-forest (``src`` sends to ``dst``; ``level``: links to the
+    root) holds its subtree's sum: a leaf 0; a tile adds its children's partials one step each in
+    order of readiness, t = max(t, ready) + 1, i.e. the maximum over its children sorted by
+    readiness s_1 <= .. <= s_m of s_k + (m - k + 1).  The event replay (eventsim.py) adds the same way."""
+    ready = np.zeros(n, np.int64)
+    lev = level[src]
+    order = np.argsort(-lev, kind="stable")
+    src, dst, lev = src[order], dst[order], lev[order]
+    bounds = np.flatnonzero(np.diff(lev)) + 1
+    for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), len(src)]):
+        s, d = src[a:b], dst[a:b]             # the children one level up from the deepest unsettled
+        v = ready[s]
+        o = np.lexsort((v, d))                # by parent, then readiness
+        s, d, v = s[o], d[o], v[o]
+        first = np.r_[0, np.flatnonzero(np.diff(d)) + 1]
+        count = np.diff(np.r_[first, len(d)])
+        rank = np.arange(len(d)) - np.repeat(first, count)          # k - 1
+        after = np.repeat(count, count) - rank                      # m - k + 1
+        np.maximum.at(ready, d, v + after)
+    return ready
+
+
 def grid_paths(tile_op: np.ndarray, tile_grid: np.ndarray, src: np.ndarray, dst: np.ndarray,
                kind: np.ndarray, hops: np.ndarray) -> dict[tuple[int, int], dict[str, int]]:
     """{(op, grid): {broadcast_hops, broadcast_links, reduction_hops, reduction_links}}: the longest
@@ -52,7 +89,12 @@ def grid_paths(tile_op: np.ndarray, tile_grid: np.ndarray, src: np.ndarray, dst:
     out = {(int(k // 65536), int(k % 65536)): {} for k in ukeys}
     for name, k in KINDS.items():
         m = (kind == k) & (src >= 0) & (dst >= 0)
-        d, s = _depths(n, src[m].astype(np.int64), dst[m].astype(np.int64), hops[m].astype(np.int64))
+        ms, md = src[m].astype(np.int64), dst[m].astype(np.int64)
+        if name == "reduction":             # partials flow src -> dst: an in-forest, steps at the roots
+            d, lev = _in_depths(n, ms, md, hops[m].astype(np.int64))
+            s = _reduce_steps(n, ms, md, lev)
+        else:
+            d, s = _depths(n, ms, md, hops[m].astype(np.int64))
         dmax = np.zeros(len(ukeys), np.int64)
         smax = np.zeros(len(ukeys), np.int64)
         np.maximum.at(dmax, inv, d)

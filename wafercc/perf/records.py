@@ -16,14 +16,15 @@ from __future__ import annotations
 import math
 
 from ..ir.ops import kv_head_dim, score_flops
+from ..passes.cost_kernel import tree_steps
 
 GRID_INTS = ("experts", "rows", "cols", "k", "n", "tile_k", "tile_n", "unit_bits")
 
 
 def estimate_paths(g, width: int) -> dict[str, int]:
     """Longest broadcast / reduction paths of a grid laid out by the lane floorplan (docs/placement.md)
-    without routing: a narrow grid's row is a chain of cols-1 one-hop links and its columns chains of
-    rows-1 one-lane-row links; a wide grid's row runs across its chunk rows (chunk k's slice comes
+    without routing: a narrow grid's row is a chain of cols-1 one-hop links and its columns binomial
+    trees over rows-1 one-lane-row links (``tree_steps(rows)`` steps); a wide grid's row runs across its chunk rows (chunk k's slice comes
     `rows` lane rows down from chunk k-1) and spreads along the lane."""
     chunks = math.ceil(g.cols / width) if width and g.cols > width else 1
     span = min(g.cols, width) if width else g.cols
@@ -31,9 +32,9 @@ def estimate_paths(g, width: int) -> dict[str, int]:
     b_hops = (span - 1) + (chunks - 1) * g.rows
     if g.operand == "kv":
         return {"broadcast_hops": b_hops, "broadcast_links": b_links,
-                "reduction_hops": b_hops, "reduction_links": b_links}
+                "reduction_hops": b_hops, "reduction_links": tree_steps(g.cols)}
     return {"broadcast_hops": b_hops, "broadcast_links": b_links,
-            "reduction_hops": g.rows - 1, "reduction_links": g.rows - 1}
+            "reduction_hops": g.rows - 1, "reduction_links": tree_steps(g.rows)}
 
 
 def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, act_in: dict | None = None,
