@@ -436,3 +436,27 @@ def test_units_listed_match_wafers(tiny, tmp_path):
     def edit(doc, a, d):
         doc["units"] = ["embed", "layer 0", "layer 1", "layer 2", "head"]
     assert verify_dir(two_wafer(tiny).write(tmp_path / "out", edit)).ok
+
+
+def _tree_column(tiny):
+    """two_wafer with op a's column 0 reducing as a tree: rows 3 and 2 both send to root row 1
+    (route 10 runs (3,0) -> (2,0) -> (1,0) on its own color), as the transfer builder's trees do."""
+    s = two_wafer(tiny)
+    a = 1
+    cores = [(3, 0), (2, 0), (1, 0)]
+    s.routes[0][10] = (cores[0], cores[-1], 1, a, a, 4, path_links(s.cols, cores),
+                       (s.tile_at(0, a, cores[0]), s.tile_at(0, a, cores[-1])))
+    return s
+
+
+def test_a_reduction_tree_passes(tiny, tmp_path):
+    res = verify_dir(_tree_column(tiny).write(tmp_path / "out"))
+    assert res.ok, [str(v) for v in res.violations]
+
+
+def test_a_reduction_tree_with_a_tile_sending_twice_fails(tiny, tmp_path):
+    s = _tree_column(tiny)
+    s.route(0, 1, 1, 1, 5, [(3, 0), (2, 0)])           # row 3 also sends to row 2: two parents
+    res = verify_dir(s.write(tmp_path / "out"))
+    assert not res.ok and "reduction-tree" in res.counts
+    assert any("sends its partial sums on 2 routes" in str(v) for v in res.violations)
