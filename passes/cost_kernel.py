@@ -54,7 +54,7 @@ class Phases:
     """One grid's work per core and its two messages (scalars or arrays of candidates / cores)."""
     compute: Any        # cycles of one core's own work
     bcast_bytes: Any    # what a core receives along its broadcast tree
-    reduce_bytes: Any   # what a core sends up its reduction chain
+    reduce_bytes: Any   # what a core sends up its reduction tree
 
 
 def gemv(tokens, tile_k, tile_n, act_bytes: float, r: Rates, flat: bool = False) -> Phases:
@@ -76,7 +76,7 @@ def kv(positions, group: int, head_dim: int, act_bytes: float, r: Rates, score_f
 
 def lookup(tokens, tile_n, act_bytes: float, r: Rates) -> Phases:
     """A table lookup: the token id along the row, the one-hot row's slice summed down the column
-    (every link a receive-add-forward, as in a GEMV's partial-sum chain)."""
+    (every partial received a receive-add, as in a GEMV's partial-sum tree)."""
     return Phases(0.0, tokens * ID_BYTES, tokens * tile_n * act_bytes)
 
 

@@ -47,7 +47,7 @@ PARAMS = {  # name in [cost_model] -> (unit, attribute)
 class CostParams:
     compute_efficiency: float     # achieved fraction of the SIMD peak on a core's own tile
     op_sync: float                # cycles per dependent op with its own cores: inputs in, launch, done
-    reduce_step: float            # cycles per store-and-forward step of a partial-sum chain
+    reduce_step: float            # cycles per receive-add step of a partial-sum tree (one per partial received)
     inter_wafer_latency_s: float  # one-way wafer-to-wafer latency per boundary per token (target io)
 
     @classmethod

@@ -26,8 +26,8 @@ def _in_depths(n: int, src: np.ndarray, dst: np.ndarray, hops: np.ndarray) -> tu
 
 def _depths(n: int, src: np.ndarray, dst: np.ndarray, hops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hops, links) between each tile and its forest's root.  The edges form an out-forest (one
-    sender per tile: broadcasts, column chains) or an in-forest (one receiver per tile: a KV row's
-    partials going back up its broadcast tree); either way the longest path ends at some tile."""
+    sender per tile: broadcasts) or an in-forest (one receiver per tile); either way the longest
+    path ends at some tile."""
     if len(np.unique(dst)) == len(dst):
         child, up = dst, src
     elif len(np.unique(src)) == len(src):
