@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.ops import SOFTMAX_FLOPS
+from ..target.geometry import DEFAULT_REDUCTION
 
 PSUM_BYTES = 4     # partial sums accumulate in fp32 (the TileOptions.psum_bytes default)
 ID_BYTES = 4       # a lookup's token id: one int32 (one 32-bit wavelet on the WSE fabric)
@@ -107,13 +108,22 @@ def tree_steps(n):
     return int(out) if out.ndim == 0 else out
 
 
-def chain_paths(kind: str, rows, cols) -> tuple[Any, Any, Any]:
+def reduce_steps(n, reduction: str = DEFAULT_REDUCTION):
+    """Receive-add steps of reducing ``n`` tiles: ``tree_steps(n)`` for the binomial tree, n - 1 for
+    the launch-style chain (target/geometry.py REDUCTIONS)."""
+    if reduction == "chain":
+        out = np.maximum(np.asarray(n, dtype=np.int64) - 1, 0)
+        return int(out) if out.ndim == 0 else out
+    return tree_steps(n)
+
+
+def chain_paths(kind: str, rows, cols, reduction: str = DEFAULT_REDUCTION) -> tuple[Any, Any, Any]:
     """(broadcast hops, reduction hops, reduction links) of an unplaced grid: a one-hop chain along
-    the row; up the column a binomial tree rooted at the last row (rows-1 hops on its longest
-    path, ``tree_steps(rows)`` steps); a KV row's partials reduce in the same tree over its columns."""
+    the row; up the column a binomial tree (or a chain) ending at the last row (rows-1 hops on its
+    longest path, ``reduce_steps(rows)`` steps); a KV row's partials reduce the same way over its columns."""
     if kind == "kv":
-        return cols - 1, cols - 1, tree_steps(cols)
-    return cols - 1, rows - 1, tree_steps(rows)
+        return cols - 1, cols - 1, reduce_steps(cols, reduction)
+    return cols - 1, rows - 1, reduce_steps(rows, reduction)
 
 
 def grid_cycles(ph: Phases, paths, r: Rates):

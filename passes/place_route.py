@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..target.geometry import DEFAULT_LAYOUT
+from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_REDUCTION
 from .floorplan import WaferFloorplan, floorplan_wafer, is_wide, reachable
 from .floorplan_cpsat import RefineOptions
 from .tile import TileOptions, TilePlan, tile_plan
@@ -26,6 +26,7 @@ from .transfers import TransferSet, wafer_transfers
 class PlaceOptions:
     lane: int | None = None                     # lane width; None: the device model's (geometry.lane_for)
     layout: str = DEFAULT_LAYOUT                # LAYOUTS: lanes, spares (OR-Tools assign), row-major
+    reduction: str = DEFAULT_REDUCTION          # REDUCTIONS: tree (binomial) or chain (launch-style)
     tile: TileOptions = TileOptions()           # its ``lane`` is set from the floorplan's
     refine: bool = True                         # lanes: CP-SAT pads the curve to keep chunks off lane turns
     seed: int = 0
@@ -119,7 +120,7 @@ def tile_program(graph, plan, target, device, options: PlaceOptions = PlaceOptio
     spare = device.spare(options.layout, lane, n_wafers)   # one for every wafer: the tiler has one slot width
     width = lane - spare
     slots = [device.wafer(k).lane_slots(lane, spare, options.layout) for k in range(n_wafers)]
-    topt = dataclasses.replace(options.tile, lane=0 if options.baseline else width)
+    topt = dataclasses.replace(options.tile, lane=0 if options.baseline else width, reduction=options.reduction)
     tp = tile_plan(graph, plan, target, topt, slots)
     return TileProgram(tp, lane, spare, width, time.perf_counter() - t0)
 
@@ -136,7 +137,8 @@ def layout_wafer(tprog: TileProgram, k: int, device, options: PlaceOptions = Pla
                          RefineOptions(seed=options.seed) if options.refine else None)
     tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv") for g in o.grids] for o in ops],
                          first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
-                         chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0)
+                         chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0,
+                         reduction=options.reduction)
     src, dst = _endpoints(tr, fp, reachable(w.alive))
     return WaferLayout(k, ops, arrays, fp, tr, src, dst)
 

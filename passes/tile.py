@@ -17,6 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir import DType, Graph
+from ..target.geometry import DEFAULT_REDUCTION
 from .pipeline import Pass
 from .tile_shapes import (
     Grid,
@@ -38,6 +39,7 @@ class TileOptions:
     psum_bytes: int = 4        # partial sums in fp32
     fit_mesh: bool = True      # prefer grids no larger than the program rectangle
     lane: int = 0              # floorplan lane width: grids are counted by the cores they occupy there
+    reduction: str = DEFAULT_REDUCTION  # REDUCTIONS (target/geometry.py): the shape the tiler scores
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -162,7 +164,7 @@ def build(graph: Graph, plan, target, options: TileOptions = TileOptions(), slot
         raise TileError(f"op '{lost[0]}' of the memory plan is not in graph '{graph.name}' ({len(lost)} missing)")
     act = mem.options.act_dtype or DType(mem.weight_dtype)
     cx = _Ctx(graph, nodes, {o.node: o for o in mem.ops}, {n.name: i for i, n in enumerate(graph.nodes)},
-              graph.producers(), graph.consumers(), Machine.of(target, act.bits, options.psum_bytes, options.lane),
+              graph.producers(), graph.consumers(), Machine.of(target, act.bits, options.psum_bytes, options.lane, options.reduction),
               mem.options, plan.kv_wafers == 0, options, {})
     units = {u.name: u for u in mem.units}
     ops: list[OpTiles] = []

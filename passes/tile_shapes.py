@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import PlacementError
+from ..target.geometry import DEFAULT_REDUCTION
 from ..ir import DType, Graph, ValueKind
 from . import cost_kernel as ck
 from ..ir.ops import kv_head_dim, score_flops
@@ -37,9 +38,10 @@ class Machine:
     lane: int = 0              # lane width of the floorplan (0: grids counted as rows x cols)
     efficiency: float = 1.0    # the calibrated cost model's achieved fraction of SIMD peak
     reduce_step: float = 0.0   # ... and its cycles per store-and-forward partial-sum link
+    reduction: str = DEFAULT_REDUCTION    # the reduction shape scored (TileOptions.reduction)
 
     @classmethod
-    def of(cls, target, act_bits: int, psum_bytes: int, lane: int = 0) -> Machine:
+    def of(cls, target, act_bits: int, psum_bytes: int, lane: int = 0, reduction: str = DEFAULT_REDUCTION) -> Machine:
         """Tile latencies use the timing model's calibrated parameters (docs/cost-model.md) when the
         target has them, so the tiler picks the shapes the timing model finds fastest."""
         c = target.core
@@ -48,7 +50,7 @@ class Machine:
         step = float(cm["reduce_step"].value) if "reduce_step" in cm else 0.0
         return cls(*ck.core_peak(target), float(target.fabric.hop_latency), float(target.link_bytes_per_cycle),
                    psum_bytes, act_bits / 8, c.sram - c.sram_reserved, c.receive_buffer, target.usable_rows,
-                   target.usable_cols, lane, eff, step)
+                   target.usable_cols, lane, eff, step, reduction)
 
     @property
     def rates(self) -> ck.Rates:
@@ -211,7 +213,7 @@ def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: 
     else:
         buf = np.ceil(tn * a).astype(np.int64)                           # the gathered output slice
         ph = ck.lookup(tokens, tn, a, m.rates)
-    cycles = ck.grid_cycles(ph, ck.chain_paths(kind, r, c), m.rates)
+    cycles = ck.grid_cycles(ph, ck.chain_paths(kind, r, c, m.reduction), m.rates)
     return _select(tk, tn, r, c, experts, data, buf, cycles.astype(np.float64), headroom, min_cores, m, fit_mesh)
 
 
@@ -228,7 +230,7 @@ def kv_frontier(seq_heads: int, positions: int, row_bytes: int, group: int, head
     a = m.act_bytes
     buf = np.full(len(cp), int(np.ceil(group * head_dim * a)) + group * (head_dim + 2) * m.psum_bytes, np.int64)
     ph = ck.kv(ck.striped_positions(pp, cp, positions), group, head_dim, a, m.rates, score_flops)  # at full context
-    cycles = ck.grid_cycles(ph, ck.chain_paths("kv", r, cp), m.rates)
+    cycles = ck.grid_cycles(ph, ck.chain_paths("kv", r, cp, m.reduction), m.rates)
     return _select(np.ones_like(pp), pp, r, cp, 1, pp * row_bytes, buf, cycles.astype(np.float64), headroom,
                    min_cores, m, fit_mesh)
 

@@ -24,6 +24,8 @@ import dataclasses
 
 import numpy as np
 
+from ..target.geometry import DEFAULT_REDUCTION
+
 KIND_BROADCAST, KIND_REDUCTION, KIND_ACTIVATION, KIND_INTER_WAFER = 0, 1, 2, 3
 
 
@@ -51,12 +53,16 @@ def tree_parents(n: int) -> np.ndarray:
     return out
 
 
-def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 0, along_row: bool = False):
+def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 0, along_row: bool = False,
+                   reduction: str = DEFAULT_REDUCTION):
     """Broadcast chains and reduction trees inside one grid whose tiles are numbered from ``first``
     in (expert, row, col) order; ``chunk`` > 0: the grid is wide, laid out in chunks of that many
     columns.  ``along_row`` (KV grids): the reduction is a tree over each row's columns instead of
-    the column trees."""
-    b_src, b_dst, r_src, r_dst = _grid_transfers(first, experts, rows, cols, chunk)
+    the column trees.  ``reduction`` "chain" (the launch-style mapping): row i sends to row i + 1,
+    a KV row's partials go back up its broadcast tree."""
+    b_src, b_dst, r_src, r_dst = _grid_transfers(first, experts, rows, cols, chunk, reduction == "chain")
+    if along_row and reduction == "chain":
+        return b_src, b_dst, b_dst.copy(), b_src.copy()
     if along_row:
         idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
         par = tree_parents(cols)[1:]                          # column c sends to c - lowbit(c)
@@ -64,11 +70,14 @@ def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 
     return b_src, b_dst, r_src, r_dst
 
 
-def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int):
+def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int, chain: bool = False):
     idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
-    par = tree_parents(rows)[1:]                              # distances 1..rows-1 from the root row
-    r_src = idx[:, rows - 2 - np.arange(rows - 1), :].ravel() if rows > 1 else idx[:, :0, :].ravel()
-    r_dst = idx[:, rows - 1 - par, :].ravel() if rows > 1 else idx[:, :0, :].ravel()
+    if chain:
+        r_src, r_dst = idx[:, :-1, :].ravel(), idx[:, 1:, :].ravel()
+    else:
+        par = tree_parents(rows)[1:]                          # distances 1..rows-1 from the root row
+        r_src = idx[:, rows - 2 - np.arange(rows - 1), :].ravel() if rows > 1 else idx[:, :0, :].ravel()
+        r_dst = idx[:, rows - 1 - par, :].ravel() if rows > 1 else idx[:, :0, :].ravel()
     if chunk <= 0 or cols <= chunk:
         return idx[:, :, :-1].ravel(), idx[:, :, 1:].ravel(), r_src, r_dst
     j = np.arange(cols - 1)                                   # pair (j, j+1) of a row
@@ -93,7 +102,7 @@ def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int):
 
 
 def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer: bool, last_wafer: bool,
-                    chunk_of=lambda cols: 0) -> TransferSet:
+                    chunk_of=lambda cols: 0, reduction: str = DEFAULT_REDUCTION) -> TransferSet:
     """``grids_per_op``: for each op in order, its grids as (experts, rows, cols) or (experts, rows,
     cols, along_row) (True for KV grids); ``chunk_of(cols)`` is the chunk width of a wide grid in
     the floorplan, 0 for a narrow one."""
@@ -104,7 +113,7 @@ def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer:
         start = first
         for g in grids:
             e, r, c = g[:3]
-            b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c), bool(g[3:] and g[3]))
+            b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c), bool(g[3:] and g[3]), reduction)
             for s, d, k in ((b_src, b_dst, KIND_BROADCAST), (r_src, r_dst, KIND_REDUCTION)):
                 src.append(s)
                 dst.append(d)

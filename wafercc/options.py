@@ -24,7 +24,7 @@ from .passes.place_route import PlaceOptions
 from .perf.evaluate import Speculative
 from .perf.report import PerfOptions
 from .plan.options import KV_PLACEMENTS, PlanOptions, SolverOptions
-from .target.geometry import LAYOUTS
+from .target.geometry import LAYOUTS, REDUCTIONS
 
 
 class OptionError(WaferccError):
@@ -193,6 +193,8 @@ KNOBS: tuple[Knob, ...] = (
          bounds=(1, L.MAX_WAFERS), unit="wafers", limit="MAX_WAFERS"),
     Knob("layout", "place", "layout", "floorplan: lanes (the curve skips dead cores), spares (spare columns, "
          "displaced tiles placed by an OR-Tools min-cost assignment) or the row-major baseline", choices=LAYOUTS),
+    Knob("reduction", "place", "reduction", "partial sums: tree (binomial, ceil(log2 rows) steps) or chain "
+         "(the launch-style mapping, rows - 1 steps)", choices=REDUCTIONS),
     Knob("prompt_tokens", "perf", "prompt_tokens", "prompt length for time to first token and the decode "
          "position", _int,
          bounds=(1, L.MAX_CONTEXT), unit="tokens", limit="MAX_CONTEXT"),
@@ -252,7 +254,8 @@ def build_options(**kw) -> CompileOptions:
     if spec and not spec.get("draft"):
         raise OptionError("spec_tokens / spec_acceptance need speculative=DRAFT")
     # the planner counts the cores of the layout the placer will use (the device model's tiler slots)
-    plan_kw = dict(vals["plan"], layout=vals["place"].get("layout", PlaceOptions.layout))
+    plan_kw = dict(vals["plan"], layout=vals["place"].get("layout", PlaceOptions.layout),
+                   reduction=vals["place"].get("reduction", PlaceOptions.reduction))
     return CompileOptions(**top, frontend=FrontendOptions(**vals["frontend"]),
                           plan=PlanOptions(**plan_kw, solver=SolverOptions(seed=seed)),
                           place=PlaceOptions(**vals["place"], seed=seed), perf=PerfOptions(**perf))

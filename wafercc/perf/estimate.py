@@ -29,7 +29,7 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
 
     def tiles(p):
         slots = [device.wafer(k).lane_slots(lane, 0, "lanes") for k in range(len(p.wafers))]
-        return tile_plan(graph, p, target, TileOptions(lane=lane), slots)
+        return tile_plan(graph, p, target, TileOptions(lane=lane, reduction=options.reduction), slots)
 
     def check(p):                      # the planner's tile check (plan_wafers): these very tiles fit
         try:
@@ -48,7 +48,7 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
     wafers, bounds = [], []
     for k, wt in enumerate(tp.wafers):
         ops = [tp.ops[i] for i in wt.ops]
-        wafers.append(tuple(op_records(ops, graph, flops, None, _act_hops(ops, lane), lane)))
+        wafers.append(tuple(op_records(ops, graph, flops, None, _act_hops(ops, lane), lane, options.reduction)))
         if k < len(tp.wafers) - 1:
             bounds.append(Boundary(k, (ops[-1].act_bytes if ops else 0) // plan.options.batch, 0))
     mem = plan.memory

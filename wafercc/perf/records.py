@@ -16,15 +16,16 @@ from __future__ import annotations
 import math
 
 from ..ir.ops import kv_head_dim, score_flops
-from ..passes.cost_kernel import tree_steps
+from ..passes.cost_kernel import reduce_steps
+from ..target.geometry import DEFAULT_REDUCTION
 
 GRID_INTS = ("experts", "rows", "cols", "k", "n", "tile_k", "tile_n", "unit_bits")
 
 
-def estimate_paths(g, width: int) -> dict[str, int]:
+def estimate_paths(g, width: int, reduction: str = DEFAULT_REDUCTION) -> dict[str, int]:
     """Longest broadcast / reduction paths of a grid laid out by the lane floorplan (docs/placement.md)
     without routing: a narrow grid's row is a chain of cols-1 one-hop links and its columns binomial
-    trees over rows-1 one-lane-row links (``tree_steps(rows)`` steps); a wide grid's row runs across its chunk rows (chunk k's slice comes
+    trees over rows-1 one-lane-row links (``reduce_steps(rows)`` steps; chains with ``reduction`` "chain"); a wide grid's row runs across its chunk rows (chunk k's slice comes
     `rows` lane rows down from chunk k-1) and spreads along the lane."""
     chunks = math.ceil(g.cols / width) if width and g.cols > width else 1
     span = min(g.cols, width) if width else g.cols
@@ -32,13 +33,14 @@ def estimate_paths(g, width: int) -> dict[str, int]:
     b_hops = (span - 1) + (chunks - 1) * g.rows
     if g.operand == "kv":
         return {"broadcast_hops": b_hops, "broadcast_links": b_links,
-                "reduction_hops": b_hops, "reduction_links": tree_steps(g.cols)}
+                "reduction_hops": b_hops,
+                "reduction_links": b_links if reduction == "chain" else reduce_steps(g.cols, reduction)}
     return {"broadcast_hops": b_hops, "broadcast_links": b_links,
-            "reduction_hops": g.rows - 1, "reduction_links": tree_steps(g.rows)}
+            "reduction_hops": g.rows - 1, "reduction_links": reduce_steps(g.rows, reduction)}
 
 
 def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, act_in: dict | None = None,
-               width: int = 0) -> list[dict]:
+               width: int = 0, reduction: str = DEFAULT_REDUCTION) -> list[dict]:
     """``ops``: the wafer's OpTiles in order; ``flops``: node name -> FLOPs per decode step;
     ``paths``: {(op, grid): path figures} of the routed wafer, None to estimate from ``width``;
     ``act_in``: {op: hops of its incoming activation route}."""
@@ -51,7 +53,7 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
         grids = []
         for gi, g in enumerate(o.grids):
             rec = {"grid": gi, "operand": g.operand, **{f: int(getattr(g, f)) for f in GRID_INTS}}
-            p = paths.get((i, gi)) if paths is not None else estimate_paths(g, width)
+            p = paths.get((i, gi)) if paths is not None else estimate_paths(g, width, reduction)
             if p is None:
                 raise ValueError(f"op '{o.node}' grid {gi}: no routed paths for its tiles")
             rec.update({k: int(v) for k, v in p.items()})

@@ -8,7 +8,7 @@ from ..errors import WaferccError
 from ..ir import DEFAULT_CONTEXT, DType
 from ..passes.solver import SolverOptions  # noqa: F401  (defined below plan so passes need not import plan)
 from ..limits import MAX_WAFERS
-from ..target.geometry import DEFAULT_LAYOUT, LAYOUTS
+from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_REDUCTION, LAYOUTS, REDUCTIONS
 
 KV_PLACEMENTS = ("beside", "dedicated")
 # the most wafers a plan may use: the planner builds one defect map per wafer it considers, so
@@ -35,6 +35,7 @@ class PlanOptions:
     # the floorplan the plan is for (passes/place_route.PlaceOptions): capacity counts its tiler slots
     layout: str = DEFAULT_LAYOUT
     lane: int | None = None                # lane width; None: the floorplan's choice for the mesh
+    reduction: str = DEFAULT_REDUCTION     # the tile plan's reduction shape (the estimate times it)
 
     def __post_init__(self):
         if self.context < 1:
@@ -48,6 +49,8 @@ class PlanOptions:
                 raise PlanError(f"wafer count {n}: expected at least 1")
         if self.layout not in LAYOUTS:
             raise PlanError(f"layout '{self.layout}': expected one of {', '.join(LAYOUTS)}")
+        if self.reduction not in REDUCTIONS:
+            raise PlanError(f"reduction '{self.reduction}': expected one of {', '.join(REDUCTIONS)}")
         if self.lane is not None and self.lane < 1:
             raise PlanError(f"lane width {self.lane}: expected at least 1 column")
         if self.wafers and self.max_wafers and self.wafers > self.max_wafers:

@@ -12,6 +12,10 @@ import numpy as np
 
 LAYOUTS = ("lanes", "spares", "row-major")
 DEFAULT_LAYOUT = LAYOUTS[0]     # the one default, read by PlanOptions and PlaceOptions
+# how a grid column combines its partial sums (passes/transfers.py): a binomial tree, ceil(log2 R)
+# receive-add steps, or the launch-style chain, R - 1 steps (the mapping the Aug 2024 rows were measured on)
+REDUCTIONS = ("tree", "chain")
+DEFAULT_REDUCTION = REDUCTIONS[0]
 LANE_RANGE = (40, 64)   # lane widths tried by choose_lane; wider than the grids' short side
 MAX_SPARE_FRACTION = 0.25  # of a lane's columns kept free for displaced tiles
 
