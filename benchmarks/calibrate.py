@@ -1,9 +1,8 @@
 """Fit the timing model's free parameters to the published wafer-scale decode speeds.
 
-    python benchmarks/calibrate.py                       # place every row, fit, print the table
+    python benchmarks/calibrate.py                       # place every row, fit, leave-one-out, print the tables
     python benchmarks/calibrate.py --check               # no fit: the presets' parameters against every row
     python benchmarks/calibrate.py --out benchmarks/calibration.json
-    python benchmarks/calibrate.py --loo --out benchmarks/calibration.json   # and leave-one-out
 
 Rows come from ../shared/brief/calibration.md (copied below with their sources).  Each served wafer
 row is compiled, planned, placed and routed exactly as ``wafercc compile`` does (bf16, context 8192,
@@ -15,8 +14,9 @@ both targets at once (least squares on log speed, bounded): no per-model or per-
 The speculative row is predicted with a stated draft and acceptance, not fitted (its draft and
 acceptance were not published); the other systems' rows are not wafer targets and get the
 weight-streaming roofline the report uses for GPUs, where the brief gives a bandwidth.
-``--loo`` also fits once per fitted row on the other rows (same prior, bounds and start) and
-predicts the held-out row: four more fits, a few minutes, a benchmark and never a test.
+Every fit is followed by its leave-one-out: one more fit per fitted row on the other rows (same
+prior, bounds and start, wafercc.perf.fit) predicting the held-out row.  The rows are placed once;
+a fit takes about half a second, so the leave-one-out adds about 2 s to the ~80 s of placement.
 """
 from __future__ import annotations
 
@@ -109,11 +109,8 @@ def print_loo(loo) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="evaluate the presets' parameters; no fit")
-    ap.add_argument("--loo", action="store_true", help="also leave-one-out: each fitted row predicted by a fit on the others")
     ap.add_argument("--out", default=None, help="write rows and parameters as JSON")
     args = ap.parse_args(argv)
-    if args.check and args.loo:
-        ap.error("--loo refits the parameters; it cannot be combined with --check")
     from wafercc.perf.evaluate import Speculative, performance
     from wafercc.perf.estimate import draft_time_per_token
     from wafercc.perf.model import CostParams, Machine
@@ -134,6 +131,7 @@ def main(argv=None) -> int:
         row.update(target=target, prog=prog, plan=plan, device=device, graph=graph)
         rows.append(row)
         print(f"placed {label}: {plan.used} wafer(s) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    loo = None
     if args.check:
         params = {id(r): CostParams.of(r["target"]) for r in rows}
         fitted = None
@@ -147,8 +145,6 @@ def main(argv=None) -> int:
                   "inter_wafer_latency": "each target's io.off_wafer_latency, not fitted",
                   "status": res["status"], "evaluations": res["evaluations"], "cost": res["cost"]}
         print(f"fitted in {time.perf_counter() - t0:.1f} s: " + json.dumps(fitted), file=sys.stderr)
-    loo = None
-    if args.loo:
         t0 = time.perf_counter()
         loo = [dict(e, **{k: round(v, 4) for k, v in e.items() if k.endswith("error")},
                     in_sample=round(e["in_sample"], 1), held_out=round(e["held_out"], 1),

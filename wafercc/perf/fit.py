@@ -79,5 +79,6 @@ def leave_one_out(rows, prior: float = PRIOR, full: dict | None = None) -> list[
                     "in_sample": pin, "in_sample_error": pin / r["published"] - 1,
                     "held_out": pout, "held_out_error": pout / r["published"] - 1,
                     "held_out_params": dict(zip(FREE, held["x"])),
-                    "held_out_status": held["status"], "held_out_evaluations": held["evaluations"]})
+                    "held_out_cost": held["cost"], "held_out_status": held["status"],
+                    "held_out_evaluations": held["evaluations"]})
     return out
