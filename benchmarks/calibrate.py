@@ -3,6 +3,7 @@
     python benchmarks/calibrate.py                       # place every row, fit, leave-one-out, print the tables
     python benchmarks/calibrate.py --check               # no fit: the presets' parameters against every row
     python benchmarks/calibrate.py --out benchmarks/calibration.json
+    python benchmarks/calibrate.py --multistart          # every fit from 37 starts: a global minimum?
 
 Rows come from ../shared/brief/calibration.md (copied below with their sources).  Each served wafer
 row is compiled, planned, placed and routed exactly as ``wafercc compile`` does (bf16, context 8192,
@@ -27,7 +28,7 @@ import sys
 import time
 
 # the fit itself (bounded least squares, prior, leave-one-out) is wafercc.perf.fit
-from wafercc.perf.fit import PROMPT, fit, leave_one_out, predict, row_params
+from wafercc.perf.fit import PROMPT, fit, fit_multistart, leave_one_out, predict, row_params
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -95,7 +96,8 @@ def ceiling(base, perf, p) -> dict:
 
 
 def print_loo(loo) -> None:
-    """The leave-one-out table: each row in sample (the full fit) and held out (a fit on the others)."""
+    """The leave-one-out table (each row in sample, the full fit, and held out, a fit on the others)
+    and each row's sensitivity to the parameters at the full fit."""
     print()
     print("| held-out row | published | in-sample | error | held-out | error | held-out fit: efficiency, op_sync, reduce_step |")
     print("|---|---|---|---|---|---|---|")
@@ -104,11 +106,20 @@ def print_loo(loo) -> None:
         print(f"| {e['row']} | {e['published']:,} | {e['in_sample']:,.0f} | {100 * e['in_sample_error']:+.1f} % | "
               f"{e['held_out']:,.0f} | {100 * e['held_out_error']:+.1f} % | {hp['compute_efficiency']:.3f}, "
               f"{hp['op_sync_cycles']:.1f}, {hp['reduce_step_cycles']:.2f} |")
+    print()
+    print("| row | d log speed / d log efficiency | d log speed / d log reduce_step | op_sync + 100 cycles |")
+    print("|---|---|---|---|")
+    for e in loo:
+        sv = e["sensitivity"]
+        print(f"| {e['row']} | {sv['compute_efficiency']:+.3f} | {sv['reduce_step_cycles']:+.3f} | "
+              f"{100 * sv['op_sync_plus_100_cycles']:+.1f} % |")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="evaluate the presets' parameters; no fit")
+    ap.add_argument("--multistart", action="store_true",
+                    help="run every fit (full and leave-one-out) from 37 starts and keep the best (~1 min more)")
     ap.add_argument("--out", default=None, help="write rows and parameters as JSON")
     args = ap.parse_args(argv)
     from wafercc.perf.evaluate import Speculative, performance
@@ -137,19 +148,22 @@ def main(argv=None) -> int:
         fitted = None
     else:
         t0 = time.perf_counter()
-        res = fit([r for r in rows if r["fit"]])
+        fitter = fit_multistart if args.multistart else fit
+        res = fitter([r for r in rows if r["fit"]])
         x = res["x"]
         params = {id(r): row_params(x, r) for r in rows}
         fitted = {"compute_efficiency": round(x[0], 4), "op_sync_cycles": round(x[1], 1),
                   "reduce_step_cycles": round(x[2], 2), "targets": sorted({r["target"].name for r in rows}),
                   "inter_wafer_latency": "each target's io.off_wafer_latency, not fitted",
-                  "status": res["status"], "evaluations": res["evaluations"], "cost": res["cost"]}
+                  "status": res["status"], "evaluations": res["evaluations"], "cost": res["cost"],
+                  "starts": res.get("starts", 1), "improved_by_multistart": res.get("improved")}
         print(f"fitted in {time.perf_counter() - t0:.1f} s: " + json.dumps(fitted), file=sys.stderr)
         t0 = time.perf_counter()
         loo = [dict(e, **{k: round(v, 4) for k, v in e.items() if k.endswith("error")},
                     in_sample=round(e["in_sample"], 1), held_out=round(e["held_out"], 1),
-                    held_out_params={k: round(v, 4) for k, v in e["held_out_params"].items()})
-               for e in leave_one_out([r for r in rows if r["fit"]], full=res)]
+                    held_out_params={k: round(v, 4) for k, v in e["held_out_params"].items()},
+                    sensitivity={k: round(v, 4) for k, v in e["sensitivity"].items()})
+               for e in leave_one_out([r for r in rows if r["fit"]], full=res, fitter=fitter)]
         print(f"leave-one-out: {len(loo)} fits in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     table = []
     for r in rows:

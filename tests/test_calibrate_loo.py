@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from wafercc.perf.evaluate import Program
-from wafercc.perf.fit import FREE, fit, leave_one_out, predict, row_params
+from wafercc.perf.fit import FREE, fit, fit_multistart, leave_one_out, predict, row_params, sensitivity
 from wafercc.perf.model import CostModelError
 from wafercc.target import load_target
 
@@ -81,6 +81,17 @@ def test_an_inconsistent_row_has_a_large_held_out_error():
     assert abs(e["held_out_error"]) > abs(e["in_sample_error"]) + 0.1
     # the row that shares its weight on reduce_step (long chains on WSE-2) is now predicted badly too
     assert abs(loo[2]["held_out_error"]) > 0.2
+
+
+def test_multistart_agrees_on_a_well_posed_fit_and_sensitivities_name_the_binding_parameter():
+    rows = _rows()
+    m = fit_multistart(rows)
+    assert m["starts"] > 30 and m["improved"] is False
+    assert m["x"] == pytest.approx(fit(rows)["x"])
+    big, chains = sensitivity(rows[0], TRUE), sensitivity(rows[1], TRUE)
+    assert big["compute_efficiency"] > 0.8 > abs(big["reduce_step_cycles"])         # big tiles: MAC-bound
+    assert -chains["reduce_step_cycles"] > 0.6 > chains["compute_efficiency"]        # long chains: link-bound
+    assert all(sensitivity(r, TRUE)["op_sync_plus_100_cycles"] < 0 for r in rows)
 
 
 def test_bad_input_is_one_error():
