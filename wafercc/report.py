@@ -30,6 +30,10 @@ def build_report(c) -> dict:
             w["cores_used"] = pw["slots_used"]
     if c.performance_section is not None:
         report["performance"] = c.performance_section
+        if c.program is not None:
+            from .perf.bound import speed_of_light
+            report["speed_of_light"] = speed_of_light(c.program, c.graph, c.plan, c.target, c.device,
+                                                      c.performance_section)
     if c.placement_failure is not None:   # the plan fits by bytes and tiles, but this stage disproved it
         stage, reason = c.placement_failure
         report["placement_failed"] = {"stage": stage, "reason": reason}
