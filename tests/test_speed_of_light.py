@@ -144,3 +144,14 @@ def test_cli_prints_the_speed_of_light_line(tmp_path, capsys):
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if ln.startswith("speed of light:"))
     assert "tok/s/user" in line and "% of it" in line
+
+
+def test_the_best_attention_shape_beats_one_position_per_core():
+    t = load_target("wse3")
+    fab = bound._Fabric(t)
+    positions, bits, group, hd, act = 1024, 128 * 2 * 16, 4, 128, 2.0
+    best = fab.kv(positions, bits, group, hd, act)
+    one_each = (bound.diamond_radius(positions) * fab.hop + bound._log2_ceil(positions) * fab.step
+                + max((group + 2) * hd * act / fab.in_bytes, bits / 8 / fab.read, 2 * group * hd / fab.macs))
+    assert 0 < best <= one_each
+    assert fab.kv(2 * positions, bits, group, hd, act) >= best     # more context never helps

@@ -84,18 +84,21 @@ class _Fabric:
             a = min(2 * a, k)
 
     def kv(self, positions: int, unit_bits: int, group: int, head_dim: int, act_bytes: float) -> float:
-        """One kv head over ``positions`` cached positions spread over a cores (at least their bytes):
-        the query (and new K, V row) fans out to them, each attends over its share, the partial
-        attentions combine in ceil(log2 a) levels."""
+        """One kv head's ``group`` query heads over ``positions`` cached positions on a cores (at least
+        the cache's bytes; past one position per core the work splits by query head, then head_dim):
+        the query (and new K, V row) fans out to them, each core does its share of QK^T and PV, and
+        the cores sharing a query head combine their partials in a tree."""
+        work = positions * group * head_dim
         best, a = math.inf, self.cores(positions * unit_bits / 8)
         while True:
-            held = math.ceil(positions / a)                 # positions on the busiest core
-            best = min(best, diamond_radius(a) * self.hop + _log2_ceil(a) * self.step
-                       + max((group + 2) * head_dim * act_bytes / self.in_bytes,
-                             held * unit_bits / 8 / self.read, 2 * held * group * head_dim / self.macs))
-            if a >= positions:
+            finer = max(1, a // positions)                  # cores per position
+            per_head = max(1, math.ceil(a / min(group, finer)))
+            share = (group + 2) * head_dim * act_bytes / finer / self.in_bytes
+            core = max(share, positions * unit_bits / 8 / a / self.read, 2 * math.ceil(work / a) / self.macs)
+            best = min(best, diamond_radius(a) * self.hop + _log2_ceil(per_head) * self.step + core)
+            if a >= work:
                 return best
-            a = min(2 * a, positions)
+            a = min(2 * a, work)
 
     def lookup(self, k: int, n: int, unit_bits: int) -> float:
         """The token id must reach whichever core holds its row: every core of the table may."""
