@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from ..ir import BATCH, CONTEXT, SEQ, CostContext, DType
+from ..ir import BATCH, CONTEXT, SEQ, CostContext, DType, ValueKind
 from .evaluate import Program, decode_position
 
 SOURCES = ("core.clock", "core.simd_lanes_fp16", "core.flop_per_lane_cycle", "core.sram",
@@ -150,9 +150,9 @@ def op_traffic(graph, plan, positions: int) -> dict[str, tuple[float, float, flo
         cost = graph.node_cost(node, ctx)
         w = float(wbytes.get(node.name, 0))
         if node.op == "embedding" and w:
-            rows = max((graph.values[v].shape[0] for v in node.inputs.values()
-                        if graph.values[v].kind.name == "WEIGHT"), default=1)
-            w /= int(rows) if isinstance(rows, int) and rows > 0 else 1
+            tables = [graph.values[v].shape for v in node.inputs.values() if graph.values[v].kind is ValueKind.WEIGHT]
+            rows = tables[0][0] if tables and isinstance(tables[0][0], int) else 1
+            w /= max(1, rows)
         experts, top = node.attrs.get("num_experts"), node.attrs.get("top_k")
         if experts and top:
             w *= min(1.0, top / experts)
