@@ -2,7 +2,8 @@
 
 ``build_report`` assembles the sections of every stage that ran (docs/metrics.md defines each field):
 ``model``, the plan's ``target`` / ``options`` / ``memory`` / ``wafers`` / ``partition`` (and
-``infeasible``), ``placement`` and ``performance``.  The report holds no wall times, so two
+``infeasible``), ``placement``, ``performance`` and its ``speed_of_light`` bound
+(wafercc.perf.bound).  The report holds no wall times, so two
 compilations of the same inputs and options write byte-identical report.json files, whether from
 the CLI or the API; the stage seconds go to compile.json.
 """
