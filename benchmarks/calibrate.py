@@ -1,8 +1,9 @@
 """Fit the timing model's free parameters to the published wafer-scale decode speeds.
 
-    python benchmarks/calibrate.py                       # place every row, fit, print the table
+    python benchmarks/calibrate.py                       # place every row, fit, leave-one-out, print the tables
     python benchmarks/calibrate.py --check               # no fit: the presets' parameters against every row
     python benchmarks/calibrate.py --out benchmarks/calibration.json
+    python benchmarks/calibrate.py --multistart          # every fit from 37 starts: a global minimum?
 
 Rows come from ../shared/brief/calibration.md (copied below with their sources).  Each served wafer
 row is compiled, planned, placed and routed exactly as ``wafercc compile`` does (bf16, context 8192,
@@ -14,15 +15,20 @@ both targets at once (least squares on log speed, bounded): no per-model or per-
 The speculative row is predicted with a stated draft and acceptance, not fitted (its draft and
 acceptance were not published); the other systems' rows are not wafer targets and get the
 weight-streaming roofline the report uses for GPUs, where the brief gives a bandwidth.
+Every fit is followed by its leave-one-out: one more fit per fitted row on the other rows (same
+prior, bounds and start, wafercc.perf.fit) predicting the held-out row.  The rows are placed once;
+a fit takes about half a second, so the leave-one-out adds about 2 s to the ~80 s of placement.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
+
+# the fit itself (bounded least squares, prior, leave-one-out) is wafercc.perf.fit
+from wafercc.perf.fit import PROMPT, fit, fit_multistart, leave_one_out, predict, row_params
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,8 +52,6 @@ OTHER_ROWS = [
     ("SambaNova SN40L (16 chips), Llama 3.1 405B", 129, None, "HBM bandwidth not in the brief"),
     ("8 x H100, Llama 3.1 70B", 95, 8 * 3.35e12, "published ~60-130 (midpoint); HBM roofline"),
 ]
-PROMPT = 1024
-PRIOR = 0.05
 
 
 def place_row(target_name: str, model: str, seed: int = 0):
@@ -76,43 +80,6 @@ def layer_row(target_name: str, model: str, seed: int = 0):
     return layers, graph, plan, target, device, prog
 
 
-def predict(row, params) -> float:
-    from wafercc.perf.evaluate import tpot_seconds
-    from wafercc.perf.model import Machine
-    from wafercc.perf.protocol import one_layer_seconds
-
-    mc = Machine.of(row["target"])
-    if row["protocol"] == "one-layer":
-        return 1.0 / one_layer_seconds(row["prog"], row["layers"], row["side"], mc, params, PROMPT)
-    return 1.0 / tpot_seconds(row["prog"], mc, params, PROMPT)
-
-
-def row_params(x, row):
-    """The fitted values ``x`` as the row's target's CostParams (the inter-wafer latency is the
-    target's own ``io`` figure: no row identifies it)."""
-    from wafercc.perf.model import CostParams
-    return CostParams(float(x[0]), float(x[1]), float(x[2]), float(row["target"].io.off_wafer_latency))
-
-
-def fit(rows):
-    """Bounded least squares on log(predicted / published) over the fitted rows, one parameter set
-    for every row (the WSE-2 and WSE-3 cores share the architecture the parameters describe)."""
-    import numpy as np
-    from scipy.optimize import least_squares
-
-    def resid(x):
-        fit = [math.log(predict(r, row_params(x, r)) / r["published"]) for r in rows]
-        # a weak prior (weight PRIOR) makes the fit unique where rows do not pin every parameter:
-        # full SIMD efficiency, and overheads of order 1,000 / 100 cycles, not larger
-        prior = [math.log(x[0]), x[1] / 1000.0, x[2] / 100.0]
-        return np.array(fit + [PRIOR * v for v in prior])
-
-    x0 = np.array([0.5, 200.0, 10.0])
-    lo, hi = np.array([0.05, 0.0, 0.0]), np.array([1.0, 20000.0, 2000.0])
-    res = least_squares(resid, x0, bounds=(lo, hi), x_scale=np.array([0.1, 100.0, 10.0]), max_nfev=400)
-    return res.x, res
-
-
 CEILING_DRAFT = "llama-3.2-1b"     # the smallest Llama 3 family model of the reference set
 
 
@@ -128,9 +95,31 @@ def ceiling(base, perf, p) -> dict:
             "decode_tokens_per_s_per_user": best["decode_tokens_per_s_per_user"]}
 
 
+def print_loo(loo) -> None:
+    """The leave-one-out table (each row in sample, the full fit, and held out, a fit on the others)
+    and each row's sensitivity to the parameters at the full fit."""
+    print()
+    print("| held-out row | published | in-sample | error | held-out | error | held-out fit: efficiency, op_sync, reduce_step |")
+    print("|---|---|---|---|---|---|---|")
+    for e in loo:
+        hp = e["held_out_params"]
+        print(f"| {e['row']} | {e['published']:,} | {e['in_sample']:,.0f} | {100 * e['in_sample_error']:+.1f} % | "
+              f"{e['held_out']:,.0f} | {100 * e['held_out_error']:+.1f} % | {hp['compute_efficiency']:.3f}, "
+              f"{hp['op_sync_cycles']:.1f}, {hp['reduce_step_cycles']:.2f} |")
+    print()
+    print("| row | d log speed / d log efficiency | d log speed / d log reduce_step | op_sync + 100 cycles |")
+    print("|---|---|---|---|")
+    for e in loo:
+        sv = e["sensitivity"]
+        print(f"| {e['row']} | {sv['compute_efficiency']:+.3f} | {sv['reduce_step_cycles']:+.3f} | "
+              f"{100 * sv['op_sync_plus_100_cycles']:+.1f} % |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="evaluate the presets' parameters; no fit")
+    ap.add_argument("--multistart", action="store_true",
+                    help="run every fit (full and leave-one-out) from 37 starts and keep the best (~1 min more)")
     ap.add_argument("--out", default=None, help="write rows and parameters as JSON")
     args = ap.parse_args(argv)
     from wafercc.perf.evaluate import Speculative, performance
@@ -153,17 +142,29 @@ def main(argv=None) -> int:
         row.update(target=target, prog=prog, plan=plan, device=device, graph=graph)
         rows.append(row)
         print(f"placed {label}: {plan.used} wafer(s) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    loo = None
     if args.check:
         params = {id(r): CostParams.of(r["target"]) for r in rows}
         fitted = None
     else:
-        x, res = fit([r for r in rows if r["fit"]])
+        t0 = time.perf_counter()
+        fitter = fit_multistart if args.multistart else fit
+        res = fitter([r for r in rows if r["fit"]])
+        x = res["x"]
         params = {id(r): row_params(x, r) for r in rows}
-        fitted = {"compute_efficiency": round(float(x[0]), 4), "op_sync_cycles": round(float(x[1]), 1),
-                  "reduce_step_cycles": round(float(x[2]), 2), "targets": sorted({r["target"].name for r in rows}),
+        fitted = {"compute_efficiency": round(x[0], 4), "op_sync_cycles": round(x[1], 1),
+                  "reduce_step_cycles": round(x[2], 2), "targets": sorted({r["target"].name for r in rows}),
                   "inter_wafer_latency": "each target's io.off_wafer_latency, not fitted",
-                  "status": res.message, "evaluations": int(res.nfev), "cost": float(res.cost)}
-        print("fitted: " + json.dumps(fitted), file=sys.stderr)
+                  "status": res["status"], "evaluations": res["evaluations"], "cost": res["cost"],
+                  "starts": res.get("starts", 1), "improved_by_multistart": res.get("improved")}
+        print(f"fitted in {time.perf_counter() - t0:.1f} s: " + json.dumps(fitted), file=sys.stderr)
+        t0 = time.perf_counter()
+        loo = [dict(e, **{k: round(v, 4) for k, v in e.items() if k.endswith("error")},
+                    in_sample=round(e["in_sample"], 1), held_out=round(e["held_out"], 1),
+                    held_out_params={k: round(v, 4) for k, v in e["held_out_params"].items()},
+                    sensitivity={k: round(v, 4) for k, v in e["sensitivity"].items()})
+               for e in leave_one_out([r for r in rows if r["fit"]], full=res, fitter=fitter)]
+        print(f"leave-one-out: {len(loo)} fits in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     table = []
     for r in rows:
         pr = predict(r, params[id(r)])
@@ -203,10 +204,12 @@ def main(argv=None) -> int:
             c = t["ceiling"]
             print(f"|   ceiling: draft {c['draft']}, acceptance 1, {c['proposed_tokens']} proposed | | | "
                   f"{c['decode_tokens_per_s_per_user']:,.0f} | {100 * (c['decode_tokens_per_s_per_user'] / t['published'] - 1):+.1f} % | no |")
+    if loo:
+        print_loo(loo)
     if args.out:
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"prompt_tokens": PROMPT, "fitted": fitted, "rows": table}, f, indent=1, sort_keys=True)
+            json.dump({"prompt_tokens": PROMPT, "fitted": fitted, "rows": table, "leave_one_out": loo}, f, indent=1, sort_keys=True)
             f.write("\n")
         os.replace(tmp, args.out)
     return 0

@@ -13,7 +13,15 @@ REPORT_FIELDS = {
     "performance": ("decode_tokens_per_s_per_user", "decode_tokens_per_s_aggregate", "time_per_output_token_s",
                     "ttft_s", "prompt_tokens", "energy_j_per_token", "breakdown_s", "speculative", "wafers_curve"),
     "placement": ("routed_hops", "hops_lower_bound", "max_link_load", "colors_used_max"),
+    "speed_of_light": ("time_per_output_token_s", "tokens_per_s_per_user", "prediction_fraction", "terms_s",
+                       "per_wafer", "at_batch"),
 }
+SPEED_OF_LIGHT_FIELDS = ("time_per_output_token_s", "tokens_per_s_per_user", "prediction_fraction", "terms_s",
+                         "binding", "throughput_excess_s", "decode_context_tokens", "reduction_step_cycles",
+                         "at_fitted_reduce_step", "per_wafer", "boundaries_s", "at_batch", "sources")
+SOL_WAFER_FIELDS = ("wafer", "cores", "flops", "weight_bytes_read", "kv_bytes_read", "compute_s", "sram_s",
+                    "sram_weight_s", "sram_kv_s", "fabric_chain_s", "fabric_chain_cycles", "chain_ops", "bound_s",
+                    "binding")
 PER_WAFER_FIELDS = ("index", "layers", "sram_used_bytes", "sram_usable_bytes", "cores_used", "dead_cores")
 
 
@@ -55,5 +63,33 @@ def check_report_invariants(r: dict, name: str) -> None:
     assert [c for c in curve if c["source"] == "schedule"] == [
         {"wafers": w["used"], "decode_tokens_per_s_per_user": perf["decode_tokens_per_s_per_user"],
          "source": "schedule"}]
+    check_speed_of_light(r)
+    assert r["speed_of_light"]["prediction_fraction"] <= 1
     pl = r["placement"]
     assert pl["routed_hops"] >= pl["hops_lower_bound"] > 0 and pl["max_link_load"] >= 1
+
+
+def check_speed_of_light(r: dict) -> None:
+    """The ``speed_of_light`` section's fields are present and agree with each other and with the
+    ``performance`` section (docs/metrics.md)."""
+    s = r["speed_of_light"]
+    for k in SPEED_OF_LIGHT_FIELDS:
+        assert k in s, f"speed_of_light.{k} missing"
+    tpot = s["time_per_output_token_s"]
+    assert tpot > 0 and s["tokens_per_s_per_user"] == pytest.approx(1 / tpot, rel=1e-6)
+    assert s["prediction_fraction"] == pytest.approx(tpot / r["performance"]["time_per_output_token_s"], abs=1e-4)
+    assert set(s["terms_s"]) == {"compute", "sram", "fabric_chain", "inter_wafer"}
+    assert s["binding"] in s["terms_s"]
+    assert s["terms_s"]["inter_wafer"] == pytest.approx(sum(s["boundaries_s"]))
+    assert len(s["boundaries_s"]) == len(s["per_wafer"]) - 1
+    for w in s["per_wafer"]:
+        for k in SOL_WAFER_FIELDS:
+            assert k in w, f"speed_of_light.per_wafer[{w.get('wafer')}].{k} missing"
+        assert w["cores"] > 0 and w["chain_ops"] >= 1
+        assert w["sram_s"] == pytest.approx(w["sram_weight_s"] + w["sram_kv_s"])
+        assert w["bound_s"] == max(w["compute_s"], w["sram_s"], w["fabric_chain_s"])
+    chains = s["terms_s"]["fabric_chain"] + s["terms_s"]["inter_wafer"]
+    assert tpot == pytest.approx(chains + s["throughput_excess_s"], rel=1e-9)
+    assert tpot >= max(w["bound_s"] for w in s["per_wafer"]) * (1 - 1e-9)
+    b = s["at_batch"]
+    assert b["batch"] == r["performance"]["batch"] and b["round_s"] >= tpot * (1 - 1e-9)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from target_util import tiny_target
+from verify_tamper import save
 
 from wafercc.cli import main
 from wafercc.verify import verify_dir
@@ -151,12 +152,7 @@ class Sched:
         doc = json.loads(json.dumps(self.doc))
         if edit is not None:
             edit(doc, arrs, defects)
-        with open(os.path.join(outdir, "schedule.json"), "w") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
-        np.savez_compressed(os.path.join(outdir, "defects.npz"), **defects)
-        for k, a in enumerate(arrs):
-            np.savez_compressed(os.path.join(outdir, f"wafer{k}.npz"), **a)
-        return str(outdir)
+        return save(outdir, doc, arrs, defects)
 
 
 @pytest.fixture

@@ -149,6 +149,7 @@ def cmd_compile(args) -> int:
         print(json.dumps({**_summary(c), "outputs": files, **({"plan": rep} if rep else {})},
                          indent=1, sort_keys=True))
     else:
+        rep = c.report
         render_text(_summary(c))
         if c.plan is not None:
             from .plan.report import render_plan
@@ -159,6 +160,9 @@ def cmd_compile(args) -> int:
         if c.performance_section is not None:
             from .perf.report import render_performance
             render_performance(c.performance_section, make_console())
+            if rep is not None and rep.get("speed_of_light"):
+                from .perf.report import speed_of_light_line
+                print(speed_of_light_line(rep["speed_of_light"]))
         print("wrote " + ", ".join(files.values()))
     if failure:
         sys.stderr.write(f"wafercc: error: {failure}\n")

@@ -2,7 +2,8 @@
 
 ``build_report`` assembles the sections of every stage that ran (docs/metrics.md defines each field):
 ``model``, the plan's ``target`` / ``options`` / ``memory`` / ``wafers`` / ``partition`` (and
-``infeasible``), ``placement`` and ``performance``.  The report holds no wall times, so two
+``infeasible``), ``placement``, ``performance`` and its ``speed_of_light`` bound
+(wafercc.perf.bound).  The report holds no wall times, so two
 compilations of the same inputs and options write byte-identical report.json files, whether from
 the CLI or the API; the stage seconds go to compile.json.
 """
@@ -30,6 +31,10 @@ def build_report(c) -> dict:
             w["cores_used"] = pw["slots_used"]
     if c.performance_section is not None:
         report["performance"] = c.performance_section
+        if c.program is not None:
+            from .perf.bound import speed_of_light
+            report["speed_of_light"] = speed_of_light(c.program, c.graph, c.plan, c.target, c.device,
+                                                      c.performance_section)
     if c.placement_failure is not None:   # the plan fits by bytes and tiles, but this stage disproved it
         stage, reason = c.placement_failure
         report["placement_failed"] = {"stage": stage, "reason": reason}

@@ -70,3 +70,9 @@ def render_performance(perf: dict, console) -> None:
         console.print("  wafers -> tokens/s per user: " + ", ".join(
             f"{c['wafers']}: {c['decode_tokens_per_s_per_user']:,.0f}" + ("*" if c["source"] == "schedule" else "")
             for c in perf["wafers_curve"]) + "   (* routed schedule; others estimated from the tile plan)")
+
+
+def speed_of_light_line(sol: dict) -> str:
+    """One line of the terminal summary: the bound and the prediction as a fraction of it."""
+    return (f"speed of light: {sol['tokens_per_s_per_user']:,.0f} tok/s/user "
+            f"({sol['binding'].replace('_', ' ')}-bound); prediction {sol['prediction_fraction'] * 100:.1f} % of it")
