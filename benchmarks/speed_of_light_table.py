@@ -1,7 +1,9 @@
-"""Print the speed-of-light table of docs/cost-model.md from compiled output directories.
+"""Print the speed-of-light table of docs/cost-model.md from compiled output directories or
+report.json files (benchmarks/reports/NAME.json, from benchmarks/bench_reports.py).
 
-    wafercc compile llama-3.1-8b -o /tmp/sol-llama-3.1-8b        # once per model
-    python benchmarks/speed_of_light_table.py /tmp/sol-llama-3.2-1b /tmp/sol-llama-3.1-8b ...
+    wafercc compile llama-3.1-8b -o /tmp/sol-llama-3.1-8b        # once per model, or
+    python benchmarks/bench_reports.py
+    python benchmarks/speed_of_light_table.py benchmarks/reports/llama-3.2-1b.json /tmp/sol-llama-3.1-8b ...
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import sys
 
 
 def row(outdir: str) -> str:
-    with open(os.path.join(outdir, "report.json"), encoding="utf-8") as f:
+    path = outdir if os.path.isfile(outdir) else os.path.join(outdir, "report.json")
+    with open(path, encoding="utf-8") as f:
         r = json.load(f)
     s, p, t = r["speed_of_light"], r["performance"], r["speed_of_light"]["terms_s"]
     us = {k: f"{v * 1e6:,.2f}" for k, v in t.items()}
