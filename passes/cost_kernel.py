@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..ir.ops import SOFTMAX_FLOPS
-from ..target.geometry import DEFAULT_REDUCTION
+from ..target.geometry import DEFAULT_REDUCTION, REDUCTIONS
 
 PSUM_BYTES = 4     # partial sums accumulate in fp32 (the TileOptions.psum_bytes default)
 ID_BYTES = 4       # a lookup's token id: one int32 (one 32-bit wavelet on the WSE fabric)
@@ -111,6 +111,8 @@ def tree_steps(n):
 def reduce_steps(n, reduction: str = DEFAULT_REDUCTION):
     """Receive-add steps of reducing ``n`` tiles: ``tree_steps(n)`` for the binomial tree, n - 1 for
     the launch-style chain (target/geometry.py REDUCTIONS)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction {reduction!r}: expected one of {REDUCTIONS}")
     if reduction == "chain":
         out = np.maximum(np.asarray(n, dtype=np.int64) - 1, 0)
         return int(out) if out.ndim == 0 else out

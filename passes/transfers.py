@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from ..target.geometry import DEFAULT_REDUCTION
+from ..target.geometry import DEFAULT_REDUCTION, REDUCTIONS
 
 KIND_BROADCAST, KIND_REDUCTION, KIND_ACTIVATION, KIND_INTER_WAFER = 0, 1, 2, 3
 
@@ -60,6 +60,8 @@ def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 
     columns.  ``along_row`` (KV grids): the reduction is a tree over each row's columns instead of
     the column trees.  ``reduction`` "chain" (the launch-style mapping): row i sends to row i + 1,
     a KV row's partials go back up its broadcast tree."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction {reduction!r}: expected one of {REDUCTIONS}")
     b_src, b_dst, r_src, r_dst = _grid_transfers(first, experts, rows, cols, chunk, reduction == "chain")
     if along_row and reduction == "chain":
         return b_src, b_dst, b_dst.copy(), b_src.copy()

@@ -81,3 +81,10 @@ def test_tree_and_chain_both_verify_and_tree_is_not_slower(tmp_path):
             assert max(links) <= max(reduce_steps(max(rows)), reduce_steps(max(
                 g["cols"] for w in doc["wafers"] for o in w["ops"] for g in o["grids"])))
     assert tps["tree"] >= tps["chain"]
+
+
+def test_unknown_shape_is_an_error_not_a_tree():
+    with pytest.raises(ValueError, match="reduction 'ring'"):
+        grid_transfers(0, 1, 4, 2, reduction="ring")
+    with pytest.raises(ValueError, match="reduction 'ring'"):
+        reduce_steps(4, "ring")
