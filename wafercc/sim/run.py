@@ -269,15 +269,9 @@ def is_past_input(name: str) -> bool:
     return name.lower().startswith(("past", "cache"))
 
 
-def fixed_past(sess) -> int:
-    """The cache length a with-past file fixes (a static-shape export traced with a filled cache), else 0."""
-    lengths = {i.shape[2] for i in sess.get_inputs() if is_past_input(i.name) and len(i.shape) > 2}
-    return max((n for n in lengths if isinstance(n, int)), default=0)
-
-
 def _declared_past(onnx_path: str) -> int:
-    """:func:`fixed_past` from the file's declared inputs (what onnxruntime reports), read without
-    weights and without onnxruntime."""
+    """The cache length a with-past file fixes (a static-shape export traced with a filled cache), else 0,
+    from the file's declared inputs (what onnxruntime reports), read without weights or onnxruntime."""
     import onnx
 
     try:
