@@ -62,6 +62,8 @@ METRICS: tuple[Metric, ...] = (
            rel=0.02),
     Metric("performance.ttft_s", ("performance", "ttft_s"), "lower", rel=0.02),
     Metric("performance.energy_j_per_token", ("performance", "energy_j_per_token"), "lower", rel=0.02),
+    # the QoR headline: the bound's time per token over the prediction's (docs/cost-model.md "Speed of light")
+    Metric("speed_of_light.prediction_fraction", ("speed_of_light", "prediction_fraction"), "higher", rel=0.02),
 )
 
 
