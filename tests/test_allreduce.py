@@ -171,3 +171,23 @@ def test_record_without_routes_and_routes_without_record_fail(compiled, tmp_path
         o["grids"][-1].update(allreduce_hops=1, allreduce_links=1, allreduce_down_hops=1)
     res = _tampered(compiled, tmp_path, claim_elsewhere)
     assert "allreduce-record" in res.counts
+
+
+def test_replay_walks_the_tree(compiled):
+    """The replay's norm times follow the kind-4 routes: the tree's steps, not the chain's."""
+    from wafercc.perf.eventsim import simulate_timing
+    from wafercc.perf.model import CostParams, Machine, Workload, op_cycles
+    from wafercc.target import load_target
+
+    t = load_target("wse3")
+    mc, p = Machine.of(t), CostParams.of(t)
+    took = {}
+    for red, d in compiled.items():
+        ops = json.load(open(os.path.join(d, "schedule.json")))["wafers"][0]["ops"]
+        w = simulate_timing(d).wafers[0]
+        took[red] = [(w["op_end"][i] - w["op_start"][i], op_cycles(o, ops, mc, p, Workload(2, 128))["total"])
+                     for i, o in enumerate(ops) if o["op"] == "norm" and o["host"] is not None]
+    assert len(took["tree"]) == len(took["chain"]) > 0
+    for (ev_t, an_t), (ev_c, an_c) in zip(took["tree"], took["chain"]):
+        assert ev_t < ev_c and an_t < an_c
+        assert abs(ev_t - an_t) <= 0.1 * an_t + 5          # the replay and the model agree per norm
