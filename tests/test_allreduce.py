@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -191,3 +192,20 @@ def test_replay_walks_the_tree(compiled):
     for (ev_t, an_t), (ev_c, an_c) in zip(took["tree"], took["chain"]):
         assert ev_t < ev_c and an_t < an_c
         assert abs(ev_t - an_t) <= 0.1 * an_t + 5          # the replay and the model agree per norm
+
+
+def test_simulator_sums_the_norms_along_the_tree(compiled, tmp_path):
+    from wafercc.sim.errors import SimulationError
+    from wafercc.sim.placed import Placement
+    from wafercc.sim.run import compare_with_onnxruntime
+
+    for red in ("tree", "chain"):
+        cmp = compare_with_onnxruntime(compiled[red], TINY, [1, 2, 3, 4], 3)
+        assert max(cmp.errors) <= 1e-4 and cmp.tokens_match
+        assert bool(cmp.simulation.calls.get("norm")) == (red == "tree"), cmp.simulation.calls
+    doc, arrs, defects = load(compiled["tree"])
+    drop_routes(doc, arrs, 0, [_kind4(arrs)[-1]])
+    out = save(tmp_path / "t", doc, arrs, defects)
+    shutil.copy(os.path.join(compiled["tree"], "model.ir"), out)
+    with pytest.raises(SimulationError, match="all-reduce route is missing"):
+        Placement.load(out)
