@@ -13,8 +13,8 @@
   its partial softmax sums combine along the row instead, as the same binomial tree over the row's
   columns rooted at column 0 (the row's entry tile, where the query arrived): column c sends to
   c - lowbit(c), ceil(log2 cols) steps;
-* all-reduce (kind 4, ``--reduction tree`` only): a norm or softmax rider's statistic (a sum of
-  squares, a max and a sum) over its host's output: the tiles of the host's last grid that hold the
+* all-reduce (kind 4, ``--reduction tree`` only): a norm's or softmax rider's statistic (a norm's
+  sums, a softmax's max and sum) over its host's output: the tiles of the host's last grid that hold the
   output (its last row, per expert; every row of a KV grid) reduce it as the binomial tree over the
   row's columns rooted at column 0, the row's broadcast root (column c sends to c - lowbit(c),
   ceil(log2 cols) steps), and the result goes back along the row's broadcast routes (kind 0),
