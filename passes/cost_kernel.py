@@ -28,6 +28,8 @@ import numpy as np
 from ..ir.ops import SOFTMAX_FLOPS
 from ..target.geometry import DEFAULT_REDUCTION, REDUCTIONS
 
+ALLREDUCE_RIDERS = ("norm", "softmax")   # riders that all-reduce over their host's output row
+
 PSUM_BYTES = 4     # partial sums accumulate in fp32 (the TileOptions.psum_bytes default)
 ID_BYTES = 4       # a lookup's token id: one int32 (one 32-bit wavelet on the WSE fabric)
 
@@ -140,6 +142,9 @@ def rider_compute(tokens, flops, cores, r: Rates):
     return tokens * flops / (cores * r.flops_per_cycle * r.efficiency)
 
 
-def allreduce(hops, links, r: Rates):
-    """A norm's or softmax's all-reduce over its host's row: up the broadcast tree and back down."""
-    return 2 * hops * r.hop + links * r.reduce_step
+def allreduce(up_hops, steps, down_hops, r: Rates):
+    """A norm's or softmax's all-reduce over its host's output row (1-wavelet partials): up its
+    reduction tree (``up_hops`` on the longest path, ``steps`` receive-adds at the root:
+    ceil(log2 cols) for the binomial tree, cols - 1 for the launch-style chain over the broadcast
+    routes reversed), then the result back down the row's broadcast tree, cut-through (hops only)."""
+    return (up_hops + down_hops) * r.hop + steps * r.reduce_step

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_REDUCTION
 from .floorplan import WaferFloorplan, floorplan_wafer, is_wide, reachable
+from .cost_kernel import ALLREDUCE_RIDERS
 from .floorplan_cpsat import RefineOptions
 from .tile import TileOptions, TilePlan, tile_plan
 from .transfers import TransferSet, wafer_transfers
@@ -138,9 +139,16 @@ def layout_wafer(tprog: TileProgram, k: int, device, options: PlaceOptions = Pla
     tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv") for g in o.grids] for o in ops],
                          first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
                          chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0,
-                         reduction=options.reduction)
+                         reduction=options.reduction, allreduce=allreduce_hosts(ops))
     src, dst = _endpoints(tr, fp, reachable(w.alive))
     return WaferLayout(k, ops, arrays, fp, tr, src, dst)
+
+
+def allreduce_hosts(ops) -> frozenset[int]:
+    """Indices (in ``ops``) of the ops with tiles that host a norm or softmax rider."""
+    ids = {o.node: i for i, o in enumerate(ops)}
+    return frozenset(ids[o.host] for o in ops if o.op in ALLREDUCE_RIDERS and o.host in ids
+                     and ops[ids[o.host]].grids)
 
 
 def route_wafer(lw: WaferLayout, target, device, options: PlaceOptions = PlaceOptions(), router=None) -> PlacedWafer:

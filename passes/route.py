@@ -30,7 +30,7 @@ from .route_grid import (
     usable_links,
 )
 
-KINDS = ("broadcast", "reduction", "activation", "inter-wafer")
+KINDS = ("broadcast", "reduction", "activation", "inter-wafer", "all-reduce")
 
 
 class RoutingError(PlacementError):
@@ -46,7 +46,7 @@ class RoutingError(PlacementError):
 @dataclasses.dataclass(frozen=True)
 class Transfers:
     """One transfer per entry: a path from (src_row, src_col) to (dst_row, dst_col).  ``kind`` as in
-    docs/schedule-format.md (0 broadcast, 1 reduction, 2 activation, 3 inter-wafer); ``tag`` is the
+    docs/schedule-format.md (0 broadcast, 1 reduction, 2 activation, 3 inter-wafer, 4 all-reduce); ``tag`` is the
     caller's id (reported in errors)."""
     src_row: np.ndarray
     src_col: np.ndarray

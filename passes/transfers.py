@@ -13,6 +13,13 @@
   its partial softmax sums combine along the row instead, as the same binomial tree over the row's
   columns rooted at column 0 (the row's entry tile, where the query arrived): column c sends to
   c - lowbit(c), ceil(log2 cols) steps;
+* all-reduce (kind 4, ``--reduction tree`` only): a norm's or softmax rider's statistic (a norm's
+  sums, a softmax's max and sum) over its host's output: the tiles of the host's last grid that hold the
+  output (its last row, per expert; every row of a KV grid) reduce it as the binomial tree over the
+  row's columns rooted at column 0, the row's broadcast root (column c sends to c - lowbit(c),
+  ceil(log2 cols) steps), and the result goes back along the row's broadcast routes (kind 0),
+  cut-through.  With ``--reduction chain`` there are no kind-4 routes: the launch-style all-reduce
+  runs up the broadcast routes reversed (a chain, cols - 1 steps) and back down them;
 * activation (kind 2): each op's output (its last tile) to the next op's input (its first
   tile), in the wafer's dataflow order; riders travel with their hosts;
 * inter-wafer (kind 3): from the west edge into the wafer's first op and from its last op
@@ -26,7 +33,7 @@ import numpy as np
 
 from ..target.geometry import DEFAULT_REDUCTION, REDUCTIONS
 
-KIND_BROADCAST, KIND_REDUCTION, KIND_ACTIVATION, KIND_INTER_WAFER = 0, 1, 2, 3
+KIND_BROADCAST, KIND_REDUCTION, KIND_ACTIVATION, KIND_INTER_WAFER, KIND_ALLREDUCE = 0, 1, 2, 3, 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +79,15 @@ def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 
     return b_src, b_dst, r_src, r_dst
 
 
+def allreduce_transfers(first: int, experts: int, rows: int, cols: int, along_row: bool = False):
+    """The all-reduce tree of a grid numbered from ``first``: over the columns of its output rows
+    (the last row of each expert; every row of a KV grid), column c sending to c - lowbit(c)."""
+    idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
+    out = idx if along_row else idx[:, rows - 1:, :]
+    par = tree_parents(cols)[1:]
+    return out[:, :, 1:].ravel(), out[:, :, par].ravel()
+
+
 def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int, chain: bool = False):
     idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
     if chain:
@@ -104,19 +120,24 @@ def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int, 
 
 
 def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer: bool, last_wafer: bool,
-                    chunk_of=lambda cols: 0, reduction: str = DEFAULT_REDUCTION) -> TransferSet:
+                    chunk_of=lambda cols: 0, reduction: str = DEFAULT_REDUCTION,
+                    allreduce=frozenset()) -> TransferSet:
     """``grids_per_op``: for each op in order, its grids as (experts, rows, cols) or (experts, rows,
     cols, along_row) (True for KV grids); ``chunk_of(cols)`` is the chunk width of a wide grid in
-    the floorplan, 0 for a narrow one."""
+    the floorplan, 0 for a narrow one; ``allreduce``: the ops hosting a norm or softmax rider
+    (their last grid gets the all-reduce tree, with ``reduction`` "tree")."""
     src, dst, kind, osrc, odst = [], [], [], [], []
     first = 0
     ends = []  # (first tile, last tile) of each op with tiles
     for op, grids in enumerate(grids_per_op):
         start = first
-        for g in grids:
+        for gi, g in enumerate(grids):
             e, r, c = g[:3]
             b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c), bool(g[3:] and g[3]), reduction)
-            for s, d, k in ((b_src, b_dst, KIND_BROADCAST), (r_src, r_dst, KIND_REDUCTION)):
+            sets = [(b_src, b_dst, KIND_BROADCAST), (r_src, r_dst, KIND_REDUCTION)]
+            if op in allreduce and gi == len(grids) - 1 and reduction != "chain":
+                sets.append((*allreduce_transfers(first, e, r, c, bool(g[3:] and g[3])), KIND_ALLREDUCE))
+            for s, d, k in sets:
                 src.append(s)
                 dst.append(d)
                 kind.append(np.full(len(s), k, np.int8))

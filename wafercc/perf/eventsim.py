@@ -25,8 +25,11 @@ the cost kernel (passes/cost_kernel.py) that the analytic model and the tiler al
   chain, as the analytic reduction term).  ``cut_through=False`` makes both wait
   for tails (store-and-forward).  A grid ends when all its reduction roots hold their sums;
 * riders run at their place in the list (like the analytic model, also when the host comes later)
-  on the host's cores; norms and softmax add an all-reduce over the host's last grid: 1-wavelet
-  partials up the broadcast trees reversed, then the result back down.
+  on the host's cores; norms and softmax add an all-reduce over the host's last grid, 1-wavelet
+  messages: up its all-reduce routes (kind 4, the binomial tree over the output row's columns),
+  adding ``reduce_step`` per partial, then the result back down the broadcast routes into those
+  tiles, cut-through; a host without kind-4 routes (``--reduction chain``) reduces up its broadcast
+  trees reversed instead and sends the result back down all of them.
 
 Boundaries: the last op's east-edge route (kind 3) starts when the wafer ends; at the edge (head
 arrival) the off-wafer link adds the inter-wafer latency plus the bytes over the off-wafer
@@ -248,8 +251,13 @@ class _Wafer:
         src, dst = np.asarray(arr["route_src_tile"], np.int64), np.asarray(arr["route_dst_tile"], np.int64)
         kind = np.asarray(arr["route_kind"], np.int64)
         self.routes = collections.defaultdict(lambda: ([], []))   # (op, grid) key -> (broadcast, reduction)
-        for i in np.flatnonzero((kind <= 1) & (src >= 0) & (dst >= 0)).tolist():
-            self.routes[int(key[src[i]])][int(kind[i])].append((i, int(src[i]), int(dst[i])))
+        self.allreduce = collections.defaultdict(list)            # (op, grid) key -> its all-reduce tree
+        for i in np.flatnonzero(((kind <= 1) | (kind == 4)) & (src >= 0) & (dst >= 0)).tolist():
+            e = (i, int(src[i]), int(dst[i]))
+            if kind[i] == 4:
+                self.allreduce[int(key[src[i]])].append(e)
+            else:
+                self.routes[int(key[src[i]])][int(kind[i])].append(e)
         self.act_in = {}                                           # op -> its activation route
         self.edge_in = self.edge_out = None
         for i in np.flatnonzero(kind >= 2).tolist():
@@ -296,8 +304,14 @@ def _rider_time(wf: _Wafer, t0: float, op: dict, mc: Machine, p: CostParams, cut
     host = wf.ops[op["host"]]
     t = t0 + ck.rider_compute(1, op["flops"], host_cores(host), rates(mc, p))
     if op["op"] in ALLREDUCE_RIDERS and host["grids"]:
-        tiles, b, _ = wf.grid(op["host"], host["grids"][-1]["grid"])
-        up = [(wf.net.reversed_route(pid), d, s) for pid, s, d in b]
+        gi = host["grids"][-1]["grid"]
+        tiles, b, _ = wf.grid(op["host"], gi)
+        tree = wf.allreduce.get(op["host"] * 65536 + gi)
+        if tree:                   # the routed tree up; down the broadcast routes into its tiles
+            on = {x for _, s, d in tree for x in (s, d)}
+            tiles, up, b = sorted(on), tree, [e for e in b if e[2] in on]
+        else:                      # the chain: up the broadcast trees reversed
+            up = [(wf.net.reversed_route(pid), d, s) for pid, s, d in b]
         t = wf.net.phase(t, tiles, {}, [], up, 1, 1, p.reduce_step, cut)
         t = wf.net.phase(t, tiles, {}, b, [], 1, 1, p.reduce_step, cut)
     return t

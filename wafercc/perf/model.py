@@ -14,7 +14,8 @@ event-driven replay share:
     lookup grid  the row's one-hot select and the gathered slice down the column
     op           op_sync + its grids in order (an MoE's router, gate/up, down)
     rider        runs on its host's cores after the host: FLOPs / (host cores x peak x efficiency);
-                 norms and softmax add an all-reduce across the host's row (2 x its broadcast path)
+                 norms and softmax add an all-reduce over the host's output row (``allreduce_paths``):
+                 up its tree (hops x hop + steps x reduce_step), back down its broadcast tree (hops)
 
 Ops of a wafer run in dataflow order, each starting when its input has arrived (activation route
 hops); a token crosses wafers in order, paying the inter-wafer latency plus its bytes over the
@@ -29,7 +30,7 @@ import math
 from ..errors import WaferccError
 from ..passes import cost_kernel as ck
 
-ALLREDUCE_RIDERS = ("norm", "softmax")
+ALLREDUCE_RIDERS = ck.ALLREDUCE_RIDERS
 
 
 class CostModelError(WaferccError):
@@ -136,10 +137,18 @@ def op_cycles(op: dict, ops: list[dict], mc: Machine, p: CostParams, w: Workload
         host = ops[op["host"]]
         comp = ck.rider_compute(w.tokens, op["flops"], host_cores(host), rates(mc, p))
         if op["op"] in ALLREDUCE_RIDERS and host["grids"]:
-            g = host["grids"][-1]
-            fab = ck.allreduce(g["broadcast_hops"], g["broadcast_links"], rates(mc, p))
+            fab = ck.allreduce(*allreduce_paths(host["grids"][-1]), rates(mc, p))
     act = op.get("act_in_hops", 0) * mc.hop
     return {"compute": comp, "fabric": fab + act, "total": comp + fab + act}
+
+
+def allreduce_paths(g: dict) -> tuple[int, int, int]:
+    """(up hops, receive-add steps, down hops) of the all-reduce over a host grid's output row: its
+    routed (or estimated) tree's figures (``allreduce_*``, wafercc/perf/paths.py), else the
+    launch-style chain up the broadcast routes reversed and back down them (``--reduction chain``)."""
+    if "allreduce_links" in g:
+        return g["allreduce_hops"], g["allreduce_links"], g["allreduce_down_hops"]
+    return g["broadcast_hops"], g["broadcast_links"], g["broadcast_hops"]
 
 
 def host_cores(host: dict) -> int:

@@ -9,12 +9,20 @@ slice), for a reduction the receive-add-forward steps of the root, a tile adding
 partials one per step as they arrive (``_reduce_steps``: a chain of R tiles takes R-1, a binomial
 tree ceil(log2 R)).  Computed for all tiles at once by pointer jumping (log2(depth) vectorised
 rounds) and one pass per tree level, so a wafer of seven million routes takes well under a second.
+
+A grid hosting a norm's or softmax's all-reduce as a tree (kind 4 routes: the binomial tree over
+its output row's columns, passes/transfers.py) also gets ``allreduce_hops`` and ``allreduce_links``
+(that in-forest's longest path and root steps, as for a reduction) and ``allreduce_down_hops``
+(the longest broadcast path to a tile of those trees: the result's way back, cut-through).  A grid
+without kind-4 routes gets none of the three: its all-reduce is the chain over its broadcast
+routes reversed (``--reduction chain``; wafercc/perf/model.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
 KINDS = {"broadcast": 0, "reduction": 1}
+KIND_ALLREDUCE = 4
 
 
 def _in_depths(n: int, src: np.ndarray, dst: np.ndarray, hops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +95,7 @@ def grid_paths(tile_op: np.ndarray, tile_grid: np.ndarray, src: np.ndarray, dst:
     key = tile_op.astype(np.int64) * 65536 + tile_grid.astype(np.int64)
     ukeys, inv = np.unique(key, return_inverse=True)
     out = {(int(k // 65536), int(k % 65536)): {} for k in ukeys}
+    depth = {}
     for name, k in KINDS.items():
         m = (kind == k) & (src >= 0) & (dst >= 0)
         ms, md = src[m].astype(np.int64), dst[m].astype(np.int64)
@@ -95,6 +104,7 @@ def grid_paths(tile_op: np.ndarray, tile_grid: np.ndarray, src: np.ndarray, dst:
             s = _reduce_steps(n, ms, md, lev)
         else:
             d, s = _depths(n, ms, md, hops[m].astype(np.int64))
+        depth[name] = d
         dmax = np.zeros(len(ukeys), np.int64)
         smax = np.zeros(len(ukeys), np.int64)
         np.maximum.at(dmax, inv, d)
@@ -103,6 +113,19 @@ def grid_paths(tile_op: np.ndarray, tile_grid: np.ndarray, src: np.ndarray, dst:
             e = out[(int(kk // 65536), int(kk % 65536))]
             e[f"{name}_hops"] = int(dmax[i])
             e[f"{name}_links"] = int(smax[i])
+    m = (kind == KIND_ALLREDUCE) & (src >= 0) & (dst >= 0)
+    if m.any():
+        ms, md = src[m].astype(np.int64), dst[m].astype(np.int64)
+        d, lev = _in_depths(n, ms, md, hops[m].astype(np.int64))
+        s = _reduce_steps(n, ms, md, lev)
+        member = np.zeros(n, bool)
+        member[ms] = member[md] = True
+        g = np.unique(inv[member])
+        for name, v in (("hops", d), ("links", s), ("down_hops", depth["broadcast"])):
+            vmax = np.zeros(len(ukeys), np.int64)
+            np.maximum.at(vmax, inv[member], v[member])
+            for i in g.tolist():
+                out[(int(ukeys[i] // 65536), int(ukeys[i] % 65536))][f"allreduce_{name}"] = int(vmax[i])
     return out
 
 

@@ -28,7 +28,8 @@ def square_grid(g: dict, side: int) -> dict:
         red, cols = min(side, g["k"]), min(side, g["n"])
         g.update(rows=red, cols=cols, tile_k=ceil_div(g["k"], red), tile_n=ceil_div(g["n"], cols))
     g.update(broadcast_hops=cols - 1, broadcast_links=tree_depth(cols),
-             reduction_hops=red - 1, reduction_links=tree_depth(red))
+             reduction_hops=red - 1, reduction_links=tree_depth(red),
+             allreduce_hops=cols - 1, allreduce_links=tree_depth(cols), allreduce_down_hops=cols - 1)
     return g
 
 

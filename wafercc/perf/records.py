@@ -3,7 +3,8 @@
 One record per op in the wafer's dataflow order (wafer-local ``id``):
 
     {id, name, op, role, layer, host, flops, deps (ids of the ops on this wafer whose outputs it reads), grids: [{grid, operand, experts, rows, cols, k, n,
-     tile_k, tile_n, unit_bits, broadcast_hops, broadcast_links, reduction_hops, reduction_links}],
+     tile_k, tile_n, unit_bits, broadcast_hops, broadcast_links, reduction_hops, reduction_links
+     [, allreduce_hops, allreduce_links, allreduce_down_hops]}],
      attention: {group, head_dim} (attention ops), act_in_hops}
 
 ``flops`` is the op's IR cost per decode step (the plan's batch, one token).  Path figures come
@@ -15,28 +16,71 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..ir.ops import kv_head_dim, score_flops
-from ..passes.cost_kernel import reduce_steps
+from ..passes.cost_kernel import ALLREDUCE_RIDERS, reduce_steps
 from ..target.geometry import DEFAULT_REDUCTION
 
 GRID_INTS = ("experts", "rows", "cols", "k", "n", "tile_k", "tile_n", "unit_bits")
 
 
-def estimate_paths(g, width: int, reduction: str = DEFAULT_REDUCTION) -> dict[str, int]:
+def _row_broadcasts(rows: int, cols: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(links, hops) of the longest broadcast path of each grid row as passes/transfers.py builds it:
+    a chain east from column 0 inside one chunk; in a wide grid of several chunks, chunk k of row i
+    receives at column c_k = i mod (its width) from the same column of chunk k-1 (``rows`` lane rows
+    up, one link) and spreads east and west from there."""
+    i = np.arange(rows, dtype=np.int64)
+    if not width or cols <= width:
+        return np.full(rows, cols - 1, np.int64), np.full(rows, cols - 1, np.int64)
+    links = hops = np.zeros(rows, np.int64)
+    best_l = best_h = np.zeros(rows, np.int64)
+    entry = np.zeros(rows, np.int64)
+    for k in range(math.ceil(cols / width)):
+        w = min(width, cols - k * width)
+        c = i % w if k else entry
+        if k:                                  # along chunk k-1 from its entry to c, then one link down
+            links = links + np.abs(c - entry) + 1
+            hops = hops + np.abs(c - entry) + rows
+        far = np.maximum(c, w - 1 - c)
+        best_l, best_h = np.maximum(best_l, links + far), np.maximum(best_h, hops + far)
+        entry = c
+    return best_l, best_h
+
+
+def _tree_hops(cols: int, width: int, rows: int) -> int:
+    """Longest path (hops) of the binomial tree over a row's columns rooted at column 0 (column c
+    sends to c - lowbit(c)): along the lane row inside a chunk, ``rows`` lane rows per chunk crossed."""
+    c = np.arange(cols, dtype=np.int64)
+    w = width if width and cols > width else max(cols, 1)
+    d = np.zeros(cols, np.int64)
+    x = c.copy()
+    while (x > 0).any():
+        p = x & (x - 1)
+        d += np.abs(x % w - p % w) + (x // w - p // w) * rows
+        x = p
+    return int(d.max(initial=0))
+
+
+def estimate_paths(g, width: int, reduction: str = DEFAULT_REDUCTION, allreduce: bool = False) -> dict[str, int]:
     """Longest broadcast / reduction paths of a grid laid out by the lane floorplan (docs/placement.md)
-    without routing: a narrow grid's row is a chain of cols-1 one-hop links and its columns binomial
-    trees over rows-1 one-lane-row links (``reduce_steps(rows)`` steps; chains with ``reduction`` "chain"); a wide grid's row runs across its chunk rows (chunk k's slice comes
-    `rows` lane rows down from chunk k-1) and spreads along the lane."""
-    chunks = math.ceil(g.cols / width) if width and g.cols > width else 1
-    span = min(g.cols, width) if width else g.cols
-    b_links = (span - 1) + (chunks - 1)
-    b_hops = (span - 1) + (chunks - 1) * g.rows
+    without routing, on the transfers passes/transfers.py builds: a row's broadcast tree
+    (``_row_broadcasts``: a chain of cols-1 one-hop links in one chunk, across the chunks of a wide
+    grid), its columns binomial trees over rows-1 one-lane-row links (``reduce_steps(rows)`` steps;
+    chains with ``reduction`` "chain").  ``allreduce`` (a norm's or softmax's host, tree reductions
+    only): the all-reduce tree over the output row's columns and that row's broadcast back down."""
+    b_links, b_hops = _row_broadcasts(g.rows, g.cols, width)
+    out = {"broadcast_hops": int(b_hops.max()), "broadcast_links": int(b_links.max())}
     if g.operand == "kv":
-        return {"broadcast_hops": b_hops, "broadcast_links": b_links,
-                "reduction_hops": b_hops,
-                "reduction_links": b_links if reduction == "chain" else reduce_steps(g.cols, reduction)}
-    return {"broadcast_hops": b_hops, "broadcast_links": b_links,
-            "reduction_hops": g.rows - 1, "reduction_links": reduce_steps(g.rows, reduction)}
+        out.update(reduction_hops=out["broadcast_hops"],
+                   reduction_links=out["broadcast_links"] if reduction == "chain" else reduce_steps(g.cols, reduction))
+    else:
+        out.update(reduction_hops=g.rows - 1, reduction_links=reduce_steps(g.rows, reduction))
+    if allreduce and reduction != "chain":
+        down = b_hops if g.operand == "kv" else b_hops[-1:]
+        out.update(allreduce_hops=_tree_hops(g.cols, width, g.rows), allreduce_links=reduce_steps(g.cols, reduction),
+                   allreduce_down_hops=int(down.max()))
+    return out
 
 
 def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, act_in: dict | None = None,
@@ -45,6 +89,7 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
     ``paths``: {(op, grid): path figures} of the routed wafer, None to estimate from ``width``;
     ``act_in``: {op: hops of its incoming activation route}."""
     ids = {o.node: i for i, o in enumerate(ops)}
+    hosts = {ids[o.host] for o in ops if o.op in ALLREDUCE_RIDERS and o.host in ids}
     nodes = {n.name: n for n in graph.nodes}
     producers = graph.producers()
     out = []
@@ -53,7 +98,8 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
         grids = []
         for gi, g in enumerate(o.grids):
             rec = {"grid": gi, "operand": g.operand, **{f: int(getattr(g, f)) for f in GRID_INTS}}
-            p = paths.get((i, gi)) if paths is not None else estimate_paths(g, width, reduction)
+            p = paths.get((i, gi)) if paths is not None else estimate_paths(
+                g, width, reduction, i in hosts and gi == len(o.grids) - 1)
             if p is None:
                 raise ValueError(f"op '{o.node}' grid {gi}: no routed paths for its tiles")
             rec.update({k: int(v) for k, v in p.items()})

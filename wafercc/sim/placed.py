@@ -6,7 +6,11 @@ of every tile and the two forests its routes form over the tiles:
 
 * reduction (route kind 1): a tile's parent is the tile it sends its partial to.  The tiled
   kernels combine partials along these routed trees (leaves to roots), never along assumed ones;
-* broadcast (route kind 0): a tile's parent is the tile it receives its input from.
+* broadcast (route kind 0): a tile's parent is the tile it receives its input from;
+* all-reduce (route kind 4, on the last grid of a norm's host whose record claims it): a tile of
+  the output row sends its partial statistic to its parent; one tree per output row (the last row
+  per expert, every row of a KV grid), rooted at the row's broadcast root.  The tiled norm sums
+  the statistic along it (wafercc/sim/tiled.py).
 
 Everything the kernels rely on is checked here, failing with a one-line :class:`SimulationError`
 that names the op and the tile: every tile of a gemv/lookup/kv grid placed exactly once, on a live
@@ -25,7 +29,7 @@ import numpy as np
 from ..ir import Graph, from_json, parse_graph
 from .errors import SimulationError
 
-KIND_BROADCAST, KIND_REDUCTION = 0, 1
+KIND_BROADCAST, KIND_REDUCTION, KIND_ALLREDUCE = 0, 1, 4
 SCHEMAS = ("wafercc.schedule/1", "wafercc.schedule/2")
 TILE_ARRAYS = ("tile_op", "tile_grid", "tile_expert", "tile_row", "tile_col", "tile_core_row", "tile_core_col")
 ROUTE_ARRAYS = ("route_kind", "route_src_tile", "route_dst_tile", "route_op_src", "route_op_dst")
@@ -69,6 +73,7 @@ class GridView:
     reduction: Forest | None     # None for grids whose routes are not checked (flat ops)
     broadcast: Forest | None
     roots: np.ndarray | None     # int64: local root of each output column [E, C] (gemv, lookup) or row [E, R] (kv)
+    allreduce: Forest | None = None   # a norm host's all-reduce trees over its output rows (kind 4)
 
     def tile_name(self, local: int) -> str:
         e, r, c = np.unravel_index(int(local), (self.experts, self.rows, self.cols))
@@ -250,6 +255,8 @@ def _wafer_views(outdir: str, k: int, w: dict, arr: dict, alive: np.ndarray) -> 
                 idx.reshape(shape), cores, None, None, None)
             if o.get("role") in CHECKED_ROLES:
                 view = _with_forests(where, view, lo, gid, rk, rs, rd, ros, rod, i)
+            if "allreduce_links" in g:
+                view = _with_allreduce(where, view, lo, gid, rk, rs, rd, ros, rod, i)
             grids.append(view)
         views.append(OpView(o["name"], o.get("op"), o.get("role"), k, i, o.get("host"), tuple(grids)))
     return views
@@ -301,6 +308,34 @@ def _with_forests(where, view: GridView, lo, gid, rk, rs, rd, ros, rod, op_id) -
     return with_forests(view, edges[KIND_REDUCTION], edges[KIND_BROADCAST], where)
 
 
+def _with_allreduce(where, view: GridView, lo, gid, rk, rs, rd, ros, rod, op_id) -> GridView:
+    """``view`` with its all-reduce forest: every tile of an output row in one tree rooted at the
+    row's broadcast root; the other tiles take no part (each its own root, keyed apart)."""
+    n = view.experts * view.rows * view.cols
+    what = f"op '{view.op}' grid {view.index} ({view.operand})"
+    sel = np.flatnonzero((rk == KIND_ALLREDUCE) & (ros == op_id))
+    ok = (rs[sel] >= 0) & (rd[sel] >= 0)
+    sel = sel[ok]
+    ls, ld = gid[rs[sel]] - lo, gid[rd[sel]] - lo
+    mine = (ls >= 0) & (ls < n) & (ld >= 0) & (ld < n)
+    ls, ld = ls[mine], ld[mine]
+    e, r, _c = np.unravel_index(np.arange(n), (view.experts, view.rows, view.cols))
+    member = np.ones(n, bool) if view.operand == "kv" else r == view.rows - 1
+    if (~member[ls] | ~member[ld]).any():
+        j = int(np.flatnonzero(~member[ls] | ~member[ld])[0])
+        raise SimulationError(f"{what}: all-reduce route from {view.tile_name(ls[j])} to {view.tile_name(ld[j])} "
+                              "leaves the grid's output rows", where=where)
+    key = np.where(member, e * view.rows + r, n + np.arange(n))
+    f = _forest(view, what, "all-reduce", "row", n, ls, ld, key, where)
+    if view.broadcast is not None:
+        roots = np.flatnonzero(member & (f.parent < 0))
+        off = roots[view.broadcast.parent[roots] >= 0]
+        if off.size:
+            raise SimulationError(f"{what}: the all-reduce tree's root {view.tile_name(off[0])} is not its row's "
+                                  "broadcast root", where=where)
+    return dataclasses.replace(view, allreduce=f)
+
+
 def with_forests(view: GridView, reduction, broadcast, where: str | None = None) -> GridView:
     """``view`` with its validated forests, from its routes as (src, dst) arrays of local tile
     indices (e * rows + r) * cols + c, for the reduction and the broadcast routes."""
@@ -324,7 +359,7 @@ def with_forests(view: GridView, reduction, broadcast, where: str | None = None)
 
 
 def _forest(view, what, name, unit, n, child, parent_of, key, where) -> Forest:
-    verb = "sends its partial" if name == "reduction" else "receives its input"
+    verb = "receives its input" if name == "broadcast" else "sends its partial"
     if (child == parent_of).any():
         j = int(np.flatnonzero(child == parent_of)[0])
         raise SimulationError(f"{what}: {view.tile_name(child[j])} has a {name} route to itself", where=where)
@@ -351,8 +386,8 @@ def _forest(view, what, name, unit, n, child, parent_of, key, where) -> Forest:
     if (per > 1).any():
         kk = int(np.flatnonzero(per > 1)[0])
         rr = roots[key[roots] == kk]
-        detail = ("the partial sums of one tree never reach the other's root (a reduction route is missing)"
-                  if name == "reduction" else "the input never reaches one of them (a broadcast route is missing)")
+        detail = (f"the partial sums of one tree never reach the other's root (a {name} route is missing)"
+                  if name != "broadcast" else "the input never reaches one of them (a broadcast route is missing)")
         raise SimulationError(f"{what}: grid {unit} has {len(rr)} {name} roots, {view.tile_name(rr[0])} and "
                               f"{view.tile_name(rr[1])}: {detail}", where=where)
     return Forest(parent, root, _batches(parent, n))

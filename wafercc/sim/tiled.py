@@ -12,6 +12,11 @@
   p mod cols, slot p // cols (a ring of ``n`` positions for sliding windows); each tile computes
   its partial softmax (running max, sum, weighted V) for the query heads of its kv head, and the
   partials merge (log-sum-exp) along the row's routed reduction tree to the row's root.
+* norm riders whose host routes the all-reduce as a tree (route kind 4): column c of the host's
+  output row holds ``x[..., c*tile_n:(c+1)*tile_n]``; each computes its sums of x and x^2 per norm
+  group, the sums travel the ROUTED all-reduce tree to the row's root (each receiving tile adding
+  its children in increasing tile order), and every column normalises its slice with the root's
+  statistic.  Chained all-reduces (``--reduction chain``) and softmax riders run the reference.
 * every other op, and ops without tiles, run the reference kernel.
 
 Tiles compute and accumulate in ``dtype`` (float32 by default: the hardware's fp32 partial sums;
@@ -45,7 +50,8 @@ class TiledKernels:
         self.calls: dict[str, int] = {}   # op kind -> tiled calls (tests check the path was taken)
 
     def kernels(self) -> dict:
-        return {"matmul": self.matmul, "embedding": self.embedding, "moe": self.moe, "attention": self.attention}
+        return {"matmul": self.matmul, "embedding": self.embedding, "moe": self.moe, "attention": self.attention,
+                "norm": self.norm}
 
     def _grids(self, node):
         view = self.p.op(node.name)
@@ -106,6 +112,65 @@ class TiledKernels:
         if x.shape[-1] != w.shape[0]:
             _fail(node, f"x {list(x.shape)} does not match weight [{w.shape[0]}, {w.shape[1]}] (in, out)")
         return self.gemv(node, self._grid(node, view, "w"), w, x, bias=inputs.get("b")).astype(np.float32)
+
+    # --- norm on its host's all-reduce tree -----------------------------------------------------
+    def _host_grid(self, node) -> GridView | None:
+        view = self.p.op(node.name)
+        if view is None or view.host is None:
+            return None
+        host = next((v for v in self.p.ops.values() if v.wafer == view.wafer and v.op_id == view.host), None)
+        g = host.grids[-1] if host is not None and host.grids else None
+        return g if g is not None and g.allreduce is not None else None
+
+    def norm(self, node, inputs, ctx):
+        g = self._host_grid(node)
+        x = np.asarray(inputs["x"], np.float64)
+        at = attrs_of(node)
+        if g is None or x.shape[-1] != g.n or at["kind"] not in ("rms", "layer"):
+            return KERNELS["norm"](node, inputs, ctx)
+        self._count(node)
+        D = x.shape[-1]
+        G = at["group"] or D
+        if D % G:
+            _fail(node, f"group {G} does not divide the last dim {D}")
+        xs = x.reshape(-1, D)
+        cols = g.cols
+        pad = np.zeros((xs.shape[0], cols * g.tile_n))
+        pad[:, :D] = xs
+        grp = np.minimum(np.arange(cols * g.tile_n) // G, D // G)       # the padding: a group of its own
+        onehot = np.zeros((cols * g.tile_n, D // G + 1))
+        onehot[np.arange(cols * g.tile_n), grp] = 1.0
+        # per column of expert 0's output row: its slice's sums of x and x^2 per group
+        s1 = np.stack([pad[:, c * g.tile_n:(c + 1) * g.tile_n] @ onehot[c * g.tile_n:(c + 1) * g.tile_n]
+                       for c in range(cols)])                              # [cols, tokens, groups + 1]
+        s2 = np.stack([(pad[:, c * g.tile_n:(c + 1) * g.tile_n] ** 2) @ onehot[c * g.tile_n:(c + 1) * g.tile_n]
+                       for c in range(cols)])
+        base = (g.rows - 1) * cols if g.operand != "kv" else 0            # expert 0's output row
+        f = g.allreduce
+        acc1 = {base + c: s1[c] for c in range(cols)}
+        acc2 = {base + c: s2[c] for c in range(cols)}
+        for src, dst in f.batches:
+            for a, b in zip(src.tolist(), dst.tolist()):
+                if a in acc1:
+                    acc1[b] = acc1[b] + acc1.pop(a)
+                    acc2[b] = acc2[b] + acc2.pop(a)
+        root = int(f.root[base])
+        if set(acc1) != {root}:
+            _fail(node, f"the all-reduce tree of its host '{g.op}' leaves {len(acc1)} partial sums, not one")
+        mean, sq = acc1[root][:, :D // G] / G, acc2[root][:, :D // G] / G
+        xg = xs.reshape(-1, D // G, G)
+        if at["kind"] == "rms":
+            y = xg / np.sqrt(sq + at["eps"])[..., None]
+        else:                                                             # layer: var = E[x^2] - mean^2
+            y = (xg - mean[..., None]) / np.sqrt(sq - mean ** 2 + at["eps"])[..., None]
+        y = y.reshape(x.shape)
+        if "scale" in inputs:
+            y = y * (np.asarray(inputs["scale"], np.float64) + at["scale_offset"])
+        elif at["scale_offset"]:
+            _fail(node, "scale_offset without a scale operand has no defined meaning")
+        if "bias" in inputs:
+            y = y + np.asarray(inputs["bias"], np.float64)
+        return y.astype(np.float32)
 
     # --- lookup -------------------------------------------------------------------------------
     def embedding(self, node, inputs, ctx):

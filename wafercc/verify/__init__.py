@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .allreduce import check_allreduce
 from .checks import (
     Sink,
     Violation,
@@ -73,6 +74,7 @@ def verify_dir(outdir: str, limit: int = 50) -> VerifyResult:
         check_endpoints(w, ops, rstats, sched.nwafers, sink)
         good_src, good_dst = check_route_tiles(w, ops, tiles, sink)
         roots = check_trees(w, ops, tiles, good_src, good_dst, sink)
+        check_allreduce(w, ops, tiles, good_src, good_dst, roots, sink)
         ends.append(check_dataflow(w, ops, tiles, good_src, good_dst, roots, sink))
         check_partition(w, sink)
         qor.append(wafer_qor(doc, w, tiles, rstats, budget, sink.by_wafer.get(w.index, 0) - before))

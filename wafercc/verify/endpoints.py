@@ -1,6 +1,6 @@
 """Route kinds and op ends, the inter-wafer edge ends and the inter-wafer table.
 
-- kind 0/1 (broadcast, reduction): ``route_op_src == route_op_dst >= 0``; kind 2 (activation): both
+- kind 0/1/4 (broadcast, reduction, all-reduce): ``route_op_src == route_op_dst >= 0``; kind 2 (activation): both
   ends are ops; kind 3 (inter-wafer): at least one end is -1 (the edge), on the west or east edge
   column (where the I/O columns are), and the route is listed by an ``inter_wafer`` entry.
 
@@ -23,13 +23,13 @@ def check_endpoints(w, ops: list, rstats: dict, nwafers: int, sink: Sink) -> Non
     bad_op = np.flatnonzero((osrc < -1) | (osrc >= nops) | (odst < -1) | (odst >= nops))
     sink.add("route-op", k, bad_op, lambda i: f"route {i} names op {int(osrc[i])} -> {int(odst[i])}, "
              f"expected ids in -1..{nops - 1}")
-    within = (kind == 0) | (kind == 1)
-    bad = (kind < 0) | (kind > 3) | (within & ((osrc != odst) | (osrc < 0)))
+    within = (kind == 0) | (kind == 1) | (kind == 4)
+    bad = (kind < 0) | (kind > 4) | (within & ((osrc != odst) | (osrc < 0)))
     bad |= (kind == 2) & ((osrc < 0) | (odst < 0))
     bad |= (kind == 3) & (osrc >= 0) & (odst >= 0)
     sink.add("route-kind", k, np.flatnonzero(bad),
              lambda i: f"route {i} of kind {int(kind[i])} has op ends {int(osrc[i])} -> {int(odst[i])} "
-             "(0/1: one op at both ends, 2: two ops, 3: an edge (-1) at one end at least)")
+             "(0/1/4: one op at both ends, 2: two ops, 3: an edge (-1) at one end at least)")
 
     # the -1 end of an inter-wafer route: on an edge column (the ends naming tiles: trees.py)
     for end, op, label in ((rstats["src"], osrc, "source"), (rstats["dst"], odst, "destination")):

@@ -17,7 +17,7 @@ from .checks import Sink, op_label, sorted_unique
 DIRS = "ESWN"
 DR = np.array([0, 1, 0, -1], dtype=np.int64)
 DC = np.array([1, 0, -1, 0], dtype=np.int64)
-KINDS = ("broadcast", "reduction", "activation", "inter-wafer")
+KINDS = ("broadcast", "reduction", "activation", "inter-wafer", "all-reduce")
 
 
 def link_tables(alive: np.ndarray, dead_links: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +98,7 @@ def check_routes(w, ops: list, colors: list, cap: int, ncolors: int, sink: Sink)
 
     def rdesc(i: int) -> str:
         kd = int(kind[i])
-        kname = KINDS[kd] if 0 <= kd < 4 else f"kind {kd}"
+        kname = KINDS[kd] if 0 <= kd < len(KINDS) else f"kind {kd}"
         o1, o2 = int(ro["route_op_src"][i]), int(ro["route_op_dst"][i])
         ends = op_label(ops, o1) if o1 == o2 else f"{op_label(ops, o1) if o1 >= 0 else 'edge'} -> " \
             f"{op_label(ops, o2) if o2 >= 0 else 'edge'}"
