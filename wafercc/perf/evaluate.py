@@ -138,12 +138,21 @@ def step_figures(k: int, acceptance: float, draft_s: float, verify_s: float, exc
 
 
 def speculative_figures(s: Speculative, target: Program, draft_time_per_token_s: float, mc: Machine,
-                        p: CostParams, prompt_tokens: int) -> dict:
+                        p: CostParams, prompt_tokens: int, stream: tuple[float, float] | None = None) -> dict:
     """The sweep over k = 1..MAX_PROPOSED at ``s.acceptance``, and the chosen k: ``s.proposed``, or
-    the fastest of the sweep (the smallest k among equals)."""
+    the fastest of the sweep (the smallest k among equals).  ``stream`` = (time per output token,
+    stream interval) adds to each row the bound if the k + 1 columns streamed through the spatially
+    separate ops as a prompt does (latency + k intervals): not the prediction, its upper bound."""
     kv = decode_position(target, min(prompt_tokens, target.context))
     sweep = [step_figures(k, s.acceptance, draft_time_per_token_s, verify_pass_seconds(target, mc, p, kv, k),
                           exchange_seconds(k, mc, p)) for k in range(1, MAX_PROPOSED + 1)]
+    if stream is not None:
+        for f in sweep:
+            k = f["proposed_tokens"]
+            v = stream[0] + k * stream[1]
+            f["streamed_bound_verify_pass_s"] = v
+            f["streamed_bound_tokens_per_s_per_user"] = round(
+                f["expected_tokens_per_step"] / (k * draft_time_per_token_s + exchange_seconds(k, mc, p) + v), 3)
     best = max(sweep, key=lambda f: (f["decode_tokens_per_s_per_user"], -f["proposed_tokens"]))
     chosen = sweep[s.proposed - 1] if s.proposed is not None else best
     return {"draft": s.draft, "acceptance": s.acceptance,

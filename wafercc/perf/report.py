@@ -43,17 +43,17 @@ def performance_section(prog: Program, graph, plan, target, device, opts: PerfOp
 def speculative_section(spec: Speculative, prog: Program, draft, perf: dict, mc: Machine, p: CostParams,
                         prompt_tokens: int) -> dict:
     """The speculative figures beside the plain ones: the draft timed from its routed schedule by
-    the analytic model and by the event replay (wafercc.perf.eventsim), the k sweep, the placement."""
-    from .eventsim import simulate_timing
+    the analytic model (its event replay, ``eventsim.compare_with_analytic(outdir, role="draft")``,
+    takes minutes on a full wafer, so a compile does not run it), the k sweep, the placement."""
     draft_s = tpot_seconds(draft.program, mc, p, prompt_tokens)
-    out = speculative_figures(spec, prog, draft_s, mc, p, prompt_tokens)
-    ev = simulate_timing(draft.outdir, role="draft")
+    out = speculative_figures(spec, prog, draft_s, mc, p, prompt_tokens,
+                              (perf["time_per_output_token_s"], perf["stream_interval_s"]))
     plain = perf["decode_tokens_per_s_per_user"]
     out.update(plain_decode_tokens_per_s_per_user=plain,
                speedup=round(out["decode_tokens_per_s_per_user"] / plain, 4),
+               faster_than_plain=out["decode_tokens_per_s_per_user"] > plain,
                draft_model=draft.name, draft_wafers=draft.wafers,
                draft_time_source="analytic model on the draft's routed schedule",
-               draft_event_time_per_token_s=ev.seconds,
                placement={"where": "own wafers", "first_wafer": draft.first_wafer, "wafers": draft.wafers,
                           "draft_cores_used": draft.cores_used, "target_spare_cores": draft.target_spare_cores,
                           "why": "own wafers: " + ("the target's wafers leave fewer spare cores than the draft uses"
@@ -87,10 +87,13 @@ def render_performance(perf: dict, console) -> None:
         rows.append((f"  speculative: draft {s['draft']} on {s['draft_wafers']} own wafer(s), k={s['proposed_tokens']} "
                      f"({s['proposed_tokens_from']}), acceptance {s['acceptance']}",
                      f"x{s['speedup']:.2f}"))
-        rows.append(("  draft time per token (routed; event replay)",
-                     f"{s['draft_time_per_token_s'] * 1e6:,.1f} us" + (
-                         f"; {s['draft_event_time_per_token_s'] * 1e6:,.1f} us"
-                         if s.get("draft_event_time_per_token_s") is not None else "")))
+        rows.append(("  draft time per token (its routed schedule) | verify pass of k+1 columns",
+                     f"{s['draft_time_per_token_s'] * 1e6:,.1f} | {s['verify_pass_s'] * 1e6:,.1f} us"))
+        streamed = [r for r in s["sweep"] if "streamed_bound_tokens_per_s_per_user" in r]
+        if streamed:
+            b = max(streamed, key=lambda r: r["streamed_bound_tokens_per_s_per_user"])
+            rows.append((f"  bound if the k+1 columns streamed through the ops (k={b['proposed_tokens']})",
+                         f"{b['streamed_bound_tokens_per_s_per_user']:,.1f} tok/s"))
     for name, value in rows:
         t.add_row(name, value)
     console.print(t)
