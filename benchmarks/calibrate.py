@@ -91,6 +91,7 @@ def ceiling(base, perf, p) -> dict:
     speculative_ceiling) with the smallest reference draft."""
     from wafercc.perf.estimate import draft_time_per_token
     from wafercc.perf.evaluate import speculative_ceiling
+    from wafercc.perf.model import Machine
 
     dt, dw = draft_time_per_token(CEILING_DRAFT, base["target"], base["plan"].options, base["device"], PROMPT)
     best = speculative_ceiling(CEILING_DRAFT, dt, base["prog"], Machine.of(base["target"]), p, PROMPT)
