@@ -192,3 +192,42 @@ def test_bad_speculative_inputs_exit_2_with_one_line(tmp_path, capsys, args, wor
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and all(w in err[0] for w in words), err
     assert not (tmp_path / "o").exists()
+
+
+def _plan_doc(draft_layers):
+    from wafercc.verify.checks import Sink
+    from wafercc.verify.plan import check_plan
+    units = ["embed", "layer 0", "layer 1", "head"]
+    wafers = [{"index": 0, "layers": [0, 1], "units": units, "ops": []}]
+    for i, (lo, hi, extra) in enumerate(draft_layers):
+        wafers.append({"index": 1 + i, "role": "draft", "layers": [lo, hi], "ops": [],
+                       "units": [*extra, *(f"layer {j}" for j in range(lo, hi + 1))]})
+    doc = {"units": units, "wafers": wafers,
+           "draft": {"units": units, "wafers": list(range(1, len(wafers)))}}
+    sink = Sink()
+    check_plan(doc, sink)
+    return sorted(sink.counts)
+
+
+def test_a_two_wafer_draft_runs_its_layers_in_order():
+    assert _plan_doc([(0, 0, ["embed"]), (1, 1, ["head"])]) == []
+    assert "layer-order" in _plan_doc([(1, 1, ["head"]), (0, 0, ["embed"])])
+    assert "layer-missing" in _plan_doc([(0, 0, ["embed", "head"])])           # the draft's layer 1 on no wafer
+
+
+def test_draft_pipeline_is_checked_on_its_own_wafer_numbers():
+    from wafercc.verify.checks import Sink
+    from wafercc.verify.plan import check_pipelines
+
+    def end(k, out=None, inc=None):
+        return {"entry": 0, "exit": 3, "out": {(k, k + 1): (3, 64)} if out else {},
+                "in": {(k - 1, k): (0, 64)} if inc else {}}
+
+    roles = ["pipeline", "draft", "draft"]
+    ok = [end(0), end(1, out=True), end(2, inc=True)]        # the target's last wafer sends nothing on
+    sink = Sink()
+    check_pipelines(ok, roles, sink)
+    assert sink.counts == {}
+    sink = Sink()
+    check_pipelines([end(0), end(1), end(2, inc=True)], roles, sink)
+    assert sink.counts == {"pipeline": 1} and sink.violations[0].wafer == 1
