@@ -231,3 +231,37 @@ def test_draft_pipeline_is_checked_on_its_own_wafer_numbers():
     sink = Sink()
     check_pipelines([end(0), end(1), end(2, inc=True)], roles, sink)
     assert sink.counts == {"pipeline": 1} and sink.violations[0].wafer == 1
+
+
+@pytest.fixture(scope="module")
+def spec3(tmp_path_factory):
+    """A draft larger than its target: tiny-moe needs 3 wafers of a 5 x 6-core mesh, tiny-llama 1."""
+    from target_util import tiny_target
+    base = tmp_path_factory.mktemp("spec3")
+    t = tiny_target(base, 12, 8, die_cols=1, die_rows=1)
+    out = base / "out"
+    assert main(["compile", TINY, "--target", str(t.path), "-o", str(out), "--context", "128",
+                 "--speculative", MOE, "--no-curve"]) == 0
+    return out
+
+
+def test_a_multi_wafer_draft_is_a_verified_pipeline_of_its_own(spec3, tmp_path, capsys):
+    doc = _doc(spec3)
+    assert [w.get("role") for w in doc["wafers"]] == ["pipeline", "draft", "draft", "draft"]
+    assert doc["draft"]["wafers"] == [1, 2, 3]
+    hops = sorted({(e["src_wafer"], e["dst_wafer"]) for w in doc["wafers"] for e in w["inter_wafer"]})
+    assert hops == [(1, 2), (2, 3)]                     # none between the target and the draft
+    assert verify_dir(str(spec3)).ok
+    assert abs(compare_with_analytic(str(spec3), role="draft")["relative_difference"]) < 0.10
+    assert main(["simulate", str(spec3), "--inputs", "1,2,3", "--steps", "2", "--compare", "--draft"]) == 0
+
+    def drop_hop(doc):
+        w = doc["wafers"][2]
+        w["inter_wafer"] = [e for e in w["inter_wafer"] if e["src_wafer"] != 1]
+    assert "pipeline" in _tampered(spec3, tmp_path, drop_hop)
+
+    def swap(doc):                                      # the draft's wafers 1 and 2 claim each other's layers
+        a, b = doc["wafers"][1], doc["wafers"][2]
+        a["layers"], b["layers"] = b["layers"], a["layers"]
+        a["units"], b["units"] = b["units"], a["units"]
+    assert "layer-order" in _tampered(spec3, tmp_path / "2", swap)
