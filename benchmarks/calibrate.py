@@ -91,9 +91,10 @@ def ceiling(base, perf, p) -> dict:
     speculative_ceiling) with the smallest reference draft."""
     from wafercc.perf.estimate import draft_time_per_token
     from wafercc.perf.evaluate import speculative_ceiling
+    from wafercc.perf.model import Machine
 
     dt, dw = draft_time_per_token(CEILING_DRAFT, base["target"], base["plan"].options, base["device"], PROMPT)
-    best = speculative_ceiling(CEILING_DRAFT, dt, perf["time_per_output_token_s"], perf["stream_interval_s"], p)
+    best = speculative_ceiling(CEILING_DRAFT, dt, base["prog"], Machine.of(base["target"]), p, PROMPT)
     return {"draft": CEILING_DRAFT, "draft_wafers": dw, "acceptance": 1.0, "proposed_tokens": best["proposed_tokens"],
             "decode_tokens_per_s_per_user": best["decode_tokens_per_s_per_user"]}
 
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
                     help="run every fit (full and leave-one-out) from 37 starts and keep the best (~1 min more)")
     ap.add_argument("--out", default=None, help="write rows and parameters as JSON")
     args = ap.parse_args(argv)
-    from wafercc.perf.evaluate import Speculative, performance
+    from wafercc.perf.evaluate import Speculative, performance, speculative_figures
     from wafercc.perf.estimate import draft_time_per_token
     from wafercc.perf.model import CostParams, Machine
 
@@ -182,8 +183,8 @@ def main(argv=None) -> int:
     p = params[id(base)]
     mc = Machine.of(base["target"])
     dt, dw = draft_time_per_token(draft, base["target"], base["plan"].options, base["device"], PROMPT)
-    perf = performance(base["prog"], mc, p, PROMPT, Speculative(draft, k, acc, dt))
-    sp = perf["speculative"]["decode_tokens_per_s_per_user"]
+    perf = performance(base["prog"], mc, p, PROMPT)
+    sp = speculative_figures(Speculative(draft, k, acc), base["prog"], dt, mc, p, PROMPT)["decode_tokens_per_s_per_user"]
     table.append({"row": label, "model": "llama-3.1-70b", "target": "wse3", "wafers": base["wafers"],
                   "wafers_published": wafers, "published": pub, "predicted": round(sp, 1),
                   "error": round(sp / pub - 1, 4), "fit": False,

@@ -8,7 +8,9 @@ published for a model of the reference set, with its date and source.  The predi
 report's plain decode figure (the routed schedule at the preset's parameters).  Every figure here
 postdates the Oct 2024 software release ("rewritten kernels, asynchronous I/O and speculative
 decoding"), so each row also gives the speculative *ceiling* of the same schedule: a draft as fast
-as Llama 3.2 1B on its own wafer, every proposed token accepted, the best of 1..8 proposed tokens.
+as Llama 3.2 1B on its own wafer, every proposed token accepted, the best of 1..8 proposed tokens,
+the target verifying k + 1 columns in one pass (both timed on the tile-plan estimate, as the
+reports keep no schedule).
 A published figure above the ceiling needs more than speculative decoding over this schedule.
 """
 from __future__ import annotations
@@ -32,14 +34,21 @@ CEILING_DRAFT = "llama-3.2-1b"
 
 
 def ceiling(report: dict, target, options, device) -> dict:
-    from wafercc.perf.estimate import draft_time_per_token
+    """The draft's time per token and the target's k+1-column verify pass, both on the tile-plan
+    estimate (the reports keep no schedule): the target at the report's wafer count."""
+    import dataclasses
+
+    from wafercc.perf.estimate import draft_time_per_token, estimate_program
     from wafercc.perf.evaluate import speculative_ceiling
-    from wafercc.perf.model import CostParams
+    from wafercc.perf.model import CostParams, Machine
 
     perf = report["performance"]
     dt, dw = draft_time_per_token(CEILING_DRAFT, target, options, device, perf["prompt_tokens"])
-    best = speculative_ceiling(CEILING_DRAFT, dt, perf["time_per_output_token_s"], perf["stream_interval_s"],
-                               CostParams.of(target))
+    from wafercc.frontend.load import lower_model
+    _, prog = estimate_program(lower_model(report["model"]["name"]).graph, target,
+                               dataclasses.replace(options, wafers=report["wafers"]["used"]), device)
+    best = speculative_ceiling(CEILING_DRAFT, dt, prog, Machine.of(target), CostParams.of(target),
+                               perf["prompt_tokens"])
     return {"draft": CEILING_DRAFT, "draft_wafers": dw, "acceptance": 1.0, "proposed_tokens": best["proposed_tokens"],
             "decode_tokens_per_s_per_user": best["decode_tokens_per_s_per_user"]}
 

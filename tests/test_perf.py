@@ -202,13 +202,3 @@ def test_timeline_transfers_cross_each_wafer_boundary():
     assert (w1["arrive_cycle"] + w1["cycles"]) / mc.clock_hz == pytest.approx(tpot_seconds(prog, mc, p, 32), rel=1e-4)   # integer cycles
 
 
-def test_speculative_ceiling_bounds_every_acceptance():
-    from wafercc.perf.evaluate import Speculative, speculative_ceiling, speculative_figures
-    p = CostParams.of(load_target("wse3"))
-    tpot, interval, draft = 2e-3, 5e-6, 1e-4
-    best = speculative_ceiling("d", draft, tpot, interval, p)
-    assert best["acceptance"] == 1.0 and 1 <= best["proposed_tokens"] <= 8
-    for k in range(1, 9):
-        for acc in (0.5, 0.8, 1.0):
-            f = speculative_figures(Speculative("d", k, acc, draft), tpot, interval, p)
-            assert f["decode_tokens_per_s_per_user"] <= best["decode_tokens_per_s_per_user"]

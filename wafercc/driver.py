@@ -74,6 +74,8 @@ class Compilation:
         self.placement = self.program = self.schedule_files = None       # schedule
         self.performance_section = None                                  # timing
         self.draft = None                  # the speculative draft's lowered IR (prepare: before anything runs)
+        self.draft_lowered = None          # ... and its frontend result
+        self.draft_placed = None           # the draft placed on its own wafers (schedule: backend/draft.py)
         self.placement_failure = None      # (stage, message) of a PlacementError: the report says so
         self.report_dict = None                                          # report
         self.seconds: dict[str, float] = {}
@@ -91,9 +93,10 @@ class Compilation:
             self.target = load_target(self.options.target)
             self.device = Device(self.target, self.options.defects, self.options.seed)
         spec = self.options.perf.speculative
-        if last >= STAGES.index("timing") and spec is not None and self.draft is None:
+        if last >= STAGES.index("schedule") and spec is not None and self.draft is None:
             from .frontend.load import lower_model
-            self.draft = lower_model(spec.draft).graph
+            self.draft_lowered = lower_model(spec.draft, cache=self.options.frontend.cache)
+            self.draft = self.draft_lowered.graph
         return self
 
     def run(self, until: str | None = None, *, dump_dir: str | None = None, dump: tuple[str, ...] = (),
@@ -167,10 +170,15 @@ class Compilation:
     def compile_record(self) -> dict:
         """compile.json: wall times per stage (the only output that varies between identical runs)."""
         from .plan.report import solve_seconds
-        return {"schema": "wafercc.compile/1", "model": self.name, "cached": self.cached,
-                "stages": [{"name": s, "seconds": round(self.seconds[s], 3)} for s in self.ran],
-                "seconds": round(self.total_seconds, 3),
-                "solves": solve_seconds(self.plan) if self.plan is not None else []}
+        rec = {"schema": "wafercc.compile/1", "model": self.name, "cached": self.cached,
+               "stages": [{"name": s, "seconds": round(self.seconds[s], 3)} for s in self.ran],
+               "seconds": round(self.total_seconds, 3),
+               "solves": solve_seconds(self.plan) if self.plan is not None else []}
+        if self.draft_placed is not None:   # inside the schedule stage's seconds
+            d = self.draft_placed.compilation
+            rec["draft"] = {"model": d.name, "stages": [{"name": s, "seconds": round(d.seconds[s], 3)} for s in d.ran],
+                            "seconds": round(d.total_seconds, 3)}
+        return rec
 
     def save(self, outdir: str) -> dict[str, str]:
         from .report import save_outputs
@@ -351,6 +359,8 @@ class ScheduleStage(WaferStage):
         c.program = c._writer.program()
         c.placement = placement_section(c._rows, c.options.place.layout)
         del c._writer, c._rows
+        if c.draft_lowered is not None:
+            c.draft_placed = _place_draft(c)
 
     def abort(self, c):
         if getattr(c, "_writer", None) is not None:
@@ -369,6 +379,18 @@ class ScheduleStage(WaferStage):
                              f"violation(s), first: {first}")
 
 
+def _place_draft(c: Compilation):
+    """The speculative draft on its own wafers after the target's (backend/draft.py); a draft that
+    does not fit or place is a one-line error naming it."""
+    from .backend.draft import place_draft
+    from .errors import WaferccError
+    try:
+        return place_draft(c)
+    except WaferccError as e:
+        line = " ".join(str(e).split("\n")[0].split())
+        raise StageError(f"speculative draft '{c.options.perf.speculative.draft}': {line}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class TimingStage(Stage):
     name: ClassVar[str] = "timing"
@@ -378,7 +400,7 @@ class TimingStage(Stage):
     def run(self, c):
         from .perf.report import performance_section
         c.performance_section = performance_section(c.program, c.graph, c.plan, c.target, c.device,
-                                                    c.options.perf, c.draft)
+                                                    c.options.perf, c.draft_placed)
 
     def dump(self, c):
         return "performance.json", _json(c.performance_section)

@@ -22,7 +22,7 @@ MAX_CHANNELS = 64                 # image channels
 MAX_CONTEXT = 2 ** 32             # --context / --prompt-tokens tokens per sequence (4.3 G); the planner bounds the rest by arithmetic
 MAX_BATCH = 2 ** 16               # --batch sequences decoded together
 MAX_WAFERS = 256                  # --wafers / --max-wafers; Llama-3.1-405B in bf16 needs ~21
-MAX_SPEC_TOKENS = 64              # --spec-tokens draft tokens proposed per step
+MAX_SPEC_TOKENS = 8               # --spec-tokens draft tokens proposed per step (the sweep's range)
 MAX_SEED = 2 ** 31 - 1            # --seed: CP-SAT's random_seed is an int32
 
 # ---- files ----

@@ -198,11 +198,13 @@ KNOBS: tuple[Knob, ...] = (
     Knob("prompt_tokens", "perf", "prompt_tokens", "prompt length for time to first token and the decode "
          "position", _int,
          bounds=(1, L.MAX_CONTEXT), unit="tokens", limit="MAX_CONTEXT"),
-    Knob("speculative", "speculative", "draft", "also report speculative decoding with this draft model "
-         "(reference name, config or .onnx)", metavar="DRAFT"),
-    Knob("spec_tokens", "speculative", "proposed", "draft tokens proposed per step", _int,
+    Knob("speculative", "speculative", "draft", "also place this draft model on its own wafers and report "
+         "speculative decoding beside the plain figure (reference name, config or .onnx)", metavar="DRAFT"),
+    Knob("spec_tokens", "speculative", "proposed", "draft tokens proposed per step (default: the fastest of "
+         "the sweep 1..8)", _int,
          bounds=(1, L.MAX_SPEC_TOKENS), unit="tokens", limit="MAX_SPEC_TOKENS"),
-    Knob("spec_acceptance", "speculative", "acceptance", "probability each draft token is accepted", _float,
+    Knob("spec_acceptance", "speculative", "acceptance", "probability each draft token is accepted, in [0, 1) "
+         "(default 0.75, Leviathan et al. 2023)", _float,
          bounds=(0.0, 1.0), unit="(a probability)"),
     Knob("curve", "perf", "curve", "skip the speed-versus-wafers curve", cli="negate"),
 )

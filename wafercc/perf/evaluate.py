@@ -8,6 +8,7 @@ section; ``timeline`` into the schedule's per-token event timeline.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from .model import (CostParams, Machine, Workload, boundary_seconds, bottleneck_cycles, check_finite,
                     expected_accepted, pipeline_round, wafer_time)
@@ -33,21 +34,31 @@ class Program:
     batch: int
 
 
+# The sweep over draft tokens per step, and the --spec-tokens range
+MAX_PROPOSED = 8
+# Expected per-token acceptance when none is given: Leviathan et al. 2023 ("Fast Inference from
+# Transformers via Speculative Decoding", ICML, Table 3) measure alpha = 0.75 for T5-small drafting
+# T5-XXL on English-German translation at greedy sampling (0.62-0.80 across their tasks and pairs).
+DEFAULT_ACCEPTANCE = 0.75
+ACCEPTANCE_SOURCE = "Leviathan et al. 2023, Table 3 (T5-small drafting T5-XXL, EnDe, greedy: 0.75)"
+
+
 @dataclasses.dataclass(frozen=True)
 class Speculative:
-    """Speculative decoding: a draft model proposes ``proposed`` tokens per step, the target verifies
-    them in one pass; each is accepted with probability ``acceptance``."""
+    """Speculative decoding: a draft model proposes ``proposed`` tokens per step (None: the fastest
+    of 1..MAX_PROPOSED), the target verifies them in one pass; each is accepted with probability
+    ``acceptance``."""
     draft: str
-    proposed: int = 4
-    acceptance: float = 0.7
-    draft_time_per_token_s: float | None = None   # filled from the draft's own estimate
+    proposed: int | None = None
+    acceptance: float = DEFAULT_ACCEPTANCE
 
     def __post_init__(self):
         from .model import CostModelError
-        if self.proposed < 1:
-            raise CostModelError(f"speculative: proposed tokens {self.proposed}: expected at least 1")
-        if not 0.0 <= self.acceptance <= 1.0:
-            raise CostModelError(f"speculative: acceptance {self.acceptance}: expected a fraction in [0, 1]")
+        if self.proposed is not None and not 1 <= self.proposed <= MAX_PROPOSED:
+            raise CostModelError(f"speculative: proposed tokens {self.proposed}: expected 1..{MAX_PROPOSED}")
+        if not (math.isfinite(self.acceptance) and 0.0 <= self.acceptance < 1.0):
+            raise CostModelError(f"speculative: acceptance {self.acceptance}: expected a probability in [0, 1) "
+                                 "(1 would accept every draft token)")
 
 
 def decode_position(prog: Program, prompt_tokens: int) -> int:
@@ -55,9 +66,10 @@ def decode_position(prog: Program, prompt_tokens: int) -> int:
     return max(1, min(prog.context, prompt_tokens))
 
 
-def token_seconds(prog: Program, mc: Machine, p: CostParams, kv_len: int, tokens: int = 1):
-    """(per-wafer stage seconds, per-boundary seconds, per-wafer WaferTime) for ``tokens`` users' tokens."""
-    w = Workload(prog.act_bytes, kv_len, tokens)
+def token_seconds(prog: Program, mc: Machine, p: CostParams, kv_len: int, tokens: int = 1, queries: int = 1):
+    """(per-wafer stage seconds, per-boundary seconds, per-wafer WaferTime) for ``tokens`` tokens,
+    ``queries`` of them positions of one user (model.Workload)."""
+    w = Workload(prog.act_bytes, kv_len, tokens, queries)
     times = [wafer_time(i, list(ops), mc, p, w) for i, ops in enumerate(prog.wafers)]
     stages = [t.cycles / mc.clock_hz for t in times]
     bounds = [boundary_seconds(b.bytes_per_token, b.hops, mc, p, tokens) for b in prog.boundaries]
@@ -69,8 +81,7 @@ def tpot_seconds(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int) 
     return sum(stages) + sum(bounds)
 
 
-def performance(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int,
-                speculative: Speculative | None = None) -> dict:
+def performance(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int) -> dict:
     prompt_tokens = min(prompt_tokens, prog.context)     # a prompt longer than the KV cache cannot be served
     kv = decode_position(prog, prompt_tokens)
     stages, bounds, times = token_seconds(prog, mc, p, kv)
@@ -100,31 +111,66 @@ def performance(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int,
         "stream_interval_s": interval,
         "speculative": None,
     }
-    if speculative is not None:
-        out["speculative"] = speculative_figures(speculative, tpot, interval, p)
     return out
 
 
-def speculative_figures(s: Speculative, tpot: float, interval: float, p: CostParams) -> dict:
-    """One step: the draft proposes k tokens one after another, the target verifies k+1 positions
-    in one streamed pass (its latency plus k stream intervals), and the draft and target exchange
-    the tokens across one wafer boundary."""
-    if s.draft_time_per_token_s is None:
-        raise ValueError("speculative figures need the draft's time per token")
-    k = s.proposed
-    step = k * s.draft_time_per_token_s + tpot + k * interval + p.inter_wafer_latency_s
-    tokens = expected_accepted(k, s.acceptance)
-    return {"draft": s.draft, "proposed_tokens": k, "acceptance": s.acceptance,
-            "draft_time_per_token_s": s.draft_time_per_token_s, "expected_tokens_per_step": tokens,
+def verify_pass_seconds(prog: Program, mc: Machine, p: CostParams, kv_len: int, k: int) -> float:
+    """The target checking ``k`` draft tokens: one pass of k + 1 columns (the last accepted token
+    and the k proposals) of one user through every layer, each op's cost kernel at ``tokens`` =
+    ``queries`` = k + 1 (the KV grids attend k + 1 queries over the same rows)."""
+    stages, bounds, _ = token_seconds(prog, mc, p, kv_len, k + 1, k + 1)
+    return sum(stages) + sum(bounds)
+
+
+def exchange_seconds(k: int, mc: Machine, p: CostParams) -> float:
+    """The draft's k token ids to the target's first wafer and the verdict (accepted count and the
+    target's token) back: two wafer-to-wafer crossings per step."""
+    from ..passes.cost_kernel import ID_BYTES
+    return 2 * p.inter_wafer_latency_s + (k + 2) * ID_BYTES / mc.off_wafer_bandwidth
+
+
+def step_figures(k: int, acceptance: float, draft_s: float, verify_s: float, exchange_s: float) -> dict:
+    """One step: the draft's k passes one after another, the exchange, the target's verify pass."""
+    step = k * draft_s + exchange_s + verify_s
+    tokens = expected_accepted(k, acceptance)
+    return {"proposed_tokens": k, "expected_tokens_per_step": tokens, "verify_pass_s": verify_s,
             "step_s": step, "decode_tokens_per_s_per_user": round(tokens / step, 3)}
 
 
-def speculative_ceiling(draft: str, draft_time_per_token_s: float, tpot: float, interval: float, p: CostParams,
-                        max_proposed: int = 8) -> dict:
+def speculative_figures(s: Speculative, target: Program, draft_time_per_token_s: float, mc: Machine,
+                        p: CostParams, prompt_tokens: int, stream: tuple[float, float] | None = None) -> dict:
+    """The sweep over k = 1..MAX_PROPOSED at ``s.acceptance``, and the chosen k: ``s.proposed``, or
+    the fastest of the sweep (the smallest k among equals).  ``stream`` = (time per output token,
+    stream interval) adds to each row the bound if the k + 1 columns streamed through the spatially
+    separate ops as a prompt does (latency + k intervals): not the prediction, its upper bound."""
+    kv = decode_position(target, min(prompt_tokens, target.context))
+    sweep = [step_figures(k, s.acceptance, draft_time_per_token_s, verify_pass_seconds(target, mc, p, kv, k),
+                          exchange_seconds(k, mc, p)) for k in range(1, MAX_PROPOSED + 1)]
+    if stream is not None:
+        for f in sweep:
+            k = f["proposed_tokens"]
+            v = stream[0] + k * stream[1]
+            f["streamed_bound_verify_pass_s"] = v
+            f["streamed_bound_tokens_per_s_per_user"] = round(
+                f["expected_tokens_per_step"] / (k * draft_time_per_token_s + exchange_seconds(k, mc, p) + v), 3)
+    best = max(sweep, key=lambda f: (f["decode_tokens_per_s_per_user"], -f["proposed_tokens"]))
+    chosen = sweep[s.proposed - 1] if s.proposed is not None else best
+    return {"draft": s.draft, "acceptance": s.acceptance,
+            "acceptance_source": "option" if s.acceptance != DEFAULT_ACCEPTANCE else ACCEPTANCE_SOURCE,
+            "draft_time_per_token_s": draft_time_per_token_s, **chosen,
+            "exchange_s": exchange_seconds(chosen["proposed_tokens"], mc, p),
+            "proposed_tokens_from": "option" if s.proposed is not None else "sweep (the fastest k)",
+            "sweep": sweep}
+
+
+def speculative_ceiling(draft: str, draft_time_per_token_s: float, target: Program, mc: Machine, p: CostParams,
+                        prompt_tokens: int) -> dict:
     """The best speculative figure a schedule can reach with ``draft``: every proposed token
-    accepted, the best of 1..max_proposed tokens per step (an upper bound, not a prediction)."""
-    return max((speculative_figures(Speculative(draft, k, 1.0, draft_time_per_token_s), tpot, interval, p)
-                for k in range(1, max_proposed + 1)), key=lambda f: f["decode_tokens_per_s_per_user"])
+    accepted, the best of 1..MAX_PROPOSED tokens per step (an upper bound, not a prediction)."""
+    kv = decode_position(target, min(prompt_tokens, target.context))
+    return max((step_figures(k, 1.0, draft_time_per_token_s, verify_pass_seconds(target, mc, p, kv, k),
+                             exchange_seconds(k, mc, p)) for k in range(1, MAX_PROPOSED + 1)),
+               key=lambda f: f["decode_tokens_per_s_per_user"])
 
 
 def timeline(prog: Program, mc: Machine, p: CostParams, prompt_tokens: int) -> dict:

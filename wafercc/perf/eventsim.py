@@ -86,6 +86,20 @@ def _report_options(outdir: str) -> dict:
         return {}
 
 
+def role_view(doc: dict, role: str = "target") -> dict:
+    """schedule.json seen as one model: "target" (every wafer but a speculative draft's, the
+    file's ``timeline``) or "draft" (the draft's wafers, ``draft.timeline``); wafers keep their
+    ``index`` (the npz file and the inter-wafer entries name it)."""
+    if role not in ("target", "draft"):
+        raise ValueError(f"role {role!r}: expected 'target' or 'draft'")
+    mine = [w for w in doc["wafers"] if (w.get("role") == "draft") == (role == "draft")]
+    if role == "target":
+        return dict(doc, wafers=mine)
+    if not doc.get("draft") or not mine:
+        raise ValueError("the schedule holds no speculative draft")
+    return dict(doc, wafers=mine, timeline=doc["draft"]["timeline"], model=doc["draft"]["model"])
+
+
 def schedule_act_bytes(outdir: str, doc: dict | None = None) -> float:
     """Activation element bytes as ScheduleWriter.program() takes them (act dtype, else the plan's
     weight dtype).  schedule.json does not store it: read ``timeline.act_bytes`` if a writer adds it,
@@ -326,11 +340,12 @@ def _load_wafer(outdir: str, k: int) -> dict:
 
 
 def simulate_timing(outdir: str, target=None, act_bytes: float | None = None, contention: bool = True,
-                    cut_through: bool = True, doc: dict | None = None, arrays: list[dict] | None = None
-                    ) -> EventSimResult:
-    """Replays one decode token (batch 1) through the schedule in ``outdir``.  ``doc`` / ``arrays``
-    (schedule.json and the per-wafer npz arrays) may be given in memory instead."""
-    doc = doc or load_schedule(outdir)
+                    cut_through: bool = True, doc: dict | None = None, arrays: list[dict] | None = None,
+                    role: str = "target") -> EventSimResult:
+    """Replays one decode token (batch 1) through the schedule in ``outdir`` (``role``: the target
+    or its speculative draft, role_view).  ``doc`` / ``arrays`` (schedule.json and the per-wafer npz
+    arrays of the role's wafers) may be given in memory instead."""
+    doc = role_view(doc or load_schedule(outdir), role)
     target = target or _target(doc, outdir)
     mc, p = Machine.of(target), CostParams.of(target)
     a = float(act_bytes) if act_bytes is not None else schedule_act_bytes(outdir, doc)
@@ -339,8 +354,8 @@ def simulate_timing(outdir: str, target=None, act_bytes: float | None = None, co
     wafers, bounds, stats = [], [], []
     t_edge, bbytes, last_end = 0.0, 0.0, 0.0   # the token's head at this wafer's west edge (global)
     for k, wj in enumerate(doc["wafers"]):
-        ops = wj["ops"]
-        wf = _Wafer(arrays[k] if arrays is not None else _load_wafer(outdir, k), ops, target.usable_cols,
+        ops, idx = wj["ops"], wj.get("index", k)
+        wf = _Wafer(arrays[k] if arrays is not None else _load_wafer(outdir, idx), ops, target.usable_cols,
                     mc.hop, contention)
         tin = 0.0                 # wafer frame: 0 = the edge; the ops count from the input's arrival
         if k > 0 and wf.edge_in is not None:
@@ -372,7 +387,7 @@ def simulate_timing(outdir: str, target=None, act_bytes: float | None = None, co
         stats.append((k, wf.net.stats, target.usable_cols))
         last_end = arrive + cycles
         if k < len(doc["wafers"]) - 1:
-            out = [e for e in wj.get("inter_wafer", []) if e["src_wafer"] == k]
+            out = [e for e in wj.get("inter_wafer", []) if e["src_wafer"] == idx]
             bbytes = float(out[0]["bytes_per_token"]) if out else _out_slice(ops[-1], a) if ops else a
             head = tin + cycles
             if wf.edge_out is not None:
@@ -399,14 +414,15 @@ def _link_summary(stats) -> dict:
     return out
 
 
-def analytic_program(outdir: str, doc: dict | None = None, act_bytes: float | None = None) -> Program:
+def analytic_program(outdir: str, doc: dict | None = None, act_bytes: float | None = None,
+                     role: str = "target") -> Program:
     """The timing model's Program rebuilt from the schedule directory (ScheduleWriter.program())."""
-    doc = doc or load_schedule(outdir)
+    doc = role_view(doc or load_schedule(outdir), role)
     a = float(act_bytes) if act_bytes is not None else schedule_act_bytes(outdir, doc)
     batch = int(_report_options(outdir).get("batch") or 1)
     edge = []                                  # (in hops, out hops) per wafer
-    for k in range(len(doc["wafers"])):
-        arr = _load_wafer(outdir, k)
+    for k, wj in enumerate(doc["wafers"]):
+        arr = _load_wafer(outdir, wj.get("index", k))
         hops = np.diff(np.asarray(arr["route_offsets"], np.int64))
         kind, src = np.asarray(arr["route_kind"]), np.asarray(arr["route_src_tile"])
         h_in = [int(h) for h, kd, s in zip(hops, kind, src) if kd == 3 and s < 0]
@@ -414,19 +430,19 @@ def analytic_program(outdir: str, doc: dict | None = None, act_bytes: float | No
         edge.append((max(h_in, default=0), max(h_out, default=0)))
     bounds = []
     for k, wj in enumerate(doc["wafers"][:-1]):
-        out = [e for e in wj.get("inter_wafer", []) if e["src_wafer"] == k]
+        out = [e for e in wj.get("inter_wafer", []) if e["src_wafer"] == wj.get("index", k)]
         bounds.append(Boundary(k, (out[0]["bytes_per_token"] if out else 0) // batch, edge[k][1] + edge[k + 1][0]))
     return Program(tuple(tuple(w["ops"]) for w in doc["wafers"]), tuple(bounds), a, schedule_kv_len(doc), batch)
 
 
-def compare_with_analytic(outdir: str, target=None, act_bytes: float | None = None) -> dict:
+def compare_with_analytic(outdir: str, target=None, act_bytes: float | None = None, role: str = "target") -> dict:
     """Both token totals (cycles) and (event - analytic) / analytic."""
-    doc = load_schedule(outdir)
+    doc = role_view(load_schedule(outdir), role)
     target = target or _target(doc, outdir)
     mc, p = Machine.of(target), CostParams.of(target)
     a = float(act_bytes) if act_bytes is not None else schedule_act_bytes(outdir, doc)
-    ev = simulate_timing(outdir, target, a, doc=doc)
-    prog = analytic_program(outdir, doc, a)
+    ev = simulate_timing(outdir, target, a, doc=doc, role=role)
+    prog = analytic_program(outdir, doc, a, role=role)
     an = tpot_seconds(prog, mc, p, int(doc["timeline"]["prompt_tokens"])) * mc.clock_hz
     tl = doc["timeline"]["wafers"]
     stored = tl[-1]["arrive_cycle"] + tl[-1]["cycles"] if tl else 0

@@ -96,6 +96,8 @@ class Workload:
     act_bytes: float              # activation element bytes
     kv_len: int                   # cached positions each decode step attends over
     tokens: int = 1               # tokens streamed through every op (micro-batch size)
+    queries: int = 1              # positions of one user per pass (a speculative verify: k + 1), each
+                                  # attending over that user's cached positions on the same KV rows
 
 
 def rates(mc: Machine, p: CostParams) -> ck.Rates:
@@ -106,11 +108,17 @@ def rates(mc: Machine, p: CostParams) -> ck.Rates:
 
 def kernel_phases(g: dict, op: dict, r: ck.Rates, w: Workload) -> ck.Phases:
     """The cost kernel's phases of one grid record: KV at the decode position (one (user, kv head)
-    per row, so users in a batch use separate rows), the others for ``w.tokens`` tokens."""
+    per row, so users in a batch use separate rows), the others for ``w.tokens`` tokens.  ``w.queries``
+    positions of one user share its rows: as many query heads against the same K and V."""
     if g["operand"] == "kv":
         at = op["attention"]
         pos = int(ck.striped_positions(g["tile_n"], g["cols"], w.kv_len))
-        return ck.kv(pos, at["group"], at["head_dim"], w.act_bytes, r, at.get("score_flops", ck.SOFTMAX_FLOPS))
+        ph = ck.kv(pos, at["group"] * w.queries, at["head_dim"], w.act_bytes, r,
+                   at.get("score_flops", ck.SOFTMAX_FLOPS))
+        if w.queries > 1:            # and one new K and V row per position, not per query head
+            extra = 2 * (w.queries - 1) * at["head_dim"] * w.act_bytes
+            ph = dataclasses.replace(ph, bcast_bytes=ph.bcast_bytes + extra)
+        return ph
     if op["role"] == "lookup":
         return ck.lookup(w.tokens, g["tile_n"], w.act_bytes, r)
     return ck.gemv(w.tokens, g["tile_k"], g["tile_n"], w.act_bytes, r, flat=op["role"] == "flat")

@@ -38,6 +38,8 @@ def add_parser(subparsers):
                                                           "sequence; exit 1 on a mismatch")
     p.add_argument("--tolerance", type=float, default=None,
                    help="max relative error allowed with --compare (default 1e-4, wafercc.sim.run.TOLERANCE)")
+    p.add_argument("--draft", action="store_true", help="run the speculative draft's placed wafers "
+                                                        "(compile --speculative) instead of the target's")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_simulate)
     return p
@@ -82,20 +84,24 @@ def cmd_simulate(args) -> int:
 
 
 def _run(args) -> int:
+    from .placed import Placement
     from .run import compare_with_onnxruntime, recorded_model, simulate
 
     if not os.path.isdir(args.outdir):
         raise SimulationError("no such output directory", where=args.outdir)
+    draft = getattr(args, "draft", False)
     if not args.model:
-        args.model = recorded_model(args.outdir)
+        args.model = recorded_model(args.outdir, draft)
     if args.steps < 1:
         raise SimulationError(f"--steps must be >= 1, got {args.steps}")
     ids = parse_ids(args.inputs)
+    placement = Placement.load(args.outdir, draft=True) if draft else None
     if args.compare:
-        cmp = compare_with_onnxruntime(args.outdir, args.model, ids, args.steps, tolerance=args.tolerance)
+        cmp = compare_with_onnxruntime(args.outdir, args.model, ids, args.steps, tolerance=args.tolerance,
+                                       placement=placement)
         sim, errors, ok = cmp.simulation, cmp.errors, cmp.ok
     else:
-        cmp, sim, errors, ok = None, simulate(args.outdir, args.model, ids, args.steps), None, True
+        cmp, sim, errors, ok = None, simulate(args.outdir, args.model, ids, args.steps, placement=placement), None, True
     doc = {"schema": SCHEMA, "outdir": args.outdir, "model": args.model, "steps": args.steps,
            # the first step's mask is [batch, tokens]: the prompt, or an image's token rows
            "batch": int(sim.sequences[0][1].shape[0]), "prompt_tokens": int(sim.sequences[0][1].shape[1]),

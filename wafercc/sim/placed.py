@@ -113,15 +113,26 @@ class Placement:
         return self.ops.get(name)
 
     @classmethod
-    def load(cls, outdir: str) -> Placement:
+    def load(cls, outdir: str, draft: bool = False) -> Placement:
+        """The target's placed program, or (``draft``) its speculative draft's: the ``role: "draft"``
+        wafers, with the draft's IR (schedule.json ``draft.ir``) and timeline."""
         outdir = os.fspath(outdir)
         sched = _read_schedule(outdir)
-        graph = _read_graph(outdir)
+        if draft:
+            d = sched.get("draft")
+            if not isinstance(d, dict) or not isinstance(d.get("ir"), str):
+                raise SimulationError("the schedule holds no speculative draft (compile with --speculative)",
+                                      where=outdir)
+            graph = _read_ir(os.path.join(outdir, d["ir"]))
+            sched = dict(sched, timeline=d.get("timeline"), source=d.get("source"))
+        else:
+            graph = _read_graph(outdir)
         defects = _npz(outdir, "defects.npz")
         nodes = {n.name: n for n in graph.nodes}
         ops: dict[str, OpView] = {}
         alive = []
-        for k, w in enumerate(sched["wafers"]):
+        for k, w in ((w.get("index", i), w) for i, w in enumerate(sched["wafers"])
+                     if (w.get("role") == "draft") == draft):
             key = f"alive_{k}"
             if key not in defects or defects[key].dtype != np.bool_ or defects[key].ndim != 2:
                 raise SimulationError(f"defects.npz: '{key}' missing or not a bool [rows, cols] array", where=outdir)
@@ -161,6 +172,14 @@ def _read_schedule(outdir: str) -> dict:
         raise SimulationError(f"schema {doc.get('schema') if isinstance(doc, dict) else None!r} is not one of "
                               f"{', '.join(SCHEMAS)} with a 'wafers' list", where=path)
     return doc
+
+
+def _read_ir(path: str) -> Graph:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_graph(f.read())
+    except OSError as e:
+        raise SimulationError(f"cannot read the draft's IR: {e.strerror}", where=path) from None
 
 
 def _read_graph(outdir: str) -> Graph:

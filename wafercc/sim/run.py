@@ -172,7 +172,7 @@ def is_placed(outdir) -> bool:
     return os.path.isfile(os.path.join(os.fspath(outdir), "schedule.json"))
 
 
-def recorded_model(outdir) -> str:
+def recorded_model(outdir, draft: bool = False) -> str:
     """The ONNX file ``outdir`` was compiled from, as its schedule.json (or, for an IR-only output
     directory, model.ir's meta) records it, path and SHA-256; SimulationError if none is recorded,
     the file is gone or its content changed since."""
@@ -188,9 +188,12 @@ def recorded_model(outdir) -> str:
     else:
         try:
             with open(path) as f:
-                src = json.load(f).get("source")
+                doc = json.load(f)
         except (OSError, ValueError) as e:
             raise SimulationError(f"cannot read the schedule: {e}", where=path) from None
+        if draft and not isinstance(doc.get("draft"), dict):
+            raise SimulationError("the schedule holds no speculative draft (compile with --speculative)", where=path)
+        src = (doc["draft"] if draft else doc).get("source")
     if not src:
         raise SimulationError("the schedule records no ONNX source (compiled from a config or a reference "
                               "model): pass the .onnx file (--model)", where=path)

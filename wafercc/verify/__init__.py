@@ -26,7 +26,7 @@ from .checks import (
 from .dataflow import check_dataflow
 from .endpoints import check_endpoints
 from .files import ScheduleFileError, read_schedule
-from .plan import check_pipeline, check_plan
+from .plan import check_pipelines, check_plan
 from .qor import wafer_qor
 from .report import render_text, result_dict
 from .routes import check_routes
@@ -79,6 +79,6 @@ def verify_dir(outdir: str, limit: int = 50) -> VerifyResult:
         check_partition(w, sink)
         qor.append(wafer_qor(doc, w, tiles, rstats, budget, sink.by_wafer.get(w.index, 0) - before))
         del w, tiles, rstats, good_src, good_dst, roots      # one wafer in memory at a time
-    check_pipeline(ends, sink)
+    check_pipelines(ends, [str(w.get("role") or "pipeline") for w in doc["wafers"]], sink)
     return VerifyResult(outdir, doc.get("model"), doc["target"], sink.violations, sink.counts, qor,
                         time.perf_counter() - t0)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from .checks import _LAYER_UNIT, Sink
 
+DRAFT = "draft"          # the role of a speculative draft's wafers (a model of its own)
+
 
 def _held(w: dict) -> tuple[set[int], list[str]]:
     """(layers, non-layer units) a wafer entry claims: its [first, last] range and its units."""
@@ -61,22 +63,55 @@ def check_plan(doc: dict, sink: Sink) -> None:
             sink.one("layer-missing", None, f"layers {_ranges(gaps)} are on no wafer (the wafers hold "
                      f"{_ranges(main)})")
     for role, lay in layers_of.items():
-        extra = sorted(lay - set(main)) if role != "pipeline" else []
+        extra = sorted(lay - set(main)) if role not in ("pipeline", DRAFT) else []
         if extra:
             sink.one("layer-missing", None, f"{role} wafers hold layers {_ranges(extra)}, which no pipeline "
                      "wafer runs")
     _check_units(doc.get("units"), layers_of.get("pipeline", set()),
                  {u for k, (_, other) in enumerate(held) if roles[k] == "pipeline" for u in other}, sink)
-    tl = doc.get("timeline")
+    _check_timeline(doc.get("timeline"), sum(r != DRAFT for r in roles), "timeline", sink)
+    _check_draft(doc, held, roles, layers_of.get(DRAFT, set()), sink)
+
+
+def _check_timeline(tl, n: int, where: str, sink: Sink) -> None:
     per = tl.get("wafers") if isinstance(tl, dict) else None
     if isinstance(per, list):
         got = [e.get("wafer") if isinstance(e, dict) else None for e in per]
-        if got != list(range(len(wafers))):
-            sink.one("plan-wafers", None, f"timeline.wafers lists wafers {got}, the schedule has "
-                     f"{len(wafers)} (0..{len(wafers) - 1})")
+        if got != list(range(n)):
+            sink.one("plan-wafers", None, f"{where}.wafers lists wafers {got}, the schedule has "
+                     f"{n} (0..{n - 1})")
 
 
-def _check_units(units, layers: set[int], other: set[str], sink: Sink) -> None:
+def _check_draft(doc: dict, held: list, roles: list[str], layers: set[int], sink: Sink) -> None:
+    """A speculative draft (``role: "draft"`` wafers, schedule.json ``draft``) is a model of its own:
+    its wafers come after the target's, the ``draft`` section lists exactly them, and they hold
+    every one of its units once (the duplicate and order checks above run per role)."""
+    mine = [k for k, r in enumerate(roles) if r == DRAFT]
+    d = doc.get("draft")
+    if not mine and d is None:
+        return
+    if not isinstance(d, dict):
+        sink.one("draft", None, f"wafers {mine} have role 'draft', but schedule.json has no 'draft' section")
+        return
+    if d.get("wafers") != mine:
+        sink.one("draft", None, f"draft.wafers lists {d.get('wafers')}, the draft-role wafers are {mine}")
+    if mine and mine != list(range(len(roles) - len(mine), len(roles))):
+        sink.one("draft", None, f"the draft's wafers {mine} are not the last of the schedule's "
+                 f"{len(roles)} (they come after the target's)")
+    if mine:
+        top = max(layers, default=-1)
+        gaps = sorted(set(range(0, top + 1)) - layers)
+        if gaps:
+            sink.one("layer-missing", None, f"draft layers {_ranges(gaps)} are on no draft wafer")
+        units = d.get("units")
+        if not (isinstance(units, list) and all(isinstance(u, str) for u in units)):
+            sink.one("draft", None, f"draft.units: got {units!r}, expected the draft model's unit names")
+        else:
+            _check_units(units, layers, {u for k in mine for u in held[k][1]}, sink, "the draft's ")
+    _check_timeline(d.get("timeline"), len(mine), "draft.timeline", sink)
+
+
+def _check_units(units, layers: set[int], other: set[str], sink: Sink, whose: str = "") -> None:
     """The model's units (schedule.json ``units``, the partition's atoms) against what the pipeline
     wafers hold: a layer or the head dropped from the end leaves no gap, so only this sees it."""
     if units is None:           # written since schedule/2's units field; older files skip the check
@@ -85,14 +120,14 @@ def _check_units(units, layers: set[int], other: set[str], sink: Sink) -> None:
     want_other = {str(u) for u in units if not _LAYER_UNIT.match(str(u))}
     missing = sorted(want_layers - layers)
     if missing:
-        sink.one("layer-missing", None, f"layers {_ranges(missing)} of the model are on no wafer "
+        sink.one("layer-missing", None, f"{whose}layers {_ranges(missing)} of the model are on no wafer "
                  f"(the model has {len(want_layers)} layers)")
     extra = sorted(layers - want_layers)
     if extra:
-        sink.one("layer-missing", None, f"wafers hold layers {_ranges(extra)}, which the model's units do not list")
+        sink.one("layer-missing", None, f"{whose}wafers hold layers {_ranges(extra)}, which the model's units do not list")
     for u in sorted(want_other ^ other):
-        sink.one("layer-missing", None, f"unit '{u}' is " + ("on no wafer" if u in want_other else
-                                                              "on a wafer but not among the model's units"))
+        sink.one("layer-missing", None, f"{whose}unit '{u}' is " + ("on no wafer" if u in want_other else
+                                                                    "on a wafer but not among the model's units"))
 
 
 def _ranges(xs: list[int]) -> str:
@@ -106,16 +141,27 @@ def _ranges(xs: list[int]) -> str:
     return ", ".join(out)
 
 
-def check_pipeline(ends: list[dict], sink: Sink) -> None:
+def check_pipelines(ends: list[dict], roles: list[str], sink: Sink) -> None:
+    """The target's wafers and a speculative draft's each form their own pipeline."""
+    draft = [k for k, r in enumerate(roles) if r == DRAFT]
+    if not draft:
+        return check_pipeline(ends, sink)
+    check_pipeline(ends[:draft[0]], sink)
+    check_pipeline(ends[draft[0]:], sink, draft[0])
+
+
+def check_pipeline(ends: list[dict], sink: Sink, base: int = 0) -> None:
     """``ends[k]`` (from dataflow.check_dataflow): wafer k's entry/exit ops (None without tiles) and
     its inter-wafer links ``out`` / ``in``: {(src_wafer, dst_wafer): (op, bytes_per_token)}.  Every
     wafer holding tiles before another one that does sends its exit op's output east to wafer k+1,
-    which receives it into its entry op; both wafers list the hop with the same bytes per token."""
+    which receives it into its entry op; both wafers list the hop with the same bytes per token.
+    ``ends[0]`` is wafer ``base``."""
     holding = [k for k, e in enumerate(ends) if e["entry"] is not None]
-    for k in range(len(ends) - 1):
-        if ends[k]["entry"] is None or not any(j > k for j in holding):
+    for i in range(len(ends) - 1):
+        if ends[i]["entry"] is None or not any(j > i for j in holding):
             continue
-        a, b = ends[k], ends[k + 1]
+        a, b = ends[i], ends[i + 1]
+        k = base + i
         if b["entry"] is None:
             sink.one("pipeline", k + 1, f"wafer {k + 1} holds no tiles, between wafer {k} and a later wafer "
                      "that does: the pipeline cannot pass it")
