@@ -37,3 +37,13 @@ class PackedComputeEstimate:
 def latencies_ns(units, estimate: LatencyEstimate, target, bytes_per_core: int) -> list[int]:
     """Integer nanoseconds (CP-SAT works on integers); at least 1 per unit."""
     return [max(1, round(estimate.unit_latency_s(u, target, bytes_per_core) * 1e9)) for u in units]
+
+
+def cut_latencies_ns(units, target) -> list[int]:
+    """Per unit, what a wafer boundary after it adds to its stage for one decode step of the batch:
+    the off-wafer latency plus the activations live across the cut (``Unit.out_bytes``, every value
+    a later unit reads, not only the residual stream) over the off-wafer bandwidth; this is
+    wafercc.perf.model.boundary_seconds before the edge hops, which placement decides."""
+    io = target.io
+    return [round((float(io.off_wafer_latency) + u.out_bytes / float(io.off_wafer_bandwidth)) * 1e9)
+            for u in units]
