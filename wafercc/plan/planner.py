@@ -180,15 +180,9 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
                                graph, target, device, estimate, with_levers, tile_check)
         if why is None:
             break
-        if isinstance(why, TileShortfall) and p.pipeline_wafers > 1 and derate > MIN_DERATE:
+        if _derates(p, why, derate):
             last = (p, str(why).split(";")[0])
-            # the tiles need more cores than the bytes say (tile padding, lane slots, receive buffers):
-            # fill every wafer to at most the share of its bytes the short wafer's tiles would fit in
-            w = p.wafers[why.wafer]
-            derate = max(MIN_DERATE, min(derate, w.utilisation * why.avail / why.need) * (1 - 1e-3))
-            tight = (f"at full capacity wafer {why.wafer}'s tiles need {why.need} cores, {why.avail} available "
-                     f"(tile padding, lane slots, receive buffers): planned with each wafer's data at most "
-                     f"{derate:.1%} of its capacity")
+            derate, tight = _derate(p, why, derate)
             continue
         why = str(why).split(";")[0]                # the shortfall, not the tiler's advice
         if p.used + 1 > limit:
@@ -209,11 +203,36 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
     q = _plan(graph, target, options, device, estimate, with_levers, tile_check, 0, tuple(notes), p.required,
               derate=derate)
     why = None if q.infeasible else tile_check(q)
+    while why is not None and _derates(q, why, derate):   # exactly --wafers W: move units off the short wafer
+        derate, tight = _derate(q, why, derate)
+        r = _plan(graph, target, options, device, estimate, with_levers, tile_check, 0,
+                  tuple(n for n in notes if not n.startswith("at full capacity")) + (tight,), p.required,
+                  derate=derate)
+        if r.infeasible:
+            break
+        q, why = r, tile_check(r)
     if why is not None:
         why = str(why).split(";")[0]
         return _untileable(q, options, options.wafers, f"{q.used} wafer(s) hold the bytes but not the tiles: {why}",
                            graph, target, device, estimate, with_levers, tile_check)
     return q
+
+
+def _derates(p: "WaferPlan", why, derate: float) -> bool:
+    """Whether a tile shortfall is answered by re-planning with less on each wafer: over several
+    wafers (the partition can move units), not already at ``MIN_DERATE``."""
+    return isinstance(why, TileShortfall) and why.wafer < len(p.wafers) and p.pipeline_wafers > 1 \
+        and derate > MIN_DERATE
+
+
+def _derate(p: "WaferPlan", why: "TileShortfall", derate: float) -> tuple[float, str]:
+    """The tiles need more cores than the bytes say (tile padding, lane slots, receive buffers):
+    cap every wafer's data at the share of its capacity the short wafer's tiles would fit in."""
+    w = p.wafers[why.wafer]
+    new = max(MIN_DERATE, min(derate, w.utilisation * why.avail / why.need) * (1 - 1e-3))
+    return new, (f"at full capacity wafer {why.wafer}'s tiles need {why.need} cores, {why.avail} available "
+                 f"(tile padding, lane slots, receive buffers): planned with each wafer's data at most "
+                 f"{new:.1%} of its capacity")
 
 
 @dataclasses.dataclass(frozen=True)
