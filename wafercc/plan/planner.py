@@ -356,7 +356,9 @@ def _plan(graph: Graph, target, options: PlanOptions, device, estimate, with_lev
                      notes + tuple(_explain(mem, loads, lower, required, full, dedicated, tiled=floor > 0,
                                             gran=gran, tried=tuple(tried),
                                             largest=max(chosen[2], key=lambda u: u.total_bytes),
-                                            tile_bound=caps.lower_bound(mem.total_bytes))),
+                                            tile_bound=caps.lower_bound(mem.total_bytes),
+                                            largest_op=max(mem.ops, key=lambda o: (o.weight_bytes + o.kv_bytes
+                                                                                   + o.act_bytes)))),
                      pipe.stats + (kv.stats if kv else ()), estimate.name, partition=gran, tried=tuple(tried))
 
 
@@ -404,7 +406,7 @@ _GRAN_WORDS = {"layer": "whole layers", "block": "blocks (attention, MLP)",
 
 def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated: bool, tiled: bool = False,
              gran: str = "layer", tried: tuple[tuple[str, int], ...] = (), largest: Unit | None = None,
-             tile_bound: int = 0) -> list[str]:
+             tile_bound: int = 0, largest_op=None) -> list[str]:
     """Why ``required`` exceeds the capacity bound (unless the tiles did it: ``tiled``, their note says
     so), what the finer partition units bought, and why more than ``required`` are used."""
     out = []
@@ -424,9 +426,14 @@ def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated:
             if tile_bound > lower:
                 out.append(f"at the share of its capacity a wafer's tiles fit, the bytes need {tile_bound} "
                            f"wafer(s) however they are split; the rest is the units' contiguity")
-            if gran == "op":
-                out.append("the partition's finest units are single ops: fewer wafers need a matrix (or an MoE "
-                           "layer's experts) split across a wafer boundary, which wafercc does not do")
+            if "op" in dict(tried) and largest_op is not None:
+                same = [g for g, n in tried if n == required and g != gran]
+                out.append((f"finer units ({', '.join(_GRAN_WORDS[g] for g in same)}) need {required} too; " if same
+                            else "") +
+                           f"the finest units are single ops (largest: {largest_op.node}, {largest_op.op}, "
+                           f"{(largest_op.weight_bytes + largest_op.kv_bytes + largest_op.act_bytes) / 1e9:.2f} GB): "
+                           f"fewer wafers need a matrix or an MoE layer's experts split across a wafer boundary, "
+                           f"which wafercc does not do")
         if dedicated:
             out.append("KV caches on dedicated wafers are packed apart from the weights")
     coarser = [(g, n) for g, n in tried if g != gran and n > required]
