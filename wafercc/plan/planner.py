@@ -481,7 +481,7 @@ def _infeasible(graph, target, options, device, mem, lower, with_levers, estimat
     short = max(0, mem.total_bytes - sum(caps))
     reason = (f"{mem.total_bytes / 1e9:.2f} GB does not fit {limit} wafer(s) ({sum(caps) / 1e9:.2f} GB): "
               f"short by {short / 1e9:.2f} GB" if short else
-              f"{mem.total_bytes / 1e9:.2f} GB fits {limit} wafer(s) in total, but not as whole contiguous layers")
+              f"{mem.total_bytes / 1e9:.2f} GB fits {limit} wafer(s) in total, but not as whole contiguous units")
     levers = tuple(_levers(graph, target, options, device, mem, estimate, tile_check)) if with_levers else ()
     return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, mem, lower,
                      needed or 0, 0, 0, 0, (), (), (), estimate.name,
