@@ -15,7 +15,7 @@ import dataclasses
 from typing import Callable
 
 from ..ir import Graph
-from ..passes.partition import Assignment, SolveStats, partition, stage_latencies, stages
+from ..passes.partition import Assignment, SolveStats, min_wafers_dp, partition, stage_latencies, stages
 from .latency import LatencyEstimate, PackedComputeEstimate, cut_latencies_ns, latencies_ns
 from .memory import PARTITIONS, MemoryPlan, Unit, merge_units, plan_memory, units_at
 from .options import MAX_PLAN_WAFERS, PlanError, PlanOptions
@@ -358,8 +358,16 @@ def _plan(graph: Graph, target, options: PlanOptions, device, estimate, with_lev
                                             largest=max(chosen[2], key=lambda u: u.total_bytes),
                                             tile_bound=caps.lower_bound(mem.total_bytes),
                                             largest_op=max(mem.ops, key=lambda o: (o.weight_bytes + o.kv_bytes
-                                                                                   + o.act_bytes)))),
+                                                                                   + o.act_bytes)),
+                                            contiguous=_full_capacity_wafers(chosen[2], pipe_size, full, pipe)
+                                            if derate < 1 else None)),
                      pipe.stats + (kv.stats if kv else ()), estimate.name, partition=gran, tried=tuple(tried))
+
+
+def _full_capacity_wafers(atoms: list[Unit], size, full: "_Capacities", pipe: Assignment) -> int:
+    """The fewest wafers ``atoms`` need, whole and contiguous, at full capacity (the exact DP)."""
+    got = min_wafers_dp([size(u) for u in atoms], full.first(pipe.min_wafers + 1))
+    return got[-1] + 1 if got else pipe.min_wafers
 
 
 def _piece_stages(pieces: list[Unit], atoms: list[Unit], wafer_of_atom) -> list[range]:
@@ -406,34 +414,36 @@ _GRAN_WORDS = {"layer": "whole layers", "block": "blocks (attention, MLP)",
 
 def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated: bool, tiled: bool = False,
              gran: str = "layer", tried: tuple[tuple[str, int], ...] = (), largest: Unit | None = None,
-             tile_bound: int = 0, largest_op=None) -> list[str]:
-    """Why ``required`` exceeds the capacity bound (unless the tiles did it: ``tiled``, their note says
-    so), what the finer partition units bought, and why more than ``required`` are used."""
+             tile_bound: int = 0, largest_op=None, contiguous: int | None = None) -> list[str]:
+    """Why ``required`` exceeds the capacity bound (unless one more wafer for the tiles did it:
+    ``tiled``, their note says so): the units' contiguity (``contiguous``: the fewest wafers the
+    chosen units need at full capacity), the tiles' share of capacity (``tile_bound``: the fewest
+    the bytes need at that share however split), what finer units bought and what remains; and why
+    more than ``required`` are used."""
     out = []
+    contiguous = required if contiguous is None else contiguous
     if required > lower and not tiled:
         free = sum(w.sram_usable_bytes - w.sram_used_bytes for w in loads[:-1])
         biggest = largest or max(mem.units, key=lambda u: u.total_bytes)
-        head = (f"capacity bound {lower} wafer(s) ({mem.total_bytes / 1e9:.2f} GB over "
-                f"{caps.first(1)[0] / 1e9:.2f} GB per wafer)")
-        if tile_bound >= required:
-            out.append(f"{head}; {required} needed because the tiles fit only the share of a wafer's capacity found above "
-                       f"(tile padding, lane slots, receive buffers): at that share the bytes need {tile_bound} "
-                       f"wafer(s) however they are split")
-        else:
-            out.append(f"{head}; {required} needed because units are whole and contiguous: wafer boundaries "
-                       f"leave {free / 1e9:.2f} GB unused (largest unit: {biggest.name}, "
+        why = []
+        if contiguous > lower:
+            why.append(f"units are whole and contiguous: at full capacity they need {contiguous} wafer(s) "
+                       f"(here wafer boundaries leave {free / 1e9:.2f} GB unused; largest unit: {biggest.name}, "
                        f"{biggest.total_bytes / 1e9:.2f} GB)")
-            if tile_bound > lower:
-                out.append(f"at the share of its capacity a wafer's tiles fit, the bytes need {tile_bound} "
-                           f"wafer(s) however they are split; the rest is the units' contiguity")
-            if "op" in dict(tried) and largest_op is not None:
-                same = [g for g, n in tried if n == required and g != gran]
-                out.append((f"finer units ({', '.join(_GRAN_WORDS[g] for g in same)}) need {required} too; " if same
-                            else "") +
-                           f"the finest units are single ops (largest: {largest_op.node}, {largest_op.op}, "
-                           f"{(largest_op.weight_bytes + largest_op.kv_bytes + largest_op.act_bytes) / 1e9:.2f} GB): "
-                           f"fewer wafers need a matrix or an MoE layer's experts split across a wafer boundary, "
-                           f"which wafercc does not do")
+        if tile_bound > lower:
+            why.append(f"at the share of capacity the tiles fit (see above) the bytes need {tile_bound} wafer(s) "
+                       f"however they are split")
+        out.append(f"capacity bound {lower} wafer(s) ({mem.total_bytes / 1e9:.2f} GB over "
+                   f"{caps.first(1)[0] / 1e9:.2f} GB per wafer); {required} needed because " + "; and ".join(why))
+        if "op" in dict(tried) and largest_op is not None and contiguous > lower:
+            same = [g for g, n in tried if n == required and g != gran]
+            out.append((f"finer units ({', '.join(_GRAN_WORDS[g] for g in same)}) need {required} too; " if same
+                        else "") +
+                       f"the finest units are single ops (largest: {largest_op.node}, {largest_op.op}, "
+                       f"{(largest_op.weight_bytes + largest_op.kv_bytes + largest_op.act_bytes) / 1e9:.2f} GB): "
+                       f"fewer wafers need a matrix or an MoE layer's experts split across a wafer boundary, "
+                       f"which wafercc does not do" + (", and tiles closer to their bytes than that share"
+                                                       if tile_bound >= required else ""))
         if dedicated:
             out.append("KV caches on dedicated wafers are packed apart from the weights")
     coarser = [(g, n) for g, n in tried if g != gran and n > required]
