@@ -130,10 +130,12 @@ def _compile(out, *args):
 def split_dirs(tmp_path_factory):
     d = tmp_path_factory.mktemp("sublayer")
     return {"auto": _compile(d / "auto", "--target", small_target(d, 8)),
-            "op": _compile(d / "op", "--target", small_target(d, 10), "--partition", "op")}
+            "op": _compile(d / "op", "--target", small_target(d, 10), "--partition", "op"),
+            "kv": _compile(d / "kv", "--target", small_target(d, 10), "--partition", "op",
+                           "--kv-placement", "dedicated")}
 
 
-@pytest.mark.parametrize("kind", ["auto", "op"])
+@pytest.mark.parametrize("kind", ["auto", "op", "kv"])
 def test_cut_inside_a_layer_verifies_and_simulates(split_dirs, kind):
     from wafercc.perf.eventsim import compare_with_analytic
     from wafercc.sim.run import compare_with_onnxruntime
@@ -142,12 +144,12 @@ def test_cut_inside_a_layer_verifies_and_simulates(split_dirs, kind):
 
     out = split_dirs[kind]
     doc = json.load(open(os.path.join(out, "schedule.json")))
-    units = [u for w in doc["wafers"] for u in w["units"]]
+    units = [u for w in doc["wafers"] if w.get("role", "pipeline") == "pipeline" for u in w["units"]]
     assert any(" ops " in u for u in units) and units == doc["units"]
     residual = 64 * 4    # hidden 64 at f32
     sent = [e["bytes_per_token"] for w in doc["wafers"] for e in w["inter_wafer"] if e["src_wafer"] == w["index"]]
     assert sent and min(sent) >= residual
-    if kind == "op":     # a cut between projections of one input carries it and the residual too
+    if kind != "auto":   # a cut between projections of one input carries it and the residual too
         assert max(sent) > residual
     rep = verify_dir(out)
     assert not rep.violations, rep.violations[:3]

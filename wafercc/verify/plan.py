@@ -49,8 +49,17 @@ def check_plan(doc: dict, sink: Sink) -> None:
         for k in (k for k in range(len(wafers)) if roles[k] == role):
             layers, other, parts = held[k]
             for unit in [*sorted(layers), *other]:
-                if isinstance(unit, int) and unit in parts:
+                if isinstance(unit, int) and unit in parts and role == "pipeline":
                     _check_parts(unit, parts[unit], k, owner, split, role, sink)
+                    continue
+                if isinstance(unit, int) and unit in parts:     # a KV wafer: the caches of these parts
+                    for a, b in parts[unit]:
+                        key = (unit, a, b)
+                        if key in owner:
+                            sink.one("layer-duplicate", k, f"layer {unit} ops {a}-{b} is on wafer {owner[key]} "
+                                     f"and on wafer {k} (each part on exactly one {role} wafer)")
+                        owner.setdefault(key, k)
+                    owner.setdefault(("kv-layer", unit), k)
                     continue
                 if unit in owner or (isinstance(unit, int) and unit in split):
                     name = f"layer {unit}" if isinstance(unit, int) else f"unit '{unit}'"
@@ -66,7 +75,8 @@ def check_plan(doc: dict, sink: Sink) -> None:
                          f"last layer {last} (the {role} wafers run the layers in order)")
             if mine:
                 last, last_k = mine[-1], k
-        layers_of[role] = {u for u in owner if isinstance(u, int)} | set(split)
+        layers_of[role] = {u for u in owner if isinstance(u, int)} | set(split) | \
+            {u[1] for u in owner if isinstance(u, tuple) and u[0] == "kv-layer"}
     main = sorted(layers_of.get("pipeline", set()))
     if main:
         gaps = sorted(set(range(0, main[-1] + 1)) - set(main))
