@@ -79,7 +79,7 @@ class WaferPlan:
     latency_model: str
     infeasible: Infeasibility | None = None
     partition: str = "layer"      # the granularity of the units the partition cut (memory.PARTITIONS)
-    tried: tuple[tuple[str, int], ...] = ()   # (granularity, fewest wafers by bytes) of each one priced
+    tried: tuple[tuple[str, int], ...] = ()   # (granularity, fewest wafers at the planned capacity share) per one priced
 
 
 def receive_buffer_bytes(target) -> int:
