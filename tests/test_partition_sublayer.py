@@ -178,3 +178,25 @@ def test_verifier_refuses_parts_out_of_order(split_dirs, tmp_path):
         json.dump(doc, f)
     codes = {v.code for v in verify_dir(out).violations}
     assert codes & {"layer-order", "layer-missing", "layer-wrong-wafer"}, codes
+
+
+def test_tile_shortfall_derates_every_wafer(tmp_path):
+    from wafercc.plan.planner import TileShortfall
+
+    t = load_target(small_target(tmp_path, 9))       # two wafers at 88 % of their bytes
+    g, dev = _graph(), Device(t, "none", 0)
+    calls = []
+
+    def check(p):               # the first plan's wafer 0 is 5 % short of cores, the next one fits
+        calls.append(p)
+        if len(calls) == 1:
+            w = p.wafers[0]
+            return TileShortfall("wafer 0: short", 0, int(w.usable_cores * 1.05), w.usable_cores)
+        return None
+
+    p = plan_wafers(g, t, PlanOptions(context=128), dev, tile_check=check)
+    first = calls[0].wafers[0].utilisation
+    assert len(calls) == 2 and calls[0].used >= 2 and p.used >= calls[0].used
+    share = first / 1.05 * (1 - 1e-3)
+    assert share > 0.8 and all(w.utilisation <= share + 1e-9 for w in p.wafers)
+    assert any(f"at most {share:.1%}" in e for e in p.explanation)
