@@ -5,7 +5,12 @@ cross-checks it (tests compare them on random instances):
 
 * the fewest wafers whose capacities hold the units, contiguously and in order;
 * at a given wafer count (>= that minimum), the assignment that minimises the
-  slowest stage's latency, using each wafer.
+  slowest stage's latency, using each wafer.  A stage that ends before the last unit also
+  pays ``cuts[i]``, the cost of sending what is live after its last unit i to the next wafer
+  (the activations crossing a boundary inside a layer are more than the residual stream).
+
+CP-SAT's stage variable of each unit only ranges over the stages the exact fewest-wafer counts
+of its prefix and suffix allow (``_windows``), so fine units (ops) keep the model small.
 
 Wafer capacities may differ (defects).  Sizes are bytes, latencies integer
 nanoseconds.  CP-SAT runs with a fixed seed, worker count and deterministic
@@ -53,8 +58,11 @@ def stages(wafer_of_unit: Sequence[int]) -> list[range]:
     return out
 
 
-def stage_latencies(wafer_of_unit, latencies) -> list[int]:
-    return [sum(latencies[i] for i in r) for r in stages(wafer_of_unit)]
+def stage_latencies(wafer_of_unit, latencies, cuts: Sequence[int] | None = None) -> list[int]:
+    """Each stage's latency: its units' plus, but for the last stage, the cut after its last unit."""
+    rs = stages(wafer_of_unit)
+    return [sum(latencies[i] for i in r) + (cuts[r[-1]] if cuts and k < len(rs) - 1 else 0)
+            for k, r in enumerate(rs)]
 
 
 # -- exact dynamic programs ------------------------------------------------------------
@@ -93,9 +101,11 @@ def min_wafers_dp(sizes: Sequence[int], capacities: Sequence[int]) -> list[int] 
 
 
 def balance_dp(sizes: Sequence[int], latencies: Sequence[int], capacities: Sequence[int],
-               wafers: int) -> list[int] | None:
-    """Exactly ``wafers`` non-empty stages minimising the slowest stage; None if infeasible."""
+               wafers: int, cuts: Sequence[int] | None = None) -> list[int] | None:
+    """Exactly ``wafers`` non-empty stages minimising the slowest stage (with its outgoing cut);
+    None if infeasible."""
     n = len(sizes)
+    cut = list(cuts) if cuts else [0] * n
     if wafers > n or wafers > len(capacities):
         return None
     size_pre = list(itertools.accumulate(sizes, initial=0))
@@ -112,7 +122,7 @@ def balance_dp(sizes: Sequence[int], latencies: Sequence[int], capacities: Seque
                     break
                 if best[k - 1][i] == inf:
                     continue
-                v = max(best[k - 1][i], lat_pre[j] - lat_pre[i])
+                v = max(best[k - 1][i], lat_pre[j] - lat_pre[i] + (cut[j - 1] if j < n else 0))
                 if v < best[k][j]:
                     best[k][j], arg[k][j] = v, i
     if best[wafers][n] == inf:
@@ -129,14 +139,45 @@ def balance_dp(sizes: Sequence[int], latencies: Sequence[int], capacities: Seque
 
 # -- CP-SAT -----------------------------------------------------------------------------------
 
-def _model(n: int, k_max: int):
+def _greedy_counts(sizes: Sequence[int], capacities: Sequence[int]) -> list[int]:
+    """counts[i]: the fewest of ``capacities`` (in order) holding units 0..i contiguously (greedy
+    filling is exact for contiguous units and ordered wafers); len(capacities) + 1 if they do not."""
+    out, k, used = [], 0, 0
+    for s in sizes:
+        while k < len(capacities) and used + s > capacities[k]:
+            k, used = k + 1, 0
+        if k == len(capacities):
+            out.append(len(capacities) + 1)
+            continue
+        used += s
+        out.append(k + 1)
+    return out
+
+
+def _windows(sizes: Sequence[int], capacities: Sequence[int], k_max: int, all_used: bool) -> list[range]:
+    """The stages unit i can take on wafers 0..k_max-1: units 0..i need ``pre[i]`` wafers, and
+    (``all_used``: every wafer holds units) units i..n-1 on the last wafers need ``suf[i]``; a unit
+    is at most one stage past the one before it."""
+    n = len(sizes)
+    caps = list(capacities[:k_max])
+    pre = _greedy_counts(sizes, caps)
+    suf = _greedy_counts(list(sizes)[::-1], caps[::-1])[::-1] if all_used else [1] * n
+    out = []
+    for i in range(n):
+        lo = max(0, pre[i] - 1)
+        out.append(range(lo, max(lo, min(i, k_max - suf[i]) + 1)))
+    return out
+
+
+def _model(n: int, k_max: int, windows: list[range] | None = None):
     m = cp_model.CpModel()
+    windows = windows or [range(k_max)] * n
     stage = [m.NewIntVar(0, k_max - 1, f"stage{i}") for i in range(n)]
-    on = [[m.NewBoolVar(f"on{i}_{k}") for k in range(k_max)] for i in range(n)]
+    on = [{k: m.NewBoolVar(f"on{i}_{k}") for k in windows[i]} for i in range(n)]
     m.Add(stage[0] == 0)
     for i in range(n):
-        m.AddExactlyOne(on[i])
-        m.Add(stage[i] == sum(k * on[i][k] for k in range(k_max)))
+        m.AddExactlyOne(on[i].values())
+        m.Add(stage[i] == sum(k * v for k, v in on[i].items()))
     for i in range(n - 1):  # contiguous, in pipeline order, no wafer skipped
         d = stage[i + 1] - stage[i]
         m.Add(d >= 0)
@@ -153,11 +194,14 @@ def _solve(m, solver_opts: SolverOptions, hint_vars, hint_vals):
     return s, s.StatusName(status), time.perf_counter() - t0
 
 
-def min_wafers_cpsat(sizes, capacities, solver_opts: SolverOptions, hint: Sequence[int] | None = None):
+def min_wafers_cpsat(sizes, capacities, solver_opts: SolverOptions, hint: Sequence[int] | None = None,
+                     all_used: bool = False):
+    """``all_used``: the caller knows no fewer wafers hold the units (the DP's count), so every
+    solution uses them all and the suffix windows apply."""
     n, k_max = len(sizes), len(capacities)
-    m, stage, on = _model(n, k_max)
+    m, stage, on = _model(n, k_max, _windows(sizes, capacities, k_max, all_used))
     for k in range(k_max):
-        m.Add(sum(sizes[i] * on[i][k] for i in range(n)) <= capacities[k])
+        m.Add(sum(sizes[i] * on[i][k] for i in range(n) if k in on[i]) <= capacities[k])
     m.Minimize(stage[n - 1])
     s, status, secs = _solve(m, solver_opts, stage if hint else [], hint or [])
     if status not in ("OPTIMAL", "FEASIBLE"):
@@ -167,14 +211,22 @@ def min_wafers_cpsat(sizes, capacities, solver_opts: SolverOptions, hint: Sequen
 
 
 def balance_cpsat(sizes, latencies, capacities, wafers: int, solver_opts: SolverOptions,
-                  hint: Sequence[int] | None = None):
+                  hint: Sequence[int] | None = None, cuts: Sequence[int] | None = None):
     n = len(sizes)
-    m, stage, on = _model(n, wafers)
+    win = [range(max(w.start, wafers - (n - i)), w.stop) for i, w in enumerate(_windows(sizes, capacities, wafers, True))]
+    m, stage, on = _model(n, wafers, win)
     m.Add(stage[n - 1] == wafers - 1)
-    bound = m.NewIntVar(0, sum(latencies), "slowest")
+    bound = m.NewIntVar(0, sum(latencies) + sum(cuts or [0]), "slowest")
+    ends: dict[int, list] = {}
+    for i in range(n - 1):      # stage k ends at unit i: on[i][k] and on[i+1][k+1]; it pays cuts[i]
+        for k in on[i]:
+            if cuts and cuts[i] and k + 1 in on[i + 1]:
+                e = m.NewBoolVar(f"end{i}_{k}")
+                m.Add(e >= on[i][k] + on[i + 1][k + 1] - 1)
+                ends.setdefault(k, []).append(cuts[i] * e)
     for k in range(wafers):
-        m.Add(sum(sizes[i] * on[i][k] for i in range(n)) <= capacities[k])
-        m.Add(sum(latencies[i] * on[i][k] for i in range(n)) <= bound)
+        m.Add(sum(sizes[i] * on[i][k] for i in range(n) if k in on[i]) <= capacities[k])
+        m.Add(sum(latencies[i] * on[i][k] for i in range(n) if k in on[i]) + sum(ends.get(k, [])) <= bound)
     m.Minimize(bound)
     s, status, secs = _solve(m, solver_opts, stage if hint else [], hint or [])
     if status not in ("OPTIMAL", "FEASIBLE"):
@@ -184,29 +236,32 @@ def balance_cpsat(sizes, latencies, capacities, wafers: int, solver_opts: Solver
 
 
 def partition(sizes: Sequence[int], latencies: Sequence[int], capacities: Sequence[int],
-              solver_opts: SolverOptions, wafers: int | None = None) -> Assignment | None:
-    """Fewest wafers (or exactly ``wafers`` if given and feasible), slowest stage balanced.
-    Returns None when no contiguous assignment fits ``capacities``."""
+              solver_opts: SolverOptions, wafers: int | None = None,
+              cuts: Sequence[int] | None = None) -> Assignment | None:
+    """Fewest wafers (or exactly ``wafers`` if given and feasible), slowest stage balanced
+    (``cuts[i]``: what a boundary after unit i adds to its stage).  Returns None when no contiguous
+    assignment fits ``capacities``."""
     t0 = time.perf_counter()
     dp_min = min_wafers_dp(sizes, capacities)
     if dp_min is None:
         return None
     stats = [SolveStats("dp", "OPTIMAL", dp_min[-1] + 1, dp_min[-1] + 1, time.perf_counter() - t0)]
-    cp_min, st = min_wafers_cpsat(sizes, capacities[:dp_min[-1] + 1], solver_opts, dp_min)
+    cp_min, st = min_wafers_cpsat(sizes, capacities[:dp_min[-1] + 1], solver_opts, dp_min, all_used=True)
     stats.append(st)
     w_min = dp_min[-1] + 1
     if cp_min is not None and cp_min[-1] + 1 < w_min:  # the DP is exact: this would be a bug
         raise AssertionError(f"CP-SAT found {cp_min[-1] + 1} wafers, the exact DP {w_min}")
     w = max(w_min, wafers or w_min)
     t1 = time.perf_counter()
-    dp_bal = balance_dp(sizes, latencies, capacities, w)
+    dp_bal = balance_dp(sizes, latencies, capacities, w, cuts)
     if dp_bal is None:
         return None
-    stats.append(SolveStats("dp", "OPTIMAL", max(stage_latencies(dp_bal, latencies)), None,
+    stats.append(SolveStats("dp", "OPTIMAL", max(stage_latencies(dp_bal, latencies, cuts)), None,
                             time.perf_counter() - t1))
-    cp_bal, st = balance_cpsat(sizes, latencies, capacities[:w], w, solver_opts, dp_bal)
+    cp_bal, st = balance_cpsat(sizes, latencies, capacities[:w], w, solver_opts, dp_bal, cuts)
     stats.append(st)
     chosen = dp_bal
-    if cp_bal is not None and max(stage_latencies(cp_bal, latencies)) <= max(stage_latencies(dp_bal, latencies)):
+    if cp_bal is not None and max(stage_latencies(cp_bal, latencies, cuts)) <= \
+            max(stage_latencies(dp_bal, latencies, cuts)):
         chosen = cp_bal
-    return Assignment(tuple(chosen), w, w_min, max(stage_latencies(chosen, latencies)), tuple(stats))
+    return Assignment(tuple(chosen), w, w_min, max(stage_latencies(chosen, latencies, cuts)), tuple(stats))

@@ -258,7 +258,8 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         e = TileError(f"wafer {load.index}: its tiles need at least {fewest} cores, {avail} available "
                       f"({load.usable_cores} usable x fill {options.fill}): short by {fewest - avail} cores; "
                       f"raise the fill or plan more wafers (--wafers)")
-        e.short_cores = fewest - avail      # the planner re-plans with one more wafer (wafercc.plan.planner)
+        e.short_cores = fewest - avail      # the planner re-plans with less on this wafer (wafercc.plan.planner)
+        e.wafer, e.need_cores, e.avail_cores = load.index, fewest, avail
         raise e
     pick = dict(zip(ukeys, picks))
     grids: dict[str, list[Grid]] = {n: [] for n in rec}

@@ -137,3 +137,17 @@ def test_layout_must_be_known():
         PlanOptions(layout="diagonal")
     with pytest.raises(PlanError, match="lane width"):
         PlanOptions(lane=0)
+
+
+def test_405b_cuts_inside_layers_to_save_wafers(reference_graph):
+    # 6.41 GB layers leave 5.5 GB idle per 37.57 GB wafer: whole layers need 26 wafers, blocks
+    # (attention 1.2 GB, MLP 5.2 GB) 23 by bytes; the capacity bound is 22 (docs/planning.md)
+    g = reference_graph("llama-3.1-405b")
+    p = _plan(g)
+    assert (p.lower_bound, p.required, p.partition) == (22, 23, "block")
+    assert dict(p.tried)["layer"] == 26
+    assert _plan(g, partition="layer").required == 26
+    split = [w for w in p.wafers if any(" ops " in u for u in w.units)]
+    assert split and all(a.layers[1] == b.layers[0] for a, b in zip(p.wafers, p.wafers[1:])
+                         if any(u.startswith(f"layer {a.layers[1]} ops") for u in b.units))
+    assert any("whole layers need 26" in e for e in p.explanation)

@@ -276,7 +276,8 @@ def _tile_check(c: Compilation):
         except PlacementError as e:
             if getattr(e, "short_cores", None) is None:
                 raise                                   # not a matter of cores: more wafers would not help
-            return " ".join(str(e).split("\n")[0].split())
+            from .plan.planner import tile_shortfall
+            return tile_shortfall(e)
         c._checked_tiles = (plan, tprog)
         return None
     return check

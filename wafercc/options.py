@@ -23,7 +23,7 @@ from .ir import DType
 from .passes.place_route import PlaceOptions
 from .perf.evaluate import Speculative
 from .perf.report import PerfOptions
-from .plan.options import KV_PLACEMENTS, PlanOptions, SolverOptions
+from .plan.options import KV_PLACEMENTS, PARTITIONS, PlanOptions, SolverOptions
 from .target.geometry import LAYOUTS, REDUCTIONS
 
 
@@ -187,6 +187,8 @@ KNOBS: tuple[Knob, ...] = (
          bounds=(1, L.MAX_BATCH), unit="sequences", limit="MAX_BATCH"),
     Knob("kv_placement", "plan", "kv_placement", "KV cache beside each layer's weights, or on dedicated "
          "KV wafers", choices=KV_PLACEMENTS),
+    Knob("partition", "plan", "partition", "the partition's units: whole layers, blocks (attention, MLP) or "
+         "ops (default: the coarsest that needs the fewest wafers)", choices=PARTITIONS),
     Knob("max_wafers", "plan", "max_wafers", "fail with levers if more wafers are needed", _int,
          bounds=(1, L.MAX_WAFERS), unit="wafers", limit="MAX_WAFERS"),
     Knob("wafers", "plan", "wafers", "spread over this many wafers (>= the minimum)", _int,

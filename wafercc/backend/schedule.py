@@ -15,6 +15,7 @@ from ..perf.evaluate import DEFAULT_PROMPT_TOKENS, Boundary, Program, timeline
 from ..perf.model import CostParams, Machine
 from ..perf.paths import grid_paths, op_edges
 from ..perf.records import op_records
+from ..plan.planner import cut_bytes
 from .npz import write_npz
 
 SCHEMA = "wafercc.schedule/2"
@@ -38,7 +39,7 @@ class ScheduleWriter:
         os.makedirs(self.stage, exist_ok=True)
         self.colors = list(device.free_colors)
         self.defects, self.wafers_json, self.qor, self.names = {}, [], [], []
-        self.prev_last_op = None
+        self.prev_out = 0          # bytes per token the previous wafer with ops sends on
 
     def add(self, pw) -> None:
         k = pw.index
@@ -56,20 +57,21 @@ class ScheduleWriter:
             prev = self.boundaries[-1]
             self.boundaries[-1] = (prev[0], prev[1], prev[2] + max((v for o, v in edges.items() if o >= 0),
                                                                    default=0))
+        out_per_token = cut_bytes(load, int(pw.ops[-1].act_bytes) if pw.ops else 0) // self.plan.options.batch
         if k < len(self.plan.wafers) - 1:
-            per_token = (int(pw.ops[-1].act_bytes) if pw.ops else 0) // self.plan.options.batch
-            self.boundaries.append((k, per_token, edges.get(-1, 0)))
+            self.boundaries.append((k, out_per_token, edges.get(-1, 0)))
         ops_json = [dict(rec, region=pw.floorplan.regions(i)) for i, rec in enumerate(recs)]
         n = len(self.plan.wafers)
         inter = []
         for ri in np.flatnonzero(pw.transfers.kind == 3):   # edge I/O routes to the neighbouring wafers
             incoming = pw.transfers.src[ri] < 0
-            boundary = self.prev_last_op if incoming else pw.ops[-1]
+            # every activation live across the cut travels on the one route (a cut inside a layer
+            # may carry several: the residual stream and, e.g., a normed input two ops share)
             inter.append({"src_wafer": k - 1 if incoming else k, "dst_wafer": k if incoming else k + 1,
-                          "bytes_per_token": int(boundary.act_bytes) // self.plan.options.batch,
+                          "bytes_per_token": self.prev_out if incoming else out_per_token,
                           "route": int(ri)})
         assert all(0 <= e["src_wafer"] < n and 0 <= e["dst_wafer"] < n for e in inter)
-        self.prev_last_op = pw.ops[-1] if pw.ops else self.prev_last_op
+        self.prev_out = out_per_token if pw.ops else self.prev_out
         self.wafers_json.append({"index": k, "layers": list(load.layers) if load.layers else None,
                                  "units": list(load.units), "role": load.role, "ops": ops_json,
                                  "inter_wafer": inter})

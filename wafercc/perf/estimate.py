@@ -23,7 +23,7 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
     """(wafer plan, timing-model Program) of ``graph`` planned with ``options`` and tiled for the lane
     floorplan, paths from its geometry."""
     from ..passes.tile import TileOptions, tile_plan
-    from ..plan.planner import plan_wafers
+    from ..plan.planner import cut_bytes, plan_wafers, tile_shortfall
 
     lane = device.lane_width("lanes")
     tiled = []
@@ -38,7 +38,7 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
         except PlacementError as e:
             if getattr(e, "short_cores", None) is None:
                 raise
-            return str(e)
+            return tile_shortfall(e)
         return None
 
     plan = plan or plan_wafers(graph, target, options, device, with_levers=False, tile_check=check)
@@ -51,7 +51,8 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
         ops = [tp.ops[i] for i in wt.ops]
         wafers.append(tuple(op_records(ops, graph, flops, None, _act_hops(ops, lane), lane, options.reduction)))
         if k < len(tp.wafers) - 1:
-            bounds.append(Boundary(k, (ops[-1].act_bytes if ops else 0) // plan.options.batch, 0))
+            bounds.append(Boundary(k, cut_bytes(plan.wafers[k], ops[-1].act_bytes if ops else 0)
+                                   // plan.options.batch, 0))
     mem = plan.memory
     act = DType(mem.options.act_dtype or mem.weight_dtype)
     return plan, Program(tuple(wafers), tuple(bounds), act.bits / 8, plan.options.context, plan.options.batch)

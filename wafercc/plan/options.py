@@ -11,6 +11,7 @@ from ..limits import MAX_WAFERS
 from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_REDUCTION, LAYOUTS, REDUCTIONS
 
 KV_PLACEMENTS = ("beside", "dedicated")
+PARTITIONS = ("layer", "block", "op")   # the partition's unit granularities, coarsest first
 # the most wafers a plan may use: the planner builds one defect map per wafer it considers, so
 # this bounds its memory and time; the same bound as --wafers / --max-wafers (wafercc/limits.py)
 MAX_PLAN_WAFERS = MAX_WAFERS
@@ -36,6 +37,9 @@ class PlanOptions:
     layout: str = DEFAULT_LAYOUT
     lane: int | None = None                # lane width; None: the floorplan's choice for the mesh
     reduction: str = DEFAULT_REDUCTION     # the tile plan's reduction shape (the estimate times it)
+    # the partition's units: whole layers, blocks or ops (plan/memory.py PARTITIONS); None: the
+    # coarsest of them that needs the fewest wafers
+    partition: str | None = None
 
     def __post_init__(self):
         if self.context < 1:
@@ -51,6 +55,8 @@ class PlanOptions:
             raise PlanError(f"layout '{self.layout}': expected one of {', '.join(LAYOUTS)}")
         if self.reduction not in REDUCTIONS:
             raise PlanError(f"reduction '{self.reduction}': expected one of {', '.join(REDUCTIONS)}")
+        if self.partition is not None and self.partition not in PARTITIONS:
+            raise PlanError(f"partition '{self.partition}': expected one of {', '.join(PARTITIONS)}")
         if self.lane is not None and self.lane < 1:
             raise PlanError(f"lane width {self.lane}: expected at least 1 column")
         if self.wafers and self.max_wafers and self.wafers > self.max_wafers:

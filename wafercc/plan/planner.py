@@ -15,9 +15,9 @@ import dataclasses
 from typing import Callable
 
 from ..ir import Graph
-from ..passes.partition import Assignment, SolveStats, partition, stage_latencies, stages
-from .latency import LatencyEstimate, PackedComputeEstimate, latencies_ns
-from .memory import MemoryPlan, Unit, plan_memory
+from ..passes.partition import Assignment, SolveStats, min_wafers_dp, partition, stage_latencies, stages
+from .latency import LatencyEstimate, PackedComputeEstimate, cut_latencies_ns, latencies_ns
+from .memory import PARTITIONS, MemoryPlan, Unit, merge_units, plan_memory, units_at
 from .options import MAX_PLAN_WAFERS, PlanError, PlanOptions
 
 
@@ -37,6 +37,7 @@ class WaferLoad:
     usable_cores: int             # cores the tiler can fill (reachable, in whole lanes)
     dead_cores: int
     stage_latency_s: float
+    out_bytes: int = 0            # activations live across the boundary after this wafer (whole batch)
 
     @property
     def utilisation(self) -> float:
@@ -77,6 +78,8 @@ class WaferPlan:
     solver: tuple[SolveStats, ...]
     latency_model: str
     infeasible: Infeasibility | None = None
+    partition: str = "layer"      # the granularity of the units the partition cut (memory.PARTITIONS)
+    tried: tuple[tuple[str, int], ...] = ()   # (granularity, fewest wafers at the planned capacity share) per one priced
 
 
 def receive_buffer_bytes(target) -> int:
@@ -104,14 +107,16 @@ class _Capacities:
     """Per-wafer capacities from the device model, generated as far as needed and never past
     ``limit`` wafers (each is a defect map of the whole wafer)."""
 
-    def __init__(self, device, overhead: int, options: PlanOptions, limit: int = MAX_PLAN_WAFERS):
+    def __init__(self, device, overhead: int, options: PlanOptions, limit: int = MAX_PLAN_WAFERS, derate: float = 1.0):
         self.device, self.overhead, self.options, self.caps, self.limit = device, overhead, options, [], limit
+        self.derate = derate
 
     def first(self, n: int) -> list[int]:
         n = min(n, self.limit)
         while len(self.caps) < n:
             k = len(self.caps)
             cap = wafer_bytes(self.device.wafer(k), self.overhead, self.options)
+            cap = int(cap * self.derate) if self.derate < 1 else cap
             if cap <= 0:
                 raise PlanError(f"wafer {k} of {self.device.target.name} has no usable core under defects "
                                 f"'{self.device.spec.text}' (seed {self.device.seed}): nothing can be placed")
@@ -130,7 +135,7 @@ class _Capacities:
 
 
 def _fit(sizes, lat, caps: _Capacities, start: int, opts: PlanOptions, wafers: int | None,
-         limit: int | None) -> Assignment | None:
+         limit: int | None, cuts=None) -> Assignment | None:
     """Partition onto wafers start, start+1, ...; grows the wafer list as needed."""
     if not sizes:
         return Assignment((), 0, 0, 0, ())
@@ -141,13 +146,13 @@ def _fit(sizes, lat, caps: _Capacities, start: int, opts: PlanOptions, wafers: i
         cap = caps.first(start + n)[start:]
         if not cap or max(sizes) > max(cap):
             return None  # a unit larger than any wafer: no contiguous plan
-        a = partition(sizes, lat, cap, opts.solver, wafers)
+        a = partition(sizes, lat, cap, opts.solver, wafers, cuts)
         if a is not None or n >= limit or n >= 4 * len(sizes) + 4:
             return a
         n *= 2
 
 
-TileCheck = Callable[["WaferPlan"], "str | None"]
+TileCheck = Callable[["WaferPlan"], "TileShortfall | str | None"]
 
 
 def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
@@ -155,39 +160,104 @@ def plan_wafers(graph: Graph, target, options: PlanOptions, device, *,
                 tile_check: TileCheck | None = None) -> WaferPlan:
     """The plan of fewest wafers (or exactly ``options.wafers``).  With ``tile_check`` (a plan ->
     None when its tiles fit every wafer's floorplan slots, else why not: the tiler's own count, see
-    wafercc.driver) a plan that holds the bytes but not the tiles is re-planned with one more
-    wafer, and ``required`` and the explanation say so: no plan claims a count the tiler disproved."""
+    wafercc.driver) a plan that holds the bytes but not the tiles is re-planned: over several wafers
+    with every wafer's data capped at the share of its capacity the short wafer's tiles would fit
+    (so the partition moves units off it), on one wafer (or past ``MIN_DERATE``) with one more
+    wafer; ``required`` and the explanation say so: no plan claims a count the tiler disproved."""
     estimate = estimate or PackedComputeEstimate()
     if tile_check is None:
         return _plan(graph, target, options, device, estimate, with_levers, None)
     limit = min(n for n in (options.max_wafers, options.wafers, MAX_PLAN_WAFERS) if n)
     relaxed = options.replace(wafers=None)
-    floor, notes = 0, []
+    floor, notes, derate, tight, last = 0, [], 1.0, None, None
     while True:                                      # the fewest wafers whose tiles fit
-        p = _plan(graph, target, relaxed, device, estimate, with_levers, tile_check, floor, tuple(notes))
+        p = _plan(graph, target, relaxed, device, estimate, with_levers, tile_check, floor,
+                  tuple(notes) + ((tight,) if tight else ()), derate=derate)
         why = None if p.infeasible else tile_check(p)
+        if p.infeasible and derate < 1:              # derated past the limit: the tiles, not the bytes
+            q, qwhy = last
+            return _untileable(q, options, limit, f"{q.used} wafer(s) hold the bytes but not the tiles: {qwhy}",
+                               graph, target, device, estimate, with_levers, tile_check)
         if why is None:
             break
-        why = why.split(";")[0]                     # the shortfall, not the tiler's advice
+        if _derates(p, why, derate):
+            last = (p, str(why).split(";")[0])
+            derate, tight = _derate(p, why, derate)
+            continue
+        why = str(why).split(";")[0]                # the shortfall, not the tiler's advice
         if p.used + 1 > limit:
             return _untileable(p, options, limit, f"{p.used} wafer(s) hold the bytes but not the tiles: {why}",
                                graph, target, device, estimate, with_levers, tile_check)
         notes.append(f"{p.used} wafer(s) hold the bytes ({p.wafers[-1].utilisation:.1%} of the last) but not the "
                      f"tiles (tile padding, lane slots, receive buffers): {why}; planned {p.used + 1}")
         floor = p.used + 1
+    notes = notes + ([tight] if tight else [])
     if p.infeasible:                                 # by bytes; exactly --wafers W says so with W as the limit
-        return _plan(graph, target, options, device, estimate, with_levers, tile_check) if options.wafers else p
+        return _plan(graph, target, options, device, estimate, with_levers, tile_check, derate=derate) \
+            if options.wafers else p
     if not options.wafers:
         return p
     if options.wafers < p.required:
         return _untileable(p, options, options.wafers, f"--wafers {options.wafers} is fewer than the "
                            f"{p.required} the tiles need", graph, target, device, estimate, with_levers, tile_check)
-    q = _plan(graph, target, options, device, estimate, with_levers, tile_check, 0, tuple(notes), p.required)
+    q = _plan(graph, target, options, device, estimate, with_levers, tile_check, 0, tuple(notes), p.required,
+              derate=derate)
     why = None if q.infeasible else tile_check(q)
+    while why is not None and _derates(q, why, derate):   # exactly --wafers W: move units off the short wafer
+        derate, tight = _derate(q, why, derate)
+        r = _plan(graph, target, options, device, estimate, with_levers, tile_check, 0,
+                  tuple(n for n in notes if not n.startswith("at full capacity")) + (tight,), p.required,
+                  derate=derate)
+        if r.infeasible:
+            break
+        q, why = r, tile_check(r)
     if why is not None:
+        why = str(why).split(";")[0]
         return _untileable(q, options, options.wafers, f"{q.used} wafer(s) hold the bytes but not the tiles: {why}",
                            graph, target, device, estimate, with_levers, tile_check)
     return q
+
+
+def _derates(p: "WaferPlan", why, derate: float) -> bool:
+    """Whether a tile shortfall is answered by re-planning with less on each wafer: over several
+    wafers (the partition can move units), not already at ``MIN_DERATE``."""
+    return isinstance(why, TileShortfall) and why.wafer < len(p.wafers) and p.pipeline_wafers > 1 \
+        and derate > MIN_DERATE
+
+
+def _derate(p: "WaferPlan", why: "TileShortfall", derate: float) -> tuple[float, str]:
+    """The tiles need more cores than the bytes say (tile padding, lane slots, receive buffers):
+    cap every wafer's data at the share of its capacity the short wafer's tiles would fit in."""
+    w = p.wafers[why.wafer]
+    new = max(MIN_DERATE, min(derate, w.utilisation * why.avail / why.need) * (1 - 1e-3))
+    return new, (f"at full capacity wafer {why.wafer}'s tiles need {why.need} cores, {why.avail} available "
+                 f"(tile padding, lane slots, receive buffers): planned with each wafer's data at most "
+                 f"{new:.1%} of its capacity")
+
+
+@dataclasses.dataclass(frozen=True)
+class TileShortfall:
+    """A tile check's answer when a wafer's tiles need more cores than it has."""
+    text: str
+    wafer: int
+    need: int
+    avail: int
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# the planner never fills wafers below this share of their bytes to make the tiles fit; below it
+# one more wafer is planned instead (each re-plan derates further, so this bounds the loop)
+MIN_DERATE = 0.8
+
+
+def tile_shortfall(e) -> "TileShortfall | str":
+    """A tiler's short-of-cores error as a tile check's answer (its one-line text and numbers)."""
+    text = " ".join(str(e).split("\n")[0].split())
+    if all(getattr(e, a, None) is not None for a in ("wafer", "need_cores", "avail_cores")) and e.need_cores > 0:
+        return TileShortfall(text, int(e.wafer), int(e.need_cores), int(e.avail_cores))
+    return text
 
 
 def _untileable(p: "WaferPlan", options, limit: int, reason: str, graph, target, device, estimate, with_levers,
@@ -204,35 +274,64 @@ def _untileable(p: "WaferPlan", options, limit: int, reason: str, graph, target,
 
 
 def _plan(graph: Graph, target, options: PlanOptions, device, estimate, with_levers: bool, tile_check,
-          floor: int = 0, notes: tuple[str, ...] = (), required: int | None = None) -> WaferPlan:
+          floor: int = 0, notes: tuple[str, ...] = (), required: int | None = None,
+          derate: float = 1.0) -> WaferPlan:
     """One partition: at least ``floor`` pipeline wafers (the tiles disproved fewer, ``notes`` say
-    why); ``required`` overrides the byte count's minimum (the tile-verified one)."""
+    why), each wafer's data at most ``derate`` of its capacity (the tiles need the rest);
+    ``required`` overrides the byte count's minimum (the tile-verified one)."""
     for n in (options.wafers, options.max_wafers):
         if n and n > MAX_PLAN_WAFERS:
             raise PlanError(f"wafer count {n}: the planner plans at most {MAX_PLAN_WAFERS} wafers")
     mem = plan_memory(graph, options)
     overhead = receive_buffer_bytes(target)
     dedicated = options.kv_placement == "dedicated"
-    units = list(mem.units)
-    pipe_sizes = [u.weight_bytes + u.act_bytes + (0 if dedicated else u.kv_bytes) for u in units]
+    grans = (options.partition,) if options.partition else PARTITIONS
+    whole = {u.name: len(u.nodes) for u in mem.units}
+
+    def pipe_size(u: Unit) -> int:
+        return u.weight_bytes + u.act_bytes + (0 if dedicated else u.kv_bytes)
+
     # --wafers N asks for exactly N: fewer than the model needs is as infeasible as --max-wafers N
     limit = min(n for n in (options.max_wafers, options.wafers) if n) if (options.max_wafers or options.wafers) \
         else None
     # the bound first, by arithmetic: no defect map is built for a plan that cannot fit
     best = best_wafer_bytes(device, overhead, options)
-    big = max(units, key=lambda u: u.total_bytes)
-    if max(pipe_sizes + [u.kv_bytes for u in units if dedicated]) > best:
+    finest = units_at(mem, grans[-1])
+    big = max(finest, key=lambda u: u.total_bytes)
+    atoms_word = {"layer": "layers", "block": "blocks", "op": "ops"}[grans[-1]]
+    if max([pipe_size(u) for u in finest] + [u.kv_bytes for u in finest if dedicated]) > best:
         return _beyond(graph, target, options, device, mem, best, limit, with_levers, estimate, tile_check,
                        f"{big.name} of {graph.name} needs {big.total_bytes / 1e9:,.2f} GB, more than one "
-                       f"{target.name} wafer holds ({best / 1e9:.2f} GB without defects); layers are not split "
-                       f"across wafers")
+                       f"{target.name} wafer holds ({best / 1e9:.2f} GB without defects); {atoms_word} are not "
+                       f"split across wafers")
     if -(-mem.total_bytes // best) > (limit or MAX_PLAN_WAFERS):
         return _beyond(graph, target, options, device, mem, best, limit, with_levers, estimate, tile_check)
-    caps = _Capacities(device, overhead, options)
+    full = _Capacities(device, overhead, options)
+    caps = _Capacities(device, overhead, options, derate=derate) if derate < 1 else full
     bpc = device.wafer(0).bytes_per_core(overhead)
-    lat = latencies_ns(units, estimate, target, bpc)
-    lower = caps.lower_bound(mem.total_bytes)
-    pipe = _fit(pipe_sizes, lat, caps, 0, options, max(options.wafers or 0, floor) or None, limit)
+    lower = full.lower_bound(mem.total_bytes)
+    pipe_lower = caps.lower_bound(sum(pipe_size(u) for u in mem.units))
+    want = max(options.wafers or 0, floor) or None
+    chosen, tried = None, []
+    for g in grans:   # the coarsest granularity that reaches the fewest wafers (finer ones cost boundaries)
+        atoms = units_at(mem, g)
+        sizes = [pipe_size(u) for u in atoms]
+        if max(sizes) > best:
+            continue
+        lat, cuts = latencies_ns(atoms, estimate, target, bpc), cut_latencies_ns(atoms, target)
+        a = _fit(sizes, lat, caps, 0, options, want, limit, cuts)
+        if a is None:
+            continue
+        tried.append((g, a.min_wafers))
+        if chosen is None or (a.wafers, a.min_wafers) < (chosen[1].wafers, chosen[1].min_wafers):
+            chosen = (g, a, atoms, stage_latencies(a.wafer_of_unit, lat, cuts))
+        if a.wafers <= max(pipe_lower, want or 0):
+            break
+    pipe = chosen[1] if chosen else None
+    units: list[Unit] = list(mem.units)
+    if chosen is not None:
+        units = merge_units(chosen[2], pipe.wafer_of_unit, whole)
+        mem = dataclasses.replace(mem, units=tuple(units))
     kv_units = [u for u in units if u.kv_bytes] if dedicated else []
     kv = None
     if pipe is not None and kv_units:
@@ -242,29 +341,56 @@ def _plan(graph: Graph, target, options: PlanOptions, device, estimate, with_lev
     ok = pipe is not None and (kv is not None or not kv_units)
     if not ok:
         held = max(caps.first(lower))
-        if max(pipe_sizes) > held:
+        if max(pipe_size(u) for u in finest) > held:
             return _beyond(graph, target, options, device, mem, best, limit, with_levers, estimate, tile_check,
                            f"{big.name} of {graph.name} needs {big.total_bytes / 1e9:,.2f} GB, more than any of the "
                            f"first {min(lower, caps.limit)} {target.name} wafer(s) holds ({held / 1e9:.2f} GB); "
-                           f"layers are not split across wafers")
+                           f"{atoms_word} are not split across wafers")
         return _infeasible(graph, target, options, device, mem, lower, with_levers, estimate, limit, tile_check)
-    loads = _loads(units, pipe, kv_units, kv, device, overhead, options, lat)
+    gran, lat_stage = chosen[0], chosen[3]
+    piece_wafer = [k for k, r in enumerate(_piece_stages(units, chosen[2], pipe.wafer_of_unit)) for _ in r]
+    loads = _loads(units, piece_wafer, lat_stage, kv_units, kv, device, overhead, options)
     required = required or max(pipe.min_wafers + (kv.wafers if kv else 0), floor)
     return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, mem, lower,
                      required, len(loads), pipe.wafers, kv.wafers if kv else 0, tuple(loads),
-                     notes + tuple(_explain(mem, loads, lower, required, caps, dedicated, tiled=floor > 0)),
-                     pipe.stats + (kv.stats if kv else ()), estimate.name)
+                     notes + tuple(_explain(mem, loads, lower, required, full, dedicated, tiled=floor > 0,
+                                            gran=gran, tried=tuple(tried),
+                                            largest=max(chosen[2], key=lambda u: u.total_bytes),
+                                            tile_bound=caps.lower_bound(mem.total_bytes),
+                                            largest_op=max(mem.ops, key=lambda o: (o.weight_bytes + o.kv_bytes
+                                                                                   + o.act_bytes)),
+                                            contiguous=_full_capacity_wafers(chosen[2], pipe_size, full, pipe)
+                                            if derate < 1 else None)),
+                     pipe.stats + (kv.stats if kv else ()), estimate.name, partition=gran, tried=tuple(tried))
 
 
-def _loads(units: list[Unit], pipe: Assignment, kv_units, kv, device, overhead, options, lat) -> list[WaferLoad]:
+def _full_capacity_wafers(atoms: list[Unit], size, full: "_Capacities", pipe: Assignment) -> int:
+    """The fewest wafers ``atoms`` need, whole and contiguous, at full capacity (the exact DP)."""
+    got = min_wafers_dp([size(u) for u in atoms], full.first(pipe.min_wafers + 1))
+    return got[-1] + 1 if got else pipe.min_wafers
+
+
+def _piece_stages(pieces: list[Unit], atoms: list[Unit], wafer_of_atom) -> list[range]:
+    """Per wafer, the range of pieces (merged atoms, in order) it holds."""
+    k_of_piece, i = [], 0
+    for p in pieces:
+        k_of_piece.append(wafer_of_atom[i])
+        n = 0
+        while n < len(p.nodes):
+            n += len(atoms[i].nodes)
+            i += 1
+    return stages(k_of_piece)
+
+
+def _loads(units: list[Unit], piece_wafer: list[int], lat_stage: list[int], kv_units, kv, device, overhead,
+           options) -> list[WaferLoad]:
     out = []
-    lat_stage = stage_latencies(pipe.wafer_of_unit, lat)
-    for k, r in enumerate(stages(pipe.wafer_of_unit)):
+    for k, r in enumerate(stages(piece_wafer)):
         out.append(_load(k, "pipeline", [units[i] for i in r], device, overhead, options,
                          lat_stage[k] / 1e9, include_kv=not kv_units))
     if kv:
         for k, r in enumerate(stages(kv.wafer_of_unit)):
-            out.append(_load(pipe.wafers + k, "kv", [kv_units[i] for i in r], device, overhead, options, 0.0,
+            out.append(_load(len(lat_stage) + k, "kv", [kv_units[i] for i in r], device, overhead, options, 0.0,
                              include_kv=True, kv_only=True))
     return out
 
@@ -278,22 +404,53 @@ def _load(index, role, members, device, overhead, options, latency, include_kv, 
     slots = w.tiler_slots(options.layout, options.lane)
     return WaferLoad(index, role, tuple(u.name for u in members), (min(layers), max(layers)) if layers else None,
                      weight, kvb, act, slots * overhead, w.usable_cores * w.target.core.sram_reserved,
-                     weight + kvb + act, wafer_bytes(w, overhead, options), slots, w.dead_cores, latency)
+                     weight + kvb + act, wafer_bytes(w, overhead, options), slots, w.dead_cores, latency,
+                     0 if kv_only else members[-1].out_bytes)
 
 
-def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated: bool, tiled: bool = False) -> list[str]:
-    """Why ``required`` exceeds the capacity bound (unless the tiles did it: ``tiled``, their note says
-    so) and why more than ``required`` are used."""
+_GRAN_WORDS = {"layer": "whole layers", "block": "blocks (attention, MLP)",
+               "op": "ops (each weight matrix, MoE layer or KV cache whole)"}
+
+
+def _explain(mem: MemoryPlan, loads, lower: int, required: int, caps, dedicated: bool, tiled: bool = False,
+             gran: str = "layer", tried: tuple[tuple[str, int], ...] = (), largest: Unit | None = None,
+             tile_bound: int = 0, largest_op=None, contiguous: int | None = None) -> list[str]:
+    """Why ``required`` exceeds the capacity bound (unless one more wafer for the tiles did it:
+    ``tiled``, their note says so): the units' contiguity (``contiguous``: the fewest wafers the
+    chosen units need at full capacity), the tiles' share of capacity (``tile_bound``: the fewest
+    the bytes need at that share however split), what finer units bought and what remains; and why
+    more than ``required`` are used."""
     out = []
+    contiguous = required if contiguous is None else contiguous
     if required > lower and not tiled:
         free = sum(w.sram_usable_bytes - w.sram_used_bytes for w in loads[:-1])
-        biggest = max(mem.units, key=lambda u: u.total_bytes)
+        biggest = largest or max(mem.units, key=lambda u: u.total_bytes)
+        why = []
+        if contiguous > lower:
+            why.append(f"units are whole and contiguous: at full capacity they need {contiguous} wafer(s) "
+                       f"(here wafer boundaries leave {free / 1e9:.2f} GB unused; largest unit: {biggest.name}, "
+                       f"{biggest.total_bytes / 1e9:.2f} GB)")
+        if tile_bound > lower:
+            why.append(f"at the share of capacity the tiles fit (see above) the bytes need {tile_bound} wafer(s) "
+                       f"however they are split")
         out.append(f"capacity bound {lower} wafer(s) ({mem.total_bytes / 1e9:.2f} GB over "
-                   f"{caps.first(1)[0] / 1e9:.2f} GB per wafer); {required} needed because units are whole and "
-                   f"contiguous: wafer boundaries leave {free / 1e9:.2f} GB unused "
-                   f"(largest unit: {biggest.name}, {biggest.total_bytes / 1e9:.2f} GB)")
+                   f"{caps.first(1)[0] / 1e9:.2f} GB per wafer); {required} needed because " + "; and ".join(why))
+        if "op" in dict(tried) and largest_op is not None and contiguous > lower:
+            same = [g for g, n in tried if n == required and g != gran]
+            out.append((f"finer units ({', '.join(_GRAN_WORDS[g] for g in same)}) need {required} too; " if same
+                        else "") +
+                       f"the finest units are single ops (largest: {largest_op.node}, {largest_op.op}, "
+                       f"{(largest_op.weight_bytes + largest_op.kv_bytes + largest_op.act_bytes) / 1e9:.2f} GB): "
+                       f"fewer wafers need a matrix or an MoE layer's experts split across a wafer boundary, "
+                       f"which wafercc does not do" + (", and tiles closer to their bytes than that share"
+                                                       if tile_bound >= required else ""))
         if dedicated:
             out.append("KV caches on dedicated wafers are packed apart from the weights")
+    coarser = [(g, n) for g, n in tried if g != gran and n > required]
+    if coarser:
+        out.append(f"units at {gran} granularity: " + ", ".join(f"{_GRAN_WORDS[g]} need {n} wafer(s)"
+                                                                 for g, n in coarser) +
+                   f", {_GRAN_WORDS[gran]} {required}")
     if len(loads) > required:
         out.append(f"{len(loads)} wafers used because --wafers asked for them (the minimum is {required})")
     return out
@@ -334,7 +491,7 @@ def _infeasible(graph, target, options, device, mem, lower, with_levers, estimat
     short = max(0, mem.total_bytes - sum(caps))
     reason = (f"{mem.total_bytes / 1e9:.2f} GB does not fit {limit} wafer(s) ({sum(caps) / 1e9:.2f} GB): "
               f"short by {short / 1e9:.2f} GB" if short else
-              f"{mem.total_bytes / 1e9:.2f} GB fits {limit} wafer(s) in total, but not as whole contiguous layers")
+              f"{mem.total_bytes / 1e9:.2f} GB fits {limit} wafer(s) in total, but not as whole contiguous units")
     levers = tuple(_levers(graph, target, options, device, mem, estimate, tile_check)) if with_levers else ()
     return WaferPlan(graph.name, target.name, options, device.spec.text, device.seed, mem, lower,
                      needed or 0, 0, 0, 0, (), (), (), estimate.name,
@@ -364,6 +521,13 @@ def _levers(graph, target, options, device, mem, estimate, tile_check=None):
             yield Lever(change, None if p.infeasible else p.required, mem.total_bytes - p.memory.total_bytes)
         except PlanError:
             yield Lever(change, None, 0)
+
+
+def cut_bytes(load: WaferLoad, last_op_bytes: int) -> int:
+    """What the boundary after ``load`` carries for the whole batch: every activation live across it
+    (a cut inside a layer may carry more than the residual stream); the last op's output when the plan
+    does not say (a KV wafer, or the pipeline's last wafer feeding one)."""
+    return load.out_bytes if load.role == "pipeline" and load.out_bytes else last_op_bytes
 
 
 def summary_rows(plan: WaferPlan) -> list[dict]:

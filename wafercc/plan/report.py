@@ -25,7 +25,8 @@ def plan_dict(plan: WaferPlan) -> dict[str, Any]:
                    "kv_wafers": plan.kv_wafers, "explanation": list(plan.explanation),
                    "per_wafer": summary_rows(plan)},
         # solver wall times go to compile.json (solve_seconds): the report is byte-identical per input
-        "partition": {"latency_model": plan.latency_model,
+        "partition": {"latency_model": plan.latency_model, "granularity": plan.partition,
+                      "tried": [{"granularity": g, "wafers": n} for g, n in plan.tried],
                       "solves": [{k: v for k, v in dict(dataclasses.asdict(s), gap=s.gap).items() if k != "seconds"}
                                  for s in plan.solver]},
     }
@@ -70,15 +71,22 @@ def render_plan(plan: WaferPlan, console) -> None:
     for col in ("wafer", "role", "layers", "weights GB", "KV GB", "act MB", "buffers GB", "used / usable GB",
                 "util", "dead cores", "stage us"):
         t.add_column(col, justify="right")
+    partial = False
     for w in plan.wafers:
-        layers = f"{w.layers[0]}-{w.layers[1]}" if w.layers else "-"
-        extra = [u for u in w.units if not u.startswith("layer")]
+        parts = {u.split(" ops ")[0] for u in w.units if " ops " in u}
+        partial = partial or bool(parts)
+        mark = (lambda name: name + ("*" if name in parts else ""))
+        layers = f"{mark(f'layer {w.layers[0]}')[6:]}-{mark(f'layer {w.layers[1]}')[6:]}" if w.layers else "-"
+        extra = list(dict.fromkeys(mark(u.split(" ops ")[0]) for u in w.units if not u.startswith("layer")))
         if extra:
             layers += " +" + "+".join(extra)
         t.add_row(str(w.index), w.role, layers, _gb(w.weight_bytes), _gb(w.kv_bytes), f"{w.act_bytes / 1e6:.1f}",
                   _gb(w.buffer_bytes), f"{_gb(w.sram_used_bytes)} / {_gb(w.sram_usable_bytes)}",
                   f"{100 * w.utilisation:.1f}%", str(w.dead_cores), f"{w.stage_latency_s * 1e6:.1f}")
     console.print(t)
+    if partial:
+        console.print(f"  * part of it: the wafer boundary falls inside ({plan.partition} units; report.json "
+                      "memory.units names each part's ops)")
     for line in plan.explanation:
         console.print(f"  why: {line}")
     solves = ", ".join(f"{s.solver} {s.status}" + (f" gap {s.gap}" if s.gap else "") for s in plan.solver)

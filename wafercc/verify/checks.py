@@ -150,7 +150,8 @@ def check_sram(w, tiles: dict, budget: int, sink: Sink) -> None:
     sink.add("sram-over-budget", w.index, over, msg)
 
 
-_LAYER_UNIT = re.compile(r"^layer (\d+)$")
+# a whole layer, or ops a..b of one (a wafer boundary inside the layer: docs/planning.md)
+_LAYER_UNIT = re.compile(r"^layer (\d+)(?: ops (\d+)-(\d+))?$")
 
 
 def check_partition(w, sink: Sink) -> None:
@@ -167,6 +168,19 @@ def check_partition(w, sink: Sink) -> None:
     expected = set(range(layers[0], layers[1] + 1)) if layers else set()
     if units and unit_layers != expected:
         sink.one("partition-units", k, f"units {sorted(unit_layers)} disagree with {rng}")
+    pieces: dict[int, int] = {}             # layer -> ops its parts on this wafer hold
+    for u in units:
+        m = _LAYER_UNIT.match(u)
+        if m and m.group(2) is not None:
+            pieces[int(m.group(1))] = pieces.get(int(m.group(1)), 0) + int(m.group(3)) - int(m.group(2)) + 1
+    count: dict[int, int] = {}
+    for op in ops:
+        if isinstance(op.get("layer"), int):
+            count[op["layer"]] = count.get(op["layer"], 0) + 1
+    for lay, n in sorted(pieces.items()) if meta.get("role", "pipeline") == "pipeline" else ():
+        if count.get(lay, 0) != n:
+            sink.one("layer-wrong-wafer", k, f"wafer {k} holds {count.get(lay, 0)} op(s) of layer {lay}, its units "
+                     f"name {n} of them (the part of the layer the partition gave it)")
     for i, op in enumerate(ops):
         if op.get("id", i) != i:
             sink.one("op-id", k, f"ops[{i}] '{op['name']}' has id {op.get('id')!r}, expected {i}")

@@ -1,5 +1,8 @@
 """Whole-schedule checks across wafers: the partition of layers and the pipeline between wafers.
 
+A layer may be split across a wafer boundary (units ``layer i ops a-b``): its parts then continue
+one another in wafer order, and the layer is the last of one wafer and the first of the next.
+
     check_plan(doc, sink)              plan-empty, layer-duplicate, layer-missing, layer-order, plan-wafers
     check_pipeline(ends, sink)         pipeline: consecutive wafers joined by inter-wafer routes
 
@@ -13,18 +16,21 @@ from .checks import _LAYER_UNIT, Sink
 DRAFT = "draft"          # the role of a speculative draft's wafers (a model of its own)
 
 
-def _held(w: dict) -> tuple[set[int], list[str]]:
-    """(layers, non-layer units) a wafer entry claims: its [first, last] range and its units."""
+def _held(w: dict) -> tuple[set[int], list[str], dict[int, list[tuple[int, int]]]]:
+    """(layers, non-layer units, parts) a wafer entry claims: its [first, last] range and its units;
+    ``parts``: per layer it holds only part of, the op ranges (``layer i ops a-b``) of its parts."""
     lay = w.get("layers")
     layers = set(range(lay[0], lay[1] + 1)) if lay and lay[0] <= lay[1] else set()
-    other = []
+    other, parts = [], {}
     for u in w.get("units", []):
         m = _LAYER_UNIT.match(str(u))
         if m:
             layers.add(int(m.group(1)))
+            if m.group(2) is not None:
+                parts.setdefault(int(m.group(1)), []).append((int(m.group(2)), int(m.group(3))))
         else:
             other.append(str(u))
-    return layers, other
+    return layers, other, parts
 
 
 def check_plan(doc: dict, sink: Sink) -> None:
@@ -41,21 +47,38 @@ def check_plan(doc: dict, sink: Sink) -> None:
     for role in dict.fromkeys(roles):
         owner: dict[object, int] = {}
         last, last_k = None, None
+        split: dict[int, tuple[int, int]] = {}     # layer held in parts -> (last wafer, last op so far)
         for k in (k for k in range(len(wafers)) if roles[k] == role):
-            layers, other = held[k]
+            layers, other, parts = held[k]
             for unit in [*sorted(layers), *other]:
-                if unit in owner:
+                if isinstance(unit, int) and unit in parts and role in ("pipeline", DRAFT):
+                    _check_parts(unit, parts[unit], k, owner, split, role, sink)
+                    continue
+                if isinstance(unit, int) and unit in parts:     # a KV wafer: the caches of these parts
+                    for a, b in parts[unit]:
+                        key = (unit, a, b)
+                        if key in owner:
+                            sink.one("layer-duplicate", k, f"layer {unit} ops {a}-{b} is on wafer {owner[key]} "
+                                     f"and on wafer {k} (each part on exactly one {role} wafer)")
+                        owner.setdefault(key, k)
+                    owner.setdefault(("kv-layer", unit), k)
+                    continue
+                if unit in owner or (isinstance(unit, int) and unit in split):
                     name = f"layer {unit}" if isinstance(unit, int) else f"unit '{unit}'"
-                    sink.one("layer-duplicate", k, f"{name} is on wafer {owner[unit]} and on wafer {k} "
+                    where = owner.get(unit, split.get(unit, (None,))[0])
+                    sink.one("layer-duplicate", k, f"{name} is on wafer {where} and on wafer {k} "
                              f"(each layer and unit on exactly one {role} wafer)")
                 owner.setdefault(unit, k)
             mine = sorted(layers)
-            if mine and last is not None and mine[0] <= last:
+            # a layer split across the boundary is the previous wafer's last and this one's first
+            shared = bool(mine) and last is not None and mine[0] == last and last in parts and last in held[last_k][2]
+            if mine and last is not None and mine[0] <= last and not shared:
                 sink.one("layer-order", k, f"wafer {k} starts at layer {mine[0]}, not after wafer {last_k}'s "
                          f"last layer {last} (the {role} wafers run the layers in order)")
             if mine:
                 last, last_k = mine[-1], k
-        layers_of[role] = {u for u in owner if isinstance(u, int)}
+        layers_of[role] = {u for u in owner if isinstance(u, int)} | set(split) | \
+            {u[1] for u in owner if isinstance(u, tuple) and u[0] == "kv-layer"}
     main = sorted(layers_of.get("pipeline", set()))
     if main:
         gaps = sorted(set(range(0, main[-1] + 1)) - set(main))
@@ -68,7 +91,9 @@ def check_plan(doc: dict, sink: Sink) -> None:
             sink.one("layer-missing", None, f"{role} wafers hold layers {_ranges(extra)}, which no pipeline "
                      "wafer runs")
     _check_units(doc.get("units"), layers_of.get("pipeline", set()),
-                 {u for k, (_, other) in enumerate(held) if roles[k] == "pipeline" for u in other}, sink)
+                 {u for k, (_, other, _p) in enumerate(held) if roles[k] == "pipeline" for u in other},
+                 {(lay, r) for k, (_, _o, parts) in enumerate(held) if roles[k] == "pipeline"
+                  for lay, rs in parts.items() for r in rs}, sink)
     _check_timeline(doc.get("timeline"), sum(r != DRAFT for r in roles), "timeline", sink)
     _check_draft(doc, held, roles, layers_of.get(DRAFT, set()), sink)
 
@@ -107,15 +132,38 @@ def _check_draft(doc: dict, held: list, roles: list[str], layers: set[int], sink
         if not (isinstance(units, list) and all(isinstance(u, str) for u in units)):
             sink.one("draft", None, f"draft.units: got {units!r}, expected the draft model's unit names")
         else:
-            _check_units(units, layers, {u for k in mine for u in held[k][1]}, sink, "the draft's ")
+            _check_units(units, layers, {u for k in mine for u in held[k][1]},
+                         {(lay, r) for k in mine for lay, rs in held[k][2].items() for r in rs}, sink,
+                         "the draft's ")
     _check_timeline(d.get("timeline"), len(mine), "draft.timeline", sink)
 
 
-def _check_units(units, layers: set[int], other: set[str], sink: Sink, whose: str = "") -> None:
+def _check_parts(lay: int, ranges: list[tuple[int, int]], k: int, owner: dict, split: dict, role: str,
+                 sink: Sink) -> None:
+    """Parts of a layer split across wafers: each range non-empty, continuing where the previous
+    part (on this or an earlier wafer) stopped, and never beside the whole layer elsewhere."""
+    if lay in owner:
+        sink.one("layer-duplicate", k, f"layer {lay} is whole on wafer {owner[lay]} and in parts on wafer {k}")
+        return
+    for a, b in sorted(ranges):
+        prev = split.get(lay, (None, -1))[1]
+        if b < a or a != prev + 1:
+            sink.one("layer-order", k, f"layer {lay} ops {a}-{b} on wafer {k} do not continue its ops 0-{prev} "
+                     f"on the {role} wafers before (a split layer's parts run in order, without gap or overlap)")
+        split[lay] = (k, max(b, prev))
+
+
+def _check_units(units, layers: set[int], other: set[str], parts: set, sink: Sink, whose: str = "") -> None:
     """The model's units (schedule.json ``units``, the partition's atoms) against what the pipeline
-    wafers hold: a layer or the head dropped from the end leaves no gap, so only this sees it."""
+    wafers hold: a layer or the head dropped from the end leaves no gap, so only this sees it; a
+    layer held in parts: the same parts as the model's units list."""
     if units is None:           # written since schedule/2's units field; older files skip the check
         return
+    want_parts = {(int(m.group(1)), (int(m.group(2)), int(m.group(3)))) for u in units
+                  if (m := _LAYER_UNIT.match(str(u))) and m.group(2) is not None}
+    for lay, (a, b) in sorted(want_parts ^ parts):
+        sink.one("layer-missing", None, f"{whose}unit 'layer {lay} ops {a}-{b}' is " +
+                 ("on no wafer" if (lay, (a, b)) in want_parts else "on a wafer but not among the model's units"))
     want_layers = {int(m.group(1)) for u in units if (m := _LAYER_UNIT.match(str(u)))}
     want_other = {str(u) for u in units if not _LAYER_UNIT.match(str(u))}
     missing = sorted(want_layers - layers)
