@@ -29,7 +29,8 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
 
     def tiles(p):
         slots = [device.wafer(k).lane_slots(lane, 0, "lanes") for k in range(len(p.wafers))]
-        return tile_plan(graph, p, target, TileOptions(lane=lane, reduction=options.reduction), slots)
+        return tile_plan(graph, p, target, TileOptions(lane=lane, reduction=options.reduction,
+                                                     mapping=options.mapping), slots)
 
     def check(p):                      # the planner's tile check (plan_wafers): these very tiles fit
         try:

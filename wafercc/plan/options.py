@@ -8,7 +8,7 @@ from ..errors import WaferccError
 from ..ir import DEFAULT_CONTEXT, DType
 from ..passes.solver import SolverOptions  # noqa: F401  (defined below plan so passes need not import plan)
 from ..limits import MAX_WAFERS
-from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_REDUCTION, LAYOUTS, REDUCTIONS
+from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_MAPPING, DEFAULT_REDUCTION, LAYOUTS, REDUCTIONS, parse_mapping
 
 KV_PLACEMENTS = ("beside", "dedicated")
 # the most wafers a plan may use: the planner builds one defect map per wafer it considers, so
@@ -36,6 +36,7 @@ class PlanOptions:
     layout: str = DEFAULT_LAYOUT
     lane: int | None = None                # lane width; None: the floorplan's choice for the mesh
     reduction: str = DEFAULT_REDUCTION     # the tile plan's reduction shape (the estimate times it)
+    mapping: str = DEFAULT_MAPPING         # layers sharing cores (the tile plan's and the estimate's)
 
     def __post_init__(self):
         if self.context < 1:
@@ -51,6 +52,10 @@ class PlanOptions:
             raise PlanError(f"layout '{self.layout}': expected one of {', '.join(LAYOUTS)}")
         if self.reduction not in REDUCTIONS:
             raise PlanError(f"reduction '{self.reduction}': expected one of {', '.join(REDUCTIONS)}")
+        try:
+            parse_mapping(self.mapping)
+        except ValueError as e:
+            raise PlanError(str(e)) from None
         if self.lane is not None and self.lane < 1:
             raise PlanError(f"lane width {self.lane}: expected at least 1 column")
         if self.wafers and self.max_wafers and self.wafers > self.max_wafers:
