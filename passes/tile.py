@@ -216,8 +216,7 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         (the receive buffer is one, used by each op in turn)."""
         gs = gsize.get(nodes[name].layer, 1)
         if gs not in machines:
-            machines[gs] = m0 if gs == 1 else dataclasses.replace(
-                m0, free=m0.receive_buffer + (m0.free - m0.receive_buffer) // gs)
+            machines[gs] = m0 if gs == 1 else dataclasses.replace(m0, share=gs)
         return machines[gs], gs
 
     rec = {}
@@ -235,6 +234,8 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         rec[name] = {"role": role, "wb": wb, "kvb": kvb, "ab": ab, "mats": mats, "vec": vec if wb else 0,
                      "bits": wdt.bits, "hosted": 0}
     host = _resolve_hosts(list(rec), rec, nodes, cx.index, cx.producers, cx.consumers)
+    if gsize:
+        _rehost_outside_groups(host, rec, nodes)
     for name, h in host.items():
         r = rec[name]
         if h is None and r["wb"] + r["ab"]:
@@ -348,6 +349,25 @@ def _layer_groups(names, nodes, mapping: str) -> tuple[dict, dict]:
                                 "of its group (groups need structurally identical layers)")
             template.update(zip(ops, first))
     return size, template
+
+
+def _rehost_outside_groups(host: dict, rec: dict, nodes) -> None:
+    """Under layer groups every layer must hold its own riders only: a rider riding on another
+    layer's op (the next layer's input norm on this layer's last matmul, the final norm on the last
+    layer's) would make the layers of a group unlike each other.  It rides on the nearest op of its
+    own layer (or of no layer) holding tiles instead, the next one first."""
+    order = list(rec)
+    at = {n: i for i, n in enumerate(order)}
+    holders: dict = {}
+    for i, n in enumerate(order):
+        if rec[n]["role"] != "rider":
+            holders.setdefault(nodes[n].layer, []).append(i)
+    for name, h in host.items():
+        lay = nodes[name].layer
+        if h is None or nodes[h].layer == lay or not holders.get(lay):
+            continue
+        i = at[name]
+        host[name] = order[min(holders[lay], key=lambda j: (j < i, abs(j - i)))]
 
 
 def _check_identical(rec: dict, shares: dict, nodes) -> None:

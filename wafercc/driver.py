@@ -75,6 +75,7 @@ class Compilation:
         self.performance_section = None                                  # timing
         self.draft = None                  # the speculative draft's lowered IR (prepare: before anything runs)
         self.placement_failure = None      # (stage, message) of a PlacementError: the report says so
+        self.mapping_search = None         # the report's mapping section (plan stage: chosen, priced, why)
         self.report_dict = None                                          # report
         self.seconds: dict[str, float] = {}
         self.ran: list[str] = []
@@ -242,6 +243,7 @@ class PlanStage(Stage):
     def run(self, c):
         from .plan.planner import plan_wafers
         c.prepare()
+        _resolve_mapping(c)
         c.plan = plan_wafers(c.graph, c.target, c.options.plan, c.device, tile_check=_tile_check(c))
         if c.plan.infeasible:
             inf = c.plan.infeasible
@@ -254,6 +256,23 @@ class PlanStage(Stage):
     def dump(self, c):
         from .plan.report import plan_dict
         return "plan.json", _json(plan_dict(c.plan))
+
+
+def _resolve_mapping(c: Compilation) -> None:
+    """``mapping="auto"``: price the candidate mappings (wafercc.perf.mapping_search) and compile the
+    fastest that fits; otherwise record the mapping asked for.  The report's ``mapping`` section."""
+    place = c.options.place
+    if place.mapping != "auto":
+        c.mapping_search = {"method": "given", "chosen": {"mapping": place.mapping, "reduction": place.reduction},
+                            "alternatives": None, "why": "the mapping option (auto searches)"}
+        return
+    from .perf.mapping_search import search_mapping
+    found = search_mapping(c.graph, c.target, c.options.plan, c.device, c.options.perf.prompt_tokens)
+    ch = found["chosen"]
+    c.options = dataclasses.replace(
+        c.options, place=dataclasses.replace(place, mapping=ch["mapping"], reduction=ch["reduction"]),
+        plan=dataclasses.replace(c.options.plan, mapping=ch["mapping"], reduction=ch["reduction"]))
+    c.mapping_search = found
 
 
 def _tile_check(c: Compilation):
