@@ -70,6 +70,17 @@ def search_mapping(graph, target, options, device, prompt_tokens: int,
             "alternatives": rows, "why": why}
 
 
+def confirm_candidates(section: dict) -> list[tuple[str, str]]:
+    """What the compile places and routes before it commits: the estimate's best and the reference
+    (regions, tree), best first (one entry when they are the same)."""
+    ch = section["chosen"]
+    out = [(ch["mapping"], ch["reduction"])]
+    ref = ("regions", REDUCTIONS[0])
+    if ref not in out and any(r["fits"] and (r["mapping"], r["reduction"]) == ref for r in section["alternatives"]):
+        out.append(ref)
+    return out
+
+
 def mapping_line(section: dict) -> str:
     """One line of the terminal summary."""
     ch = section["chosen"]
@@ -77,4 +88,7 @@ def mapping_line(section: dict) -> str:
         return f"mapping: {ch['mapping']}, reduction {ch['reduction']} ({section['why']})"
     alts = ", ".join(f"{r['mapping']}/{r['reduction']} {r['tokens_per_s_per_user']:,.0f}"
                      for r in section["alternatives"] if r["fits"])
-    return (f"mapping: {ch['mapping']}, reduction {ch['reduction']} ({section['why']}; priced tok/s/user: {alts})")
+    routed = "".join(f"; routed {r['mapping']}/{r['reduction']} " + (f"{r['tokens_per_s_per_user']:,.0f}" if r["fits"]
+                     else "does not place") for r in section.get("confirmed") or [])
+    return (f"mapping: {ch['mapping']}, reduction {ch['reduction']} ({section['why']}; estimated tok/s/user: {alts}"
+            f"{routed})")
