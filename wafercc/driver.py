@@ -261,8 +261,8 @@ class PlanStage(Stage):
 
 def _resolve_mapping(c: Compilation) -> bool:
     """``mapping="auto"``: price the candidate mappings (wafercc.perf.mapping_search), then, when the
-    compile runs through timing, place and route the estimate's best and the reference (regions,
-    tree) for real and keep the faster routed one (the estimate has no router: detours and long
+    compile runs through timing, place and route the estimate's best few and the reference (regions,
+    tree) for real and keep the fastest routed one (the estimate has no router: detours and long
     activation routes are only seen routed); otherwise record the mapping asked for.  Fills the
     report's ``mapping`` section; True when a confirmed candidate's stages were adopted."""
     place = c.options.place
@@ -270,7 +270,7 @@ def _resolve_mapping(c: Compilation) -> bool:
         c.mapping_search = {"method": "given", "chosen": {"mapping": place.mapping, "reduction": place.reduction},
                             "alternatives": None, "why": "the mapping option (auto searches)"}
         return False
-    from .perf.mapping_search import confirm_candidates, search_mapping
+    from .perf.mapping_search import CONFIRM_TOP, confirm_candidates, search_mapping
     found = search_mapping(c.graph, c.target, c.options.plan, c.device, c.options.perf.prompt_tokens)
     c.mapping_search = found
     cands = confirm_candidates(found)
@@ -297,7 +297,8 @@ def _resolve_mapping(c: Compilation) -> bool:
                                    routed_tokens_per_s_per_user=adopt.performance.tokens_per_s_per_user)
             est = found["why"]
             found["why"] = (f"{best.mapping}/{best.reduction} is the fastest routed of the {len(cands)} placed and "
-                            f"routed: the estimate's best and the reference regions/tree (estimate: {est})")
+                            f"routed: the estimate's best {min(CONFIRM_TOP, len(cands))} and the reference regions/tree "
+                            f"(estimate: {est})")
     ch = found["chosen"]
     c.options = dataclasses.replace(
         c.options, place=dataclasses.replace(place, mapping=ch["mapping"], reduction=ch["reduction"]),
