@@ -293,8 +293,10 @@ def _resolve_mapping(c: Compilation) -> bool:
         found["confirmed"] = routed
         if adopt is not None:
             best = adopt.options.place
-            found["chosen"] = dict(found["chosen"], mapping=best.mapping, reduction=best.reduction,
-                                   routed_tokens_per_s_per_user=adopt.performance.tokens_per_s_per_user)
+            est_of = {(r["mapping"], r["reduction"]): r.get("tokens_per_s_per_user") for r in found["alternatives"]}
+            found["chosen"] = {"mapping": best.mapping, "reduction": best.reduction,
+                               "estimate_tokens_per_s_per_user": est_of[(best.mapping, best.reduction)],
+                               "routed_tokens_per_s_per_user": adopt.performance.tokens_per_s_per_user}
             est = found["why"]
             found["why"] = (f"{best.mapping}/{best.reduction} is the fastest routed of the {len(cands)} placed and "
                             f"routed: the estimate's best {min(CONFIRM_TOP, len(cands))} and the reference regions/tree "
@@ -311,7 +313,7 @@ def _resolve_mapping(c: Compilation) -> bool:
     adopt._cleanup.detach()
     c._cleanup = weakref.finalize(c, shutil.rmtree, c._workdir, True)
     c._adopted = [(s, adopt.seconds[s]) for s in adopt.ran if s not in ("frontend", "plan")]
-    c.seconds["mapping_candidates"] = spent - sum(adopt.seconds.values())   # the candidates not kept
+    c._candidates_seconds = spent - sum(adopt.seconds.values())   # the candidates not kept
     return True
 
 
@@ -566,9 +568,14 @@ class StageManager:
             missing = [f for f in s.produces if getattr(c, f, None) is None]
             if missing:
                 raise StageError(f"stage '{s.name}' did not produce {', '.join(missing)}")
+        adopted = getattr(c, "_adopted", ())      # the stages the kept mapping candidate ran, inside this one
+        if adopted:
+            other = getattr(c, "_candidates_seconds", 0.0)
+            seconds -= sum(secs for _, secs in adopted) + other
+            c.seconds["mapping_candidates"] = other
         c.seconds[s.name] = seconds
         c.ran.append(s.name)
-        for name, secs in getattr(c, "_adopted", ()):      # the stages a mapping candidate ran
+        for name, secs in adopted:
             c.seconds[name] = secs
             c.ran.append(name)
         c._adopted = ()
