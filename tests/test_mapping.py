@@ -236,3 +236,14 @@ def test_stream_bottleneck_adds_shared_ops():
     apart = bottleneck_cycles([op, dict(op, id=1, name="b")], mc, p, w)
     shared = bottleneck_cycles([op, dict(op, id=1, name="b", routes_of=0)], mc, p, w)
     assert apart == pytest.approx(one) and shared == pytest.approx(2 * one)
+
+
+def test_moe_experts_share_a_group(tmp_path):
+    moe = os.path.join(ROOT, "models", "onnx", "tiny-moe.onnx")
+    out = _compile(moe, tmp_path / "moe", "--mapping", "groups:2")
+    assert verify_dir(out).ok
+    shared = {o["op"] for o in _ops(out) if o.get("routes_of") is not None}
+    assert "moe" in shared and "attention" in shared
+    cmp = compare_with_onnxruntime(out, moe, np.random.default_rng(2).integers(0, 256, (1, 5)), STEPS)
+    assert max(cmp.errors) <= 1e-4 and cmp.simulation.calls.get("moe")
+    assert abs(compare_with_analytic(out)["relative_difference"]) < 0.10
