@@ -72,7 +72,7 @@ def search_mapping(graph, target, options, device, prompt_tokens: int,
 
 # the estimate's best few are placed and routed before the compile commits: on a full wafer the
 # routed paths of the candidates differ from the estimate's by more than the candidates differ
-# (Llama-3.1-8B: groups:2/4/8 estimated 2,888 / 2,807 / 2,554 tok/s, routed 2,268 / 1,653 / 2,807)
+# (Llama-3.1-8B: groups:2/4/16 estimated 2,839 / 2,782 / 2,575 tok/s, routed 2,268 / 1,653 / 3,072)
 CONFIRM_TOP = 3
 
 
