@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from wafercc.cli import main
-
 from wafercc.options import OptionError, build_options
 from wafercc.perf.eventsim import compare_with_analytic
 from wafercc.perf.mapping_search import mapping_candidates, search_mapping
