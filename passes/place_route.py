@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_REDUCTION
+from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_MAPPING, DEFAULT_REDUCTION
 from .floorplan import WaferFloorplan, floorplan_wafer, is_wide, reachable
 from .cost_kernel import ALLREDUCE_RIDERS
 from .floorplan_cpsat import RefineOptions
@@ -28,6 +28,7 @@ class PlaceOptions:
     lane: int | None = None                     # lane width; None: the device model's (geometry.lane_for)
     layout: str = DEFAULT_LAYOUT                # LAYOUTS: lanes, spares (OR-Tools assign), row-major
     reduction: str = DEFAULT_REDUCTION          # REDUCTIONS: tree (binomial) or chain (launch-style)
+    mapping: str = DEFAULT_MAPPING              # regions | groups:G | wafer (auto is resolved before tiling)
     tile: TileOptions = TileOptions()           # its ``lane`` is set from the floorplan's
     refine: bool = True                         # lanes: CP-SAT pads the curve to keep chunks off lane turns
     seed: int = 0
@@ -121,7 +122,8 @@ def tile_program(graph, plan, target, device, options: PlaceOptions = PlaceOptio
     spare = device.spare(options.layout, lane, n_wafers)   # one for every wafer: the tiler has one slot width
     width = lane - spare
     slots = [device.wafer(k).lane_slots(lane, spare, options.layout) for k in range(n_wafers)]
-    topt = dataclasses.replace(options.tile, lane=0 if options.baseline else width, reduction=options.reduction)
+    topt = dataclasses.replace(options.tile, lane=0 if options.baseline else width, reduction=options.reduction,
+                               mapping=options.mapping)
     tp = tile_plan(graph, plan, target, topt, slots)
     return TileProgram(tp, lane, spare, width, time.perf_counter() - t0)
 
@@ -133,13 +135,19 @@ def layout_wafer(tprog: TileProgram, k: int, device, options: PlaceOptions = Pla
     w = device.wafer(k)
     ops = tuple(tp.ops[i] for i in wt.ops)
     arrays = _tile_arrays(ops, tp, k)
-    op_grids = [[(g.experts, g.rows, g.cols) for g in o.grids] for o in ops]
+    tmpl = shared_templates(ops)
+    # a shared op takes no cores of its own: the floorplan lays out the others, then its tiles copy
+    # the cores of its template's tiles of the same index
+    op_grids = [[] if tmpl[i] != i else [(g.experts, g.rows, g.cols) for g in o.grids] for i, o in enumerate(ops)]
     fp = floorplan_wafer(k, w.alive, op_grids, lane, options.layout, tprog.spare,
                          RefineOptions(seed=options.seed) if options.refine else None)
+    if any(t != i for i, t in enumerate(tmpl)):
+        fp = _share_cores(fp, ops, tmpl)
     tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv") for g in o.grids] for o in ops],
                          first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
                          chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0,
-                         reduction=options.reduction, allreduce=allreduce_hosts(ops))
+                         reduction=options.reduction, allreduce=allreduce_hosts(ops),
+                         templates=tmpl)
     src, dst = _endpoints(tr, fp, reachable(w.alive))
     return WaferLayout(k, ops, arrays, fp, tr, src, dst)
 
@@ -149,6 +157,28 @@ def allreduce_hosts(ops) -> frozenset[int]:
     ids = {o.node: i for i, o in enumerate(ops)}
     return frozenset(ids[o.host] for o in ops if o.op in ALLREDUCE_RIDERS and o.host in ids
                      and ops[ids[o.host]].grids)
+
+
+def shared_templates(ops) -> list[int]:
+    """Per op (wafer-local id), the id of the op whose cores and routes it uses: itself, or for an op
+    of a layer group (OpTiles.shares) its template's id."""
+    ids = {o.node: i for i, o in enumerate(ops)}
+    return [ids[o.shares] if getattr(o, "shares", None) else i for i, o in enumerate(ops)]
+
+
+def _share_cores(fp: WaferFloorplan, ops, tmpl: list[int]) -> WaferFloorplan:
+    """The floorplan over every op's tiles: a shared op's tile j sits on its template's tile j's core."""
+    counts = np.array([sum(g.cores for g in o.grids) for o in ops], np.int64)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    rows, cols = [], []
+    for i, t in enumerate(tmpl):
+        a, n = int(fp.op_first[t]), int(fp.op_count[t])
+        if n != counts[i]:
+            raise AssertionError(f"op {i}: {counts[i]} tiles, its template op {t} {n}")
+        rows.append(fp.core_row[a:a + n])
+        cols.append(fp.core_col[a:a + n])
+    cat = (lambda xs: np.concatenate(xs).astype(np.int32) if xs else np.zeros(0, np.int32))
+    return dataclasses.replace(fp, core_row=cat(rows), core_col=cat(cols), op_first=first, op_count=counts)
 
 
 def route_wafer(lw: WaferLayout, target, device, options: PlaceOptions = PlaceOptions(), router=None) -> PlacedWafer:

@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..ir import DType, Graph
-from ..target.geometry import DEFAULT_REDUCTION
+from ..target.geometry import DEFAULT_MAPPING, DEFAULT_REDUCTION, group_size
 from .pipeline import Pass
 from .tile_shapes import (
     Grid,
@@ -40,6 +40,7 @@ class TileOptions:
     fit_mesh: bool = True      # prefer grids no larger than the program rectangle
     lane: int = 0              # floorplan lane width: grids are counted by the cores they occupy there
     reduction: str = DEFAULT_REDUCTION  # REDUCTIONS (target/geometry.py): the shape the tiler scores
+    mapping: str = DEFAULT_MAPPING      # regions | groups:G | wafer: layers sharing cores (docs/mapping.md)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,6 +57,8 @@ class OpTiles:
     act_bytes: int
     hosted_bytes: int          # riders' bytes this op's cores hold
     rounding_bytes: int        # sub-byte tiles rounded up to whole bytes
+    shares: str | None = None  # layer groups: the template op whose cores (and routes) this op's tiles use
+    group: int = 1             # layers sharing this op's cores (its group's size)
 
     @property
     def cores(self) -> int:
@@ -89,8 +92,10 @@ class OpTiles:
             return {"data": z, "extra": z, "buffer": z, "kv": z}
         data = np.concatenate([g.tile_bytes().ravel() for g in self.grids])
         kv = np.concatenate([np.full(g.cores, g.operand == "kv", bool) for g in self.grids])
+        # a shared op runs at another time than its template: it reuses the template's receive buffer
+        buf = 0 if self.shares else 1
         return {"data": data, "extra": np.concatenate([g.extra_per_core() for g in self.grids]),
-                "buffer": np.concatenate([np.full(g.cores, g.buffer_bytes, np.int64) for g in self.grids]),
+                "buffer": np.concatenate([np.full(g.cores, buf * g.buffer_bytes, np.int64) for g in self.grids]),
                 "kv": kv}
 
 
@@ -201,11 +206,23 @@ def _resolve_hosts(names, rec, nodes, index, producers, consumers) -> dict[str, 
 
 
 def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferTiles]:
-    nodes, om, m, popts, options, cache = cx.nodes, cx.om, cx.m, cx.popts, cx.options, cx.cache
+    nodes, om, m0, popts, options, cache = cx.nodes, cx.om, cx.m, cx.popts, cx.options, cx.cache
     kv_wafer = load.role == "kv"
+    gsize, template = _layer_groups(names, nodes, options.mapping)
+    machines = {}
+
+    def mach(name):
+        """The template op's tiles share a core with gs - 1 others: each gets 1/gs of the data bytes
+        (the receive buffer is one, used by each op in turn)."""
+        gs = gsize.get(nodes[name].layer, 1)
+        if gs not in machines:
+            machines[gs] = m0 if gs == 1 else dataclasses.replace(m0, share=gs)
+        return machines[gs], gs
+
     rec = {}
     for name in names:
         node, o = nodes[name], om[name]
+        m, _ = mach(name)
         kvb = o.kv_bytes if (kv_wafer or cx.beside) else 0
         if kv_wafer and not kvb:
             continue
@@ -217,6 +234,8 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         rec[name] = {"role": role, "wb": wb, "kvb": kvb, "ab": ab, "mats": mats, "vec": vec if wb else 0,
                      "bits": wdt.bits, "hosted": 0}
     host = _resolve_hosts(list(rec), rec, nodes, cx.index, cx.producers, cx.consumers)
+    if gsize:
+        _rehost_outside_groups(host, rec, nodes)
     for name, h in host.items():
         r = rec[name]
         if h is None and r["wb"] + r["ab"]:
@@ -224,12 +243,16 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
             host[name] = None
         elif h is not None:
             rec[h]["hosted"] += r["wb"] + r["ab"]
+    shared = {n: template[n] for n in rec if template.get(n, n) != n}
+    _check_identical(rec, shared, nodes)
     # candidate frontiers, one per matrix / KV cache
     items, keys = [], []
+    op_keys: dict[str, list] = {}
     for name, r in rec.items():
         if r["role"] in ("rider", "flat"):
             continue
         node = nodes[name]
+        m, gs = mach(name)
         extras = r["vec"] + r["ab"] + r["hosted"]
         specs = kv_spec(node, r, popts) if r["role"] == "kv" else \
             [(op_, kind, e, k, n, r["bits"]) for op_, kind, e, k, n in r["mats"]]
@@ -239,16 +262,23 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         for spec, size, share in zip(specs, sizes, shares):
             min_cores = max(1, ceil_div(size + share, m.budget))
             key = spec + (ceil_div(share, min_cores), min_cores, node.attrs.get("num_heads"),
-                          node.attrs.get("head_dim"), node.attrs.get("kv_lora_rank"), node.attrs.get("rope_dim"))
+                          node.attrs.get("head_dim"), node.attrs.get("kv_lora_rank"), node.attrs.get("rope_dim"), gs)
+            op_keys.setdefault(name, []).append(key)
+            if name in shared:
+                continue                       # its grids are the template's (same cores)
             if key not in cache:
                 cache[key] = op_frontier(node, spec, key[6], min_cores, m, popts, options)
             items.append((name, spec, share))
             keys.append(key)
+    for name, t in shared.items():
+        if op_keys.get(name, []) != op_keys.get(t, []):
+            raise TileError(f"mapping {options.mapping}: op '{name}' is not tiled like '{t}', the op of its "
+                            "group's first layer it would share cores with (layers differ)")
     flat_cores = {}
     for name, r in rec.items():
         total = r["wb"] + r["ab"] + r["hosted"]
-        if r["role"] == "flat" and total:
-            flat_cores[name] = ceil_div(total, m.budget)
+        if r["role"] == "flat" and total and name not in shared:
+            flat_cores[name] = ceil_div(total, mach(name)[0].budget)
     ukeys = list(dict.fromkeys(keys))
     budget = int(options.fill * load.usable_cores) - sum(flat_cores.values())
     picks, lam, fits = choose([cache[k] for k in ukeys], [keys.count(k) for k in ukeys], budget)
@@ -267,18 +297,21 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         f, j = cache[key], pick[key]
         op_, _, e, k, n, bits = spec
         grids[name].append(Grid(op_, e, k, n, int(f.rows[j]), int(f.cols[j]), int(f.tile_k[j]), int(f.tile_n[j]),
-                                bits, share, max(m.receive_buffer, int(f.buffer[j])), float(f.cycles[j]), m.lane))
+                                bits, share, max(m0.receive_buffer, int(f.buffer[j])), float(f.cycles[j]), m0.lane))
     for name, c in flat_cores.items():
         r = rec[name]
         total = r["wb"] + r["ab"] + r["hosted"]
         t = ceil_div(total, c)
-        grids[name].append(Grid("*", 1, total, 1, ceil_div(total, t), 1, t, 1, 8, 0, m.receive_buffer, 0.0,
-                                m.lane))
+        grids[name].append(Grid("*", 1, total, 1, ceil_div(total, t), 1, t, 1, 8, 0, m0.receive_buffer, 0.0,
+                                m0.lane))
+    for name, t in shared.items():
+        grids[name] = list(grids[t])
     out = []
     for name, r in rec.items():
         node = nodes[name]
         ot = OpTiles(name, node.op, node.layer, load.index, r["role"], host.get(name), tuple(grids[name]),
-                     r["wb"], r["kvb"], r["ab"], r["hosted"], 0)
+                     r["wb"], r["kvb"], r["ab"], r["hosted"], 0, shared.get(name) if grids[name] else None,
+                     mach(name)[1])
         rounding = ot.placed_bytes - ot.plan_bytes - ot.hosted_bytes if ot.grids else 0
         if rounding < 0 or (rounding and all(g.unit_bits % 8 == 0 for g in ot.grids)):
             raise TileError(f"op '{name}': tiles hold {ot.placed_bytes} B, "
@@ -288,9 +321,62 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
     plan_bytes = load.weight_bytes + load.kv_bytes + load.act_bytes
     if placed - plan_bytes != sum(o.rounding_bytes for o in out):
         raise TileError(f"wafer {load.index}: tiles hold {placed} B, the plan {plan_bytes} B")
-    return out, WaferTiles(load.index, load.role, (), load.usable_cores, avail, sum(o.slots for o in out), fewest,
+    own = [o for o in out if not o.shares]           # shared ops occupy their template's cores
+    return out, WaferTiles(load.index, load.role, (), load.usable_cores, avail, sum(o.slots for o in own), fewest,
                            plan_bytes, placed, sum(o.padding_bytes for o in out),
-                           sum(g.buffer_bytes * g.cores for o in out for g in o.grids), sum(o.cycles for o in out), lam)
+                           sum(g.buffer_bytes * g.cores for o in own for g in o.grids), sum(o.cycles for o in out), lam)
+
+
+def _layer_groups(names, nodes, mapping: str) -> tuple[dict, dict]:
+    """({layer: its group's size}, {op name: the op at its place in its group's first layer}) for
+    the layers of one wafer cut into consecutive groups (target.geometry.group_size)."""
+    layers = sorted({nodes[n].layer for n in names if nodes[n].layer is not None})
+    g = group_size(mapping, len(layers)) if layers else 1
+    if g == 1:
+        return {}, {}
+    by_layer: dict = {}
+    for n in names:
+        if nodes[n].layer is not None:
+            by_layer.setdefault(nodes[n].layer, []).append(n)
+    size, template = {}, {}
+    for a in range(0, len(layers), g):
+        grp = layers[a:a + g]
+        first = by_layer[grp[0]]
+        for lay in grp:
+            size[lay] = len(grp)
+            ops = by_layer[lay]
+            if len(ops) != len(first) or any(nodes[x].op != nodes[y].op for x, y in zip(ops, first)):
+                raise TileError(f"mapping {mapping}: layer {lay} has other ops than layer {grp[0]}, the first "
+                                "of its group (groups need structurally identical layers)")
+            template.update(zip(ops, first))
+    return size, template
+
+
+def _rehost_outside_groups(host: dict, rec: dict, nodes) -> None:
+    """Under layer groups every layer must hold its own riders only: a rider riding on another
+    layer's op (the next layer's input norm on this layer's last matmul, the final norm on the last
+    layer's) would make the layers of a group unlike each other.  It rides on the nearest op of its
+    own layer (or of no layer) holding tiles instead, the next one first."""
+    order = list(rec)
+    at = {n: i for i, n in enumerate(order)}
+    holders: dict = {}
+    for i, n in enumerate(order):
+        if rec[n]["role"] != "rider":
+            holders.setdefault(nodes[n].layer, []).append(i)
+    for name, h in host.items():
+        lay = nodes[name].layer
+        if h is None or nodes[h].layer == lay or not holders.get(lay):
+            continue
+        i = at[name]
+        host[name] = order[min(holders[lay], key=lambda j: (j < i, abs(j - i)))]
+
+
+def _check_identical(rec: dict, shares: dict, nodes) -> None:
+    for name, t in shares.items():
+        a, b = rec[name], rec.get(t)
+        if b is None or (a["role"], a["wb"], a["kvb"], a["ab"], a["hosted"]) != (b["role"], b["wb"], b["kvb"], b["ab"], b["hosted"]):
+            raise TileError(f"op '{name}' does not hold the bytes of '{t}', the op of its group's first layer "
+                            "(groups need structurally identical layers)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,6 +39,7 @@ class Machine:
     efficiency: float = 1.0    # the calibrated cost model's achieved fraction of SIMD peak
     reduce_step: float = 0.0   # ... and its cycles per store-and-forward partial-sum link
     reduction: str = DEFAULT_REDUCTION    # the reduction shape scored (TileOptions.reduction)
+    share: int = 1             # layer groups: tiles of this many layers' ops per core (one buffer, in turn)
 
     @classmethod
     def of(cls, target, act_bits: int, psum_bytes: int, lane: int = 0, reduction: str = DEFAULT_REDUCTION) -> Machine:
@@ -61,7 +62,7 @@ class Machine:
     @property
     def budget(self) -> int:
         """Data bytes of a core whose buffers fit the target's receive buffer."""
-        return self.free - self.receive_buffer
+        return (self.free - self.receive_buffer) // self.share
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -180,7 +181,7 @@ def _pareto(tk, tn, r, c, cores, cycles, buf) -> Frontier:
 
 def _select(tk, tn, r, c, experts, data, buf, cycles, headroom, min_cores, m: Machine, fit_mesh: bool):
     cores = slots(experts, r, c, m.lane)
-    ok = (data + headroom <= m.free - np.maximum(m.receive_buffer, buf)) & (cores >= min_cores)
+    ok = ((data + headroom) * m.share <= m.free - np.maximum(m.receive_buffer, buf)) & (cores >= min_cores)
     if fit_mesh and (ok & (r <= m.mesh_rows) & (c <= m.mesh_cols)).any():
         ok &= (r <= m.mesh_rows) & (c <= m.mesh_cols)
     if not ok.any():
@@ -194,7 +195,7 @@ def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: 
     reduction; grid columns split n, the outputs) or a table lookup (kind "lookup": rows split the
     vocabulary, columns the width).  None if no tile fits a core."""
     a = m.act_bytes
-    data_cap = m.free - headroom
+    data_cap = m.free // m.share - headroom
     if kind == "gemv":
         k_max = min(data_cap * 8 // bits, int((m.free - m.psum_bytes) // (2 * a)))
         n_max = min(data_cap * 8 // bits, (m.free - int(2 * a)) // m.psum_bytes)
@@ -222,7 +223,7 @@ def kv_frontier(seq_heads: int, positions: int, row_bytes: int, group: int, head
     """Tilings of one attention op's KV cache: grid row = one (sequence, kv head), grid column = a
     chunk of context positions (K and V rows of those positions on the same core, which computes
     its partial softmax-attention for the head's `group` query heads; partials reduce along the row)."""
-    p_max = (m.free - headroom) // row_bytes
+    p_max = (m.free // m.share - headroom) // row_bytes
     cp, pp = splits(positions, p_max)
     if not len(cp):
         return None
@@ -319,5 +320,6 @@ def op_frontier(node, spec, headroom, min_cores, m, popts, options):
         f = matrix_frontier(kind, k, n, e, bits, popts.batch, headroom, min_cores, m, options.fit_mesh)
     if f is None:
         raise TileError(f"op '{node.name}' ({node.op}): no tile of {op_} [{k} x {n}] at {bits} bits fits a core "
-                        f"({m.free} B free after the reserve, {headroom} B of vectors per core)")
+                        f"({m.free} B free after the reserve" + (f", shared by {m.share} layers' tiles" if m.share > 1 else "")
+                        + f", {headroom} B of vectors per core)")
     return f

@@ -22,6 +22,11 @@
   runs up the broadcast routes reversed (a chain, cols - 1 steps) and back down them;
 * activation (kind 2): each op's output (its last tile) to the next op's input (its first
   tile), in the wafer's dataflow order; riders travel with their hosts;
+* layer groups (``templates``, docs/mapping.md): an op sharing its template's cores has no broadcast
+  or reduction routes of its own (the template's serve it: same grid, same cores, another time),
+  and an activation route is built only for the first consecutive pair of ops with its pair of
+  templates (a group's layers repeat the template layer's routes; the template's last op feeds
+  its first op for the next layer of the group);
 * inter-wafer (kind 3): from the west edge into the wafer's first op and from its last op
   to the east edge (the I/O channels sit on the east and west edges).
 """
@@ -121,11 +126,13 @@ def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int, 
 
 def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer: bool, last_wafer: bool,
                     chunk_of=lambda cols: 0, reduction: str = DEFAULT_REDUCTION,
-                    allreduce=frozenset()) -> TransferSet:
+                    allreduce=frozenset(), templates=None) -> TransferSet:
     """``grids_per_op``: for each op in order, its grids as (experts, rows, cols) or (experts, rows,
     cols, along_row) (True for KV grids); ``chunk_of(cols)`` is the chunk width of a wide grid in
     the floorplan, 0 for a narrow one; ``allreduce``: the ops hosting a norm or softmax rider
-    (their last grid gets the all-reduce tree, with ``reduction`` "tree")."""
+    (their last grid gets the all-reduce tree, with ``reduction`` "tree"); ``templates[op]``: the op
+    whose routes it uses (itself unless it shares a layer group's cores)."""
+    tmpl = list(templates) if templates is not None else list(range(len(grids_per_op)))
     src, dst, kind, osrc, odst = [], [], [], [], []
     first = 0
     ends = []  # (first tile, last tile) of each op with tiles
@@ -133,6 +140,9 @@ def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer:
         start = first
         for gi, g in enumerate(grids):
             e, r, c = g[:3]
+            if tmpl[op] != op:
+                first += e * r * c
+                continue
             b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c), bool(g[3:] and g[3]), reduction)
             sets = [(b_src, b_dst, KIND_BROADCAST), (r_src, r_dst, KIND_REDUCTION)]
             if op in allreduce and gi == len(grids) - 1 and reduction != "chain":
@@ -146,7 +156,11 @@ def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer:
             first += e * r * c
         if first > start:
             ends.append((op, start, first - 1))
+    built = set()
     for (a, _, a_last), (b, b_first, _) in zip(ends, ends[1:]):
+        if (tmpl[a], tmpl[b]) in built:
+            continue                        # the same cores, already joined by a route
+        built.add((tmpl[a], tmpl[b]))
         src.append(np.array([a_last]))
         dst.append(np.array([b_first]))
         kind.append(np.array([KIND_ACTIVATION], np.int8))

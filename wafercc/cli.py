@@ -163,6 +163,9 @@ def cmd_compile(args) -> int:
             if rep is not None and rep.get("speed_of_light"):
                 from .perf.report import speed_of_light_line
                 print(speed_of_light_line(rep["speed_of_light"]))
+            if rep is not None and rep.get("mapping"):
+                from .perf.mapping_search import mapping_line
+                print(mapping_line(rep["mapping"]))
         print("wrote " + ", ".join(files.values()))
     if failure:
         sys.stderr.write(f"wafercc: error: {failure}\n")

@@ -77,6 +77,7 @@ class Compilation:
         self.draft_lowered = None          # ... and its frontend result
         self.draft_placed = None           # the draft placed on its own wafers (schedule: backend/draft.py)
         self.placement_failure = None      # (stage, message) of a PlacementError: the report says so
+        self.mapping_search = None         # the report's mapping section (plan stage: chosen, priced, why)
         self.report_dict = None                                          # report
         self.seconds: dict[str, float] = {}
         self.ran: list[str] = []
@@ -250,6 +251,8 @@ class PlanStage(Stage):
     def run(self, c):
         from .plan.planner import plan_wafers
         c.prepare()
+        if _resolve_mapping(c):
+            return                          # a confirmed candidate's compile was adopted, plan included
         c.plan = plan_wafers(c.graph, c.target, c.options.plan, c.device, tile_check=_tile_check(c))
         if c.plan.infeasible:
             inf = c.plan.infeasible
@@ -262,6 +265,76 @@ class PlanStage(Stage):
     def dump(self, c):
         from .plan.report import plan_dict
         return "plan.json", _json(plan_dict(c.plan))
+
+
+def _resolve_mapping(c: Compilation) -> bool:
+    """``mapping="auto"``: price the candidate mappings (wafercc.perf.mapping_search), then, when the
+    compile runs through timing, place and route the estimate's best few and the reference (regions,
+    tree) for real and keep the fastest routed one (the estimate has no router: detours and long
+    activation routes are only seen routed); otherwise record the mapping asked for.  Fills the
+    report's ``mapping`` section; True when a confirmed candidate's stages were adopted."""
+    place = c.options.place
+    if place.mapping != "auto":
+        c.mapping_search = {"method": "given", "chosen": {"mapping": place.mapping, "reduction": place.reduction},
+                            "alternatives": None, "why": "the mapping option (auto searches)"}
+        return False
+    from .perf.mapping_search import CONFIRM_TOP, confirm_candidates, search_mapping
+    found = search_mapping(c.graph, c.target, c.options.plan, c.device, c.options.perf.prompt_tokens)
+    c.mapping_search = found
+    cands = confirm_candidates(found)
+    adopt = None
+    if len(cands) > 1 and STAGES.index(c.options.last_stage) >= STAGES.index("timing"):
+        routed, spent = [], 0.0
+        for m, red in cands:
+            sub = _candidate(c, m, red)
+            try:
+                sub.run(until="timing")
+            except PlacementError as e:
+                routed.append({"mapping": m, "reduction": red, "fits": False,
+                               "reason": " ".join(str(e).split("\n")[0].split())})
+                continue
+            spent += sum(sub.seconds.values())
+            tps = sub.performance.tokens_per_s_per_user
+            routed.append({"mapping": m, "reduction": red, "fits": True, "tokens_per_s_per_user": tps})
+            if adopt is None or tps > adopt.performance.tokens_per_s_per_user:
+                adopt = sub
+        found["confirmed"] = routed
+        if adopt is not None:
+            best = adopt.options.place
+            est_of = {(r["mapping"], r["reduction"]): r.get("tokens_per_s_per_user") for r in found["alternatives"]}
+            found["chosen"] = {"mapping": best.mapping, "reduction": best.reduction,
+                               "estimate_tokens_per_s_per_user": est_of[(best.mapping, best.reduction)],
+                               "routed_tokens_per_s_per_user": adopt.performance.tokens_per_s_per_user}
+            est = found["why"]
+            found["why"] = (f"{best.mapping}/{best.reduction} is the fastest routed of the {len(cands)} placed and "
+                            f"routed: the estimate's best {min(CONFIRM_TOP, len(cands))} and the reference regions/tree "
+                            f"(estimate: {est})")
+    ch = found["chosen"]
+    c.options = dataclasses.replace(
+        c.options, place=dataclasses.replace(place, mapping=ch["mapping"], reduction=ch["reduction"]),
+        plan=dataclasses.replace(c.options.plan, mapping=ch["mapping"], reduction=ch["reduction"]))
+    if adopt is None:
+        return False
+    for f in ("plan", "tiles", "placement", "program", "schedule_files", "performance_section"):
+        setattr(c, f, getattr(adopt, f))
+    c._workdir = adopt._workdir                       # the schedule files: now this compile's to save
+    adopt._cleanup.detach()
+    c._cleanup = weakref.finalize(c, shutil.rmtree, c._workdir, True)
+    c._adopted = [(s, adopt.seconds[s]) for s in adopt.ran if s not in ("frontend", "plan")]
+    c._candidates_seconds = spent - sum(adopt.seconds.values())   # the candidates not kept
+    return True
+
+
+def _candidate(c: Compilation, mapping: str, reduction: str) -> Compilation:
+    """A compile of ``c``'s lowered model with one mapping, from the plan stage on."""
+    o = c.options
+    opts = dataclasses.replace(o, place=dataclasses.replace(o.place, mapping=mapping, reduction=reduction),
+                               plan=dataclasses.replace(o.plan, mapping=mapping, reduction=reduction))
+    sub = Compilation(c.model, opts, c.example_inputs, stage_dir=c.stage_dir)
+    sub.lowered, sub.graph, sub.facts = c.lowered, c.graph, c.facts
+    sub.target, sub.device, sub.draft = c.target, c.device, c.draft
+    sub.ran, sub.seconds = ["frontend"], {"frontend": 0.0}
+    return sub
 
 
 def _tile_check(c: Compilation):
@@ -444,6 +517,9 @@ class StageManager:
         self.current = None
         try:
             while i < len(todo):
+                if todo[i].name in c.ran:        # adopted from a confirmed mapping candidate
+                    i += 1
+                    continue
                 group = [todo[i]]
                 while group[-1].per_wafer and i + len(group) < len(todo) and todo[i + len(group)].per_wafer:
                     group.append(todo[i + len(group)])
@@ -515,8 +591,17 @@ class StageManager:
             missing = [f for f in s.produces if getattr(c, f, None) is None]
             if missing:
                 raise StageError(f"stage '{s.name}' did not produce {', '.join(missing)}")
+        adopted = getattr(c, "_adopted", ())      # the stages the kept mapping candidate ran, inside this one
+        if adopted:
+            other = getattr(c, "_candidates_seconds", 0.0)
+            seconds -= sum(secs for _, secs in adopted) + other
+            c.seconds["mapping_candidates"] = other
         c.seconds[s.name] = seconds
         c.ran.append(s.name)
+        for name, secs in adopted:
+            c.seconds[name] = secs
+            c.ran.append(name)
+        c._adopted = ()
         if self.verify:
             s.check(c)
         d = s.dump(c) if self._dumps(s) and not streamed else None

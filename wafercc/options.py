@@ -24,7 +24,7 @@ from .passes.place_route import PlaceOptions
 from .perf.evaluate import Speculative
 from .perf.report import PerfOptions
 from .plan.options import KV_PLACEMENTS, PARTITIONS, PlanOptions, SolverOptions
-from .target.geometry import LAYOUTS, REDUCTIONS
+from .target.geometry import LAYOUTS, REDUCTIONS, parse_mapping
 
 
 class OptionError(WaferccError):
@@ -159,6 +159,11 @@ def _overrides(v):
     return tuple((p, _storage(dt, f"dtype override {_short(p)}")) for p, dt in out)
 
 
+def _mapping(v):
+    parse_mapping(v)              # ValueError: a one-line OptionError from build_options
+    return str(v).strip()
+
+
 def _short(v: Any, limit: int = 40) -> str:
     """``repr(v)`` cut to ``limit`` characters: a message echoes what the user wrote, not all of it."""
     text = repr(v)
@@ -197,6 +202,9 @@ KNOBS: tuple[Knob, ...] = (
          "displaced tiles placed by an OR-Tools min-cost assignment) or the row-major baseline", choices=LAYOUTS),
     Knob("reduction", "place", "reduction", "partial sums: tree (binomial, ceil(log2 rows) steps) or chain "
          "(the launch-style mapping, rows - 1 steps)", choices=REDUCTIONS),
+    Knob("mapping", "place", "mapping", "which layers share cores: regions (each op its own), groups:G "
+         "(G consecutive layers share one floorplan), wafer (all layers of a wafer) or auto (the compiler "
+         "prices them and picks the fastest that fits)", _mapping, metavar="MAPPING"),
     Knob("prompt_tokens", "perf", "prompt_tokens", "prompt length for time to first token and the decode "
          "position", _int,
          bounds=(1, L.MAX_CONTEXT), unit="tokens", limit="MAX_CONTEXT"),
@@ -259,7 +267,8 @@ def build_options(**kw) -> CompileOptions:
         raise OptionError("spec_tokens / spec_acceptance need speculative=DRAFT")
     # the planner counts the cores of the layout the placer will use (the device model's tiler slots)
     plan_kw = dict(vals["plan"], layout=vals["place"].get("layout", PlaceOptions.layout),
-                   reduction=vals["place"].get("reduction", PlaceOptions.reduction))
+                   reduction=vals["place"].get("reduction", PlaceOptions.reduction),
+                   mapping=vals["place"].get("mapping", PlaceOptions.mapping))
     return CompileOptions(**top, frontend=FrontendOptions(**vals["frontend"]),
                           plan=PlanOptions(**plan_kw, solver=SolverOptions(seed=seed)),
                           place=PlaceOptions(**vals["place"], seed=seed), perf=PerfOptions(**perf))

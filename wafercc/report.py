@@ -25,6 +25,8 @@ def build_report(c) -> dict:
               "model": {"name": c.graph.name, "params": f.params, "layers": f.layers,
                         "weight_bytes": f.weight_bytes, "kv_bytes_per_token": f.kv_bytes_per_token},
               **plan_dict(c.plan)}
+    if getattr(c, "mapping_search", None) is not None:
+        report["mapping"] = c.mapping_search
     if c.placement is not None:
         report["placement"] = {k: v for k, v in c.placement.items() if k != "per_wafer"}
         for w, pw in zip(report["wafers"]["per_wafer"], c.placement["per_wafer"]):

@@ -51,6 +51,7 @@ class ScheduleWriter:
         hops = np.diff(np.asarray(r.offsets, np.int64))
         paths = grid_paths(pw.tile_op, pw.tile_grid, tr.src, tr.dst, tr.kind, hops)
         recs = op_records(pw.ops, self.graph, self.flops, paths, op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 2))
+        share_records(recs, pw.ops, tr, hops)
         edges = op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 3)
         self.records.append(tuple(recs))
         if k > 0:
@@ -127,6 +128,31 @@ class ScheduleWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def share_records(recs: list[dict], ops, tr, hops) -> None:
+    """Layer groups (docs/mapping.md): a shared op's record names its template (``routes_of``) and
+    takes the template's routed paths, and its incoming activation the hops of the route that serves
+    its pair of templates (passes/transfers.py builds one per pair)."""
+    from ..passes.place_route import shared_templates
+    tmpl = shared_templates(ops)
+    if all(t == i for i, t in enumerate(tmpl)):
+        return
+    pair_hops = {}
+    for i in np.flatnonzero(tr.kind == 2):
+        pair_hops.setdefault((tmpl[int(tr.op_src[i])], tmpl[int(tr.op_dst[i])]), int(hops[i]))
+    prev = None
+    for i, r in enumerate(recs):
+        t = tmpl[i]
+        r["routes_of"] = t if t != i else None
+        if t != i:
+            for g, tg in zip(r["grids"], recs[t]["grids"]):
+                for key in ("broadcast_hops", "broadcast_links", "reduction_hops", "reduction_links"):
+                    g[key] = tg[key]
+        if r["grids"]:
+            if prev is not None:
+                r["act_in_hops"] = pair_hops.get((tmpl[prev], t), r["act_in_hops"])
+            prev = i
 
 
 def floorplan_qor(fp, layout: str) -> dict:

@@ -30,7 +30,8 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
 
     def tiles(p):
         slots = [device.wafer(k).lane_slots(lane, 0, "lanes") for k in range(len(p.wafers))]
-        return tile_plan(graph, p, target, TileOptions(lane=lane, reduction=options.reduction), slots)
+        return tile_plan(graph, p, target, TileOptions(lane=lane, reduction=options.reduction,
+                                                     mapping=options.mapping), slots)
 
     def check(p):                      # the planner's tile check (plan_wafers): these very tiles fit
         try:
@@ -49,7 +50,8 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
     wafers, bounds = [], []
     for k, wt in enumerate(tp.wafers):
         ops = [tp.ops[i] for i in wt.ops]
-        wafers.append(tuple(op_records(ops, graph, flops, None, _act_hops(ops, lane), lane, options.reduction)))
+        wafers.append(tuple(op_records(ops, graph, flops, None, _act_hops(ops, lane, target.usable_rows), lane,
+                                        options.reduction)))
         if k < len(tp.wafers) - 1:
             bounds.append(Boundary(k, cut_bytes(plan.wafers[k], ops[-1].act_bytes if ops else 0)
                                    // plan.options.batch, 0))
@@ -58,16 +60,37 @@ def estimate_program(graph, target, options, device, plan=None) -> tuple[object,
     return plan, Program(tuple(wafers), tuple(bounds), act.bits / 8, plan.options.context, plan.options.batch)
 
 
-def _act_hops(ops, lane: int) -> dict[int, int]:
-    """An op's input arrives from the previous op's last tile, about one grid's lane rows away."""
+def _act_hops(ops, lane: int, rows: int = 0) -> dict[int, int]:
+    """An op's input arrives from the previous op's last tile, about one grid's lane rows away.
+    Under layer groups (docs/mapping.md) ops take their template's cores: the route from a group's
+    layer to the next runs from the template's last op back to its first op: the Manhattan distance
+    of their curve positions on a serpentine of ``rows``-row lanes."""
+    def core(p: int) -> tuple[int, int]:
+        if not rows:
+            return p // max(lane, 1), 0
+        b, r = divmod(p // max(lane, 1), rows)
+        return (rows - 1 - r if b % 2 else r), b * lane + p % max(lane, 1)
+
+    ids = {o.node: i for i, o in enumerate(ops)}
+    tmpl = [ids[o.shares] if getattr(o, "shares", None) else i for i, o in enumerate(ops)]
+    start, pos = {}, 0                        # curve slot of each op with cores of its own
+    for i, o in enumerate(ops):
+        if tmpl[i] == i and o.grids:
+            start[i] = pos
+            pos += o.slots
     out, prev = {}, None
     for i, o in enumerate(ops):
         if not o.grids:
             continue
         if prev is not None:
-            g = prev.grids[-1]
-            out[i] = int(np.ceil(g.slots / max(lane, 1))) + min(g.cols, lane)
-        prev = o
+            a, b = tmpl[prev], tmpl[i]
+            g = ops[a].grids[-1]
+            if start[b] > start[a]:
+                out[i] = int(np.ceil(g.slots / max(lane, 1))) + min(g.cols, lane)
+            else:
+                (r0, c0), (r1, c1) = core(start[a] + ops[a].slots - 1), core(start[b])
+                out[i] = abs(r0 - r1) + abs(c0 - c1)
+        prev = i
     return out
 
 

@@ -274,17 +274,27 @@ class _Wafer:
                 self.routes[int(key[src[i]])][int(kind[i])].append(e)
         self.act_in = {}                                           # op -> its activation route
         self.edge_in = self.edge_out = None
+        # layer groups (docs/mapping.md): a shared op runs on its template's tiles and routes
+        self.tmpl = [o.get("routes_of") if o.get("routes_of") is not None else i for i, o in enumerate(ops)]
+        pairs = {}
         for i in np.flatnonzero(kind >= 2).tolist():
             if kind[i] == 2:
                 self.act_in.setdefault(int(arr["route_op_dst"][i]), i)
+                pairs.setdefault((self.tmpl[int(arr["route_op_src"][i])], self.tmpl[int(arr["route_op_dst"][i])]), i)
             elif src[i] < 0:
                 self.edge_in = i
             else:
                 self.edge_out = i
+        prev = None
+        for i, o in enumerate(ops):            # a group's later layers: the route of their templates' pair
+            if o["grids"]:
+                if prev is not None and i not in self.act_in and (self.tmpl[prev], self.tmpl[i]) in pairs:
+                    self.act_in[i] = pairs[(self.tmpl[prev], self.tmpl[i])]
+                prev = i
         self.cols = np.asarray(arr["tile_col"], np.int64)
 
     def grid(self, op: int, g: int):
-        k = op * 65536 + g
+        k = self.tmpl[op] * 65536 + g
         b, r = self.routes[k]
         return self.tiles.get(k, []), b, r
 
@@ -364,18 +374,20 @@ def simulate_timing(outdir: str, target=None, act_bytes: float | None = None, co
         if k > 0:
             bounds.append(arrive - last_end)
         start, end, done = [], [], []        # done: absolute end of each op (its dependants wait on it)
+        prev_holder = None
         for i, op in enumerate(ops):
             # an op starts when the ops it reads have finished (inputs from earlier wafers: on arrival)
             t = ready = max((done[d] for d in op.get("deps", [])), default=tin)
             if op["grids"]:
                 r = wf.act_in.get(i)
                 if r is not None:
-                    src = ops[int(wf.arr["route_op_src"][r])]
+                    src = ops[prev_holder if prev_holder is not None else int(wf.arr["route_op_src"][r])]
                     t = wf.net.send(ready, r, wavelets(_out_slice(src, a), link))[1]
                 s = t
                 t += p.op_sync
                 for g in op["grids"]:
                     t = _grid_time(wf, t, i, g, op, mc, p, a, kv_len, cut_through)
+                prev_holder = i
             else:
                 s = t
                 t = _rider_time(wf, t, op, mc, p, cut_through)

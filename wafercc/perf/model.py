@@ -205,17 +205,22 @@ def boundary_seconds(bytes_per_token: float, hops: int, mc: Machine, p: CostPara
 
 
 def bottleneck_cycles(ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> float:
-    """Per-token occupancy of the busiest op: the interval at which a stream of tokens (a prompt, a
-    speculative verify) leaves a wafer once the first is through (ops are spatially separate)."""
+    """Per-token occupancy of the busiest cores: the interval at which a stream of tokens (a prompt, a
+    speculative verify) leaves a wafer once the first is through (ops are spatially separate, except
+    the ops of a layer group, ``routes_of``, which share their template's cores: their times add)."""
     one = dataclasses.replace(w, tokens=1)
     r = rates(mc, p)
     worst = 0.0
-    for op in ops:
+    per_cores: dict[int, float] = {}      # layer groups: ops sharing a template's cores add up
+    for i, op in enumerate(ops):
         busy = 0.0
         for g in op["grids"]:
             ph = kernel_phases(g, op, r, one)
             busy += ph.compute + ck.serialisation(ph, r)
-        worst = max(worst, busy, op_cycles(op, ops, mc, p, one)["compute"])
+        t = op.get("routes_of")
+        key = i if t is None else t
+        per_cores[key] = per_cores.get(key, 0.0) + busy
+        worst = max(worst, per_cores[key], op_cycles(op, ops, mc, p, one)["compute"])
     return worst
 
 

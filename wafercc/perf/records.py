@@ -109,6 +109,8 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
              "grids": grids, "act_in_hops": int((act_in or {}).get(i, 0)),
              "deps": sorted({ids[producers[v].name] for v in node.inputs.values()
                              if v in producers and producers[v].name in ids})}
+        if getattr(o, "shares", None):          # layer groups: the template's cores and routes
+            r["routes_of"] = ids[o.shares]
         if o.op == "attention":
             at = node.spec.with_defaults(node.attrs)
             r["attention"] = {"group": int(at["num_heads"] // at["num_kv_heads"]), "head_dim": int(kv_head_dim(at)),

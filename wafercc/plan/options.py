@@ -8,7 +8,7 @@ from ..errors import WaferccError
 from ..ir import DEFAULT_CONTEXT, DType
 from ..passes.solver import SolverOptions  # noqa: F401  (defined below plan so passes need not import plan)
 from ..limits import MAX_WAFERS
-from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_REDUCTION, LAYOUTS, REDUCTIONS
+from ..target.geometry import DEFAULT_LAYOUT, DEFAULT_MAPPING, DEFAULT_REDUCTION, LAYOUTS, REDUCTIONS, parse_mapping
 
 KV_PLACEMENTS = ("beside", "dedicated")
 PARTITIONS = ("layer", "block", "op")   # the partition's unit granularities, coarsest first
@@ -40,6 +40,7 @@ class PlanOptions:
     # the partition's units: whole layers, blocks or ops (plan/memory.py PARTITIONS); None: the
     # coarsest of them that needs the fewest wafers
     partition: str | None = None
+    mapping: str = DEFAULT_MAPPING         # layers sharing cores (the tile plan's and the estimate's)
 
     def __post_init__(self):
         if self.context < 1:
@@ -57,6 +58,10 @@ class PlanOptions:
             raise PlanError(f"reduction '{self.reduction}': expected one of {', '.join(REDUCTIONS)}")
         if self.partition is not None and self.partition not in PARTITIONS:
             raise PlanError(f"partition '{self.partition}': expected one of {', '.join(PARTITIONS)}")
+        try:
+            parse_mapping(self.mapping)
+        except ValueError as e:
+            raise PlanError(str(e)) from None
         if self.lane is not None and self.lane < 1:
             raise PlanError(f"lane width {self.lane}: expected at least 1 column")
         if self.wafers and self.max_wafers and self.wafers > self.max_wafers:

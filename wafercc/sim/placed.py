@@ -17,6 +17,10 @@ that names the op and the tile: every tile of a gemv/lookup/kv grid placed exact
 core, one tile per core; every tile sends its partial at most once and the reduction routes of a
 gemv/lookup grid form exactly one tree per output column (per expert), those of a KV grid one tree
 per grid row; the broadcast routes reach every tile of a grid row from one entry tile.
+
+Layer groups (docs/mapping.md): an op naming ``routes_of`` (a template op) has its tiles on the
+template's tiles' cores (checked: same grids, tile for tile the same core; those are the only cores
+holding two tiles) and its kernels combine partials along the template's routed trees.
 """
 from __future__ import annotations
 
@@ -245,7 +249,8 @@ def _wafer_views(outdir: str, k: int, w: dict, arr: dict, alive: np.ndarray) -> 
     slot = np.full(total, -1, np.int64)
     uniq, first, counts = np.unique(gid, return_index=True, return_counts=True)
     slot[uniq] = first
-    _check_cores(where, ops, t, alive, gid, counts, uniq)
+    shared = np.array([o.get("routes_of") is not None for o in ops], bool)
+    _check_cores(where, ops, t, alive, gid, counts, uniq, shared[t["tile_op"]] if n_t else np.zeros(0, bool))
 
     rk = np.asarray(arr["route_kind"], np.int64)
     rs, rd = np.asarray(arr["route_src_tile"], np.int64), np.asarray(arr["route_dst_tile"], np.int64)
@@ -272,7 +277,10 @@ def _wafer_views(outdir: str, k: int, w: dict, arr: dict, alive: np.ndarray) -> 
             view = GridView(o["name"], gi, g["operand"], *(int(g[f]) for f in (
                 "experts", "rows", "cols", "k", "n", "tile_k", "tile_n", "unit_bits")), k,
                 idx.reshape(shape), cores, None, None, None)
-            if o.get("role") in CHECKED_ROLES:
+            tm = o.get("routes_of")
+            if tm is not None:
+                view = _shared_view(where, view, o, ops, views, tm, gi)
+            elif o.get("role") in CHECKED_ROLES:
                 view = _with_forests(where, view, lo, gid, rk, rs, rd, ros, rod, i)
             if "allreduce_links" in g:
                 view = _with_allreduce(where, view, lo, gid, rk, rs, rd, ros, rod, i)
@@ -281,12 +289,28 @@ def _wafer_views(outdir: str, k: int, w: dict, arr: dict, alive: np.ndarray) -> 
     return views
 
 
+def _shared_view(where, view: GridView, o: dict, ops: list, views: list, tm, gi: int) -> GridView:
+    """A shared op's grid: the template's grid of the same index, on the same cores, its forests."""
+    if not (isinstance(tm, int) and 0 <= tm < len(views)) or ops[tm].get("routes_of") is not None:
+        raise SimulationError(f"op '{o['name']}': routes_of {tm!r} is not an earlier op with routes of its own",
+                              where=where)
+    tg = views[tm].grids[gi] if gi < len(views[tm].grids) else None
+    if tg is None or (tg.operand, tg.experts, tg.rows, tg.cols) != (view.operand, view.experts, view.rows, view.cols):
+        raise SimulationError(f"op '{o['name']}' grid {gi}: not shaped like grid {gi} of '{ops[tm]['name']}', "
+                              "whose routes it uses", where=where)
+    if not np.array_equal(tg.cores, view.cores):
+        bad = np.argwhere((tg.cores != view.cores).any(axis=-1))[0]
+        raise SimulationError(f"op '{o['name']}' grid {gi}: {view.tile_name(np.ravel_multi_index(bad, tg.tiles.shape))} "
+                              f"is not on the core of its template's tile (op '{ops[tm]['name']}')", where=where)
+    return dataclasses.replace(view, reduction=tg.reduction, broadcast=tg.broadcast, roots=tg.roots)
+
+
 def _tile(ops, t, i) -> str:
     return (f"op '{ops[t['tile_op'][i]]['name']}': tile (grid {t['tile_grid'][i]}, e={t['tile_expert'][i]}, "
             f"r={t['tile_row'][i]}, c={t['tile_col'][i]})")
 
 
-def _check_cores(where, ops, t, alive, gid, counts, uniq):
+def _check_cores(where, ops, t, alive, gid, counts, uniq, shared_tile):
     dup = uniq[counts > 1]
     if dup.size:
         i = int(np.flatnonzero(gid == dup[0])[1])
@@ -300,7 +324,7 @@ def _check_cores(where, ops, t, alive, gid, counts, uniq):
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise SimulationError(f"{_tile(ops, t, i)} is on core ({cr[i]}, {cc[i]}), which is {what}", where=where)
-    core = cr * cols + cc
+    core = np.where(shared_tile, -1 - np.arange(len(cr)), cr * cols + cc)   # shared tiles: checked by their template
     u, n = np.unique(core, return_counts=True)
     if (n > 1).any():
         a, b = np.flatnonzero(core == u[n > 1][0])[:2]

@@ -16,6 +16,34 @@ DEFAULT_LAYOUT = LAYOUTS[0]     # the one default, read by PlanOptions and Place
 # receive-add steps, or the launch-style chain, R - 1 steps (the mapping the Aug 2024 rows were measured on)
 REDUCTIONS = ("tree", "chain")
 DEFAULT_REDUCTION = REDUCTIONS[0]
+# which layers share cores (docs/mapping.md): "regions" (every op its own cores, G = 1), "groups:G"
+# (G consecutive identical layers share one floorplan, G tiles per core), "wafer" (G = every layer on
+# the wafer), "auto" (the compiler prices the candidates with the tile-plan estimate and picks one)
+MAPPING_KINDS = ("regions", "wafer", "auto")
+DEFAULT_MAPPING = "regions"
+
+
+def parse_mapping(mapping: str) -> int | None:
+    """Layers per group of a mapping: 1 (regions), G (groups:G), 0 (wafer: all layers of a wafer),
+    None (auto: chosen by the search).  ValueError on anything else."""
+    m = str(mapping).strip()
+    if m == "regions":
+        return 1
+    if m == "wafer":
+        return 0
+    if m == "auto":
+        return None
+    if m.startswith("groups:") and m[7:].isdigit() and int(m[7:]) >= 1:
+        return int(m[7:])
+    raise ValueError(f"mapping {mapping!r}: expected regions, groups:G (G >= 1), wafer or auto")
+
+
+def group_size(mapping: str, layers: int) -> int:
+    """Layers per group on a wafer holding ``layers`` layers (at least 1)."""
+    g = parse_mapping(mapping)
+    if g is None:
+        raise ValueError("mapping 'auto' is resolved by the search before tiling")
+    return max(1, min(layers, g) if g else layers)
 LANE_RANGE = (40, 64)   # lane widths tried by choose_lane; wider than the grids' short side
 MAX_SPARE_FRACTION = 0.25  # of a lane's columns kept free for displaced tiles
 

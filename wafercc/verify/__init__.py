@@ -11,6 +11,8 @@ malformed files raise ScheduleFileError (a WaferccError, exit 2); violations are
 from __future__ import annotations
 
 import time
+
+import numpy as np
 from dataclasses import dataclass, field
 
 from .allreduce import check_allreduce
@@ -30,6 +32,7 @@ from .plan import check_pipelines, check_plan
 from .qor import wafer_qor
 from .report import render_text, result_dict
 from .routes import check_routes
+from .shared import check_shared
 from .trees import check_route_tiles, check_trees
 
 __all__ = ["ScheduleFileError", "VerifyResult", "Violation", "render_text", "result_dict", "verify_dir"]
@@ -73,9 +76,13 @@ def verify_dir(outdir: str, limit: int = 50) -> VerifyResult:
         rstats = check_routes(w, ops, colors, cap, target.fabric.colors, sink)
         check_endpoints(w, ops, rstats, sched.nwafers, sink)
         good_src, good_dst = check_route_tiles(w, ops, tiles, sink)
-        roots = check_trees(w, ops, tiles, good_src, good_dst, sink)
+        tmpl, partner, shared_tile = check_shared(w, ops, tiles, sink)
+        roots = check_trees(w, ops, tiles, good_src, good_dst, sink, shared_tile)
+        if shared_tile.any():          # a shared tile is a root where its template's tile is one
+            roots = roots.copy()
+            roots[shared_tile] = (partner[shared_tile] >= 0) & roots[np.maximum(partner[shared_tile], 0)]
         check_allreduce(w, ops, tiles, good_src, good_dst, roots, sink)
-        ends.append(check_dataflow(w, ops, tiles, good_src, good_dst, roots, sink))
+        ends.append(check_dataflow(w, ops, tiles, good_src, good_dst, roots, sink, tmpl))
         check_partition(w, sink)
         qor.append(wafer_qor(doc, w, tiles, rstats, budget, sink.by_wafer.get(w.index, 0) - before))
         del w, tiles, rstats, good_src, good_dst, roots      # one wafer in memory at a time

@@ -132,7 +132,7 @@ def check_tiles(w, ops: list, sink: Sink) -> dict:
     col_group = np.where(valid, flat - tr * dims[:, 2], -1)
     kv = gx.kv[gi] if gx.kv.size else np.zeros(top.size, bool)
     return {"per_core": per_core, "core": core, "on": on, "op": top, "valid_op": (top >= 0) & (top < nops),
-            "desc": tdesc, "grid_index": gx, "bcast_group": row_group,
+            "desc": tdesc, "grid_index": gx, "bcast_group": row_group, "flat": flat, "counts": counts,
             "reduce_group": np.where(kv, row_group, col_group), "kv": kv,
             "max_group": int(dims[:, 1:].max()) if dims.size else 1}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import Sink, op_label
+from .shared import effective_edges
 
 
 def _producers(ops: list, has_tiles: np.ndarray, o: int) -> set[int]:
@@ -38,7 +39,7 @@ def _producers(ops: list, has_tiles: np.ndarray, o: int) -> set[int]:
 
 
 def check_dataflow(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np.ndarray,
-                   bcast_root: np.ndarray, sink: Sink) -> dict:
+                   bcast_root: np.ndarray, sink: Sink, tmpl: list[int] | None = None) -> dict:
     ro, k = w.routes, w.index
     nops = len(ops)
     kind, osrc, odst, dt = ro["route_kind"], ro["route_op_src"], ro["route_op_dst"], ro["route_dst_tile"]
@@ -51,8 +52,10 @@ def check_dataflow(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np
     sink.add("dataflow-order", k, back, lambda i: f"route {i} (activation) runs from "
              f"{op_label(ops, int(osrc[i]))} back to {op_label(ops, int(odst[i]))} (ops are in dataflow order)")
     fwd = act[osrc[act] < odst[act]]
-    indeg = np.bincount(odst[fwd], minlength=nops)
-    outdeg = np.bincount(osrc[fwd], minlength=nops)
+    e_src, e_dst = effective_edges(osrc[fwd].tolist(), odst[fwd].tolist(), holders.tolist(),
+                                   tmpl if tmpl is not None else list(range(nops)))
+    indeg = np.bincount(np.asarray(e_dst, np.int64), minlength=nops)
+    outdeg = np.bincount(np.asarray(e_src, np.int64), minlength=nops)
     no_in = holders[(indeg[holders] == 0) & (holders != entry)]
     no_out = holders[(outdeg[holders] == 0) & (holders != exit_)]
     sink.add("activation-missing", k, no_in, lambda o: f"{op_label(ops, int(o))} holds tiles but no activation "
@@ -68,7 +71,7 @@ def check_dataflow(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np
 
     # reachability along activation routes: reach[o] = bitset of ops with a chain of routes to o
     preds: dict[int, set[int]] = {}
-    for a, b in zip(osrc[fwd].tolist(), odst[fwd].tolist()):
+    for a, b in zip(e_src, e_dst):
         preds.setdefault(b, set()).add(a)
     reach = [0] * nops
     for o in holders.tolist():

@@ -107,6 +107,8 @@ def _check_op(op, where: str, path: str) -> None:
     if not (isinstance(deps, list) and all(_int(d) for d in deps)) or not (host is None or _int(host)):
         _fail(f"'{where}.deps' / '{where}.host': got {deps!r} / {host!r}, expected a list of op ids / an op "
               "id or null", path)
+    if not (op.get("routes_of") is None or _int(op.get("routes_of"))):
+        _fail(f"'{where}.routes_of': got {op.get('routes_of')!r}, expected an op id or null", path)
     reg = op.get("region", [])
     if not (isinstance(reg, list) and all(isinstance(r, list) and len(r) == 4 and all(_int(x) for x in r)
                                           for r in reg)):

@@ -59,9 +59,11 @@ def _group_label(ops: list, gx: GridIndex, g: int, along: str) -> str:
     return f"{op_label(ops, o)} grid {gi} expert {e} {where}"
 
 
-def check_trees(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np.ndarray, sink: Sink) -> np.ndarray:
+def check_trees(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np.ndarray, sink: Sink,
+                shared_tile: np.ndarray | None = None) -> np.ndarray:
     """``broadcast-tree`` / ``reduction-tree``; returns, per tile, whether it is a broadcast root
-    (where an activation may enter)."""
+    (where an activation may enter).  ``shared_tile``: tiles of ops using a template's routes (left
+    out: a route joining one is not of a tree of its own grid)."""
     ro, k = w.routes, w.index
     kind, st, dt = ro["route_kind"], ro["route_src_tile"], ro["route_dst_tile"]
     ntiles, gx, desc = w.tiles["tile_op"].size, tiles["grid_index"], tiles["desc"]
@@ -69,6 +71,8 @@ def check_trees(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np.nd
     steps = max(1, int(np.ceil(np.log2(tiles["max_group"] + 1)))) + 1
     bcast_root = np.ones(ntiles, dtype=bool)
     for kd, name, grp in ((0, "broadcast", tiles["bcast_group"]), (1, "reduction", tiles["reduce_group"])):
+        if shared_tile is not None and shared_tile.any():
+            grp = np.where(shared_tile, -1, grp)
         code = f"{name}-tree"
         sel = np.flatnonzero((kind == kd) & good_src & good_dst)
         s, d = st[sel], dt[sel]
