@@ -75,7 +75,7 @@ class Compilation:
         self.performance_section = None                                  # timing
         self.draft = None                  # the speculative draft's lowered IR (prepare: before anything runs)
         self.draft_lowered = None          # ... and its frontend result
-        self.draft_placed = None           # the draft placed on its own wafers (schedule: backend/draft.py)
+        self.draft_placed = None           # the draft placed on its own wafers (schedule: wafercc/draft.py)
         self.placement_failure = None      # (stage, message) of a PlacementError: the report says so
         self.mapping_search = None         # the report's mapping section (plan stage: chosen, priced, why)
         self.report_dict = None                                          # report
@@ -454,9 +454,9 @@ class ScheduleStage(WaferStage):
 
 
 def _place_draft(c: Compilation):
-    """The speculative draft on its own wafers after the target's (backend/draft.py); a draft that
+    """The speculative draft on its own wafers after the target's (wafercc/draft.py); a draft that
     does not fit or place is a one-line error naming it."""
-    from .backend.draft import place_draft
+    from .draft import place_draft
     from .errors import WaferccError
     try:
         return place_draft(c)

@@ -3,7 +3,7 @@
 Used where placing and routing would cost too much for what is asked: the speed-versus-wafers
 curve (one plan and tile plan per wafer count) and the benchmarks' speculative ceilings
 (benchmarks/published_checks.py, calibrate.py).  The compiled point itself, and a compile's
-``--speculative`` draft (wafercc/backend/draft.py), are always timed from their routed schedules;
+``--speculative`` draft (wafercc/draft.py), are always timed from their routed schedules;
 tests/test_perf.py checks the estimate against it.
 """
 from __future__ import annotations

@@ -23,7 +23,7 @@ class PerfOptions:
 def performance_section(prog: Program, graph, plan, target, device, opts: PerfOptions = PerfOptions(),
                         draft=None) -> dict:
     """Decode figures of the routed schedule ``prog``, the wafers curve and, with ``draft`` (the
-    draft placed on its own wafers, backend/draft.PlacedDraft), speculative decoding beside the
+    draft placed on its own wafers, wafercc/draft.PlacedDraft), speculative decoding beside the
     plain figure."""
     mc, p = Machine.of(target), CostParams.of(target)
     perf = performance(prog, mc, p, opts.prompt_tokens)

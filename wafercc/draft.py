@@ -20,9 +20,9 @@ import os
 
 import numpy as np
 
-from ..cache import atomic_write_text
-from ..target.device import Device
-from .npz import write_npz
+from .cache import atomic_write_text
+from .target.device import Device
+from .backend.npz import write_npz
 
 
 class ShiftedDevice(Device):
@@ -56,7 +56,7 @@ class PlacedDraft:
 def draft_options(options):
     """The target's options for the draft: its own wafer count, no per-node dtype overrides (they
     name the target's nodes), no speculation and no curve of its own, through the schedule."""
-    from ..options import FrontendOptions
+    from .options import FrontendOptions
     plan = dataclasses.replace(options.plan, wafers=None, max_wafers=None, dtype_overrides=())
     perf = dataclasses.replace(options.perf, speculative=None, curve=False)
     return dataclasses.replace(options, until="schedule", frontend=FrontendOptions(cache=options.frontend.cache),
@@ -66,7 +66,7 @@ def draft_options(options):
 def place_draft(c) -> PlacedDraft:
     """Compile ``c``'s draft onto the wafers after ``c``'s and merge it into c's schedule directory
     (c.schedule_files gains the draft's files)."""
-    from ..driver import Compilation
+    from .driver import Compilation
     n = len(c.plan.wafers)
     d = Compilation(c.options.perf.speculative.draft, draft_options(c.options), stage_dir=c.workdir())
     d.target, d.device = c.target, ShiftedDevice(c.device, n)
@@ -90,7 +90,7 @@ def place_draft(c) -> PlacedDraft:
 def merge_draft(outdir: str, draft_dir: str, offset: int, draft_graph) -> dict[str, str]:
     """Append the draft schedule in ``draft_dir`` to the one in ``outdir`` as wafers offset.. with
     role "draft"; returns the files added ({key: path})."""
-    from ..ir import print_graph
+    from .ir import print_graph
     spath = os.path.join(outdir, "schedule.json")
     with open(spath, encoding="utf-8") as f:
         doc = json.load(f)
