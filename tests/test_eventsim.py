@@ -116,3 +116,18 @@ def test_forced_contention(tmp_path):
     direct = _mini(tmp_path, detour=False)
     assert simulate_timing(direct, act_bytes=2).link_stats["max_queue_delay"] == 0
     assert simulate_timing(direct, act_bytes=2).total_cycles < sim.total_cycles
+
+
+def test_analytic_program_keeps_bytes_per_token_at_batch(tmp_path):
+    """schedule/2's inter_wafer bytes are per token: the rebuilt Program must not divide them by the
+    batch again, or a batched boundary is charged a fraction of its bytes."""
+    from wafercc.perf.eventsim import analytic_program
+
+    tiny = tiny_target(tmp_path, 40, 40)
+    out = _compile(tmp_path / "b4", "tiny-llama.onnx", "--target", str(tiny.path), "--wafers", "2",
+                   "--batch", "4")
+    doc = json.loads((Path(out) / "schedule.json").read_text())
+    written = [e["bytes_per_token"] for w in doc["wafers"][:-1] for e in w["inter_wafer"]
+               if e["src_wafer"] == w["index"]]
+    prog = analytic_program(out)
+    assert written and [b.bytes_per_token for b in prog.boundaries] == written

@@ -443,7 +443,8 @@ def analytic_program(outdir: str, doc: dict | None = None, act_bytes: float | No
     bounds = []
     for k, wj in enumerate(doc["wafers"][:-1]):
         out = [e for e in wj.get("inter_wafer", []) if e["src_wafer"] == wj.get("index", k)]
-        bounds.append(Boundary(k, (out[0]["bytes_per_token"] if out else 0) // batch, edge[k][1] + edge[k + 1][0]))
+        # schedule/2 writes bytes per token (version 1 wrote the batch's), as Boundary holds them
+        bounds.append(Boundary(k, out[0]["bytes_per_token"] if out else 0, edge[k][1] + edge[k + 1][0]))
     return Program(tuple(tuple(w["ops"]) for w in doc["wafers"]), tuple(bounds), a, schedule_kv_len(doc), batch)
 
 
