@@ -6,10 +6,14 @@ A grid's decode step has three phases:
 
     broadcast  = broadcast_hops x hop + broadcast bytes / link_bytes
     compute    = the work of one core (``Phases.compute``)
-    reduction  = reduction_hops x hop + reduction_links x reduce_step + reduction bytes / link_bytes
+    reduction  = reduction_hops x hop + max(reduction_links x reduce_step + ser,
+                                            reduction_load x ser + reduce_step)
+                 (ser = reduction bytes / link_bytes)
 
 (``reduction_links``: the receive-add-forward steps of the reduction tree's root, ceil(log2 rows)
-for a grid column's binomial tree.)
+for a grid column's binomial tree; ``reduction_load``: the partials sharing its busiest directed
+link, which serialise there: ceil(log2 rows) beside a binomial tree's root, 1 on a chain.  A
+broadcast's ``broadcast_load`` messages on one link serialise the same way.)
 
 The kind functions (``gemv``, ``kv``, ``lookup``) give the compute cycles and the sizes of the two
 messages.  The caller gives the paths: the tiler uses the row chains and column trees of an
@@ -89,12 +93,22 @@ def striped_positions(tile_n, cols, kv_len, col=0):
     return np.minimum(tile_n, np.maximum(0, (kv_len - col + cols - 1) // cols))
 
 
-def broadcast(ph: Phases, hops, r: Rates):
-    return hops * r.hop + ph.bcast_bytes / r.link_bytes
+def broadcast(ph: Phases, hops, r: Rates, load=1):
+    """``load``: the most broadcast messages of the grid on one directed link (1 on a row's chain;
+    wide grids' crossings and dead-core detours share links): each serialises on it in turn."""
+    return hops * r.hop + load * ph.bcast_bytes / r.link_bytes
 
 
-def reduction(ph: Phases, hops, links, r: Rates):
-    return hops * r.hop + links * r.reduce_step + ph.reduce_bytes / r.link_bytes
+def reduction(ph: Phases, hops, links, r: Rates, load=1):
+    """The root's ``links`` receive-add steps and one serialisation, or the ``load`` partials that
+    share the busiest directed link of the tree serialising there and the root's last add (a
+    binomial tree's root receives all its ceil(log2 R) children on the one link beside it),
+    whichever is longer: hops x hop + max(links x reduce_step + ser, load x ser + reduce_step).
+    With load 1 (a chain) this is the chain's formula; the event replay (wafercc/perf/eventsim.py)
+    queues the messages on their links and agrees within ~15 % (tests/test_cost_kernel.py)."""
+    ser = ph.reduce_bytes / r.link_bytes
+    out = hops * r.hop + np.maximum(links * r.reduce_step + ser, load * ser + np.minimum(links, 1) * r.reduce_step)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def serialisation(ph: Phases, r: Rates):
@@ -121,20 +135,32 @@ def reduce_steps(n, reduction: str = DEFAULT_REDUCTION):
     return tree_steps(n)
 
 
-def chain_paths(kind: str, rows, cols, reduction: str = DEFAULT_REDUCTION) -> tuple[Any, Any, Any]:
-    """(broadcast hops, reduction hops, reduction links) of an unplaced grid: a one-hop chain along
-    the row; up the column a binomial tree (or a chain) ending at the last row (rows-1 hops on its
-    longest path, ``reduce_steps(rows)`` steps); a KV row's partials reduce the same way over its columns."""
+def tree_load(n, reduction: str = DEFAULT_REDUCTION):
+    """Partials on the busiest link of a straight reduction over ``n`` tiles: the binomial tree's
+    root receives its ceil(log2 n) children over the one link beside it; a chain's links carry one."""
+    if reduction == "chain":
+        out = np.minimum(np.maximum(np.asarray(n, dtype=np.int64) - 1, 0), 1)
+        return int(out) if out.ndim == 0 else out
+    return tree_steps(n)
+
+
+def chain_paths(kind: str, rows, cols, reduction: str = DEFAULT_REDUCTION) -> tuple[Any, Any, Any, Any]:
+    """(broadcast hops, reduction hops, reduction links, reduction load) of an unplaced grid: a
+    one-hop chain along the row; up the column a binomial tree (or a chain) ending at the last row
+    (rows-1 hops on its longest path, ``reduce_steps(rows)`` steps, ``tree_load(rows)`` partials on
+    its busiest link); a KV row's partials reduce the same way over its columns."""
     if kind == "kv":
-        return cols - 1, cols - 1, reduce_steps(cols, reduction)
-    return cols - 1, rows - 1, reduce_steps(rows, reduction)
+        return cols - 1, cols - 1, reduce_steps(cols, reduction), tree_load(cols, reduction)
+    return cols - 1, rows - 1, reduce_steps(rows, reduction), tree_load(rows, reduction)
 
 
 def grid_cycles(ph: Phases, paths, r: Rates):
     """Broadcast + compute + reduction of one grid with paths (broadcast hops, reduction hops,
-    reduction links)."""
-    bh, rh, rl = paths
-    return broadcast(ph, bh, r) + ph.compute + reduction(ph, rh, rl, r)
+    reduction links[, reduction load[, broadcast load]])."""
+    bh, rh, rl, *load = paths
+    rload = load[0] if load else 1
+    bload = load[1] if len(load) > 1 else 1
+    return broadcast(ph, bh, r, bload) + ph.compute + reduction(ph, rh, rl, r, rload)
 
 
 def rider_compute(tokens, flops, cores, r: Rates):

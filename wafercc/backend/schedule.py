@@ -49,7 +49,7 @@ class ScheduleWriter:
         load = self.plan.wafers[k]
         tr, r = pw.transfers, pw.routes
         hops = np.diff(np.asarray(r.offsets, np.int64))
-        paths = grid_paths(pw.tile_op, pw.tile_grid, tr.src, tr.dst, tr.kind, hops)
+        paths = grid_paths(pw.tile_op, pw.tile_grid, tr.src, tr.dst, tr.kind, hops, r.offsets, r.links)
         recs = op_records(pw.ops, self.graph, self.flops, paths, op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 2))
         share_records(recs, pw.ops, tr, hops)
         edges = op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 3)
@@ -147,8 +147,10 @@ def share_records(recs: list[dict], ops, tr, hops) -> None:
         r["routes_of"] = t if t != i else None
         if t != i:
             for g, tg in zip(r["grids"], recs[t]["grids"]):
-                for key in ("broadcast_hops", "broadcast_links", "reduction_hops", "reduction_links"):
-                    g[key] = tg[key]
+                for key in ("broadcast_hops", "broadcast_links", "reduction_hops", "reduction_links",
+                            "broadcast_load", "reduction_load"):
+                    if key in tg:
+                        g[key] = tg[key]
         if r["grids"]:
             if prev is not None:
                 r["act_in_hops"] = pair_hops.get((tmpl[prev], t), r["act_in_hops"])

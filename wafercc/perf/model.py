@@ -128,8 +128,8 @@ def grid_phases(g: dict, op: dict, mc: Machine, p: CostParams, w: Workload) -> t
     """(broadcast, compute, reduction) cycles of one grid on its recorded paths."""
     r = rates(mc, p)
     ph = kernel_phases(g, op, r, w)
-    return (ck.broadcast(ph, g["broadcast_hops"], r), ph.compute,
-            ck.reduction(ph, g["reduction_hops"], g["reduction_links"], r))
+    return (ck.broadcast(ph, g["broadcast_hops"], r, g.get("broadcast_load", 1)), ph.compute,
+            ck.reduction(ph, g["reduction_hops"], g["reduction_links"], r, g.get("reduction_load", 1)))
 
 
 def op_cycles(op: dict, ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> dict[str, float]:

@@ -86,15 +86,46 @@ def _reduce_steps(n: int, src: np.ndarray, dst: np.ndarray, level: np.ndarray) -
     return ready
 
 
+def link_loads(inv: np.ndarray, ngrids: int, src: np.ndarray, m: np.ndarray, offsets: np.ndarray,
+               links: np.ndarray) -> np.ndarray:
+    """int64 [ngrids]: per grid (``inv`` of each tile), the most routes of the selection ``m``
+    (route indices, sources ``src[m]`` on the grid's tiles) that cross one directed link."""
+    out = np.zeros(ngrids, np.int64)
+    if not len(m):
+        return out
+    start, lens = offsets[m], offsets[m + 1] - offsets[m]
+    total = int(lens.sum())
+    if not total:
+        return out
+    first = np.repeat(np.cumsum(lens) - lens, lens)
+    at = np.repeat(start, lens) + np.arange(total, dtype=np.int64) - first
+    g = np.repeat(inv[src[m]], lens).astype(np.int64)
+    span = int(links.max(initial=0)) + 1
+    pair, count = np.unique(g * span + links[at].astype(np.int64), return_counts=True)
+    np.maximum.at(out, pair // span, count)
+    return out
+
+
 def grid_paths(tile_op: np.ndarray, tile_grid: np.ndarray, src: np.ndarray, dst: np.ndarray,
-               kind: np.ndarray, hops: np.ndarray) -> dict[tuple[int, int], dict[str, int]]:
+               kind: np.ndarray, hops: np.ndarray, offsets: np.ndarray | None = None,
+               links: np.ndarray | None = None) -> dict[tuple[int, int], dict[str, int]]:
     """{(op, grid): {broadcast_hops, broadcast_links, reduction_hops, reduction_links}}: the longest
     path of each kind over the grid's tiles.  ``src``/``dst`` are tile indices (-1 for a wafer edge),
-    ``hops`` the routed length of each transfer."""
+    ``hops`` the routed length of each transfer.  With the routes' directed links (``offsets`` into
+    ``links``, wafer{k}.npz ``route_offsets`` / ``route_links``) also ``broadcast_load`` and
+    ``reduction_load``: the most routes of that kind of the grid crossing one directed link (at
+    least 1), whose messages serialise there (passes/cost_kernel.py).  The all-reduce's 1-wavelet
+    partials are bound by their receive-add steps, not by links, so it has none."""
     n = len(tile_op)
     key = tile_op.astype(np.int64) * 65536 + tile_grid.astype(np.int64)
     ukeys, inv = np.unique(key, return_inverse=True)
     out = {(int(k // 65536), int(k % 65536)): {} for k in ukeys}
+    if offsets is not None:
+        offsets, links = np.asarray(offsets, np.int64), np.asarray(links, np.int64)
+        for name, k in KINDS.items():
+            m = np.flatnonzero((kind == k) & (src >= 0) & (dst >= 0))
+            for kk, v in zip(ukeys.tolist(), link_loads(inv, len(ukeys), src, m, offsets, links).tolist()):
+                out[(kk // 65536, kk % 65536)][f"{name}_load"] = max(int(v), 1)
     depth = {}
     for name, k in KINDS.items():
         m = (kind == k) & (src >= 0) & (dst >= 0)

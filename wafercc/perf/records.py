@@ -3,8 +3,8 @@
 One record per op in the wafer's dataflow order (wafer-local ``id``):
 
     {id, name, op, role, layer, host, flops, deps (ids of the ops on this wafer whose outputs it reads), grids: [{grid, operand, experts, rows, cols, k, n,
-     tile_k, tile_n, unit_bits, broadcast_hops, broadcast_links, reduction_hops, reduction_links
-     [, allreduce_hops, allreduce_links, allreduce_down_hops]}],
+     tile_k, tile_n, unit_bits, broadcast_hops, broadcast_links, reduction_hops, reduction_links,
+     broadcast_load, reduction_load [, allreduce_hops, allreduce_links, allreduce_down_hops]}],
      attention: {group, head_dim} (attention ops), act_in_hops}
 
 ``flops`` is the op's IR cost per decode step (the plan's batch, one token).  Path figures come
@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ..ir.ops import kv_head_dim, score_flops
-from ..passes.cost_kernel import ALLREDUCE_RIDERS, reduce_steps
+from ..passes.cost_kernel import ALLREDUCE_RIDERS, reduce_steps, tree_load
 from ..target.geometry import DEFAULT_REDUCTION
 
 GRID_INTS = ("experts", "rows", "cols", "k", "n", "tile_k", "tile_n", "unit_bits")
@@ -62,6 +62,32 @@ def _tree_hops(cols: int, width: int, rows: int) -> int:
     return int(d.max(initial=0))
 
 
+def _row_tree_load(rows: int, cols: int, width: int) -> int:
+    """Partials on the busiest directed link of a KV grid's row trees (column c sends to
+    c - lowbit(c)) laid out in chunks of ``width`` columns, chunk k's rows ``rows`` lane rows below
+    chunk k-1's, each route dimension-ordered as the router first tries it: along the sender's lane
+    row, then along the parent's column.  Every row's routes into a parent column of another chunk
+    climb the same column, so they pile up there."""
+    w = width if width and cols > width else max(cols, 1)
+    c = np.arange(1, cols, dtype=np.int64)
+    if not len(c):
+        return 1
+    p = c & (c - 1)
+    i = np.repeat(np.arange(rows, dtype=np.int64), len(c))
+    c, p = np.tile(c, rows), np.tile(p, rows)
+    sr, sc, dr, dc = (c // w) * rows + i, c % w, (p // w) * rows + i, p % w
+    nh, nv = np.abs(sc - dc), np.abs(sr - dr)
+    # horizontal links: cell (sr, x) for x from sc stepping toward dc; vertical: (y, dc) from sr toward dr
+    hdir = np.where(dc > sc, 0, 2)
+    vdir = np.where(dr > sr, 1, 3)
+    hk = np.repeat(np.arange(len(c)), nh)
+    hx = sc[hk] + np.sign(dc - sc)[hk] * (np.arange(int(nh.sum())) - np.repeat(np.cumsum(nh) - nh, nh))
+    vk = np.repeat(np.arange(len(c)), nv)
+    vy = sr[vk] + np.sign(dr - sr)[vk] * (np.arange(int(nv.sum())) - np.repeat(np.cumsum(nv) - nv, nv))
+    ids = np.r_[(sr[hk] * w + hx) * 4 + hdir[hk], (vy * w + dc[vk]) * 4 + vdir[vk]]
+    return int(np.unique(ids, return_counts=True)[1].max(initial=1))
+
+
 def estimate_paths(g, width: int, reduction: str = DEFAULT_REDUCTION, allreduce: bool = False) -> dict[str, int]:
     """Longest broadcast / reduction paths of a grid laid out by the lane floorplan (docs/placement.md)
     without routing, on the transfers passes/transfers.py builds: a row's broadcast tree
@@ -71,11 +97,15 @@ def estimate_paths(g, width: int, reduction: str = DEFAULT_REDUCTION, allreduce:
     only): the all-reduce tree over the output row's columns and that row's broadcast back down."""
     b_links, b_hops = _row_broadcasts(g.rows, g.cols, width)
     out = {"broadcast_hops": int(b_hops.max()), "broadcast_links": int(b_links.max())}
+    out["broadcast_load"] = 1
     if g.operand == "kv":
+        chain = reduction == "chain"
         out.update(reduction_hops=out["broadcast_hops"],
-                   reduction_links=out["broadcast_links"] if reduction == "chain" else reduce_steps(g.cols, reduction))
+                   reduction_links=out["broadcast_links"] if chain else reduce_steps(g.cols, reduction),
+                   reduction_load=1 if chain else _row_tree_load(g.rows, g.cols, width))
     else:
-        out.update(reduction_hops=g.rows - 1, reduction_links=reduce_steps(g.rows, reduction))
+        out.update(reduction_hops=g.rows - 1, reduction_links=reduce_steps(g.rows, reduction),
+                   reduction_load=max(tree_load(g.rows, reduction), 1))
     if allreduce and reduction != "chain":
         down = b_hops if g.operand == "kv" else b_hops[-1:]
         out.update(allreduce_hops=_tree_hops(g.cols, width, g.rows), allreduce_links=reduce_steps(g.cols, reduction),
