@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import PlacementError
 from .route_astar import Negotiator, NoPath
-from .route_color import ColorState, MaskView, color_rounds, greedy, repair
+from .route_color import ColorState, color_rounds, greedy, repair
 from .route_grid import (
     components,
     dor_feasible,
@@ -283,7 +283,7 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
         color, used, failed, rounds = color_rounds(offs, links, src_a, dst_a, N, colors, order,
                                                    prefer=t.kind)
         state = ColorState(N, colors, cap)
-        state.full = MaskView(used)
+        state.full = memoryview(used)
     else:                      # several routes per (link, color): the plain greedy
         paths_all = PathView(offs, links, {})
         state = ColorState(N, colors, cap)
@@ -296,7 +296,7 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     for i in failed:
         if not repair(i, paths, src_node, dst_node, state, color, rows, cols, okb, load_l, o.repair_margin):
             res = state.resources(paths[i], src_node[i], dst_node[i])
-            hot = [r for r in res if state.full.get(r, 0) == state.all]
+            hot = [r for r in res if state.full[r] == state.all]
             names = [(r, (f"{link_name(r, cols)} load {int(load_l[r])}" if r < 4 * N else
                           f"{'ramp in' if r < 5 * N else 'ramp out'} of core {divmod(r % N, cols)}")
                       + f", all {colors} colors taken") for r in hot]

@@ -31,20 +31,29 @@ def astar(s: int, t: int, bbox, cols: int, ok: bytes, load, hist, cap: int, pf: 
           full=None, color: int = -1, soft: int = 1 << 30, soft_fac: float = 0.0):
     """Cheapest path of directed link ids from node s to node t inside bbox (r0, r1, c0, c1,
     inclusive), or None.  With ``color >= 0`` the search is unit-cost and only takes links whose
-    ``full`` mask (dict link -> bitmask of colors at capacity) leaves that color free."""
+    ``full`` mask (``full[link]``: bitmask of colors at capacity, 0 if none) leaves that color free."""
+    if color >= 0:
+        return _search(s, t, bbox, cols, ok, None, None, 0, 0.0, full, 1 << color, soft, soft_fac)
+    return _search(s, t, bbox, cols, ok, load, hist, cap, pf, None, 0, soft, soft_fac)
+
+
+def _search(s, t, bbox, cols, ok, load, hist, cap, pf, full, bit, soft, soft_fac):
+    # The router's hot loop.  The four directions are unrolled in the order E, S, W, N (the order
+    # ties are broken in); a link's weight is the cost formula of the module docstring with the
+    # same float arithmetic, or 1 in the unit-cost (color) search.
     r0, r1, c0, c1 = bbox
     tr, tc = divmod(t, cols)
     sr, sc = divmod(s, cols)
-    steps = ((0, 1, 1), (1, 0, cols), (0, -1, -1), (-1, 0, -cols))
     g = {s: 0.0}
+    gget = g.get
     prev = {}
     closed = set()
     h0 = abs(sr - tr) + abs(sc - tc)
     heap = [(h0, h0, s)]
-    bit = 1 << color if color >= 0 else 0
+    pop, push = heappop, heappush
     found = False
     while heap:
-        _, _, u = heappop(heap)
+        u = pop(heap)[2]
         if u == t:
             found = True
             break
@@ -53,31 +62,76 @@ def astar(s: int, t: int, bbox, cols: int, ok: bytes, load, hist, cap: int, pf: 
         closed.add(u)
         gu = g[u]
         ur, uc = divmod(u, cols)
+        hr, hc = abs(ur - tr), abs(uc - tc)
         base = u * 4
-        for d in range(4):
-            link = base + d
-            if not ok[link]:
-                continue
-            dr, dc, du = steps[d]
-            vr, vc = ur + dr, uc + dc
-            if vr < r0 or vr > r1 or vc < c0 or vc > c1:
-                continue
+        # east
+        link = base + 0
+        if uc < c1 and ok[link]:
             if bit:
-                if full.get(link, 0) & bit:
-                    continue
-                w = 1.0
+                ng = INF if full[link] & bit else gu + 1.0
             else:
                 occ, hl = load[link], hist[link]
                 w = 1.0 + hl if occ < cap else (1.0 + hl) * (1.0 + pf * (occ + 1 - cap))
                 if occ >= soft:
                     w += soft_fac * (occ + 1 - soft)
-            v = u + du
-            ng = gu + w
-            if ng < g.get(v, INF):
+                ng = gu + w
+            v = u + 1
+            if ng < gget(v, INF):
                 g[v] = ng
                 prev[v] = link
-                hv = abs(vr - tr) + abs(vc - tc)
-                heappush(heap, (ng + hv, hv, v))
+                hv = hr + abs(uc + 1 - tc)
+                push(heap, (ng + hv, hv, v))
+        # south
+        link = base + 1
+        if ur < r1 and ok[link]:
+            if bit:
+                ng = INF if full[link] & bit else gu + 1.0
+            else:
+                occ, hl = load[link], hist[link]
+                w = 1.0 + hl if occ < cap else (1.0 + hl) * (1.0 + pf * (occ + 1 - cap))
+                if occ >= soft:
+                    w += soft_fac * (occ + 1 - soft)
+                ng = gu + w
+            v = u + cols
+            if ng < gget(v, INF):
+                g[v] = ng
+                prev[v] = link
+                hv = abs(ur + 1 - tr) + hc
+                push(heap, (ng + hv, hv, v))
+        # west
+        link = base + 2
+        if uc > c0 and ok[link]:
+            if bit:
+                ng = INF if full[link] & bit else gu + 1.0
+            else:
+                occ, hl = load[link], hist[link]
+                w = 1.0 + hl if occ < cap else (1.0 + hl) * (1.0 + pf * (occ + 1 - cap))
+                if occ >= soft:
+                    w += soft_fac * (occ + 1 - soft)
+                ng = gu + w
+            v = u - 1
+            if ng < gget(v, INF):
+                g[v] = ng
+                prev[v] = link
+                hv = hr + abs(uc - 1 - tc)
+                push(heap, (ng + hv, hv, v))
+        # north
+        link = base + 3
+        if ur > r0 and ok[link]:
+            if bit:
+                ng = INF if full[link] & bit else gu + 1.0
+            else:
+                occ, hl = load[link], hist[link]
+                w = 1.0 + hl if occ < cap else (1.0 + hl) * (1.0 + pf * (occ + 1 - cap))
+                if occ >= soft:
+                    w += soft_fac * (occ + 1 - soft)
+                ng = gu + w
+            v = u - cols
+            if ng < gget(v, INF):
+                g[v] = ng
+                prev[v] = link
+                hv = abs(ur - 1 - tr) + hc
+                push(heap, (ng + hv, hv, v))
     if not found:
         return None
     path = []

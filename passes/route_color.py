@@ -14,29 +14,20 @@ import numpy as np
 from .route_astar import astar, covers_all, grow_bbox
 
 
-class MaskView:
-    """Dict-like view (``get``/``[]``) of a per-resource color bitmask array, for the Python search."""
+class Masks(dict):
+    """resource -> bitmask of colors at capacity; 0 for a resource not in it (``full[r]``, the
+    protocol ``ColorState.full`` and the color search share with a memoryview over an array)."""
 
-    def __init__(self, mask: np.ndarray):
-        self.mask = mask
-
-    def get(self, r, default=0):
-        return int(self.mask[r])
-
-    def __getitem__(self, r):
-        return int(self.mask[r])
-
-    def __setitem__(self, r, v):
-        self.mask[r] = v
+    def __missing__(self, r):
+        return 0
 
 
-def _link_entries(offs, links, routes, everything: bool):
-    """Link ids of ``routes`` (sorted) back to back, and each route's start in them."""
+def _link_entries(offs, links, routes):
+    """Link ids of ``routes`` back to back (in the given order), each route's start in them, and
+    its length."""
     lens = offs[routes + 1] - offs[routes]
     starts = np.zeros(len(routes), np.int64)
     np.cumsum(lens[:-1], out=starts[1:])
-    if everything:
-        return links, starts, lens
     idx = np.repeat(offs[routes] - starts, lens) + np.arange(int(lens.sum()), dtype=np.int64)
     return links[idx], starts, lens
 
@@ -47,61 +38,70 @@ def color_rounds(offs, links, src, dst, n_nodes: int, colors: int, order: np.nda
     its destination's ramp output ``5N + dst``); where routes of one round pick the same color on
     a shared resource, the earliest in ``order`` keeps it and the others retry next round.
     Returns (color int16 [R], used uint32 [6N] bitmask per resource, routes left without a free
-    color, rounds).  ``prefer`` (int [R]): the color each route tries first in round 1 when it is
-    free (e.g. its kind, so that the broadcast and reduction chains leaving a core do not collide)."""
+    color (by round, ascending index within a round), rounds).  ``prefer`` (int [R]): the color
+    each route tries first in round 1 when it is free (e.g. its kind, so that the broadcast and
+    reduction chains leaving a core do not collide)."""
     full = np.uint32((1 << colors) - 1)
     used = np.zeros(6 * n_nodes, np.uint32)
     n = len(offs) - 1
     color = np.zeros(n, np.int16)
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n)
-    pending = np.flatnonzero(np.diff(offs) > 0)
-    everything = len(pending) == n
+    order = np.asarray(order, np.int64)
+    pending = order[np.diff(offs)[order] > 0]     # in ``order``: a route's position is its priority
+    pref = None if prefer is None else np.asarray(prefer, np.int64) % colors
     failed = []
     rounds = 0
     m_big = np.iinfo(np.int64).max
-    first = np.full(6 * n_nodes, m_big, np.int64)      # scratch: first route (by rank) per resource
+    first = np.full(6 * n_nodes, m_big, np.int64)      # scratch: first route (by position) per resource
     while len(pending):
         rounds += 1
         m = len(pending)
-        lk, starts, lens = _link_entries(offs, links, pending, everything and rounds == 1)
         ramp_in, ramp_out = 4 * n_nodes + src[pending], 5 * n_nodes + dst[pending]
-        blocked = np.bitwise_or.reduceat(used[lk], starts) | used[ramp_in] | used[ramp_out]
+        blocked = used[ramp_in] | used[ramp_out]
+        if rounds > 1:                                 # nothing is used before the first round
+            lk, starts, _ = _link_entries(offs, links, pending)
+            blocked |= np.bitwise_or.reduceat(used[lk], starts)
         free = ~blocked & full
         none = free == 0
         if none.any():
-            failed.extend(pending[none].tolist())
+            failed.extend(np.sort(pending[none]).tolist())
         low = free & (~free + np.uint32(1))                    # lowest free bit
         pick = np.zeros(m, np.int64)
         pick[~none] = np.log2(low[~none].astype(np.float64)).astype(np.int64)
-        if rounds == 1 and prefer is not None:
-            pr = np.asarray(prefer, np.int64)[pending] % colors
+        if rounds == 1 and pref is not None:
+            pr = pref[pending]
             take = (free >> pr.astype(np.uint32)) & np.uint32(1) != 0
             pick[take] = pr[take]
-        res = np.concatenate([lk, ramp_in, ramp_out])
-        owner = np.concatenate([np.repeat(np.arange(m), lens), np.arange(m), np.arange(m)])
-        prio = rank[pending]
-        # a route wins if it is the first (by rank) to pick its color on each of its resources;
-        # entries grouped by color (one radix sort), then per color a minimum over ranks
-        e_ok = np.flatnonzero(~none[owner])
-        epick = pick[owner[e_ok]].astype(np.uint8)
-        by_color = e_ok[np.argsort(epick, kind="stable")]
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(epick, minlength=colors))])
+        # a route wins if it is the first (by position) to pick its color on each of its
+        # resources: routes grouped by color (one stable sort keeps their order), then per color
+        # a minimum over positions on every resource
+        live = np.flatnonzero(~none)
+        by = live[np.argsort(pick[live].astype(np.uint8), kind="stable")]
+        rb = np.concatenate([[0], np.cumsum(np.bincount(pick[by], minlength=colors))])
+        blk, bstart, blen = _link_entries(offs, links, pending[by])
+        lb = np.append(bstart, int(blen.sum()))[rb]
+        bown = np.repeat(by, blen)
+        rin, rout = ramp_in[by], ramp_out[by]
         lost = np.zeros(m, bool)
         groups = []
         for c in range(colors):
-            e = by_color[bounds[c]:bounds[c + 1]]
-            if not len(e):
+            if rb[c] == rb[c + 1]:
                 continue
-            r, w = res[e], prio[owner[e]]
-            np.minimum.at(first, r, w)
-            lost[owner[e][first[r] != w]] = True
-            first[r] = m_big
-            groups.append((c, e))
+            w = by[rb[c]:rb[c + 1]]
+            parts = ((blk[lb[c]:lb[c + 1]], bown[lb[c]:lb[c + 1]]), (rin[rb[c]:rb[c + 1]], w),
+                     (rout[rb[c]:rb[c + 1]], w))
+            for r, o in parts:
+                np.minimum.at(first, r, o)
+            for r, o in parts:
+                lost[o[first[r] != o]] = True
+            for r, _ in parts:
+                first[r] = m_big
+            groups.append((c, parts))
         win = ~none & ~lost
         color[pending[win]] = pick[win]
-        for c, e in groups:
-            used[res[e[win[owner[e]]]]] |= np.uint32(1 << c)
+        for c, parts in groups:
+            bit = np.uint32(1 << c)
+            for r, o in parts:
+                used[r[win[o]]] |= bit
         pending = pending[lost & ~none]
     return color, used, failed, rounds
 
@@ -110,7 +110,9 @@ class ColorState:
     def __init__(self, n_nodes: int, colors: int, cap: int):
         self.N, self.colors, self.cap = n_nodes, colors, cap
         self.all = (1 << colors) - 1
-        self.full: dict[int, int] = {}                  # resource -> bitmask of colors at capacity
+        # resource -> bitmask of colors at capacity: Masks, or (cap 1, after color_rounds) a
+        # memoryview over its uint32 array, which the Python search indexes fast
+        self.full = Masks()
         self.cnt: dict[tuple[int, int], int] = {}       # (resource, color) -> routes, when cap > 1
 
     def resources(self, links, s, t):
@@ -119,21 +121,21 @@ class ColorState:
     def blocked(self, res) -> int:
         full, m = self.full, 0
         for r in res:
-            m |= full.get(r, 0)
+            m |= full[r]
         return m
 
     def take(self, res, c):
         bit, full = 1 << c, self.full
         if self.cap == 1:
             for r in res:
-                full[r] = full.get(r, 0) | bit
+                full[r] = full[r] | bit
             return
         cnt = self.cnt
         for r in res:
             k = cnt.get((r, c), 0) + 1
             cnt[(r, c)] = k
             if k >= self.cap:
-                full[r] = full.get(r, 0) | bit
+                full[r] = full[r] | bit
 
     def pick(self, res) -> int:
         free = ~self.blocked(res) & self.all
@@ -162,7 +164,7 @@ def repair(i, paths, src, dst, state: ColorState, color, rows, cols, ok, load, m
     """Re-routes route i on links where one color is still free; the shortest such path wins (lowest
     color on ties).  Returns True on success (paths, color, load updated)."""
     s, t = src[i], dst[i]
-    ramps = state.full.get(4 * state.N + s, 0) | state.full.get(5 * state.N + t, 0)
+    ramps = state.full[4 * state.N + s] | state.full[5 * state.N + t]
     manhattan = abs(s // cols - t // cols) + abs(s % cols - t % cols)
     best = None
     for c in range(state.colors):
