@@ -44,6 +44,14 @@ def test_square_grid_pads_to_the_side_and_reduces_in_a_tree():
     assert kv["reduction_hops"] == 719                   # KV partials merge back along the row
 
 
+def test_square_grid_has_its_own_link_loads_not_the_placed_grids():
+    """The protocol's grid is straight: its loads are its tree's, whatever the routed wafer measured."""
+    placed = dict(_grid(k=4096, n=1024), broadcast_load=7, reduction_load=16)
+    g = square_grid(placed, 720)
+    assert (g["broadcast_load"], g["reduction_load"]) == (1, tree_depth(720))
+    assert square_grid(dict(placed, k=1), 720)["reduction_load"] == 1     # one row: nothing queues
+
+
 def test_layer_records_keep_dataflow_within_the_layer():
     recs = layer_records(_program(), 720)
     assert [r["id"] for r in recs] == [0, 1, 2, 3]

@@ -27,8 +27,10 @@ def square_grid(g: dict, side: int) -> dict:
     else:
         red, cols = min(side, g["k"]), min(side, g["n"])
         g.update(rows=red, cols=cols, tile_k=ceil_div(g["k"], red), tile_n=ceil_div(g["n"], cols))
-    g.update(broadcast_hops=cols - 1, broadcast_links=tree_depth(cols),
-             reduction_hops=red - 1, reduction_links=tree_depth(red),
+    # the protocol's own straight paths: not the placed grid's link loads (``dict(g)`` copies them);
+    # a straight tree's root takes its tree_depth children over the one link beside it
+    g.update(broadcast_hops=cols - 1, broadcast_links=tree_depth(cols), broadcast_load=1,
+             reduction_hops=red - 1, reduction_links=tree_depth(red), reduction_load=max(tree_depth(red), 1),
              allreduce_hops=cols - 1, allreduce_links=tree_depth(cols), allreduce_down_hops=cols - 1)
     return g
 
