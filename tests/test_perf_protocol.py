@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from wafercc.perf.evaluate import Program
-from wafercc.perf.model import CostModelError, CostParams, Machine
-from wafercc.perf.protocol import layer_records, one_layer_seconds, square_grid, tree_depth
+from wafercc.perf.model import CostModelError, CostParams, Machine, Workload, kernel_phases, rates
+from wafercc.perf.protocol import attention_grids, layer_records, one_layer_seconds, square_grid, tree_depth
 from wafercc.target import load_target
 
 
@@ -39,9 +39,49 @@ def test_square_grid_pads_to_the_side_and_reduces_in_a_tree():
     assert g["reduction_links"] == tree_depth(720) == 10
     small = square_grid(_grid(k=64, n=32), 720)      # a dimension below the side keeps one element per core
     assert (small["rows"], small["cols"], small["tile_k"], small["tile_n"]) == (64, 32, 1, 1)
-    kv = square_grid(_grid("kv", k=8, n=8192, rows=8, cols=482), 720)
-    assert (kv["rows"], kv["cols"], kv["tile_n"]) == (8, 720, 12)
-    assert kv["reduction_hops"] == 719                   # KV partials merge back along the row
+    with pytest.raises(CostModelError, match="attention_grids"):
+        square_grid(_grid("kv", k=8, n=8192, rows=8, cols=482), 720)
+
+
+ATT = {"group": 4, "head_dim": 128, "score_flops": 5}
+
+
+def test_attention_is_two_mesh_gemvs_with_small_partials():
+    """Llama-3-8B's KV (8 kv heads x 128 dims) at 1,024 positions on 720 x 720: QK^T reduces each
+    core's scores (its 2 positions x 4 query heads) over the 64 cores of its head's dimensions, P V
+    each core's outputs (its 2 dimensions x 4 heads) over the 720 position cores (both dimensions
+    padded to the side, 1,024 -> 1,440): tiny messages instead of one (head_dim + 2) x group
+    partial per core."""
+    qk, pv = attention_grids(_grid("kv", k=8, n=8192, rows=8, cols=482), ATT, 720, 1024)
+    assert (qk["tile_k"], qk["tile_n"], qk["rows"], qk["cols"], qk["experts"]) == (2, 2, 64, 720, 12)
+    assert (qk["reduction_hops"], qk["reduction_links"], qk["broadcast_hops"]) == (63, 6, 719)
+    assert (pv["tile_k"], pv["tile_n"], pv["rows"], pv["cols"]) == (2, 2, 720, 720)
+    assert (pv["reduction_hops"], pv["reduction_links"], pv["broadcast_hops"]) == (719, 10, 63)
+    assert qk["vectors"] == pv["vectors"] == 4
+    r = rates(Machine.of(load_target("wse2")), CostParams(1.0, 0.0, 0.0, 0.0))
+    w = Workload(2.0, 1024)
+    op = {"role": "kv"}
+    ph_qk, ph_pv = kernel_phases(qk, op, r, w), kernel_phases(pv, op, r, w)
+    assert ph_qk.reduce_bytes == 4 * 2 * 4 and ph_pv.reduce_bytes == 4 * 2 * 4     # group x tile x fp32
+    assert ph_qk.bcast_bytes == 4 * 2 * 2 and ph_pv.bcast_bytes == 4 * 2 * 2       # group x tile x bf16
+    # both products on the whole padded grid: 720 x 720 cores each, every K and V element on one
+    assert qk["experts"] * qk["rows"] * qk["cols"] >= 720 * 720 and pv["rows"] * pv["cols"] == 720 * 720
+    assert 720 * 720 * qk["tile_k"] * qk["tile_n"] >= 1024 * 8 * 128
+    long = attention_grids(_grid("kv", k=8, n=8192), ATT, 720, 8192)[0]
+    assert (long["cols"], long["tile_n"]) == (720, 12)          # past the side, positions stack per core
+
+
+def test_each_attention_gets_its_softmax_all_reduce_on_the_chain():
+    ops = [_op(0, 0, [_grid(k=4096, n=4096)]),
+           dict(_op(1, 0, [_grid("kv", k=8, n=8192, rows=8, cols=482)], deps=[0], op="attention", role="kv"),
+                attention=ATT),
+           _op(2, 0, [_grid(k=4096, n=4096)], deps=[1])]
+    recs = layer_records(Program((tuple(ops),), (), 2.0, 8192, 1), 720, positions=1024)
+    assert [(r["op"], r["deps"]) for r in recs] == [("matmul", []), ("attention", [0]), ("softmax", [1]),
+                                                   ("matmul", [2])]
+    sm = recs[2]
+    assert sm["host"] == 1 and sm["flops"] == 5 * 1024 * 4 * 8
+    assert recs[1]["grids"][-1]["allreduce_links"] == tree_depth(720)
 
 
 def test_square_grid_has_its_own_link_loads_not_the_placed_grids():

@@ -121,7 +121,9 @@ def kernel_phases(g: dict, op: dict, r: ck.Rates, w: Workload) -> ck.Phases:
         return ph
     if op["role"] == "lookup":
         return ck.lookup(w.tokens, g["tile_n"], w.act_bytes, r)
-    return ck.gemv(w.tokens, g["tile_k"], g["tile_n"], w.act_bytes, r, flat=op["role"] == "flat")
+    # ``vectors``: right-hand vectors per token sharing the grid's matrix (the one-layer protocol's
+    # attention as GEMVs: a kv head's query group, wafercc/perf/protocol.py)
+    return ck.gemv(w.tokens * g.get("vectors", 1), g["tile_k"], g["tile_n"], w.act_bytes, r, flat=op["role"] == "flat")
 
 
 def grid_phases(g: dict, op: dict, mc: Machine, p: CostParams, w: Workload) -> tuple[float, float, float]:
