@@ -246,3 +246,22 @@ def test_moe_experts_share_a_group(tmp_path):
     cmp = compare_with_onnxruntime(out, moe, np.random.default_rng(2).integers(0, 256, (1, 5)), STEPS)
     assert max(cmp.errors) <= 1e-4 and cmp.simulation.calls.get("moe")
     assert abs(compare_with_analytic(out)["relative_difference"]) < 0.10
+
+
+@pytest.mark.parametrize("mapping,field", [("regions", "reduction_load"), ("regions", "broadcast_hops"),
+                                           ("groups:2", "reduction_hops"), ("wafer", "broadcast_load")])
+def test_recorded_paths_must_be_the_routed_ones(compiled, tmp_path, mapping, field):
+    """The timing model reads each grid's recorded paths: one that disagrees with the routes is
+    caught (``path-record``), also on an op that uses its template's routes."""
+    shared = mapping != "regions"
+
+    def edit(doc, arrs, defects):
+        ops = doc["wafers"][0]["ops"]
+        o = next(o for o in ops if o["role"] == "gemv" and (o.get("routes_of") is not None) == shared)
+        o["grids"][0][field] += 1
+        edit.label = f"op {o['id']} '{o['name']}' grid 0: {field} {o['grids'][0][field]} recorded, its routes give " \
+                     f"{o['grids'][0][field] - 1}"
+
+    res = verify_dir(_tampered(compiled[mapping], tmp_path, edit))
+    assert res.counts == {"path-record": 1}, res.violations[:3]
+    assert edit.label in str(res.violations[0])

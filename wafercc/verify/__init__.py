@@ -29,6 +29,7 @@ from .dataflow import check_dataflow
 from .endpoints import check_endpoints
 from .files import ScheduleFileError, read_schedule
 from .plan import check_pipelines, check_plan
+from .path_records import check_path_records
 from .qor import wafer_qor
 from .report import render_text, result_dict
 from .routes import check_routes
@@ -77,7 +78,10 @@ def verify_dir(outdir: str, limit: int = 50) -> VerifyResult:
         check_endpoints(w, ops, rstats, sched.nwafers, sink)
         good_src, good_dst = check_route_tiles(w, ops, tiles, sink)
         tmpl, partner, shared_tile = check_shared(w, ops, tiles, sink)
+        trees_before = sink.counts.get("broadcast-tree", 0) + sink.counts.get("reduction-tree", 0)
         roots = check_trees(w, ops, tiles, good_src, good_dst, sink, shared_tile)
+        if sink.counts.get("broadcast-tree", 0) + sink.counts.get("reduction-tree", 0) == trees_before:
+            check_path_records(w, ops, tiles, good_src, good_dst, tmpl, sink)
         if shared_tile.any():          # a shared tile is a root where its template's tile is one
             roots = roots.copy()
             roots[shared_tile] = (partner[shared_tile] >= 0) & roots[np.maximum(partner[shared_tile], 0)]
