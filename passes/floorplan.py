@@ -64,8 +64,12 @@ def grid_slots(experts: int, rows: int, cols: int, width: int, baseline: bool, s
     the slots the grid occupies.  Wide grids are rotated by ``start mod width`` (the staircase)."""
     e, i, j = (a.ravel() for a in np.meshgrid(np.arange(experts, dtype=np.int64), np.arange(rows, dtype=np.int64),
                                                 np.arange(cols, dtype=np.int64), indexing="ij"))
-    if not is_wide(cols, width, baseline):
+    if baseline:
         return start + e * rows * cols + i * cols + j, experts * rows * cols
+    if not is_wide(cols, width, baseline):
+        # column-major: a column's reduction tree runs along consecutive curve slots (one lane row),
+        # its rows' broadcasts hop ``rows`` slots (about one lane row down): both stay local
+        return start + e * rows * cols + j * rows + i, experts * rows * cols
     chunks = -(-cols // width)
     per_expert = rows * chunks * width
     a = start % width

@@ -70,12 +70,29 @@ def test_grid_starting_mid_row_is_a_staircase():
     assert (right[:, inner] <= 2).all() and (right[:, inner] == 2).sum() == rows * 2   # one step per chunk row
 
 
-def test_narrow_grid_packs_row_major_and_baseline_packs_everything():
+def test_narrow_grid_packs_column_major_and_baseline_packs_everything_row_major():
     fp = floorplan_wafer(0, np.ones((10, 16), bool), [[(1, 4, 2)], [(2, 3, 9)]], 16, layout="row-major")
     assert fp.slots_used == 4 * 2 + 2 * 3 * 9
     assert fp.core_row[:8].tolist() == [0] * 8 and fp.core_col[:8].tolist() == list(range(8))
-    s, used = grid_slots(1, 4, 2, 16, baseline=False)       # narrow in lanes, too
-    assert used == 8 and s.tolist() == list(range(8))
+    # narrow in lanes: a column's rows on consecutive slots (its reduction tree along one lane row),
+    # a row's next column ``rows`` slots on
+    s, used = grid_slots(1, 4, 2, 16, baseline=False)
+    assert used == 8 and s.tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
+    s, _ = grid_slots(2, 3, 2, 16, baseline=False, start=10)
+    assert s.tolist() == [10, 13, 11, 14, 12, 15, 16, 19, 17, 20, 18, 21]
+
+
+def test_narrow_grid_columns_reduce_along_a_lane_row():
+    """A 12 x 3 grid in a 32-wide lane: each column's 12 rows sit side by side on one lane row, so
+    its reduction tree's links are its own (they were 3 slots apart, interleaved with the other
+    columns' trees)."""
+    fp = floorplan_wafer(0, np.ones((10, 32), bool), [[(1, 12, 3)]], 32)
+    pos = np.stack([fp.core_row, fp.core_col], 1).reshape(12, 3, 2)
+    for j in range(3):
+        col = pos[:, j]
+        steps = np.abs(np.diff(col, axis=0)).sum(1)
+        assert (steps == 1).sum() >= 10          # neighbours along the curve (one lane turn at most)
+    assert len({tuple(p) for p in pos.reshape(-1, 2).tolist()}) == 36
 
 
 def test_ops_take_consecutive_runs_in_order():
