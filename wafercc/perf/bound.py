@@ -5,9 +5,11 @@ Per wafer k, for one token at batch 1 at the decode position:
 
     compute_k = FLOPs of its ops / (usable cores x SIMD lanes x FLOP/lane/cycle x clock)
     sram_k    = (weight bytes read + KV bytes read) / (usable cores x sram_read_bandwidth x clock)
-    chain_k   = the longest dependency path through its ops, each op at its fastest shape: the
-                fewest hops its input must fan out and the fewest tree levels its partial sums must
-                combine in, one hop per level (the physical minimum, not the fitted reduce_step)
+    chain_k   = the longest dependency path through its ops, each op at its fastest shape (rows x
+                columns of cores, up to the wafer's): its input a hop away, taken in over the
+                core's links, its partial sums sent out, their adds (one cycle each, the physical
+                minimum, not the fitted reduce_step) after every core is ready, its tile's work
+                beside these; the input's fan-out beside the rest
     stage_k   = max(compute_k, sram_k, chain_k)
 
 and per wafer boundary the off-wafer latency plus the activation bytes over the off-wafer bandwidth.
@@ -17,9 +19,9 @@ and per wafer boundary the off-wafer latency plus the activation bytes over the 
 
 the dependency chain through every wafer in order, plus the excess of a throughput term over its
 wafer's chain on the one wafer where that is largest.  Throughput and latency are combined by max
-within a wafer, not by sum: wavelet-level dataflow lets an op start on the first outputs of the op
-before it, so work and latency may overlap there; but no wafer can begin before the chains ahead of
-it have delivered, nor finish later ops' chains before it is done.
+within a wafer, not by sum: ops off the chain run beside it on other cores, and each chain op's own
+work is already in its floor; but no wafer can begin before the chains ahead of it have delivered,
+nor finish later ops' chains before it is done.
 """
 from __future__ import annotations
 
