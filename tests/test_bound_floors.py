@@ -66,11 +66,11 @@ def test_the_input_comes_from_another_core(fab):
 
 
 def test_kv_partials_combine_over_the_positions(fab):
-    # 4 positions on 4 cores, group 2, head_dim 8, bf16: the query and K, V row (4 x 8 x 2 B = 4 cycles),
-    # then the partial 2 x (8 + 2) x 4 B = 5 cycles; the 4 cores' tree: 2 adds
+    # 4 positions on 4 cores, group 2, head_dim 8, bf16: the query (2 x 8 x 2 B = 2 cycles; the new K, V
+    # row goes to one core only), then the partial 2 x (8 + 2) x 4 B = 5 cycles; the 4 cores' tree: 2 adds
     a = np.array([4])
     t, ok = fab.kv_cells(4, 2 * 8 * 16, 2, 8, 2.0, a, a)
-    assert ok[0] and t[0] == pytest.approx(1 + 4 + 5 + 2)
+    assert ok[0] and t[0] == pytest.approx(1 + 2 + 5 + 2)
     # one core: no partial leaves it; its 2 x 4 x 2 x 8 MACs (16 cycles) bind
     one = np.array([1])
     t, _ = fab.kv_cells(4, 2 * 8 * 16, 2, 8, 2.0, one, one)

@@ -139,7 +139,8 @@ class _Fabric:
            score_flops: int = 0) -> float:
         """One kv head's ``group`` query heads over ``positions`` cached positions on a cores (from the
         cache's bytes to the wafer's; past one position per core the work splits by query head, then
-        head_dim): the query and new K, V row fan out to them, each core does its share of QK^T,
+        head_dim): the query fans out to them (the new K, V row only to its position's), each core
+        does its share of QK^T,
         the scores' FLOPs and PV and sends its partial (output, max, sum) in fp32, and the cores
         sharing a query head combine their partials."""
         lo, hi = _cells(min(positions * group * head_dim, self.max_cores))
@@ -155,7 +156,7 @@ class _Fabric:
         heads = _cdiv(group, np.minimum(group, finer_hi))
         dims = _cdiv(head_dim, np.maximum(1, finer_hi // group))
         post = np.where(per_head > 1, heads * (dims + 2) * self.psum / self.out_bytes, 0.0)
-        ingest = (group + 2) * head_dim * act_bytes / finer_hi / self.in_bytes
+        ingest = group * head_dim * act_bytes / finer_hi / self.in_bytes   # only the new position's cores need K, V
         work_c = np.maximum(positions * unit_bits / 8 / hi / self.read,
                             (2 * _cdiv(work, hi)) / self.macs + _cdiv(positions * group, hi) * score_flops / self.flops)
         ready = self.core_ready(ingest, post, work_c)
