@@ -140,9 +140,8 @@ class _Fabric:
         """One kv head's ``group`` query heads over ``positions`` cached positions on a cores (from the
         cache's bytes to the wafer's; past one position per core the work splits by query head, then
         head_dim): the query fans out to them (the new K, V row only to its position's), each core
-        does its share of QK^T,
-        the scores' FLOPs and PV and sends its partial (output, max, sum) in fp32, and the cores
-        sharing a query head combine their partials."""
+        does its share of QK^T, the scores' FLOPs and PV and sends its partial (output, max, sum) in
+        fp32, and the cores sharing a query head combine their partials."""
         lo, hi = _cells(min(positions * group * head_dim, self.max_cores))
         return _least(*self.kv_cells(positions, unit_bits, group, head_dim, act_bytes, lo, hi, score_flops))
 
