@@ -136,3 +136,24 @@ def test_the_bound_is_below_the_prediction_and_the_replay(name, args, tmp_path):
         assert 0 < floor <= r["performance"]["time_per_output_token_s"]
         assert floor <= replay["event_seconds"] and floor <= replay["analytic_seconds"]
     assert s["time_per_output_token_s"] <= s["at_fitted_reduce_step"]["time_per_output_token_s"]
+
+
+def _brute_round_trip(m: int, span: int = 9) -> int:
+    pts = [(x, y) for x in range(-span, span + 1) for y in range(-span, span + 1) if (x, y) != (0, 0)]
+    return min(sorted(abs(x) + abs(y) + abs(x - rx) + abs(y - ry) for x, y in pts)[m - 1]
+               for rx in range(6) for ry in range(6))
+
+
+def test_round_trip_hops_match_a_brute_force():
+    for m in (1, 2, 4, 5, 8, 12, 20, 33, 50):
+        assert bound.round_trip_hops(m) == _brute_round_trip(m)
+    assert list(bound.round_trip_hops(np.array([1, 5, 50]))) == [1, 3, 10]
+
+
+def test_kv_query_out_and_partials_back(fab):
+    # 50 positions on 50 cores, one query head of dim 1: the query must reach all 50 from one producer
+    # and a partial from each must reach one output's root: 10 hops in all (twice the fan-out's 5),
+    # then the root's add; the tree alone (1.875 ready + 6 adds) and the fan-out (5 + 0.75 + 1) are less
+    a = np.array([50])
+    t, ok = fab.kv_cells(50, 32, 1, 1, 2.0, a, a)
+    assert ok[0] and t[0] == pytest.approx(10 + 1)

@@ -25,6 +25,7 @@ nor finish later ops' chains before it is done.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -47,6 +48,31 @@ def diamond_radius(cores):
     r -= (r > 0) & (2 * (r - 1) ** 2 + 2 * (r - 1) + 1 >= c)     # float round-off, either way
     r += 2 * r * r + 2 * r + 1 < c
     return int(r) if r.ndim == 0 else r
+
+
+@functools.lru_cache(maxsize=8)
+def _round_trip_table(top: int) -> np.ndarray:
+    """Cores X (not the source P) with d(P, X) + d(X, R) <= D, at the best placed sink R, for D = 0..top.
+    With R at (dx, dy) from P and s = floor((D - dx - dy) / 2), the L1 ellipse holds
+    (dx + 1)(dy + 1) + 2 s (dx + dy + 2) + 2 s (s - 1) cores; the count is largest with dx, dy
+    balanced, so only their sum needs scanning."""
+    d = np.arange(top + 1)
+    best = np.zeros(top + 1, dtype=np.int64)
+    for delta in range(top + 1):
+        s = np.maximum(0, (d - delta) // 2)
+        box = (delta // 2 + 1) * (delta - delta // 2 + 1)
+        best = np.maximum(best, np.where(d >= delta, box + 2 * s * (delta + 2) + 2 * s * (s - 1), 0))
+    return best - 1
+
+
+def round_trip_hops(cores):
+    """Fewest hops D such that ``cores`` distinct cores, none of them the source, can each be reached
+    from one source and then reach one sink in D hops in all (scalars or arrays): the query's trip
+    from its producer to every position's core and each partial's trip on to the output's root."""
+    c = np.maximum(np.asarray(cores, dtype=np.int64), 1)
+    top = 2 * int(diamond_radius(int(c.max()) + 1)) + 2
+    out = np.searchsorted(_round_trip_table(top), c)
+    return int(out) if out.ndim == 0 else out
 
 
 def _log2_ceil(x):
@@ -160,7 +186,10 @@ class _Fabric:
                             (2 * _cdiv(work, hi)) / self.macs + _cdiv(positions * group, hi) * score_flops / self.flops)
         ready = self.core_ready(ingest, post, work_c)
         far = diamond_radius(lo + 1) * self.hop + post
-        return self.combine(ready, ready, far, per_head), ok
+        # one element of the query reaches every position block's core, whose partial then reaches the
+        # root of one output element: a round trip over min(positions, a) cores, then the root's add
+        trip = np.where(per_head > 1, round_trip_hops(np.minimum(positions, lo)) * self.hop + self.step, 0.0)
+        return np.maximum(self.combine(ready, ready, far, per_head), trip), ok
 
     def lookup(self, k: int, n: int, unit_bits: int) -> float:
         """The token id must reach whichever core holds its row: every core of the table may."""
