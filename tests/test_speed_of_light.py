@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 import wafercc
@@ -133,8 +134,10 @@ def test_the_best_gemv_shape_beats_fixed_shapes():
     k, n, bits, act = 4096, 4096, 16, 2.0
     best = fab.gemv(k, n, bits, act)
     need = fab.cores(k * n * bits / 8)
-    one_row = bound.diamond_radius(need) * fab.hop + fab.column(k, bits / 8, act)
-    assert 0 < best <= one_row
+    one = np.array([1])
+    one_row = fab.gemv_cells(k, n, bits, act, one, one, one * need, one * need)[0][0]
+    one_col = fab.gemv_cells(k, n, bits, act, one * need, one * need, one, one)[0][0]
+    assert 0 < best <= min(one_row, one_col)
     slow = bound._Fabric(t, step=35.0)
     assert slow.gemv(k, n, bits, act) >= best
 
@@ -151,7 +154,7 @@ def test_the_best_attention_shape_beats_one_position_per_core():
     fab = bound._Fabric(t)
     positions, bits, group, hd, act = 1024, 128 * 2 * 16, 4, 128, 2.0
     best = fab.kv(positions, bits, group, hd, act)
-    one_each = (bound.diamond_radius(positions) * fab.hop + bound._log2_ceil(positions) * fab.step
-                + max((group + 2) * hd * act / fab.in_bytes, bits / 8 / fab.read, 2 * group * hd / fab.macs))
+    a = np.array([positions])
+    one_each = fab.kv_cells(positions, bits, group, hd, act, a, a)[0][0]
     assert 0 < best <= one_each
     assert fab.kv(2 * positions, bits, group, hd, act) >= best     # more context never helps
