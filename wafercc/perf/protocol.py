@@ -86,10 +86,10 @@ def layer_records(prog: Program, side: int, layer: int = 0, positions: int | Non
     if not any(r["grids"] for r in recs):
         raise CostModelError(f"one-layer protocol: layer {layer} has no weight or KV operator")
     positions = prog.context if positions is None else positions
-    new, at = {}, 0                    # wafer-local ids -> ids within the layer (a softmax after each KV op)
+    new, nxt = {}, 0                   # wafer-local ids -> ids within the layer (a softmax after each KV op)
     for r in recs:
-        new[r["id"]] = at
-        at += 2 if _kv(r) else 1
+        new[r["id"]] = nxt
+        nxt += 2 if _kv(r) else 1
     out_of = {r["id"]: new[r["id"]] + (1 if _kv(r) else 0) for r in recs}   # where each op's output is ready
     first = next(new[r["id"]] for r in recs if r["grids"])
     out = []
@@ -102,11 +102,11 @@ def layer_records(prog: Program, side: int, layer: int = 0, positions: int | Non
             rec["host"] = new.get(rec["host"], first)
         out.append(rec)
         if _kv(r):
-            at = r["attention"]
+            att = r["attention"]
             heads = sum(g["k"] for g in r["grids"] if g["operand"] == "kv")
             out.append({"id": i + 1, "name": f"{r['name']}.softmax", "op": "softmax", "role": "rider",
                         "layer": r["layer"], "host": i, "grids": [], "act_in_hops": 0, "deps": [i],
-                        "flops": float(at.get("score_flops", SOFTMAX_FLOPS) * positions * at["group"] * heads)})
+                        "flops": float(att.get("score_flops", SOFTMAX_FLOPS) * positions * att["group"] * heads)})
     return out
 
 

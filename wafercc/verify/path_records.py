@@ -31,8 +31,8 @@ def _depths(n: int, child: np.ndarray, parent: np.ndarray, hops: np.ndarray, rou
     dist[child] = hops
     cnt = np.zeros(n, np.int64)
     cnt[child] = 1
-    for _ in range(rounds):
-        dist, cnt, par = dist + dist[par] * (par != np.arange(n)), cnt + cnt[par] * (par != np.arange(n)), par[par]
+    for _ in range(rounds):           # a root is no route's child: its dist and cnt stay 0
+        dist, cnt, par = dist + dist[par], cnt + cnt[par], par[par]
     return dist, cnt
 
 
