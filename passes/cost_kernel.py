@@ -6,9 +6,9 @@ A grid's decode step has three phases:
 
     broadcast  = broadcast_hops x hop + broadcast bytes / link_bytes
     compute    = the work of one core (``Phases.compute``)
-    reduction  = reduction_hops x hop + max(reduction_links x reduce_step + ser,
-                                            reduction_load x ser + reduce_step)
-                 (ser = reduction bytes / link_bytes)
+    reduction  = reduction_hops x hop + chain x reduce_step
+                 + max((reduction_links - chain) x reduce_step + ser, reduction_load x ser + reduce_step)
+                 (ser = reduction bytes / link_bytes; chain = the segmented tree's segment - 1)
 
 (``reduction_links``: the receive-add-forward steps of the reduction tree's root, ceil(log2 rows)
 for a grid column's binomial tree; ``reduction_load``: the partials sharing its busiest directed
@@ -99,16 +99,33 @@ def broadcast(ph: Phases, hops, r: Rates, load=1):
     return hops * r.hop + load * ph.bcast_bytes / r.link_bytes
 
 
-def reduction(ph: Phases, hops, links, r: Rates, load=1):
+def reduction(ph: Phases, hops, links, r: Rates, load=1, chain=0):
     """The root's ``links`` receive-add steps and one serialisation, or the ``load`` partials that
     share the busiest directed link of the tree serialising there and the root's last add (a
     binomial tree's root receives all its ceil(log2 R) children on the one link beside it),
     whichever is longer: hops x hop + max(links x reduce_step + ser, load x ser + reduce_step).
-    With load 1 (a chain) this is the chain's formula; the event replay (wafercc/perf/eventsim.py)
-    queues the messages on their links and agrees within ~15 % (tests/test_cost_kernel.py)."""
-    ser = ph.reduce_bytes / r.link_bytes
-    out = hops * r.hop + np.maximum(links * r.reduce_step + ser, load * ser + np.minimum(links, 1) * r.reduce_step)
+    With load 1 (a chain) this is the chain's formula.  A segmented tree (``segment_shape``)
+    first runs its ``chain`` = segment - 1 chained steps, streamed, before its heads' tree starts:
+    hops x hop + chain x reduce_step + max((links - chain) x reduce_step + ser, load x ser +
+    reduce_step).  The event replay (wafercc/perf/eventsim.py) queues the messages on their links
+    and agrees within ~15 % (tests/test_cost_kernel.py), the analytic figure the higher."""
+    out = _reduce_cycles(ph.reduce_bytes / r.link_bytes, hops, links, r, load, chain)
     return float(out) if np.ndim(out) == 0 else out
+
+
+def _reduce_cycles(ser, hops, links, r: Rates, load, chain):
+    rest = links - chain
+    return hops * r.hop + chain * r.reduce_step + np.maximum(rest * r.reduce_step + ser,
+                                                             load * ser + np.minimum(rest, 1) * r.reduce_step)
+
+
+def segment_chain(n, seg):
+    """Chained steps of the segmented tree over ``n`` tiles before its heads' tree (``reduction``):
+    seg - 1; 0 for the binomial tree and for a whole chain (seg >= n, whose one-partial links make
+    the two terms of ``reduction`` agree)."""
+    n, seg = np.asarray(n, dtype=np.int64), np.asarray(seg, dtype=np.int64)
+    out = np.where(seg < n, np.maximum(seg, 1) - 1, 0)
+    return int(out) if out.ndim == 0 else out
 
 
 def serialisation(ph: Phases, r: Rates):
@@ -144,23 +161,64 @@ def tree_load(n, reduction: str = DEFAULT_REDUCTION):
     return tree_steps(n)
 
 
-def chain_paths(kind: str, rows, cols, reduction: str = DEFAULT_REDUCTION) -> tuple[Any, Any, Any, Any]:
+def segment_shape(n, seg):
+    """(receive-add steps of the root, partials on the link beside it) of the segmented reduction
+    tree over ``n`` tiles in a line (passes/transfers.py ``segmented_parents``): chains of ``seg``
+    tiles toward each segment head, then the binomial tree over the ceil(n / seg) heads.  The
+    root's chain child is ready after seg - 1 steps and head 2^j after seg + j, so the root is done
+    after (seg - 1) + ceil(log2 heads) steps (at most: a short last segment is ready early; the
+    routed paths count exactly, wafercc/perf/paths.py); its chain child and its ceil(log2 heads) head
+    children all arrive over the one link beside it.  seg 1 is the binomial tree
+    (``tree_steps(n)`` both), seg >= n the chain (n - 1 steps, 1 partial per link)."""
+    n = np.maximum(np.asarray(n, dtype=np.int64), 1)
+    seg = np.clip(np.asarray(seg, dtype=np.int64), 1, n)
+    lg = tree_steps(-(-n // seg))
+    links, load = seg - 1 + lg, (seg > 1).astype(np.int64) + lg
+    return (int(links), int(load)) if links.ndim == 0 else (links, load)
+
+
+def best_segment(n, reduce_bytes, r: Rates, reduction: str = DEFAULT_REDUCTION):
+    """The segment length (a power of two, or ``n``: the chain) whose segmented tree over ``n``
+    tiles reduces ``reduce_bytes`` partials fastest by ``reduction`` below (ties: the shorter
+    segment).  Small partials are bound by the root's receive-add steps and take the binomial
+    tree (1); large ones by their serialisation on the root's link, which a longer segment
+    unloads.  ``reduction`` "chain" (the launch-style mapping) is always ``n``."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction {reduction!r}: expected one of {REDUCTIONS}")
+    n = np.maximum(np.asarray(n, dtype=np.int64), 1)
+    if reduction == "chain":
+        return int(n) if n.ndim == 0 else n
+    shape = np.broadcast_shapes(n.shape, np.shape(reduce_bytes))
+    nn = np.broadcast_to(n, shape)
+    ser = np.broadcast_to(np.asarray(reduce_bytes, dtype=np.float64), shape) / r.link_bytes
+    top = int(tree_steps(int(nn.max(initial=1))))
+    cand = np.minimum(np.left_shift(1, np.arange(top + 1, dtype=np.int64))[(...,) + (None,) * nn.ndim], nn)
+    links, load = segment_shape(nn, cand)
+    cost = _reduce_cycles(ser, 0, links, r, load, segment_chain(nn, cand))
+    out = np.take_along_axis(cand, np.argmin(cost, axis=0)[None], axis=0)[0]
+    return int(out) if out.ndim == 0 else out
+
+
+def chain_paths(kind: str, rows, cols, reduction: str = DEFAULT_REDUCTION, seg=None) -> tuple[Any, Any, Any, Any]:
     """(broadcast hops, reduction hops, reduction links, reduction load) of an unplaced grid: a
-    one-hop chain along the row; up the column a binomial tree (or a chain) ending at the last row
-    (rows-1 hops on its longest path, ``reduce_steps(rows)`` steps, ``tree_load(rows)`` partials on
-    its busiest link); a KV row's partials reduce the same way over its columns."""
-    if kind == "kv":
-        return cols - 1, cols - 1, reduce_steps(cols, reduction), tree_load(cols, reduction)
-    return cols - 1, rows - 1, reduce_steps(rows, reduction), tree_load(rows, reduction)
+    one-hop chain along the row; up the column the segmented tree of ``seg`` (``best_segment``;
+    None: the binomial tree, or the chain with ``reduction`` "chain") ending at the last row
+    (rows-1 hops on its longest path, ``segment_shape`` steps and partials on its busiest link); a
+    KV row's partials reduce the same way over its columns."""
+    n = cols if kind == "kv" else rows
+    if seg is None:
+        return cols - 1, n - 1, reduce_steps(n, reduction), tree_load(n, reduction)
+    return (cols - 1, n - 1, *segment_shape(n, seg))
 
 
-def grid_cycles(ph: Phases, paths, r: Rates):
+def grid_cycles(ph: Phases, paths, r: Rates, chain=0):
     """Broadcast + compute + reduction of one grid with paths (broadcast hops, reduction hops,
-    reduction links[, reduction load[, broadcast load]])."""
+    reduction links[, reduction load[, broadcast load]]); ``chain``: its reduction tree's chained
+    steps (``segment_chain``)."""
     bh, rh, rl, *load = paths
     rload = load[0] if load else 1
     bload = load[1] if len(load) > 1 else 1
-    return broadcast(ph, bh, r, bload) + ph.compute + reduction(ph, rh, rl, r, rload)
+    return broadcast(ph, bh, r, bload) + ph.compute + reduction(ph, rh, rl, r, rload, chain)
 
 
 def rider_compute(tokens, flops, cores, r: Rates):

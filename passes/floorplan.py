@@ -11,7 +11,10 @@ row is laid out so that its chains are mesh links:
   (i, j+1) horizontal ones.  A run that starts mid-row is a staircase: its columns keep their
   lane columns and those west of the start sit one lane row lower, so a row's chain steps down
   once instead of jumping back across the lane.
-* a *narrow* grid (cols <= width/8) is packed row-major: its column chains span ``cols`` slots.
+  A KV grid (its partials reduce along its rows) orders its chunk rows by row, then chunk, so
+  each grid row is a block of consecutive lane rows and its row tree stays inside that block.
+* a *narrow* grid (cols <= width/8) is packed column-major: a column's tree runs along ``rows``
+  consecutive slots.
 
 ``lanes`` (default): the curve skips dead cores (every usable core can hold a tile; a dead core
 shifts the rest of the curve by one), each chunk row takes its run's cores by column, and CP-SAT
@@ -58,10 +61,13 @@ def is_wide(cols: int, width: int, baseline: bool) -> bool:
     return not baseline and cols > narrow_limit(width)
 
 
-def grid_slots(experts: int, rows: int, cols: int, width: int, baseline: bool, start: int = 0
-               ) -> tuple[np.ndarray, int]:
+def grid_slots(experts: int, rows: int, cols: int, width: int, baseline: bool, start: int = 0,
+               row_blocks: bool = False) -> tuple[np.ndarray, int]:
     """Slot of each tile in (expert, row, col) order of a grid whose first slot is ``start``, and
-    the slots the grid occupies.  Wide grids are rotated by ``start mod width`` (the staircase)."""
+    the slots the grid occupies.  Wide grids are rotated by ``start mod width`` (the staircase).
+    ``row_blocks`` (KV grids, which reduce along their rows): a wide grid's chunk rows are ordered
+    (row, chunk) instead of (chunk, row), so each grid row takes its own block of consecutive lane
+    rows and its reduction tree stays inside it instead of climbing through the other rows'."""
     e, i, j = (a.ravel() for a in np.meshgrid(np.arange(experts, dtype=np.int64), np.arange(rows, dtype=np.int64),
                                                 np.arange(cols, dtype=np.int64), indexing="ij"))
     if baseline:
@@ -73,8 +79,8 @@ def grid_slots(experts: int, rows: int, cols: int, width: int, baseline: bool, s
     chunks = -(-cols // width)
     per_expert = rows * chunks * width
     a = start % width
-    return (start + e * per_expert + (j // width) * rows * width + i * width + (j % width - a) % width,
-            experts * per_expert)
+    run = i * chunks * width + (j // width) * width if row_blocks else (j // width) * rows * width + i * width
+    return start + e * per_expert + run + (j % width - a) % width, experts * per_expert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,13 +139,15 @@ def _pack(op_grids, width: int, layout: str, pads=None):
     slot, g = 0, 0
     for grids in op_grids:
         n = 0
-        for e, r, c in grids:
+        for grid in grids:
+            e, r, c = grid[:3]
+            blocks = bool(grid[3:] and grid[3])
             slot += int(pads[g]) if pads is not None else 0
             starts.append(slot)
             # spares rotate wide grids by their start (geometric staircase); lanes sort by column later
-            s, used = grid_slots(e, r, c, width, baseline, slot if layout == "spares" else 0)
+            s, used = grid_slots(e, r, c, width, baseline, slot if layout == "spares" else 0, blocks)
             offs.append(s if layout == "spares" else s + slot)
-            wide.append((e, r, c) if layout == "lanes" and is_wide(c, width, False) else None)
+            wide.append((e, r, c, blocks) if layout == "lanes" and is_wide(c, width, False) else None)
             slot += used
             n += e * r * c
             g += 1
@@ -151,9 +159,11 @@ def _refine(wide, starts, used: int, cap: int, cols: np.ndarray, lane: int, widt
             options: RefineOptions):
     chunks = []
     for g, shape in enumerate(wide):
-        if shape is not None:
-            e, r, c = shape
-            chunks.append((g, (np.arange(e * -(-c // width)) * r * width).astype(np.int64), r * width))
+        if shape is not None:       # the blocks whose columns must stay mesh columns
+            e, r, c, blocks = shape
+            k = -(-c // width)
+            size = k * width if blocks else r * width
+            chunks.append((g, (np.arange(e * (r if blocks else k)) * size).astype(np.int64), size))
     boundaries = np.flatnonzero(np.diff(cols // lane)) + 1
     return refine_padding(starts, chunks, boundaries, cap - used, options)
 
@@ -161,8 +171,9 @@ def _refine(wide, starts, used: int, cap: int, cols: np.ndarray, lane: int, widt
 def floorplan_wafer(index: int, alive: np.ndarray, op_grids: list[list[tuple[int, int, int]]], lane: int,
                     layout: str = "lanes", spare: int | None = None,
                     refine: RefineOptions | None = RefineOptions()) -> WaferFloorplan:
-    """``op_grids``: for each op in dataflow order its grids as (experts, rows, cols); tiles are
-    numbered op by op, grid by grid, in (expert, row, col) order.
+    """``op_grids``: for each op in dataflow order its grids as (experts, rows, cols[, row_blocks])
+    (row_blocks: a KV grid, ``grid_slots``); tiles are numbered op by op, grid by grid, in
+    (expert, row, col) order.
 
     ``layout``: "lanes" (the curve skips dead cores: nothing is displaced, every usable core can
     hold a tile; with ``refine`` CP-SAT pads the curve to keep chunks off lane turns), "spares" (the defect-free lane geometry with ``spare`` free columns per lane, None:
@@ -195,6 +206,6 @@ def floorplan_wafer(index: int, alive: np.ndarray, op_grids: list[list[tuple[int
         pads, res = _refine(wide, starts, slot, cap, cols, lane, width, refine)
         if pads.any():
             offs, wide, counts, starts, slot = _pack(op_grids, width, layout, pads)
-    at = np.concatenate([s if g is None else _sorted_chunk_rows(s, *g, width, rows, cols)
+    at = np.concatenate([s if g is None else _sorted_chunk_rows(s, *g[:3], width, rows, cols)
                          for s, g in zip(offs, wide)]) if offs else np.zeros(0, np.int64)
     return WaferFloorplan(index, lane, width, rows[at], cols[at], first, counts, cap, slot, refine=res)

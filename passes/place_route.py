@@ -138,12 +138,13 @@ def layout_wafer(tprog: TileProgram, k: int, device, options: PlaceOptions = Pla
     tmpl = shared_templates(ops)
     # a shared op takes no cores of its own: the floorplan lays out the others, then its tiles copy
     # the cores of its template's tiles of the same index
-    op_grids = [[] if tmpl[i] != i else [(g.experts, g.rows, g.cols) for g in o.grids] for i, o in enumerate(ops)]
+    op_grids = [[] if tmpl[i] != i else [(g.experts, g.rows, g.cols, g.operand == "kv") for g in o.grids]
+                for i, o in enumerate(ops)]
     fp = floorplan_wafer(k, w.alive, op_grids, lane, options.layout, tprog.spare,
                          RefineOptions(seed=options.seed) if options.refine else None)
     if any(t != i for i, t in enumerate(tmpl)):
         fp = _share_cores(fp, ops, tmpl)
-    tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv") for g in o.grids] for o in ops],
+    tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv", g.segment) for g in o.grids] for o in ops],
                          first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
                          chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0,
                          reduction=options.reduction, allreduce=allreduce_hosts(ops),

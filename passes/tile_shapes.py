@@ -75,6 +75,7 @@ class Frontier:
     cores: np.ndarray      # experts x rows x cols
     cycles: np.ndarray     # float64, one decode step
     buffer: np.ndarray     # receive-buffer bytes one core needs
+    segment: np.ndarray    # the reduction tree's segment length (cost_kernel.best_segment)
 
 
 def narrow_limit(lane: int) -> int:
@@ -116,6 +117,7 @@ class Grid:
     buffer_bytes: int     # receive buffer one core needs (input slice, partial sums)
     cycles: float
     lane: int = 0         # lane width it was tiled for (0: none)
+    segment: int = 1      # its reduction tree's segment length (passes/transfers.py segmented_parents)
 
     @property
     def cores(self) -> int:
@@ -169,24 +171,24 @@ def splits(dim: int, max_tile: int) -> tuple[np.ndarray, np.ndarray]:
     return parts, -(-dim // parts)
 
 
-def _pareto(tk, tn, r, c, cores, cycles, buf) -> Frontier:
+def _pareto(tk, tn, r, c, cores, cycles, buf, seg) -> Frontier:
     order = np.lexsort((cycles, cores))
     cyc = cycles[order]
     best = np.minimum.accumulate(cyc)
     keep = np.ones(len(cyc), bool)
     keep[1:] = cyc[1:] < best[:-1]
     idx = order[keep]
-    return Frontier(tk[idx], tn[idx], r[idx], c[idx], cores[idx], cycles[idx], buf[idx])
+    return Frontier(tk[idx], tn[idx], r[idx], c[idx], cores[idx], cycles[idx], buf[idx], seg[idx])
 
 
-def _select(tk, tn, r, c, experts, data, buf, cycles, headroom, min_cores, m: Machine, fit_mesh: bool):
+def _select(tk, tn, r, c, experts, data, buf, cycles, seg, headroom, min_cores, m: Machine, fit_mesh: bool):
     cores = slots(experts, r, c, m.lane)
     ok = ((data + headroom) * m.share <= m.free - np.maximum(m.receive_buffer, buf)) & (cores >= min_cores)
     if fit_mesh and (ok & (r <= m.mesh_rows) & (c <= m.mesh_cols)).any():
         ok &= (r <= m.mesh_rows) & (c <= m.mesh_cols)
     if not ok.any():
         return None
-    return _pareto(tk[ok], tn[ok], r[ok], c[ok], cores[ok], cycles[ok], buf[ok])
+    return _pareto(tk[ok], tn[ok], r[ok], c[ok], cores[ok], cycles[ok], buf[ok], seg[ok])
 
 
 def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: int, headroom: int,
@@ -214,8 +216,10 @@ def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: 
     else:
         buf = np.ceil(tn * a).astype(np.int64)                           # the gathered output slice
         ph = ck.lookup(tokens, tn, a, m.rates)
-    cycles = ck.grid_cycles(ph, ck.chain_paths(kind, r, c, m.reduction), m.rates)
-    return _select(tk, tn, r, c, experts, data, buf, cycles.astype(np.float64), headroom, min_cores, m, fit_mesh)
+    seg = ck.best_segment(r, ph.reduce_bytes, m.rates, m.reduction)
+    cycles = ck.grid_cycles(ph, ck.chain_paths(kind, r, c, m.reduction, seg), m.rates, ck.segment_chain(r, seg))
+    return _select(tk, tn, r, c, experts, data, buf, cycles.astype(np.float64), seg, headroom, min_cores, m,
+                   fit_mesh)
 
 
 def kv_frontier(seq_heads: int, positions: int, row_bytes: int, group: int, head_dim: int, headroom: int,
@@ -231,9 +235,10 @@ def kv_frontier(seq_heads: int, positions: int, row_bytes: int, group: int, head
     a = m.act_bytes
     buf = np.full(len(cp), int(np.ceil(group * head_dim * a)) + group * (head_dim + 2) * m.psum_bytes, np.int64)
     ph = ck.kv(ck.striped_positions(pp, cp, positions), group, head_dim, a, m.rates, score_flops)  # at full context
-    cycles = ck.grid_cycles(ph, ck.chain_paths("kv", r, cp, m.reduction), m.rates)
-    return _select(np.ones_like(pp), pp, r, cp, 1, pp * row_bytes, buf, cycles.astype(np.float64), headroom,
-                   min_cores, m, fit_mesh)
+    seg = ck.best_segment(cp, ph.reduce_bytes, m.rates, m.reduction)
+    cycles = ck.grid_cycles(ph, ck.chain_paths("kv", r, cp, m.reduction, seg), m.rates, ck.segment_chain(cp, seg))
+    return _select(np.ones_like(pp), pp, r, cp, 1, pp * row_bytes, buf, cycles.astype(np.float64), seg,
+                   headroom, min_cores, m, fit_mesh)
 
 
 def choose(frontiers: list[Frontier], counts: list[int], core_budget: int,

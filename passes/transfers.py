@@ -12,7 +12,10 @@
   A KV grid's row is one (sequence, kv head) and its columns are chunks of context positions, so
   its partial softmax sums combine along the row instead, as the same binomial tree over the row's
   columns rooted at column 0 (the row's entry tile, where the query arrived): column c sends to
-  c - lowbit(c), ceil(log2 cols) steps;
+  c - lowbit(c), ceil(log2 cols) steps.  A grid whose partials are large reduces instead as a
+  segmented tree (``segmented_parents``, the grid's ``segment`` L chosen by the tiler:
+  passes/cost_kernel.py ``best_segment``): chains of L tiles toward each segment head, then the
+  binomial tree over the heads, so fewer partials queue on the link beside the root;
 * all-reduce (kind 4, ``--reduction tree`` only): a norm's or softmax rider's statistic (a norm's
   sums, a softmax's max and sum) over its host's output: the tiles of the host's last grid that hold the
   output (its last row, per expert; every row of a KV grid) reduce it as the binomial tree over the
@@ -65,21 +68,36 @@ def tree_parents(n: int) -> np.ndarray:
     return out
 
 
+def segmented_parents(n: int, seg: int) -> np.ndarray:
+    """int64 [n]: parent distances of a segmented reduction tree: chains of ``seg`` tiles toward
+    each segment head (p -> p - 1 inside a segment), then the binomial tree over the heads
+    (head q*seg -> (q - lowbit(q))*seg).  seg = 1 is tree_parents, seg >= n a chain; the tiler
+    picks seg per grid by cost (passes/cost_kernel.py ``best_segment``)."""
+    if seg < 1:
+        raise ValueError(f"segment length {seg}: expected >= 1")
+    p = np.arange(n, dtype=np.int64)
+    q, r = np.divmod(p, seg)
+    out = np.where(r > 0, p - 1, (q & (q - 1)) * seg)
+    out[0] = -1
+    return out
+
+
 def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 0, along_row: bool = False,
-                   reduction: str = DEFAULT_REDUCTION):
+                   reduction: str = DEFAULT_REDUCTION, segment: int = 1):
     """Broadcast chains and reduction trees inside one grid whose tiles are numbered from ``first``
     in (expert, row, col) order; ``chunk`` > 0: the grid is wide, laid out in chunks of that many
     columns.  ``along_row`` (KV grids): the reduction is a tree over each row's columns instead of
-    the column trees.  ``reduction`` "chain" (the launch-style mapping): row i sends to row i + 1,
+    the column trees.  ``segment``: the tree's segment length (``segmented_parents``; 1 the
+    binomial tree).  ``reduction`` "chain" (the launch-style mapping): row i sends to row i + 1,
     a KV row's partials go back up its broadcast tree."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction {reduction!r}: expected one of {REDUCTIONS}")
-    b_src, b_dst, r_src, r_dst = _grid_transfers(first, experts, rows, cols, chunk, reduction == "chain")
+    b_src, b_dst, r_src, r_dst = _grid_transfers(first, experts, rows, cols, chunk, reduction == "chain", segment)
     if along_row and reduction == "chain":
         return b_src, b_dst, b_dst.copy(), b_src.copy()
     if along_row:
         idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
-        par = tree_parents(cols)[1:]                          # column c sends to c - lowbit(c)
+        par = segmented_parents(cols, segment)[1:]           # column c sends toward column 0
         return b_src, b_dst, idx[:, :, 1:].ravel(), idx[:, :, par].ravel()
     return b_src, b_dst, r_src, r_dst
 
@@ -93,12 +111,13 @@ def allreduce_transfers(first: int, experts: int, rows: int, cols: int, along_ro
     return out[:, :, 1:].ravel(), out[:, :, par].ravel()
 
 
-def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int, chain: bool = False):
+def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int, chain: bool = False,
+                    segment: int = 1):
     idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
     if chain:
         r_src, r_dst = idx[:, :-1, :].ravel(), idx[:, 1:, :].ravel()
     else:
-        par = tree_parents(rows)[1:]                          # distances 1..rows-1 from the root row
+        par = segmented_parents(rows, segment)[1:]           # distances 1..rows-1 from the root row
         r_src = idx[:, rows - 2 - np.arange(rows - 1), :].ravel() if rows > 1 else idx[:, :0, :].ravel()
         r_dst = idx[:, rows - 1 - par, :].ravel() if rows > 1 else idx[:, :0, :].ravel()
     if chunk <= 0 or cols <= chunk:
@@ -127,8 +146,8 @@ def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int, 
 def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer: bool, last_wafer: bool,
                     chunk_of=lambda cols: 0, reduction: str = DEFAULT_REDUCTION,
                     allreduce=frozenset(), templates=None) -> TransferSet:
-    """``grids_per_op``: for each op in order, its grids as (experts, rows, cols) or (experts, rows,
-    cols, along_row) (True for KV grids); ``chunk_of(cols)`` is the chunk width of a wide grid in
+    """``grids_per_op``: for each op in order, its grids as (experts, rows, cols[, along_row[,
+    segment]]) (along_row True for KV grids; segment the reduction tree's, default 1); ``chunk_of(cols)`` is the chunk width of a wide grid in
     the floorplan, 0 for a narrow one; ``allreduce``: the ops hosting a norm or softmax rider
     (their last grid gets the all-reduce tree, with ``reduction`` "tree"); ``templates[op]``: the op
     whose routes it uses (itself unless it shares a layer group's cores)."""
@@ -143,10 +162,12 @@ def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer:
             if tmpl[op] != op:
                 first += e * r * c
                 continue
-            b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c), bool(g[3:] and g[3]), reduction)
+            along = bool(g[3:] and g[3])
+            b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c), along, reduction,
+                                                        int(g[4]) if len(g) > 4 else 1)
             sets = [(b_src, b_dst, KIND_BROADCAST), (r_src, r_dst, KIND_REDUCTION)]
             if op in allreduce and gi == len(grids) - 1 and reduction != "chain":
-                sets.append((*allreduce_transfers(first, e, r, c, bool(g[3:] and g[3])), KIND_ALLREDUCE))
+                sets.append((*allreduce_transfers(first, e, r, c, along), KIND_ALLREDUCE))
             for s, d, k in sets:
                 src.append(s)
                 dst.append(d)

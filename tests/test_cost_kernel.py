@@ -153,3 +153,58 @@ def test_the_softmax_count_is_the_irs():
     from wafercc.ir.ops import SOFTMAX_FLOPS
     r = ck.Rates(8.0, 16.0, 1.0, 4.0)
     assert ck.kv(10, 1, 1, 2.0, r).compute == pytest.approx(2 * 10 / 8 + SOFTMAX_FLOPS * 10 / 16)
+
+
+@pytest.mark.parametrize("rows", [5, 41, 200, 456])
+@pytest.mark.parametrize("wavelets", [1, 71, 520])
+@pytest.mark.parametrize("seg", [2, 4, 16, 64])
+def test_segmented_tree_replay_agrees(rows, wavelets, seg):
+    """A column's segmented tree (chains of ``seg`` toward each head, the binomial tree over the
+    heads), routed straight: the analytic term (the chain's streamed steps, then the heads' tree
+    with its ``segment_shape`` steps and root-link load) is at or above the replay and within
+    ~25 % of it, and ``best_segment`` picks a shape the replay also finds no slower than the
+    binomial tree by more than that margin."""
+    from wafercc.passes.transfers import segmented_parents
+    from wafercc.perf.eventsim import _Net
+    r = ck.Rates(8.0, 16.0, 1.0, 4.0, 1.0, 24.74)
+    ph = ck.Phases(0.0, 0.0, wavelets * 4.0)
+
+    def replay(s):
+        parent = segmented_parents(rows, s)
+        links, offsets, red = [], [0], []
+        for p in range(1, rows):
+            links += [(rows - 1 - d) * 4 + 1 for d in range(p, int(parent[p]), -1)]
+            offsets.append(len(links))
+            red.append((p - 1, rows - 1 - p, rows - 1 - int(parent[p])))
+        net = _Net(np.array(links, np.int64), np.array(offsets, np.int64), 1, r.hop, True)
+        return net.phase(0.0, list(range(rows)), {}, [], red, 1, wavelets, r.reduce_step, True)
+
+    def analytic(s):
+        links, load = ck.segment_shape(rows, s)
+        return ck.reduction(ph, rows - 1, links, r, load, ck.segment_chain(rows, s))
+
+    assert 0.7 * analytic(seg) <= replay(seg) <= analytic(seg) + 1e-9
+    best = ck.best_segment(rows, ph.reduce_bytes, r)
+    assert analytic(best) <= min(analytic(1), analytic(rows)) + 1e-9
+    assert replay(best) <= 1.25 * replay(1)
+
+
+def test_segment_shape_is_the_trees():
+    """``segment_shape`` is what wafercc/perf/paths.py measures on the transfers (root steps; an
+    upper bound when the last segment is short) and the busiest link of the tree laid straight
+    (partials crossing it)."""
+    from wafercc.passes.transfers import segmented_parents
+    from wafercc.perf.paths import _in_depths, _reduce_steps
+    for n in (1, 2, 3, 7, 16, 33, 100):
+        for seg in (1, 2, 3, 4, 8, 50, n):
+            par = segmented_parents(n, seg)
+            src = np.arange(1, n, dtype=np.int64)
+            dst = par[1:].astype(np.int64)
+            _, lev = _in_depths(n, src, dst, src - dst)
+            steps = int(_reduce_steps(n, src, dst, lev).max(initial=0))
+            cross = [int(((dst <= x) & (src > x)).sum()) for x in range(n - 1)]
+            links, load = ck.segment_shape(n, seg)
+            assert load == max(cross, default=0), (n, seg)
+            # a short last segment is ready early: the formula is then an upper bound
+            assert steps == links if n % seg == 0 or seg == 1 or seg >= n else steps <= links, (n, seg)
+    assert ck.best_segment(8, 4.0, ck.Rates(8.0, 16.0, 1.0, 4.0, 1.0, 24.74), "chain") == 8

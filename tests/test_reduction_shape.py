@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from wafercc.cli import main
-from wafercc.passes.cost_kernel import chain_paths, reduce_steps
+from wafercc.passes.cost_kernel import chain_paths, reduce_steps, segment_shape
 from wafercc.passes.transfers import grid_transfers
 from wafercc.plan.options import PlanError, PlanOptions
 from wafercc.verify import verify_dir
@@ -77,9 +77,10 @@ def test_tree_and_chain_both_verify_and_tree_is_not_slower(tmp_path):
         tps[red] = json.loads((out / "report.json").read_text())["performance"]["decode_tokens_per_s_per_user"]
         if red == "chain":
             assert max(links) == max(max(rows) - 1, max(links))   # a chain's steps are its rows - 1
-        else:
-            assert max(links) <= max(reduce_steps(max(rows)), reduce_steps(max(
-                g["cols"] for w in doc["wafers"] for o in w["ops"] for g in o["grids"])))
+        else:       # the routed root steps are the segmented tree's the tiler chose (1: binomial)
+            grids = [g for w in doc["wafers"] for o in w["ops"] if "routes_of" not in o for g in o["grids"]]
+            assert [g["reduction_links"] for g in grids] == [
+                segment_shape(g["cols"] if g["operand"] == "kv" else g["rows"], g["segment"])[0] for g in grids]
     assert tps["tree"] >= tps["chain"]
 
 

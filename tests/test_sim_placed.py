@@ -94,12 +94,13 @@ def test_tiny_moe_experts_on_tiles(moe_wse3):
 
 
 def test_branching_kv_reduction_tree(tmp_path):
-    # context 2048 on a wse3 whose partial-sum links cost nothing (the tiler then spreads positions
-    # widely): the KV grid is wider than a floorplan lane, so its rows come down in chunks and the
-    # reversed broadcast tree branches (a tile merges partials from east, west and below)
+    # context 2048 on a wse3 whose partial-sum adds cost 3 cycles (the tiler then spreads positions
+    # widely, 64 columns, and reduces them as a segmented tree of 16-tile chains; at 0 cycles it
+    # would pick a plain chain): the KV grid is wider than a floorplan lane, so its rows come down
+    # in chunks, and the tree branches (segment heads merge partials from their chain and heads)
     from target_util import preset_text, write_variant
     step = next(ln for ln in preset_text("wse3").splitlines() if ln.startswith("reduce_step = "))
-    target = write_variant(tmp_path, step, 'reduce_step = { value = 0.0, unit = "cycles", source = "calibration", '
+    target = write_variant(tmp_path, step, 'reduce_step = { value = 3.0, unit = "cycles", source = "calibration", '
                                            'confidence = "assumed" }')
     out = _compile(LLAMA, tmp_path / "out", "--target", target, "--context", "2048")
     p = Placement.load(out)

@@ -131,7 +131,14 @@ def grid_phases(g: dict, op: dict, mc: Machine, p: CostParams, w: Workload) -> t
     r = rates(mc, p)
     ph = kernel_phases(g, op, r, w)
     return (ck.broadcast(ph, g["broadcast_hops"], r, g.get("broadcast_load", 1)), ph.compute,
-            ck.reduction(ph, g["reduction_hops"], g["reduction_links"], r, g.get("reduction_load", 1)))
+            ck.reduction(ph, g["reduction_hops"], g["reduction_links"], r, g.get("reduction_load", 1),
+                         reduction_chain(g)))
+
+
+def reduction_chain(g: dict) -> int:
+    """The chained steps of a grid's segmented reduction tree (its ``segment``; 1: binomial)."""
+    n = g["cols"] if g["operand"] == "kv" else g["rows"]
+    return min(ck.segment_chain(n, g.get("segment", 1)), int(g["reduction_links"]))
 
 
 def op_cycles(op: dict, ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> dict[str, float]:

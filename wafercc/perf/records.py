@@ -3,7 +3,7 @@
 One record per op in the wafer's dataflow order (wafer-local ``id``):
 
     {id, name, op, role, layer, host, flops, deps (ids of the ops on this wafer whose outputs it reads), grids: [{grid, operand, experts, rows, cols, k, n,
-     tile_k, tile_n, unit_bits, broadcast_hops, broadcast_links, reduction_hops, reduction_links,
+     tile_k, tile_n, unit_bits, segment, broadcast_hops, broadcast_links, reduction_hops, reduction_links,
      broadcast_load, reduction_load [, allreduce_hops, allreduce_links, allreduce_down_hops]}],
      attention: {group, head_dim} (attention ops), act_in_hops}
 
@@ -19,17 +19,20 @@ import math
 import numpy as np
 
 from ..ir.ops import kv_head_dim, score_flops
-from ..passes.cost_kernel import ALLREDUCE_RIDERS, reduce_steps, tree_load
+from ..passes.cost_kernel import ALLREDUCE_RIDERS, reduce_steps, segment_shape
+from ..passes.transfers import segmented_parents
 from ..target.geometry import DEFAULT_REDUCTION
 
 GRID_INTS = ("experts", "rows", "cols", "k", "n", "tile_k", "tile_n", "unit_bits")
 
 
-def _row_broadcasts(rows: int, cols: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _row_broadcasts(rows: int, cols: int, width: int, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(links, hops) of the longest broadcast path of each grid row as passes/transfers.py builds it:
     a chain east from column 0 inside one chunk; in a wide grid of several chunks, chunk k of row i
-    receives at column c_k = i mod (its width) from the same column of chunk k-1 (``rows`` lane rows
-    up, one link) and spreads east and west from there."""
+    receives at column c_k = i mod (its width) from the same column of chunk k-1 (``stride`` lane
+    rows up, one link: ``rows``, or 1 for a KV grid's row blocks, passes/floorplan.py) and spreads
+    east and west from there."""
+    stride = rows if stride is None else stride
     i = np.arange(rows, dtype=np.int64)
     if not width or cols <= width:
         return np.full(rows, cols - 1, np.int64), np.full(rows, cols - 1, np.int64)
@@ -41,7 +44,7 @@ def _row_broadcasts(rows: int, cols: int, width: int) -> tuple[np.ndarray, np.nd
         c = i % w if k else entry
         if k:                                  # along chunk k-1 from its entry to c, then one link down
             links = links + np.abs(c - entry) + 1
-            hops = hops + np.abs(c - entry) + rows
+            hops = hops + np.abs(c - entry) + stride
         far = np.maximum(c, w - 1 - c)
         best_l, best_h = np.maximum(best_l, links + far), np.maximum(best_h, hops + far)
         entry = c
@@ -50,7 +53,8 @@ def _row_broadcasts(rows: int, cols: int, width: int) -> tuple[np.ndarray, np.nd
 
 def _tree_hops(cols: int, width: int, rows: int) -> int:
     """Longest path (hops) of the binomial tree over a row's columns rooted at column 0 (column c
-    sends to c - lowbit(c)): along the lane row inside a chunk, ``rows`` lane rows per chunk crossed."""
+    sends to c - lowbit(c)): along the lane row inside a chunk, ``rows`` lane rows per chunk crossed
+    (1 for a KV grid's row blocks)."""
     c = np.arange(cols, dtype=np.int64)
     w = width if width and cols > width else max(cols, 1)
     d = np.zeros(cols, np.int64)
@@ -62,20 +66,21 @@ def _tree_hops(cols: int, width: int, rows: int) -> int:
     return int(d.max(initial=0))
 
 
-def _row_tree_load(rows: int, cols: int, width: int) -> int:
-    """Partials on the busiest directed link of a KV grid's row trees (column c sends to
-    c - lowbit(c)) laid out in chunks of ``width`` columns, chunk k's rows ``rows`` lane rows below
-    chunk k-1's, each route dimension-ordered as the router first tries it: along the sender's lane
-    row, then along the parent's column.  Every row's routes into a parent column of another chunk
-    climb the same column, so they pile up there."""
+def _row_tree_load(rows: int, cols: int, width: int, segment: int = 1) -> int:
+    """Partials on the busiest directed link of a KV grid's row trees (column c sends to its
+    ``segmented_parents(cols, segment)`` parent; segment 1: c - lowbit(c)) laid out in chunks of
+    ``width`` columns, each grid row a block of consecutive lane rows (chunk k of row i on lane row
+    i x chunks + k, passes/floorplan.py), each route dimension-ordered as the router first tries it:
+    along the sender's lane row, then along the parent's column."""
     w = width if width and cols > width else max(cols, 1)
     c = np.arange(1, cols, dtype=np.int64)
     if not len(c):
         return 1
-    p = c & (c - 1)
+    p = segmented_parents(cols, segment)[1:]
     i = np.repeat(np.arange(rows, dtype=np.int64), len(c))
     c, p = np.tile(c, rows), np.tile(p, rows)
-    sr, sc, dr, dc = (c // w) * rows + i, c % w, (p // w) * rows + i, p % w
+    k = -(-cols // w)
+    sr, sc, dr, dc = i * k + c // w, c % w, i * k + p // w, p % w
     nh, nv = np.abs(sc - dc), np.abs(sr - dr)
     # horizontal links: cell (sr, x) for x from sc stepping toward dc; vertical: (y, dc) from sr toward dr
     hdir = np.where(dc > sc, 0, 2)
@@ -92,23 +97,26 @@ def estimate_paths(g, width: int, reduction: str = DEFAULT_REDUCTION, allreduce:
     """Longest broadcast / reduction paths of a grid laid out by the lane floorplan (docs/placement.md)
     without routing, on the transfers passes/transfers.py builds: a row's broadcast tree
     (``_row_broadcasts``: a chain of cols-1 one-hop links in one chunk, across the chunks of a wide
-    grid), its columns binomial trees over rows-1 one-lane-row links (``reduce_steps(rows)`` steps;
+    grid), its columns segmented trees (the grid's ``segment``; 1 the binomial tree) over rows-1
+    one-lane-row links (``segment_shape(rows, segment)`` steps and partials on the root's link;
     chains with ``reduction`` "chain").  ``allreduce`` (a norm's or softmax's host, tree reductions
     only): the all-reduce tree over the output row's columns and that row's broadcast back down."""
-    b_links, b_hops = _row_broadcasts(g.rows, g.cols, width)
+    kv = g.operand == "kv"
+    b_links, b_hops = _row_broadcasts(g.rows, g.cols, width, 1 if kv else g.rows)
+    seg = int(getattr(g, "segment", 1))
     out = {"broadcast_hops": int(b_hops.max()), "broadcast_links": int(b_links.max())}
     out["broadcast_load"] = 1
     if g.operand == "kv":
         chain = reduction == "chain"
         out.update(reduction_hops=out["broadcast_hops"],
-                   reduction_links=out["broadcast_links"] if chain else reduce_steps(g.cols, reduction),
-                   reduction_load=1 if chain else _row_tree_load(g.rows, g.cols, width))
+                   reduction_links=out["broadcast_links"] if chain else segment_shape(g.cols, seg)[0],
+                   reduction_load=1 if chain else _row_tree_load(g.rows, g.cols, width, seg))
     else:
-        out.update(reduction_hops=g.rows - 1, reduction_links=reduce_steps(g.rows, reduction),
-                   reduction_load=max(tree_load(g.rows, reduction), 1))
+        links, load = segment_shape(g.rows, g.rows if reduction == "chain" else seg)
+        out.update(reduction_hops=g.rows - 1, reduction_links=links, reduction_load=max(load, 1))
     if allreduce and reduction != "chain":
         down = b_hops if g.operand == "kv" else b_hops[-1:]
-        out.update(allreduce_hops=_tree_hops(g.cols, width, g.rows), allreduce_links=reduce_steps(g.cols, reduction),
+        out.update(allreduce_hops=_tree_hops(g.cols, width, 1 if kv else g.rows), allreduce_links=reduce_steps(g.cols, reduction),
                    allreduce_down_hops=int(down.max()))
     return out
 
@@ -127,7 +135,8 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
         node = nodes[o.node]
         grids = []
         for gi, g in enumerate(o.grids):
-            rec = {"grid": gi, "operand": g.operand, **{f: int(getattr(g, f)) for f in GRID_INTS}}
+            rec = {"grid": gi, "operand": g.operand, **{f: int(getattr(g, f)) for f in GRID_INTS},
+                   "segment": int(getattr(g, "segment", 1))}
             p = paths.get((i, gi)) if paths is not None else estimate_paths(
                 g, width, reduction, i in hosts and gi == len(o.grids) - 1)
             if p is None:
