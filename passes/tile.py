@@ -230,7 +230,7 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         wdt = DType(o.weight_dtype) if o.weight_dtype else DType.BF16
         mats, vec = op_weights(cx.graph, node, wdt) if wb else ([], 0)
         role = ("kv" if kvb else "lookup" if node.op == "embedding" and mats else "gemv" if mats
-                else "flat" if wb > m.budget else "rider")
+                else "flat" if wb > m.budget * m.share else "rider")   # a whole core's budget, under any mapping
         rec[name] = {"role": role, "wb": wb, "kvb": kvb, "ab": ab, "mats": mats, "vec": vec if wb else 0,
                      "bits": wdt.bits, "hosted": 0}
     host = _resolve_hosts(list(rec), rec, nodes, cx.index, cx.producers, cx.consumers)
