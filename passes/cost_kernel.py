@@ -105,10 +105,11 @@ def reduction(ph: Phases, hops, links, r: Rates, load=1, chain=0):
     binomial tree's root receives all its ceil(log2 R) children on the one link beside it),
     whichever is longer: hops x hop + max(links x reduce_step + ser, load x ser + reduce_step).
     With load 1 (a chain) this is the chain's formula.  A segmented tree (``segment_shape``)
-    first runs its ``chain`` = segment - 1 chained steps, streamed, before its heads' tree starts:
+    first runs its ``chain`` = (segment - 1) + (head segment - 1) chained steps, streamed, before
+    its binomial part:
     hops x hop + chain x reduce_step + max((links - chain) x reduce_step + ser, load x ser +
     reduce_step).  The event replay (wafercc/perf/eventsim.py) queues the messages on their links
-    and agrees within ~15 % (tests/test_cost_kernel.py), the analytic figure the higher."""
+    and lands at 65-100 % of it (tests/test_cost_kernel.py): the analytic figure is the higher."""
     out = _reduce_cycles(ph.reduce_bytes / r.link_bytes, hops, links, r, load, chain)
     return float(out) if np.ndim(out) == 0 else out
 
@@ -119,12 +120,15 @@ def _reduce_cycles(ser, hops, links, r: Rates, load, chain):
                                                              load * ser + np.minimum(rest, 1) * r.reduce_step)
 
 
-def segment_chain(n, seg):
-    """Chained steps of the segmented tree over ``n`` tiles before its heads' tree (``reduction``):
-    seg - 1; 0 for the binomial tree and for a whole chain (seg >= n, whose one-partial links make
-    the two terms of ``reduction`` agree)."""
-    n, seg = np.asarray(n, dtype=np.int64), np.asarray(seg, dtype=np.int64)
-    out = np.where(seg < n, np.maximum(seg, 1) - 1, 0)
+def segment_chain(n, seg, head_seg=1):
+    """Chained steps of the segmented tree over ``n`` tiles before its binomial part
+    (``reduction``): (seg - 1) + (head_seg - 1), the tiles' chains and the heads' chains, both
+    streamed; 0 for the binomial tree and for a whole chain (seg >= n, whose one-partial links
+    make the two terms of ``reduction`` agree)."""
+    n = np.maximum(np.asarray(n, dtype=np.int64), 1)
+    seg = np.clip(np.asarray(seg, dtype=np.int64), 1, n)
+    hs = np.clip(np.asarray(head_seg, dtype=np.int64), 1, -(-n // seg))
+    out = np.where(seg < n, seg - 1 + hs - 1, 0)
     return int(out) if out.ndim == 0 else out
 
 
@@ -161,54 +165,85 @@ def tree_load(n, reduction: str = DEFAULT_REDUCTION):
     return tree_steps(n)
 
 
-def segment_shape(n, seg):
+def segment_shape(n, seg, head_seg=1):
     """(receive-add steps of the root, partials on the link beside it) of the segmented reduction
     tree over ``n`` tiles in a line (passes/transfers.py ``segmented_parents``): chains of ``seg``
-    tiles toward each segment head, then the binomial tree over the ceil(n / seg) heads.  The
-    root's chain child is ready after seg - 1 steps and head 2^j after seg + j, so the root is done
-    after (seg - 1) + ceil(log2 heads) steps (at most: a short last segment is ready early; the
-    routed paths count exactly, wafercc/perf/paths.py); its chain child and its ceil(log2 heads) head
-    children all arrive over the one link beside it.  seg 1 is the binomial tree
-    (``tree_steps(n)`` both), seg >= n the chain (n - 1 steps, 1 partial per link)."""
+    tiles toward each segment head, the h = ceil(n / seg) heads in chains of ``head_seg`` toward
+    every head_seg-th head, then the binomial tree over the ceil(h / head_seg) of those.  The
+    root's chain child is ready after seg - 1 steps and the heads' tree, all of whose heads are
+    ready by then, adds its own steps: (seg - 1) + (head_seg - 1) + ceil(log2 ceil(h / head_seg))
+    (at most: a short last segment is ready early; the routed paths count exactly,
+    wafercc/perf/paths.py).  Its chain child, its head-chain child and its binomial children all
+    arrive over the one link beside it: (seg > 1) + (head_seg > 1) + that log.  seg 1 (and
+    head_seg 1) is the binomial tree (``tree_steps(n)`` both), seg >= n the chain (n - 1 steps, 1
+    partial per link)."""
     n = np.maximum(np.asarray(n, dtype=np.int64), 1)
     seg = np.clip(np.asarray(seg, dtype=np.int64), 1, n)
-    lg = tree_steps(-(-n // seg))
-    links, load = seg - 1 + lg, (seg > 1).astype(np.int64) + lg
+    h = -(-n // seg)
+    hs = np.clip(np.asarray(head_seg, dtype=np.int64), 1, h)
+    lg = tree_steps(-(-h // hs))
+    links = seg - 1 + hs - 1 + lg
+    load = (seg > 1).astype(np.int64) + (hs > 1).astype(np.int64) + lg
     return (int(links), int(load)) if links.ndim == 0 else (links, load)
 
 
-def best_segment(n, reduce_bytes, r: Rates, reduction: str = DEFAULT_REDUCTION):
-    """The segment length (a power of two, or ``n``: the chain) whose segmented tree over ``n``
-    tiles reduces ``reduce_bytes`` partials fastest by ``reduction`` below (ties: the shorter
-    segment).  Small partials are bound by the root's receive-add steps and take the binomial
-    tree (1); large ones by their serialisation on the root's link, which a longer segment
-    unloads.  ``reduction`` "chain" (the launch-style mapping) is always ``n``."""
+def _lengths(n):
+    """Candidate segment lengths of a tree over up to ``n`` tiles: the powers of two up to n, and n."""
+    top = int(tree_steps(int(n)))
+    return np.unique(np.minimum(np.left_shift(1, np.arange(top + 1, dtype=np.int64)), max(int(n), 1)))
+
+
+def best_tree(n, reduce_bytes, r: Rates, reduction: str = DEFAULT_REDUCTION, align: int = 0):
+    """(segment, head segment) of the segmented tree over ``n`` tiles that reduces
+    ``reduce_bytes`` partials fastest by ``reduction`` below, both powers of two or the whole span
+    (ties: the shorter segments, the binomial tree first).  Small partials are bound by the root's
+    receive-add steps and take the binomial tree (1, 1); large ones by their serialisation on the
+    root's link, which chains unload.  ``align`` > 0 (a KV grid in the lane floorplan, each row a
+    block of lane rows ``align`` wide, passes/floorplan.py): a row longer than one lane row takes
+    only segments that divide the lane width, so no segment's chain wraps back across the lane
+    (the lane width itself: each segment one lane row, the heads' chain straight down the
+    block's first column).  ``reduction`` "chain" (the launch-style mapping) is (n, 1)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction {reduction!r}: expected one of {REDUCTIONS}")
     n = np.maximum(np.asarray(n, dtype=np.int64), 1)
     if reduction == "chain":
-        return int(n) if n.ndim == 0 else n
+        return (int(n), 1) if n.ndim == 0 else (n, np.ones_like(n))
     shape = np.broadcast_shapes(n.shape, np.shape(reduce_bytes))
-    nn = np.broadcast_to(n, shape)
-    ser = np.broadcast_to(np.asarray(reduce_bytes, dtype=np.float64), shape) / r.link_bytes
-    top = int(tree_steps(int(nn.max(initial=1))))
-    cand = np.minimum(np.left_shift(1, np.arange(top + 1, dtype=np.int64))[(...,) + (None,) * nn.ndim], nn)
-    links, load = segment_shape(nn, cand)
-    cost = _reduce_cycles(ser, 0, links, r, load, segment_chain(nn, cand))
-    out = np.take_along_axis(cand, np.argmin(cost, axis=0)[None], axis=0)[0]
-    return int(out) if out.ndim == 0 else out
+    nn = np.broadcast_to(n, shape).ravel()
+    ser = (np.broadcast_to(np.asarray(reduce_bytes, dtype=np.float64), shape) / r.link_bytes).ravel()
+    lens = _lengths(int(nn.max(initial=1)))
+    if align > 0:
+        lens = np.union1d(lens, [align])
+    best = np.full(len(nn), np.inf)
+    s_out, h_out = np.ones(len(nn), np.int64), np.ones(len(nn), np.int64)
+    for sg in lens.tolist():            # shortest segments first: strict < keeps the first of equals
+        for hs in lens.tolist():
+            if sg == 1 and hs > 1:      # the same tree as (hs, 1)
+                continue
+            links, load = segment_shape(nn, sg, hs)
+            cost = _reduce_cycles(ser, 0, links, r, load, segment_chain(nn, sg, hs))
+            if align > 0 and align % sg:
+                cost = np.where(nn <= align, cost, np.inf)
+            better = cost < best - 1e-9
+            best = np.where(better, cost, best)
+            s_out = np.where(better, np.minimum(sg, nn), s_out)
+            h_out = np.where(better, np.minimum(hs, -(-nn // np.minimum(sg, nn))), h_out)
+    if not len(shape):
+        return int(s_out[0]), int(h_out[0])
+    return s_out.reshape(shape), h_out.reshape(shape)
 
 
-def chain_paths(kind: str, rows, cols, reduction: str = DEFAULT_REDUCTION, seg=None) -> tuple[Any, Any, Any, Any]:
+def chain_paths(kind: str, rows, cols, reduction: str = DEFAULT_REDUCTION, seg=None,
+                head_seg=1) -> tuple[Any, Any, Any, Any]:
     """(broadcast hops, reduction hops, reduction links, reduction load) of an unplaced grid: a
-    one-hop chain along the row; up the column the segmented tree of ``seg`` (``best_segment``;
-    None: the binomial tree, or the chain with ``reduction`` "chain") ending at the last row
-    (rows-1 hops on its longest path, ``segment_shape`` steps and partials on its busiest link); a
-    KV row's partials reduce the same way over its columns."""
+    one-hop chain along the row; up the column the segmented tree of ``seg`` and ``head_seg``
+    (``best_tree``; None: the binomial tree, or the chain with ``reduction`` "chain") ending at the
+    last row (rows-1 hops on its longest path, ``segment_shape`` steps and partials on its busiest
+    link); a KV row's partials reduce the same way over its columns."""
     n = cols if kind == "kv" else rows
     if seg is None:
         return cols - 1, n - 1, reduce_steps(n, reduction), tree_load(n, reduction)
-    return (cols - 1, n - 1, *segment_shape(n, seg))
+    return (cols - 1, n - 1, *segment_shape(n, seg, head_seg))
 
 
 def grid_cycles(ph: Phases, paths, r: Rates, chain=0):

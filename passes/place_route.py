@@ -144,7 +144,7 @@ def layout_wafer(tprog: TileProgram, k: int, device, options: PlaceOptions = Pla
                          RefineOptions(seed=options.seed) if options.refine else None)
     if any(t != i for i, t in enumerate(tmpl)):
         fp = _share_cores(fp, ops, tmpl)
-    tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv", g.segment) for g in o.grids] for o in ops],
+    tr = wafer_transfers([[(g.experts, g.rows, g.cols, g.operand == "kv", g.segment, g.head_segment) for g in o.grids] for o in ops],
                          first_wafer=k == 0, last_wafer=k == len(tp.wafers) - 1,
                          chunk_of=lambda c: width if is_wide(c, width, options.baseline) else 0,
                          reduction=options.reduction, allreduce=allreduce_hosts(ops),

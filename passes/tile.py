@@ -298,7 +298,7 @@ def _tile_wafer(cx: _Ctx, load, names: list[str]) -> tuple[list[OpTiles], WaferT
         op_, _, e, k, n, bits = spec
         grids[name].append(Grid(op_, e, k, n, int(f.rows[j]), int(f.cols[j]), int(f.tile_k[j]), int(f.tile_n[j]),
                                 bits, share, max(m0.receive_buffer, int(f.buffer[j])), float(f.cycles[j]), m0.lane,
-                                int(f.segment[j])))
+                                int(f.segment[j]), int(f.head_segment[j])))
     for name, c in flat_cores.items():
         r = rec[name]
         total = r["wb"] + r["ab"] + r["hosted"]

@@ -75,7 +75,8 @@ class Frontier:
     cores: np.ndarray      # experts x rows x cols
     cycles: np.ndarray     # float64, one decode step
     buffer: np.ndarray     # receive-buffer bytes one core needs
-    segment: np.ndarray    # the reduction tree's segment length (cost_kernel.best_segment)
+    segment: np.ndarray    # the reduction tree's segment lengths (cost_kernel.best_tree)
+    head_segment: np.ndarray
 
 
 def narrow_limit(lane: int) -> int:
@@ -117,7 +118,8 @@ class Grid:
     buffer_bytes: int     # receive buffer one core needs (input slice, partial sums)
     cycles: float
     lane: int = 0         # lane width it was tiled for (0: none)
-    segment: int = 1      # its reduction tree's segment length (passes/transfers.py segmented_parents)
+    segment: int = 1      # its reduction tree's segment lengths (passes/transfers.py segmented_parents)
+    head_segment: int = 1
 
     @property
     def cores(self) -> int:
@@ -171,24 +173,25 @@ def splits(dim: int, max_tile: int) -> tuple[np.ndarray, np.ndarray]:
     return parts, -(-dim // parts)
 
 
-def _pareto(tk, tn, r, c, cores, cycles, buf, seg) -> Frontier:
+def _pareto(tk, tn, r, c, cores, cycles, buf, seg, hseg) -> Frontier:
     order = np.lexsort((cycles, cores))
     cyc = cycles[order]
     best = np.minimum.accumulate(cyc)
     keep = np.ones(len(cyc), bool)
     keep[1:] = cyc[1:] < best[:-1]
     idx = order[keep]
-    return Frontier(tk[idx], tn[idx], r[idx], c[idx], cores[idx], cycles[idx], buf[idx], seg[idx])
+    return Frontier(tk[idx], tn[idx], r[idx], c[idx], cores[idx], cycles[idx], buf[idx], seg[idx], hseg[idx])
 
 
 def _select(tk, tn, r, c, experts, data, buf, cycles, seg, headroom, min_cores, m: Machine, fit_mesh: bool):
+    seg, hseg = seg
     cores = slots(experts, r, c, m.lane)
     ok = ((data + headroom) * m.share <= m.free - np.maximum(m.receive_buffer, buf)) & (cores >= min_cores)
     if fit_mesh and (ok & (r <= m.mesh_rows) & (c <= m.mesh_cols)).any():
         ok &= (r <= m.mesh_rows) & (c <= m.mesh_cols)
     if not ok.any():
         return None
-    return _pareto(tk[ok], tn[ok], r[ok], c[ok], cores[ok], cycles[ok], buf[ok], seg[ok])
+    return _pareto(tk[ok], tn[ok], r[ok], c[ok], cores[ok], cycles[ok], buf[ok], seg[ok], hseg[ok])
 
 
 def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: int, headroom: int,
@@ -216,8 +219,8 @@ def matrix_frontier(kind: str, k: int, n: int, experts: int, bits: int, tokens: 
     else:
         buf = np.ceil(tn * a).astype(np.int64)                           # the gathered output slice
         ph = ck.lookup(tokens, tn, a, m.rates)
-    seg = ck.best_segment(r, ph.reduce_bytes, m.rates, m.reduction)
-    cycles = ck.grid_cycles(ph, ck.chain_paths(kind, r, c, m.reduction, seg), m.rates, ck.segment_chain(r, seg))
+    seg = ck.best_tree(r, ph.reduce_bytes, m.rates, m.reduction)
+    cycles = ck.grid_cycles(ph, ck.chain_paths(kind, r, c, m.reduction, *seg), m.rates, ck.segment_chain(r, *seg))
     return _select(tk, tn, r, c, experts, data, buf, cycles.astype(np.float64), seg, headroom, min_cores, m,
                    fit_mesh)
 
@@ -235,8 +238,10 @@ def kv_frontier(seq_heads: int, positions: int, row_bytes: int, group: int, head
     a = m.act_bytes
     buf = np.full(len(cp), int(np.ceil(group * head_dim * a)) + group * (head_dim + 2) * m.psum_bytes, np.int64)
     ph = ck.kv(ck.striped_positions(pp, cp, positions), group, head_dim, a, m.rates, score_flops)  # at full context
-    seg = ck.best_segment(cp, ph.reduce_bytes, m.rates, m.reduction)
-    cycles = ck.grid_cycles(ph, ck.chain_paths("kv", r, cp, m.reduction, seg), m.rates, ck.segment_chain(cp, seg))
+    # a lane-wide segment is one lane row of the row's block (passes/floorplan.py): its chain
+    # runs along the lane row and the heads' chain straight down the block's first column
+    seg = ck.best_tree(cp, ph.reduce_bytes, m.rates, m.reduction, m.lane)
+    cycles = ck.grid_cycles(ph, ck.chain_paths("kv", r, cp, m.reduction, *seg), m.rates, ck.segment_chain(cp, *seg))
     return _select(np.ones_like(pp), pp, r, cp, 1, pp * row_bytes, buf, cycles.astype(np.float64), seg,
                    headroom, min_cores, m, fit_mesh)
 

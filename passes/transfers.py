@@ -13,9 +13,10 @@
   its partial softmax sums combine along the row instead, as the same binomial tree over the row's
   columns rooted at column 0 (the row's entry tile, where the query arrived): column c sends to
   c - lowbit(c), ceil(log2 cols) steps.  A grid whose partials are large reduces instead as a
-  segmented tree (``segmented_parents``, the grid's ``segment`` L chosen by the tiler:
-  passes/cost_kernel.py ``best_segment``): chains of L tiles toward each segment head, then the
-  binomial tree over the heads, so fewer partials queue on the link beside the root;
+  segmented tree (``segmented_parents``, the grid's ``segment`` L and ``head_segment`` H chosen by
+  the tiler: passes/cost_kernel.py ``best_tree``): chains of L tiles toward each segment head, the
+  heads in chains of H toward every H-th head, and the binomial tree over those, so fewer
+  partials queue on the link beside the root;
 * all-reduce (kind 4, ``--reduction tree`` only): a norm's or softmax rider's statistic (a norm's
   sums, a softmax's max and sum) over its host's output: the tiles of the host's last grid that hold the
   output (its last row, per expert; every row of a KV grid) reduce it as the binomial tree over the
@@ -68,36 +69,42 @@ def tree_parents(n: int) -> np.ndarray:
     return out
 
 
-def segmented_parents(n: int, seg: int) -> np.ndarray:
+def segmented_parents(n: int, seg: int, head_seg: int = 1) -> np.ndarray:
     """int64 [n]: parent distances of a segmented reduction tree: chains of ``seg`` tiles toward
-    each segment head (p -> p - 1 inside a segment), then the binomial tree over the heads
-    (head q*seg -> (q - lowbit(q))*seg).  seg = 1 is tree_parents, seg >= n a chain; the tiler
-    picks seg per grid by cost (passes/cost_kernel.py ``best_segment``)."""
-    if seg < 1:
-        raise ValueError(f"segment length {seg}: expected >= 1")
+    each segment head (p -> p - 1 inside a segment), then the heads reduced by the segmented tree
+    of ``head_seg`` over them (chains of that many heads, head q -> q - 1, then the binomial tree
+    over their first heads, q -> q - lowbit(q)).  seg = 1 with head_seg = 1 is tree_parents,
+    seg >= n a chain; the tiler picks both per grid by cost (passes/cost_kernel.py ``best_tree``)."""
+    if seg < 1 or head_seg < 1:
+        raise ValueError(f"segment lengths {seg}, {head_seg}: expected >= 1")
     p = np.arange(n, dtype=np.int64)
     q, r = np.divmod(p, seg)
-    out = np.where(r > 0, p - 1, (q & (q - 1)) * seg)
+    h = np.arange(-(-n // seg), dtype=np.int64)
+    b, c = np.divmod(h, head_seg)
+    head_parent = np.where(c > 0, h - 1, (b & (b - 1)) * head_seg)
+    out = np.where(r > 0, p - 1, head_parent[q] * seg)
     out[0] = -1
     return out
 
 
 def grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int = 0, along_row: bool = False,
-                   reduction: str = DEFAULT_REDUCTION, segment: int = 1):
+                   reduction: str = DEFAULT_REDUCTION, segment: int = 1, head_segment: int = 1):
     """Broadcast chains and reduction trees inside one grid whose tiles are numbered from ``first``
     in (expert, row, col) order; ``chunk`` > 0: the grid is wide, laid out in chunks of that many
     columns.  ``along_row`` (KV grids): the reduction is a tree over each row's columns instead of
-    the column trees.  ``segment``: the tree's segment length (``segmented_parents``; 1 the
-    binomial tree).  ``reduction`` "chain" (the launch-style mapping): row i sends to row i + 1,
+    the column trees.  ``segment``, ``head_segment``: the tree's segment lengths
+    (``segmented_parents``; 1 and 1 the binomial tree).  ``reduction`` "chain" (the launch-style
+    mapping): row i sends to row i + 1,
     a KV row's partials go back up its broadcast tree."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction {reduction!r}: expected one of {REDUCTIONS}")
-    b_src, b_dst, r_src, r_dst = _grid_transfers(first, experts, rows, cols, chunk, reduction == "chain", segment)
+    b_src, b_dst, r_src, r_dst = _grid_transfers(first, experts, rows, cols, chunk, reduction == "chain", segment,
+                                                 head_segment)
     if along_row and reduction == "chain":
         return b_src, b_dst, b_dst.copy(), b_src.copy()
     if along_row:
         idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
-        par = segmented_parents(cols, segment)[1:]           # column c sends toward column 0
+        par = segmented_parents(cols, segment, head_segment)[1:]     # column c sends toward column 0
         return b_src, b_dst, idx[:, :, 1:].ravel(), idx[:, :, par].ravel()
     return b_src, b_dst, r_src, r_dst
 
@@ -112,12 +119,12 @@ def allreduce_transfers(first: int, experts: int, rows: int, cols: int, along_ro
 
 
 def _grid_transfers(first: int, experts: int, rows: int, cols: int, chunk: int, chain: bool = False,
-                    segment: int = 1):
+                    segment: int = 1, head_segment: int = 1):
     idx = first + np.arange(experts * rows * cols, dtype=np.int64).reshape(experts, rows, cols)
     if chain:
         r_src, r_dst = idx[:, :-1, :].ravel(), idx[:, 1:, :].ravel()
     else:
-        par = segmented_parents(rows, segment)[1:]           # distances 1..rows-1 from the root row
+        par = segmented_parents(rows, segment, head_segment)[1:]     # distances 1..rows-1 from the root row
         r_src = idx[:, rows - 2 - np.arange(rows - 1), :].ravel() if rows > 1 else idx[:, :0, :].ravel()
         r_dst = idx[:, rows - 1 - par, :].ravel() if rows > 1 else idx[:, :0, :].ravel()
     if chunk <= 0 or cols <= chunk:
@@ -147,7 +154,8 @@ def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer:
                     chunk_of=lambda cols: 0, reduction: str = DEFAULT_REDUCTION,
                     allreduce=frozenset(), templates=None) -> TransferSet:
     """``grids_per_op``: for each op in order, its grids as (experts, rows, cols[, along_row[,
-    segment]]) (along_row True for KV grids; segment the reduction tree's, default 1); ``chunk_of(cols)`` is the chunk width of a wide grid in
+    segment, head_segment]]) (along_row True for KV grids; the reduction tree's segment lengths,
+    default 1 and 1); ``chunk_of(cols)`` is the chunk width of a wide grid in
     the floorplan, 0 for a narrow one; ``allreduce``: the ops hosting a norm or softmax rider
     (their last grid gets the all-reduce tree, with ``reduction`` "tree"); ``templates[op]``: the op
     whose routes it uses (itself unless it shares a layer group's cores)."""
@@ -164,7 +172,7 @@ def wafer_transfers(grids_per_op: list[list[tuple[int, int, int]]], first_wafer:
                 continue
             along = bool(g[3:] and g[3])
             b_src, b_dst, r_src, r_dst = grid_transfers(first, e, r, c, chunk_of(c), along, reduction,
-                                                        int(g[4]) if len(g) > 4 else 1)
+                                                        *(int(x) for x in g[4:6]))
             sets = [(b_src, b_dst, KIND_BROADCAST), (r_src, r_dst, KIND_REDUCTION)]
             if op in allreduce and gi == len(grids) - 1 and reduction != "chain":
                 sets.append((*allreduce_transfers(first, e, r, c, along), KIND_ALLREDUCE))

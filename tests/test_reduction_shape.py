@@ -80,7 +80,8 @@ def test_tree_and_chain_both_verify_and_tree_is_not_slower(tmp_path):
         else:       # the routed root steps are the segmented tree's the tiler chose (1: binomial)
             grids = [g for w in doc["wafers"] for o in w["ops"] if "routes_of" not in o for g in o["grids"]]
             assert [g["reduction_links"] for g in grids] == [
-                segment_shape(g["cols"] if g["operand"] == "kv" else g["rows"], g["segment"])[0] for g in grids]
+                segment_shape(g["cols"] if g["operand"] == "kv" else g["rows"], g["segment"], g["head_segment"])[0]
+                for g in grids]
     assert tps["tree"] >= tps["chain"]
 
 

@@ -94,13 +94,13 @@ def test_tiny_moe_experts_on_tiles(moe_wse3):
 
 
 def test_branching_kv_reduction_tree(tmp_path):
-    # context 2048 on a wse3 whose partial-sum adds cost 3 cycles (the tiler then spreads positions
-    # widely, 64 columns, and reduces them as a segmented tree of 16-tile chains; at 0 cycles it
-    # would pick a plain chain): the KV grid is wider than a floorplan lane, so its rows come down
-    # in chunks, and the tree branches (segment heads merge partials from their chain and heads)
+    # context 2048 on a wse3 whose partial-sum adds cost 10 cycles (the tiler then spreads positions
+    # widely, 64 columns, and reduces them in the binomial tree; at 0 cycles it would pick a plain
+    # chain): the KV grid is wider than a floorplan lane, so its rows come down in chunks, and the
+    # tree branches (a tile merges partials from several columns, some from the next chunk)
     from target_util import preset_text, write_variant
     step = next(ln for ln in preset_text("wse3").splitlines() if ln.startswith("reduce_step = "))
-    target = write_variant(tmp_path, step, 'reduce_step = { value = 3.0, unit = "cycles", source = "calibration", '
+    target = write_variant(tmp_path, step, 'reduce_step = { value = 10.0, unit = "cycles", source = "calibration", '
                                            'confidence = "assumed" }')
     out = _compile(LLAMA, tmp_path / "out", "--target", target, "--context", "2048")
     p = Placement.load(out)

@@ -138,7 +138,7 @@ def grid_phases(g: dict, op: dict, mc: Machine, p: CostParams, w: Workload) -> t
 def reduction_chain(g: dict) -> int:
     """The chained steps of a grid's segmented reduction tree (its ``segment``; 1: binomial)."""
     n = g["cols"] if g["operand"] == "kv" else g["rows"]
-    return min(ck.segment_chain(n, g.get("segment", 1)), int(g["reduction_links"]))
+    return min(ck.segment_chain(n, g.get("segment", 1), g.get("head_segment", 1)), int(g["reduction_links"]))
 
 
 def op_cycles(op: dict, ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> dict[str, float]:

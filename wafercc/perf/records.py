@@ -3,7 +3,7 @@
 One record per op in the wafer's dataflow order (wafer-local ``id``):
 
     {id, name, op, role, layer, host, flops, deps (ids of the ops on this wafer whose outputs it reads), grids: [{grid, operand, experts, rows, cols, k, n,
-     tile_k, tile_n, unit_bits, segment, broadcast_hops, broadcast_links, reduction_hops, reduction_links,
+     tile_k, tile_n, unit_bits, segment, head_segment, broadcast_hops, broadcast_links, reduction_hops, reduction_links,
      broadcast_load, reduction_load [, allreduce_hops, allreduce_links, allreduce_down_hops]}],
      attention: {group, head_dim} (attention ops), act_in_hops}
 
@@ -66,17 +66,17 @@ def _tree_hops(cols: int, width: int, rows: int) -> int:
     return int(d.max(initial=0))
 
 
-def _row_tree_load(rows: int, cols: int, width: int, segment: int = 1) -> int:
+def _row_tree_load(rows: int, cols: int, width: int, segment: int = 1, head_segment: int = 1) -> int:
     """Partials on the busiest directed link of a KV grid's row trees (column c sends to its
-    ``segmented_parents(cols, segment)`` parent; segment 1: c - lowbit(c)) laid out in chunks of
-    ``width`` columns, each grid row a block of consecutive lane rows (chunk k of row i on lane row
+    ``segmented_parents(cols, segment, head_segment)`` parent; 1 and 1: c - lowbit(c)) laid out
+    in chunks of ``width`` columns, each grid row a block of consecutive lane rows (chunk k of row i on lane row
     i x chunks + k, passes/floorplan.py), each route dimension-ordered as the router first tries it:
     along the sender's lane row, then along the parent's column."""
     w = width if width and cols > width else max(cols, 1)
     c = np.arange(1, cols, dtype=np.int64)
     if not len(c):
         return 1
-    p = segmented_parents(cols, segment)[1:]
+    p = segmented_parents(cols, segment, head_segment)[1:]
     i = np.repeat(np.arange(rows, dtype=np.int64), len(c))
     c, p = np.tile(c, rows), np.tile(p, rows)
     k = -(-cols // w)
@@ -97,22 +97,22 @@ def estimate_paths(g, width: int, reduction: str = DEFAULT_REDUCTION, allreduce:
     """Longest broadcast / reduction paths of a grid laid out by the lane floorplan (docs/placement.md)
     without routing, on the transfers passes/transfers.py builds: a row's broadcast tree
     (``_row_broadcasts``: a chain of cols-1 one-hop links in one chunk, across the chunks of a wide
-    grid), its columns segmented trees (the grid's ``segment``; 1 the binomial tree) over rows-1
-    one-lane-row links (``segment_shape(rows, segment)`` steps and partials on the root's link;
+    grid), its columns segmented trees (the grid's ``segment`` and ``head_segment``; 1 and 1 the
+    binomial tree) over rows-1 one-lane-row links (``segment_shape`` steps and partials on the root's link;
     chains with ``reduction`` "chain").  ``allreduce`` (a norm's or softmax's host, tree reductions
     only): the all-reduce tree over the output row's columns and that row's broadcast back down."""
     kv = g.operand == "kv"
     b_links, b_hops = _row_broadcasts(g.rows, g.cols, width, 1 if kv else g.rows)
-    seg = int(getattr(g, "segment", 1))
+    seg, hseg = int(getattr(g, "segment", 1)), int(getattr(g, "head_segment", 1))
     out = {"broadcast_hops": int(b_hops.max()), "broadcast_links": int(b_links.max())}
     out["broadcast_load"] = 1
     if g.operand == "kv":
         chain = reduction == "chain"
         out.update(reduction_hops=out["broadcast_hops"],
-                   reduction_links=out["broadcast_links"] if chain else segment_shape(g.cols, seg)[0],
-                   reduction_load=1 if chain else _row_tree_load(g.rows, g.cols, width, seg))
+                   reduction_links=out["broadcast_links"] if chain else segment_shape(g.cols, seg, hseg)[0],
+                   reduction_load=1 if chain else _row_tree_load(g.rows, g.cols, width, seg, hseg))
     else:
-        links, load = segment_shape(g.rows, g.rows if reduction == "chain" else seg)
+        links, load = segment_shape(g.rows, *((g.rows, 1) if reduction == "chain" else (seg, hseg)))
         out.update(reduction_hops=g.rows - 1, reduction_links=links, reduction_load=max(load, 1))
     if allreduce and reduction != "chain":
         down = b_hops if g.operand == "kv" else b_hops[-1:]
@@ -136,7 +136,7 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
         grids = []
         for gi, g in enumerate(o.grids):
             rec = {"grid": gi, "operand": g.operand, **{f: int(getattr(g, f)) for f in GRID_INTS},
-                   "segment": int(getattr(g, "segment", 1))}
+                   "segment": int(getattr(g, "segment", 1)), "head_segment": int(getattr(g, "head_segment", 1))}
             p = paths.get((i, gi)) if paths is not None else estimate_paths(
                 g, width, reduction, i in hosts and gi == len(o.grids) - 1)
             if p is None:
