@@ -265,3 +265,49 @@ def test_recorded_paths_must_be_the_routed_ones(compiled, tmp_path, mapping, fie
     res = verify_dir(_tampered(compiled[mapping], tmp_path, edit))
     assert res.counts == {"path-record": 1}, res.violations[:3]
     assert edit.label in str(res.violations[0])
+
+
+def _norm_hosts(ops):
+    hosts = {o["host"] for o in ops if o["op"] == "norm" and o.get("host") is not None}
+    return [o for o in ops if o["id"] in hosts and o["grids"]]
+
+
+@pytest.mark.parametrize("mapping", ("groups:2", "wafer"))
+def test_shared_norm_hosts_reduce_on_their_templates_tree(compiled, mapping):
+    """A later layer's norm rides on a shared op: it all-reduces on the template's kind-4 tree, so
+    its record carries the template's figures (not the chain fallback of a host without a tree)."""
+    from wafercc.perf.eventsim import analytic_program
+    from wafercc.perf.evaluate import Workload
+    from wafercc.perf.model import CostParams, Machine, op_cycles
+    out = compiled[mapping]
+    ops = _ops(out)
+    shared = [o for o in _norm_hosts(ops) if o.get("routes_of") is not None]
+    assert shared
+    for o in shared:
+        t = ops[o["routes_of"]]
+        assert "allreduce_links" in t["grids"][-1]
+        for f in ("allreduce_hops", "allreduce_links", "allreduce_down_hops"):
+            assert o["grids"][-1][f] == t["grids"][-1][f]
+    from wafercc.target import load_target
+    with open(os.path.join(out, "schedule.json")) as f:
+        doc = json.load(f)
+    target = load_target(doc["target"])
+    mc, p = Machine.of(target), CostParams.of(target)
+    prog = analytic_program(out)
+    recs = list(prog.wafers[0])
+    w = Workload(prog.act_bytes, 16)
+    norms = [r for r in recs if r["op"] == "norm" and r.get("host") is not None]
+    by_tmpl = {}
+    for r in norms:                 # every layer's input norm costs what the template layer's does
+        h = recs[r["host"]]
+        by_tmpl.setdefault(h.get("routes_of") if h.get("routes_of") is not None else r["host"], set()).add(
+            round(op_cycles(r, recs, mc, p, w)["fabric"], 6))
+    assert all(len(v) == 1 for v in by_tmpl.values()), by_tmpl
+
+
+def test_shared_norm_host_with_other_tree_figures_fails(compiled, tmp_path):
+    def edit(doc, arrs, defects):
+        ops = doc["wafers"][0]["ops"]
+        o = next(o for o in _norm_hosts(ops) if o.get("routes_of") is not None)
+        o["grids"][-1]["allreduce_links"] += 1
+    assert "allreduce-record" in _codes(_tampered(compiled["groups:2"], tmp_path, edit))

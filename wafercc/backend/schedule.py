@@ -13,7 +13,7 @@ from ..cache import atomic_write_text
 from ..ir import DType
 from ..perf.evaluate import DEFAULT_PROMPT_TOKENS, Boundary, Program, timeline
 from ..perf.model import CostParams, Machine
-from ..perf.paths import grid_paths, op_edges
+from ..perf.paths import ALLREDUCE_FIELDS, grid_paths, op_edges
 from ..perf.records import op_records
 from ..plan.planner import cut_bytes
 from .npz import write_npz
@@ -132,7 +132,8 @@ class ScheduleWriter:
 
 def share_records(recs: list[dict], ops, tr, hops) -> None:
     """Layer groups (docs/mapping.md): a shared op's record names its template (``routes_of``) and
-    takes the template's routed paths, and its incoming activation the hops of the route that serves
+    takes the template's routed paths (its all-reduce tree's too: a shared norm host's rider reduces
+    on the template's kind-4 routes), and its incoming activation the hops of the route that serves
     its pair of templates (passes/transfers.py builds one per pair)."""
     from ..passes.place_route import shared_templates
     tmpl = shared_templates(ops)
@@ -148,7 +149,7 @@ def share_records(recs: list[dict], ops, tr, hops) -> None:
         if t != i:
             for g, tg in zip(r["grids"], recs[t]["grids"]):
                 for key in ("broadcast_hops", "broadcast_links", "reduction_hops", "reduction_links",
-                            "broadcast_load", "reduction_load"):
+                            "broadcast_load", "reduction_load", *ALLREDUCE_FIELDS):
                     if key in tg:
                         g[key] = tg[key]
         if r["grids"]:

@@ -330,7 +330,7 @@ def _rider_time(wf: _Wafer, t0: float, op: dict, mc: Machine, p: CostParams, cut
     if op["op"] in ALLREDUCE_RIDERS and host["grids"]:
         gi = host["grids"][-1]["grid"]
         tiles, b, _ = wf.grid(op["host"], gi)
-        tree = wf.allreduce.get(op["host"] * 65536 + gi)
+        tree = wf.allreduce.get(wf.tmpl[op["host"]] * 65536 + gi)    # a shared host: its template's tree
         if tree:                   # the routed tree up; down the broadcast routes into its tiles
             on = {x for _, s, d in tree for x in (s, d)}
             tiles, up, b = sorted(on), tree, [e for e in b if e[2] in on]

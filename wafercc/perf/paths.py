@@ -23,6 +23,7 @@ import numpy as np
 
 KINDS = {"broadcast": 0, "reduction": 1}
 KIND_ALLREDUCE = 4
+ALLREDUCE_FIELDS = ("allreduce_hops", "allreduce_links", "allreduce_down_hops")
 
 
 def _in_depths(n: int, src: np.ndarray, dst: np.ndarray, hops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -282,7 +282,7 @@ def _wafer_views(outdir: str, k: int, w: dict, arr: dict, alive: np.ndarray) -> 
                 view = _shared_view(where, view, o, ops, views, tm, gi)
             elif o.get("role") in CHECKED_ROLES:
                 view = _with_forests(where, view, lo, gid, rk, rs, rd, ros, rod, i)
-            if "allreduce_links" in g:
+            if "allreduce_links" in g and tm is None:
                 view = _with_allreduce(where, view, lo, gid, rk, rs, rd, ros, rod, i)
             grids.append(view)
         views.append(OpView(o["name"], o.get("op"), o.get("role"), k, i, o.get("host"), tuple(grids)))
@@ -302,7 +302,11 @@ def _shared_view(where, view: GridView, o: dict, ops: list, views: list, tm, gi:
         bad = np.argwhere((tg.cores != view.cores).any(axis=-1))[0]
         raise SimulationError(f"op '{o['name']}' grid {gi}: {view.tile_name(np.ravel_multi_index(bad, tg.tiles.shape))} "
                               f"is not on the core of its template's tile (op '{ops[tm]['name']}')", where=where)
-    return dataclasses.replace(view, reduction=tg.reduction, broadcast=tg.broadcast, roots=tg.roots)
+    if "allreduce_links" in o["grids"][gi] and tg.allreduce is None:
+        raise SimulationError(f"op '{o['name']}' grid {gi}: claims an all-reduce tree, but its template "
+                              f"'{ops[tm]['name']}' has none", where=where)
+    return dataclasses.replace(view, reduction=tg.reduction, broadcast=tg.broadcast, roots=tg.roots,
+                               allreduce=tg.allreduce if "allreduce_links" in o["grids"][gi] else None)
 
 
 def _tile(ops, t, i) -> str:

@@ -7,7 +7,9 @@ must form one in-tree that every tile of the row joins, rooted at the row's broa
 the result goes back down the broadcast tree (``allreduce-tree``).  A kind-4 route anywhere else
 (another row, another grid, a grid whose record claims no all-reduce) is an ``allreduce-tree``
 violation too.  Without the claim the all-reduce is the chain up the broadcast routes reversed
-(``--reduction chain``), which the broadcast-tree check already covers.
+(``--reduction chain``), which the broadcast-tree check already covers.  A shared op (layer
+groups, ``routes_of``) hosting a rider reduces on its template's tree: its claim must be the
+template's figures, and its own tiles own no kind-4 routes.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from .checks import Sink, op_label
 
 ALLREDUCE_RIDERS = ("norm", "softmax")      # wafercc.passes.cost_kernel (the verifier imports no pass)
 KIND = 4
+FIELDS = ("allreduce_hops", "allreduce_links", "allreduce_down_hops")   # wafercc.perf.paths.ALLREDUCE_FIELDS
 
 
 def check_allreduce(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: np.ndarray,
@@ -32,6 +35,14 @@ def check_allreduce(w, ops: list, tiles: dict, good_src: np.ndarray, good_dst: n
             if o not in hosts or gi != len(op["grids"]) - 1:
                 sink.one("allreduce-record", k, f"{op_label(ops, o)} grid {gi} claims an all-reduce tree but is "
                          "not the last grid of an op hosting a norm or softmax rider")
+                continue
+            tm = op.get("routes_of")
+            if tm is not None:             # a shared host reduces on its template's tree (checked there)
+                tg = ops[tm]["grids"][gi] if isinstance(tm, int) and 0 <= tm < len(ops) and \
+                    gi < len(ops[tm]["grids"]) else {}
+                if any(g.get(f) != tg.get(f) for f in FIELDS):
+                    sink.one("allreduce-record", k, f"{op_label(ops, o)} grid {gi} claims an all-reduce tree "
+                             "other than its template's (routes_of), whose routes it uses")
                 continue
             claimed[gx.first[o] + gi] = True
     ntiles = t["tile_op"].size
