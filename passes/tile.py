@@ -340,8 +340,17 @@ def _layer_groups(names, nodes, mapping: str) -> tuple[dict, dict]:
         if nodes[n].layer is not None:
             by_layer.setdefault(nodes[n].layer, []).append(n)
     size, template = {}, {}
-    for a in range(0, len(layers), g):
-        grp = layers[a:a + g]
+    # a partition cut inside a layer (--partition block/op) leaves the wafer's first layer a tail
+    # of one and its last a head: each gets cores of its own (a tail's template would come later;
+    # a head's ops host fewer riders than the template's, so they would not hold its bytes)
+    n_ops = [len(by_layer[lay]) for lay in layers]
+    full = max(n_ops)
+    lo = 1 if n_ops[0] < full else 0
+    hi = len(layers) - 1 if len(layers) > lo + 1 and n_ops[-1] < full else len(layers)
+    for lay in layers[:lo] + layers[hi:]:
+        size[lay] = 1
+    for a in range(lo, hi, g):
+        grp = layers[a:min(a + g, hi)]
         first = by_layer[grp[0]]
         for lay in grp:
             size[lay] = len(grp)

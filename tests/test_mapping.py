@@ -311,3 +311,21 @@ def test_shared_norm_host_with_other_tree_figures_fails(compiled, tmp_path):
         o = next(o for o in _norm_hosts(ops) if o.get("routes_of") is not None)
         o["grids"][-1]["allreduce_links"] += 1
     assert "allreduce-record" in _codes(_tampered(compiled["groups:2"], tmp_path, edit))
+
+
+@pytest.mark.parametrize("mapping", ("groups:2", "wafer"))
+def test_groups_across_a_cut_inside_a_layer(tiny4, tmp_path, mapping):
+    """--partition op cuts a layer between two wafers: the cut layer's head (end of wafer 0) and tail
+    (start of wafer 1) take cores of their own, the whole layers still share (the search listed
+    such a plan as not fitting: 'layer 19 has other ops than layer 0' on Llama-3.1-70B)."""
+    tiny_target(tmp_path, 40, 40)
+    out = _compile(tiny4, tmp_path / "out", "--mapping", mapping, "--target", str(tmp_path / "tiny-40x40.toml"),
+                   "--partition", "op", "--wafers", "2")
+    with open(os.path.join(out, "schedule.json")) as f:
+        wafers = json.load(f)["wafers"]
+    assert any(" ops " in u for w in wafers for u in w["units"]), [w["units"] for w in wafers]   # a cut layer
+    assert any(o.get("routes_of") is not None for o in wafers[0]["ops"])
+    assert verify_dir(out).ok
+    cmp = compare_with_onnxruntime(out, tiny4, np.random.default_rng(2).integers(0, 256, (1, 5)), STEPS)
+    assert max(cmp.errors) <= 1e-4
+    assert abs(compare_with_analytic(out)["relative_difference"]) < 0.10
