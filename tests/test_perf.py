@@ -17,8 +17,8 @@ from target_util import preset_text, write_variant
 from wafercc.backend.schedule_io import load_schedule, save_schedule
 from wafercc.cli import main
 from wafercc.errors import InputFileError
-from wafercc.perf.model import (CostModelError, CostParams, Machine, Workload, expected_accepted, pipeline_round,
-                                wafer_time)
+from wafercc.perf.model import (CostModelError, CostParams, Machine, Workload, deferred_deps, expected_accepted,
+                                op_cycles, pipeline_round, wafer_time)
 from wafercc.perf.paths import grid_paths
 from wafercc.passes.cost_kernel import tree_steps
 from wafercc.passes.transfers import grid_transfers
@@ -97,6 +97,51 @@ def test_independent_ops_overlap_and_dependent_ops_add():
     assert par.compute + par.fabric == pytest.approx(par.cycles)
 
 
+@pytest.mark.parametrize("deferred", [True, False])
+def test_a_gemv_overlaps_the_rms_norm_it_reads(deferred):
+    """RMS norm -> GEMV: the GEMV starts with the norm on the raw input and applies 1 / rms at its
+    roots once the norm's all-reduce is done (records.scale_deferred); a norm whose scale does not
+    commute (a layer norm's mean) makes it wait, as does a norm read by an op that is not a GEMV."""
+    t = load_target("wse3")
+    mc, p = Machine.of(t), CostParams.of(t)
+    w = Workload(2.0, 64)
+    g = _gemv(1, [0], hops=40)
+    g["grids"][0].update(allreduce_hops=30, allreduce_links=5, allreduce_down_hops=30)
+    norm = {"id": 0, "name": "norm", "op": "norm", "role": "rider", "host": 1, "flops": 64.0, "grids": [],
+            "act_in_hops": 0, "deps": [], "scale_deferred": deferred}
+    g2 = dict(_gemv(2, [1]), act_in_hops=7)
+    ops = [norm, g, g2]
+    wt = wafer_time(0, ops, mc, p, w)
+    n = op_cycles(norm, ops, mc, p, w)["total"]
+    m = op_cycles(g, ops, mc, p, w)["total"]
+    assert n > 100 and m > n                   # the norm's all-reduce is hidden under the GEMV when deferred
+    assert wt.end[1] == pytest.approx(m if deferred else n + m)
+    assert wt.compute + wt.fabric == pytest.approx(wt.cycles)
+    # the norm longer than the GEMV: the GEMV ends when 1 / rms has come over its activation route
+    slow = dict(norm, flops=64.0 * 1e6)
+    wt2 = wafer_time(0, [slow, dict(g, act_in_hops=5), g2], mc, p, w)
+    ns = op_cycles(slow, ops, mc, p, w)["total"]
+    assert wt2.end[1] == pytest.approx(ns + 5 * mc.hop if deferred else ns + m + 5 * mc.hop)
+    assert wt2.compute + wt2.fabric == pytest.approx(wt2.cycles)
+    assert deferred_deps(g2, ops) == set()     # it reads a GEMV, not a norm
+
+
+def test_only_whole_dim_rms_norms_defer_their_scale():
+    from wafercc.ir import DType, Graph, ValueKind
+    from wafercc.perf.records import scale_deferred
+    g = Graph("n")
+    g.add_value("x", (1, 8), DType.BF16, ValueKind.INPUT)
+    for v, n in (("s", 8), ("b", 8), ("s4", 4)):
+        g.add_value(v, (n,), DType.BF16, ValueKind.WEIGHT)
+    cases = [({"x": "x", "scale": "s"}, {"kind": "rms"}, True),
+             ({"x": "x", "scale": "s4"}, {"kind": "rms", "group": 4}, False),     # per-group statistics
+             ({"x": "x", "scale": "s", "bias": "b"}, {"kind": "rms"}, False),     # a bias: W b
+             ({"x": "x", "scale": "s", "bias": "b"}, {"kind": "layer"}, False)]   # the mean
+    for ins, attrs, want in cases:
+        n = g.add_node("norm", ins, attrs=dict(attrs, eps=1e-6))
+        assert scale_deferred(n) is want, attrs
+
+
 def test_bigger_tiles_cost_more_compute():
     t = load_target("wse3")
     mc, p = Machine.of(t), CostParams.of(t)
@@ -165,7 +210,10 @@ def test_timeline_matches_the_report(compiled):
     assert len(w["ops"]) == len(ops)
     for (s, e), op in zip(w["ops"], ops):
         assert 0 <= s <= e <= w["cycles"]
-        assert all(w["ops"][d][1] <= s for d in op["deps"])
+        late = deferred_deps(op, ops)             # a GEMV reading an RMS norm starts with it, ends after it
+        assert all(w["ops"][d][1] <= s for d in op["deps"] if d not in late)
+        assert all(w["ops"][d][0] <= s and w["ops"][d][1] <= e for d in late)
+    assert any(deferred_deps(op, ops) for op in ops)  # tiny-llama's norms are RMS norms
     # one wafer: the token's time is the wafer's cycles at the clock
     assert w["cycles"] / tl["clock_hz"] == pytest.approx(rep["performance"]["time_per_output_token_s"], rel=1e-3)
 

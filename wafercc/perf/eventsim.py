@@ -50,7 +50,8 @@ import numpy as np
 
 from .evaluate import Boundary, Program, tpot_seconds
 from ..passes import cost_kernel as ck
-from .model import ALLREDUCE_RIDERS, CostParams, Machine, Workload, host_cores, kernel_phases, rates
+from .model import (ALLREDUCE_RIDERS, CostParams, Machine, Workload, deferred_deps, host_cores, kernel_phases,
+                    rates)
 
 ARRAYS = ("tile_op", "tile_grid", "tile_col", "route_src_tile", "route_dst_tile", "route_kind",
           "route_op_src", "route_op_dst", "route_offsets", "route_links")
@@ -373,11 +374,13 @@ def simulate_timing(outdir: str, target=None, act_bytes: float | None = None, co
         arrive = t_edge + tin
         if k > 0:
             bounds.append(arrive - last_end)
-        start, end, done = [], [], []        # done: absolute end of each op (its dependants wait on it)
+        start, end, done, began = [], [], [], []   # done / began: absolute end / start of each op
         prev_holder = None
         for i, op in enumerate(ops):
-            # an op starts when the ops it reads have finished (inputs from earlier wafers: on arrival)
-            t = ready = max((done[d] for d in op.get("deps", [])), default=tin)
+            # an op starts when the ops it reads have finished (inputs from earlier wafers: on arrival);
+            # a GEMV reading an RMS norm starts with the norm and scales at its end (model.deferred_deps)
+            late = deferred_deps(op, ops)
+            t = ready = max(((began if d in late else done)[d] for d in op.get("deps", [])), default=tin)
             if op["grids"]:
                 r = wf.act_in.get(i)
                 if r is not None:
@@ -391,6 +394,9 @@ def simulate_timing(outdir: str, target=None, act_bytes: float | None = None, co
             else:
                 s = t
                 t = _rider_time(wf, t, op, mc, p, cut_through)
+            if late:
+                t = max(t, max(done[d] for d in late) + op.get("act_in_hops", 0) * mc.hop)
+            began.append(s)
             start.append(s - tin)
             end.append(t - tin)
             done.append(t)

@@ -186,23 +186,44 @@ class WaferTime:
         return max(self.end, default=0.0)
 
 
+def deferred_deps(op: dict, ops: list[dict]) -> set[int]:
+    """The deps of ``op`` it need not wait for: RMS norms whose scale commutes with it
+    (``scale_deferred``, wafercc/perf/records.py) when it is a GEMV.  It starts when the norm does,
+    on the raw input, and applies 1 / rms at its reduction roots once the norm's all-reduce is done
+    and the value has come over its activation route."""
+    if op.get("role") != "gemv":
+        return set()
+    return {d for d in op.get("deps", []) if d < len(ops) and ops[d].get("scale_deferred")}
+
+
 def wafer_time(index: int, ops: list[dict], mc: Machine, p: CostParams, w: Workload) -> WaferTime:
     """The op timeline of one token on one wafer: an op starts when the ops it reads from (``deps``)
     have finished (at the token's arrival if they are on an earlier wafer), so independent ops on
-    their own cores (q, k and v projections; gate and up) overlap.  ``compute`` and ``fabric`` split
-    the critical path that ends last."""
+    their own cores (q, k and v projections; gate and up) overlap; a GEMV reading an RMS norm starts
+    with the norm and ends no earlier than the norm's end plus its activation hops
+    (``deferred_deps``).  ``compute`` and ``fabric`` split the critical path that ends last."""
     start, end, comp, fab = [], [], [], []
+    path0 = []                    # (compute, fabric) of the critical path up to each op's start
     for op in ops:
         c = op_cycles(op, ops, mc, p, w)
         deps = op.get("deps", [])
         if any(d >= len(end) for d in deps):
             raise CostModelError(f"op '{op['name']}' reads an op that comes after it on its wafer")
-        j = max(deps, key=lambda d: end[d], default=None)
-        t0 = end[j] if j is not None else 0.0
+        late = deferred_deps(op, ops)
+        ready = {d: (start[d] if d in late else end[d]) for d in deps}
+        j = max(deps, key=lambda d: ready[d], default=None)
+        t0 = ready[j] if j is not None else 0.0
+        base = (0.0, 0.0) if j is None else path0[j] if j in late else (comp[j], fab[j])
+        t1, path = t0 + c["total"], (base[0] + c["compute"], base[1] + c["fabric"])
+        scale = max(late, key=lambda d: end[d], default=None)
+        hops = op.get("act_in_hops", 0) * mc.hop
+        if scale is not None and end[scale] + hops > t1:     # the norm's 1 / rms arrives last
+            t1, path = end[scale] + hops, (comp[scale], fab[scale] + hops)
+        path0.append(base)
         start.append(t0)
-        end.append(t0 + c["total"])
-        comp.append((comp[j] if j is not None else 0.0) + c["compute"])
-        fab.append((fab[j] if j is not None else 0.0) + c["fabric"])
+        end.append(t1)
+        comp.append(path[0])
+        fab.append(path[1])
     last = max(range(len(end)), key=end.__getitem__, default=None)
     return WaferTime(index, start, end, comp[last] if last is not None else 0.0,
                      fab[last] if last is not None else 0.0)

@@ -150,9 +150,21 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
                              if v in producers and producers[v].name in ids})}
         if getattr(o, "shares", None):          # layer groups: the template's cores and routes
             r["routes_of"] = ids[o.shares]
+        if o.op == "norm":
+            r["scale_deferred"] = scale_deferred(node)
         if o.op == "attention":
             at = node.spec.with_defaults(node.attrs)
             r["attention"] = {"group": int(at["num_heads"] // at["num_kv_heads"]), "head_dim": int(kv_head_dim(at)),
                               "score_flops": score_flops(at)}
         out.append(r)
     return out
+
+
+def scale_deferred(node) -> bool:
+    """Whether a norm's division commutes with a consuming GEMV: an RMS norm over the whole last
+    dim (one group) scales every element by one 1 / rms, so W (g * x) / rms = W (g * x / rms) and
+    the GEMV may start on the raw input, applying 1 / rms at its reduction roots once the all-reduce
+    is done (wafercc/perf/model.py ``wafer_time``).  A layer norm's mean, and per-group statistics,
+    would need corrections the tiles do not hold (and a bias, a constant W b), so they wait."""
+    at = node.spec.with_defaults(node.attrs)
+    return at["kind"] == "rms" and not at["group"] and "bias" not in node.inputs
