@@ -142,6 +142,23 @@ def test_only_whole_dim_rms_norms_defer_their_scale():
         assert scale_deferred(n) is want, attrs
 
 
+def test_the_launch_style_mapping_waits_for_its_norms():
+    """--reduction chain is the launch-style mapping the served rows are fitted with (docs/cost-model.md):
+    it defers no norm's scale; the default tree mapping defers tiny-llama's RMS norms."""
+    from wafercc.frontend.load import lower_model
+    from wafercc.perf.estimate import estimate_program
+    from wafercc.plan.options import PlanOptions
+    from wafercc.target.device import Device
+    t = load_target("wse3")
+    g = lower_model(os.path.join(ROOT, "models", "onnx", "tiny-llama.onnx")).graph
+    got = {}
+    for red in ("tree", "chain"):
+        _, prog = estimate_program(g, t, PlanOptions(reduction=red, context=128), Device(t, None, 0))
+        got[red] = [r["scale_deferred"] for ops in prog.wafers for r in ops if r["op"] == "norm"]
+    assert got["tree"] and all(got["tree"])
+    assert len(got["chain"]) == len(got["tree"]) and not any(got["chain"])
+
+
 def test_bigger_tiles_cost_more_compute():
     t = load_target("wse3")
     mc, p = Machine.of(t), CostParams.of(t)

@@ -6,6 +6,7 @@ import os
 import shutil
 
 from ..target import list_targets
+from ..target.geometry import DEFAULT_REDUCTION
 
 import numpy as np
 
@@ -35,6 +36,7 @@ class ScheduleWriter:
         self.flops = {o.node: float(o.flops) for o in plan.memory.ops}
         self.records, self.boundaries = [], []     # per wafer: op records (timing model input)
         self.layout = getattr(options, "layout", "lanes")
+        self.reduction = getattr(options, "reduction", DEFAULT_REDUCTION)
         self.stage = os.path.join(outdir, ".wafercc-staging")
         os.makedirs(self.stage, exist_ok=True)
         self.colors = list(device.free_colors)
@@ -50,7 +52,8 @@ class ScheduleWriter:
         tr, r = pw.transfers, pw.routes
         hops = np.diff(np.asarray(r.offsets, np.int64))
         paths = grid_paths(pw.tile_op, pw.tile_grid, tr.src, tr.dst, tr.kind, hops, r.offsets, r.links)
-        recs = op_records(pw.ops, self.graph, self.flops, paths, op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 2))
+        recs = op_records(pw.ops, self.graph, self.flops, paths, op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 2),
+                          reduction=self.reduction)
         share_records(recs, pw.ops, tr, hops)
         edges = op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 3)
         self.records.append(tuple(recs))

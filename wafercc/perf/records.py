@@ -125,7 +125,8 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
                width: int = 0, reduction: str = DEFAULT_REDUCTION) -> list[dict]:
     """``ops``: the wafer's OpTiles in order; ``flops``: node name -> FLOPs per decode step;
     ``paths``: {(op, grid): path figures} of the routed wafer, None to estimate from ``width``;
-    ``act_in``: {op: hops of its incoming activation route}."""
+    ``act_in``: {op: hops of its incoming activation route}; ``reduction``: the mapping's reduction
+    shape (the estimate's paths, and ``chain``, the launch-style mapping, defers no norm's scale)."""
     ids = {o.node: i for i, o in enumerate(ops)}
     hosts = {ids[o.host] for o in ops if o.op in ALLREDUCE_RIDERS and o.host in ids}
     nodes = {n.name: n for n in graph.nodes}
@@ -150,8 +151,8 @@ def op_records(ops, graph, flops: dict[str, float], paths: dict | None = None, a
                              if v in producers and producers[v].name in ids})}
         if getattr(o, "shares", None):          # layer groups: the template's cores and routes
             r["routes_of"] = ids[o.shares]
-        if o.op == "norm":
-            r["scale_deferred"] = scale_deferred(node)
+        if o.op == "norm":              # the launch-style mapping (chains) waits for its norms
+            r["scale_deferred"] = scale_deferred(node) and reduction != "chain"
         if o.op == "attention":
             at = node.spec.with_defaults(node.attrs)
             r["attention"] = {"group": int(at["num_heads"] // at["num_kv_heads"]), "head_dim": int(kv_head_dim(at)),
