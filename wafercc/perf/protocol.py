@@ -98,6 +98,8 @@ def layer_records(prog: Program, side: int, layer: int = 0, positions: int | Non
         grids = [x for g in r["grids"] for x in (attention_grids(g, r["attention"], side, positions)
                                                  if g["operand"] == "kv" else [square_grid(g, side)])]
         rec = dict(r, id=i, deps=sorted(out_of[d] for d in r["deps"] if d in out_of), grids=grids, act_in_hops=0)
+        if r["op"] == "norm":          # the protocol's layer waits for its norms (no deferred scale)
+            rec["scale_deferred"] = False
         if rec["host"] is not None:    # every op shares the grid: one outside the layer is a grid too
             rec["host"] = new.get(rec["host"], first)
         out.append(rec)
