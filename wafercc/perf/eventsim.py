@@ -24,6 +24,8 @@ the cost kernel (passes/cost_kernel.py) that the analytic model and the tiler al
   still reduce, the steps wafercc/perf/paths.py counts; streamed adds: again one serialisation per
   chain, as the analytic reduction term).  ``cut_through=False`` makes both wait
   for tails (store-and-forward).  A grid ends when all its reduction roots hold their sums;
+* a GEMV reading an RMS norm whose scale is deferred (``scale_deferred``) starts when the norm
+  starts and ends no earlier than the norm's end plus its activation hops (model.deferred_deps);
 * riders run at their place in the list (like the analytic model, also when the host comes later)
   on the host's cores; norms and softmax add an all-reduce over the host's last grid, 1-wavelet
   messages: up its all-reduce routes (kind 4, the binomial tree over the output row's columns),
