@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import PlacementError
 from .route_astar import Negotiator, NoPath
-from .route_color import ColorState, color_rounds, greedy, repair
+from .route_color import ColorState, bump, color_rounds, greedy, repair
 from .route_grid import (
     components,
     dor_feasible,
@@ -294,7 +294,8 @@ def route(alive, dead_links, transfers: Transfers, colors: int, link_capacity: i
     load_l = np.bincount(links, minlength=4 * N).astype(np.int64)
     okb = neg.ok
     for i in failed:
-        if not repair(i, paths, src_node, dst_node, state, color, rows, cols, okb, load_l, o.repair_margin):
+        if not (repair(i, paths, src_node, dst_node, state, color, rows, cols, okb, load_l, o.repair_margin)
+                or bump(i, paths, src_node, dst_node, state, color, rows, cols, okb, load_l, o.repair_margin)):
             res = state.resources(paths[i], src_node[i], dst_node[i])
             hot = [r for r in res if state.full[r] == state.all]
             names = [(r, (f"{link_name(r, cols)} load {int(load_l[r])}" if r < 4 * N else

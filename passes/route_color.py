@@ -5,7 +5,9 @@ core it leaves and the input port of the core it enters), the ramp input of its 
 (resource id ``4N + src``) and the ramp output of its destination core (``5N + dst``), N = rows*cols.
 Each (resource, color) carries at most ``cap`` routes.  Greedy in a fixed order (longest route
 first, then index); a route left without a free color is ripped up and re-searched per color on
-the links where that color is still free (unit-cost A*, bbox grown up to ``repair_margin``).
+the links where that color is still free (unit-cost A*, bbox grown up to ``repair_margin``); one
+that still finds none takes a color a single other route holds on its path, and that route is
+re-searched instead (``bump``).
 """
 from __future__ import annotations
 
@@ -137,6 +139,12 @@ class ColorState:
             if k >= self.cap:
                 full[r] = full[r] | bit
 
+    def release(self, res, c):
+        """Capacity 1: color ``c`` free again on ``res``."""
+        keep, full = self.all ^ (1 << c), self.full
+        for r in res:
+            full[r] = full[r] & keep
+
     def pick(self, res) -> int:
         free = ~self.blocked(res) & self.all
         return (free & -free).bit_length() - 1 if free else -1
@@ -158,6 +166,53 @@ def greedy(order, paths, src, dst, state: ColorState, color):
         color[i] = c
         state.take(res, c)
     return failed
+
+
+def holders(i, paths, src, dst, color, n_nodes: int) -> dict[int, set[int]]:
+    """{color: the routes other than i holding that color on one of route i's resources (its links,
+    its source's ramp input, its destination's ramp output)}, from the CSR arrays of ``paths`` and
+    its re-routed overrides."""
+    mine = np.asarray(paths[i], np.int64)
+    offs, links, over = paths.offs, paths.links, paths.overrides
+    at = np.flatnonzero(np.isin(links, mine))
+    routes = set((np.searchsorted(offs, at, side="right") - 1).tolist())
+    routes = {j for j in routes if j not in over}            # their CSR entries are stale
+    routes |= {j for j, p in over.items() if not set(p).isdisjoint(mine.tolist())}
+    sa, da = np.asarray(src), np.asarray(dst)
+    moving = np.diff(offs) > 0
+    routes |= set(np.flatnonzero(((sa == sa[i]) | (da == da[i])) & moving).tolist())
+    routes.discard(i)
+    out: dict[int, set[int]] = {}
+    for j in routes:
+        if paths[j]:
+            out.setdefault(int(color[j]), set()).add(j)
+    return out
+
+
+def bump(i, paths, src, dst, state: ColorState, color, rows, cols, ok, load, margin_limit) -> bool:
+    """Route i found no color on any path: take a color that one other route alone holds on its
+    path, and move that route instead (``repair``: another path or another color).  Colors in
+    order; True on success, the state as it was otherwise.  Capacity 1 per (resource, color)."""
+    if state.cap != 1 or not paths[i]:
+        return False
+    mine = state.resources(paths[i], src[i], dst[i])
+    for c, js in sorted(holders(i, paths, src, dst, color, state.N).items()):
+        if len(js) != 1:
+            continue
+        j = next(iter(js))
+        theirs = state.resources(paths[j], src[j], dst[j])
+        state.release(theirs, c)
+        if state.blocked(mine) >> c & 1:          # someone else holds c there too
+            state.take(theirs, c)
+            continue
+        state.take(mine, c)
+        color[i] = c
+        if repair(j, paths, src, dst, state, color, rows, cols, ok, load, margin_limit):
+            return True
+        state.release(mine, c)
+        state.take(theirs, c)
+        color[j] = c
+    return False
 
 
 def repair(i, paths, src, dst, state: ColorState, color, rows, cols, ok, load, margin_limit):

@@ -208,3 +208,38 @@ def test_deterministic():
     for f in ("offsets", "links", "color", "link_load", "ramp_in", "ramp_out"):
         assert np.array_equal(getattr(r1, f), getattr(r2, f))
     check_routes(alive, NO_LINKS, t, r1, 21)
+
+
+def test_a_route_with_no_color_anywhere_bumps_the_one_route_in_its_way():
+    """Coloring, capacity 1, one color on a 2 x 3 mesh: route i (0,0)->(0,1) can only take the
+    link east of (0,0) (its other way out, south, is dead), where route j (1,0)->(0,0)->(0,1)->(1,1)
+    holds the color.  ``repair`` finds no path for i; ``bump`` gives i the color and moves j to its
+    one-hop path (1,0)->(1,1)."""
+    from wafercc.passes.route import PathView
+    from wafercc.passes.route_color import ColorState, bump, repair
+    from wafercc.passes.route_grid import usable_links
+    rows, cols, n = 2, 3, 6
+    alive = np.ones((rows, cols), bool)
+    ok = usable_links(alive, np.array([[0, 0, 1]], np.int32)).reshape(-1).astype(np.uint8).tobytes()
+    lk = lambda r, c, d: (r * cols + c) * 4 + d                  # dir 0 E, 1 S, 2 W, 3 N
+    pi, pj = [lk(0, 0, 0)], [lk(1, 0, 3), lk(0, 0, 0), lk(0, 1, 1)]
+    offs = np.array([0, 1, 4], np.int64)
+    paths = PathView(offs, np.array(pi + pj, np.int32), {})
+    src, dst = [0 * cols + 0, 1 * cols + 0], [0 * cols + 1, 1 * cols + 1]
+    state = ColorState(n, 1, 1)
+    color = np.zeros(2, np.int16)
+    state.take(state.resources(pj, src[1], dst[1]), 0)
+    load = np.bincount(np.array(pi + pj), minlength=4 * n).astype(np.int64)
+    assert not repair(0, paths, src, dst, state, color, rows, cols, ok, load, 64)
+    assert bump(0, paths, src, dst, state, color, rows, cols, ok, load, 64)
+    assert paths[0] == pi and paths[1] == [lk(1, 0, 0)] and color.tolist() == [0, 0]
+    assert state.blocked(state.resources(pi, src[0], dst[0])) == 1          # i holds it now
+    # nothing to bump into: j pinned too (its other link dead) leaves the state as it was
+    ok2 = usable_links(alive, np.array([[0, 0, 1], [1, 0, 0]], np.int32)).reshape(-1).astype(np.uint8).tobytes()
+    paths2 = PathView(offs, np.array(pi + pj, np.int32), {})
+    state2, color2 = ColorState(n, 1, 1), np.zeros(2, np.int16)
+    state2.take(state2.resources(pj, src[1], dst[1]), 0)
+    before = dict(state2.full)
+    assert not bump(0, paths2, src, dst, state2, color2, rows, cols, ok2, load.copy(), 64)
+    assert {k: v for k, v in state2.full.items() if v} == {k: v for k, v in before.items() if v}
+    assert paths2[1] == pj
