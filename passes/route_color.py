@@ -168,7 +168,7 @@ def greedy(order, paths, src, dst, state: ColorState, color):
     return failed
 
 
-def holders(i, paths, src, dst, color, n_nodes: int) -> dict[int, set[int]]:
+def holders(i, paths, src, dst, color) -> dict[int, set[int]]:
     """{color: the routes other than i holding that color on one of route i's resources (its links,
     its source's ramp input, its destination's ramp output)}, from the CSR arrays of ``paths`` and
     its re-routed overrides."""
@@ -196,7 +196,7 @@ def bump(i, paths, src, dst, state: ColorState, color, rows, cols, ok, load, mar
     if state.cap != 1 or not paths[i]:
         return False
     mine = state.resources(paths[i], src[i], dst[i])
-    for c, js in sorted(holders(i, paths, src, dst, color, state.N).items()):
+    for c, js in sorted(holders(i, paths, src, dst, color).items()):
         if len(js) != 1:
             continue
         j = next(iter(js))

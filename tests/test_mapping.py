@@ -329,3 +329,15 @@ def test_groups_across_a_cut_inside_a_layer(tiny4, tmp_path, mapping):
     cmp = compare_with_onnxruntime(out, tiny4, np.random.default_rng(2).integers(0, 256, (1, 5)), STEPS)
     assert max(cmp.errors) <= 1e-4
     assert abs(compare_with_analytic(out)["relative_difference"]) < 0.10
+
+
+def test_shared_norm_host_whose_template_has_no_tree_fails_in_the_simulator(compiled, tmp_path):
+    def edit(doc, arrs, defects):
+        ops = doc["wafers"][0]["ops"]
+        o = next(o for o in _norm_hosts(ops) if o.get("routes_of") is not None)
+        for f in ("allreduce_hops", "allreduce_links", "allreduce_down_hops"):
+            ops[o["routes_of"]]["grids"][-1].pop(f)
+    out = _tampered(compiled["groups:2"], tmp_path, edit)
+    with pytest.raises(SimulationError, match="claims an all-reduce tree, but its template"):
+        Placement.load(out)
+    assert "allreduce-record" in _codes(out)
