@@ -25,6 +25,7 @@ once), so wafercc.passes can use it without importing wafercc.perf.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -211,26 +212,54 @@ def best_tree(n, reduce_bytes, r: Rates, reduction: str = DEFAULT_REDUCTION, ali
     shape = np.broadcast_shapes(n.shape, np.shape(reduce_bytes))
     nn = np.broadcast_to(n, shape).ravel()
     ser = (np.broadcast_to(np.asarray(reduce_bytes, dtype=np.float64), shape) / r.link_bytes).ravel()
-    lens = _lengths(int(nn.max(initial=1)))
-    if align > 0:
-        lens = np.union1d(lens, [align])
+    # the candidates depend on n alone (a frontier has ~10^5 shapes but a few hundred distinct n):
+    # price each shape against its n's candidates, in the loop order, strict < keeping the first
+    uniq, inv = np.unique(nn, return_inverse=True)
+    cands = [_tree_candidates(int(u), int(align)) for u in uniq.tolist()]
+    width = max((len(c[0]) for c in cands), default=0)
+    pad = np.zeros((len(uniq), 5, width), np.int64)
+    valid = np.zeros((len(uniq), width), bool)
+    for i, c in enumerate(cands):
+        pad[i, :, :len(c[0])] = c
+        valid[i, :len(c[0])] = True
     best = np.full(len(nn), np.inf)
     s_out, h_out = np.ones(len(nn), np.int64), np.ones(len(nn), np.int64)
-    for sg in lens.tolist():            # shortest segments first: strict < keeps the first of equals
-        for hs in lens.tolist():
-            if sg == 1 and hs > 1:      # the same tree as (hs, 1)
-                continue
-            links, load = segment_shape(nn, sg, hs)
-            cost = _reduce_cycles(ser, 0, links, r, load, segment_chain(nn, sg, hs))
-            if align > 0 and align % sg:
-                cost = np.where(nn <= align, cost, np.inf)
-            better = cost < best - 1e-9
-            best = np.where(better, cost, best)
-            s_out = np.where(better, np.minimum(sg, nn), s_out)
-            h_out = np.where(better, np.minimum(hs, -(-nn // np.minimum(sg, nn))), h_out)
+    for j in range(width):
+        links, load, chain, sg, hs = (pad[inv, f, j] for f in range(5))
+        cost = np.where(valid[inv, j], _reduce_cycles(ser, 0, links, r, load, chain), np.inf)
+        better = cost < best - 1e-9
+        best = np.where(better, cost, best)
+        s_out = np.where(better, sg, s_out)
+        h_out = np.where(better, hs, h_out)
     if not len(shape):
         return int(s_out[0]), int(h_out[0])
     return s_out.reshape(shape), h_out.reshape(shape)
+
+
+@functools.lru_cache(maxsize=8192)
+def _tree_candidates(n: int, align: int) -> np.ndarray:
+    """int64 [5, C]: (root links, root load, chained steps, segment, head segment) of the segmented
+    trees over ``n`` tiles that ``best_tree`` tries, in its order (segments, then head segments,
+    shortest first; each clipped to what ``segment_shape`` builds), without those ``align`` forbids
+    and those no better in every term than an earlier one (never strictly cheaper, so never picked)."""
+    lens = _lengths(n)
+    if align > 0:
+        lens = np.union1d(lens, [align])
+    sg, hs = (a.ravel() for a in np.meshgrid(lens, lens, indexing="ij"))
+    keep = ~((sg == 1) & (hs > 1))                   # the same tree as (hs, 1)
+    if align > 0 and n > align:                      # a row past one lane row: segments dividing it
+        keep &= align % np.minimum(sg, n) == 0
+    sg, hs = sg[keep], hs[keep]
+    links, load = segment_shape(n, sg, hs)
+    chain = segment_chain(n, sg, hs)
+    s = np.minimum(sg, n)
+    h = np.minimum(hs, -(-n // s))
+    terms = np.stack([chain, links - chain, load])
+    earlier = np.tril(np.ones((len(sg), len(sg)), bool), -1)      # [j, i]: i before j
+    dominated = (earlier & (terms[:, None, :] <= terms[:, :, None]).all(axis=0)).any(axis=1)
+    out = np.stack([links, load, chain, s, h])[:, ~dominated]
+    out.setflags(write=False)
+    return out
 
 
 def chain_paths(kind: str, rows, cols, reduction: str = DEFAULT_REDUCTION, seg=None,

@@ -212,3 +212,33 @@ def test_segment_shape_is_the_trees():
                 assert steps == links if exact else steps <= links, (n, seg, head_seg)
     assert ck.best_tree(8, 4.0, ck.Rates(8.0, 16.0, 1.0, 4.0, 1.0, 24.74), "chain") == (8, 1)
     assert ck.best_tree(720, 32.0, ck.Rates(8.0, 16.0, 1.0, 4.0, 1.0, 24.74)) == (1, 1)   # small partials: binomial
+
+
+def _best_tree_by_enumeration(n, reduce_bytes, r, align=0):
+    """Every (segment, head segment) of powers of two and the span, priced one by one; the first
+    of the cheapest in the order shorter segments first (best_tree's documented tie rule)."""
+    lens = sorted({min(1 << i, n) for i in range(int(ck.tree_steps(n)) + 1)} | ({align} if align else set()))
+    best, pick = np.inf, (1, 1)
+    for sg in lens:
+        for hs in lens:
+            if sg == 1 and hs > 1 or (align and n > align and align % min(sg, n)):
+                continue
+            links, load = ck.segment_shape(n, sg, hs)
+            cost = ck._reduce_cycles(reduce_bytes / r.link_bytes, 0, links, r, load, ck.segment_chain(n, sg, hs))
+            if cost < best - 1e-9:
+                s = min(sg, n)
+                best, pick = cost, (s, min(hs, -(-n // s)))
+    return pick
+
+
+@pytest.mark.parametrize("step,align", [(0.0, 0), (1.0, 0), (24.74, 0), (24.74, 58), (90.0, 7)])
+def test_best_tree_over_a_frontier_is_each_shapes_own_best(step, align):
+    """best_tree prices a whole frontier at once (grouped by n); every shape's pick is the one the
+    shape alone gets by enumerating the trees."""
+    r = ck.Rates(8.0, 16.0, 1.0, 4.0, 1.0, step)
+    rng = np.random.default_rng(7)
+    n = np.concatenate([rng.integers(1, 3000, 300), [1, 2, 3, 57, 58, 59, 116, 128, 4096]])
+    rb = rng.choice([4.0, 32.0, 2080.0, 40000.0, 1e6], len(n)) * rng.random(len(n))
+    seg, head = ck.best_tree(n, rb, r, align=align)
+    for i in range(len(n)):
+        assert (int(seg[i]), int(head[i])) == _best_tree_by_enumeration(int(n[i]), float(rb[i]), r, align), i

@@ -82,10 +82,11 @@ class ScheduleWriter:
         arrays = {"tile_op": pw.tile_op, "tile_grid": pw.tile_grid, "tile_expert": pw.tile_expert,
                   "tile_row": pw.tile_row, "tile_col": pw.tile_col,
                   "tile_core_row": pw.floorplan.core_row, "tile_core_col": pw.floorplan.core_col,
-                  "tile_bytes": pw.tile_bytes,
+                  "tile_bytes": pw.tile_bytes.astype(np.int32),
                   "route_src_row": pw.route_src[:, 0], "route_src_col": pw.route_src[:, 1],
                   "route_dst_row": pw.route_dst[:, 0], "route_dst_col": pw.route_dst[:, 1],
-                  "route_kind": pw.transfers.kind, "route_src_tile": tr.src, "route_dst_tile": tr.dst, "route_op_src": pw.transfers.op_src,
+                  "route_kind": pw.transfers.kind, "route_src_tile": tr.src.astype(np.int32),
+                  "route_dst_tile": tr.dst.astype(np.int32), "route_op_src": pw.transfers.op_src,
                   "route_op_dst": pw.transfers.op_dst,
                   "route_color": np.asarray(self.colors, np.int16)[np.asarray(r.color, np.int64)],
                   "route_offsets": np.asarray(r.offsets, np.int64), "route_links": np.asarray(r.links, np.int32)}
