@@ -27,15 +27,16 @@ CompileResult = Compilation
 
 
 def compile(model: Any, example_inputs: Any = None, *, target: str = "wse3", until: str = "report",
-            **options) -> Compilation:
+            progress=None, **options) -> Compilation:
     """Compile ``model`` through ``until`` (default: every stage) and return the compilation.
 
     ``model``: an ``nn.Module`` (with ``example_inputs``), an ``.onnx`` path, a Hugging Face
     ``config.json`` path or dict, or a reference-model name.  Raises ``Infeasible`` when no plan
     fits ``max_wafers``/``wafers`` and ``PlacementError`` when a plan cannot be placed; the
-    exception's ``.compilation`` holds what was compiled."""
+    exception's ``.compilation`` holds what was compiled.  ``progress``: a callable taking each
+    wafercc.progress.ProgressEvent (stage started, wafer done, stage done)."""
     opts = build_options(target=target, until=until, **options)
-    return Compilation(model, opts, example_inputs).run()
+    return Compilation(model, opts, example_inputs).run(progress=progress)
 
 
 @dataclasses.dataclass(frozen=True)

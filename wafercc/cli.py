@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="write each named stage's product (comma-separated, or 'all') to OUTDIR/dump/")
     c.add_argument("--verify-stages", action="store_true",
                    help="run the checks after each stage (IR verifier, independent schedule verifier)")
+    c.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (default: a live display on a terminal, else a line per slow step)")
 
     m = sub.add_parser("models", help="list the reference models")
     m.add_argument("--format", choices=("text", "json"), default="text")
@@ -136,7 +138,9 @@ def cmd_compile(args) -> int:
         status, failure = 0, None
         try:
             # every file is staged beside OUTDIR and moved in by save, when the whole compile succeeded
-            c.run(dump_dir=c.stage_path("dump") if dump else None, dump=dump, verify=args.verify_stages)
+            with _progress(args.quiet) as progress:
+                c.run(dump_dir=c.stage_path("dump") if dump else None, dump=dump, verify=args.verify_stages,
+                      progress=progress)
         except Infeasible as e:
             status, failure = 3, _line(e)               # the plan table below lists the levers
         except PlacementError as e:
@@ -170,6 +174,17 @@ def cmd_compile(args) -> int:
     if failure:
         sys.stderr.write(f"wafercc: error: {failure}\n")
     return status
+
+
+def _progress(quiet: bool):
+    """The progress display of a compile (wafercc/progress.py): none, rich on a terminal, plain lines."""
+    import contextlib
+    from .progress import PlainProgress, RichProgress
+    if quiet:
+        return contextlib.nullcontext(None)
+    if sys.stderr.isatty():
+        return RichProgress()
+    return contextlib.nullcontext(PlainProgress())
 
 
 def _stage_dir(outdir: str) -> str | None:

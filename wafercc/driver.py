@@ -22,7 +22,9 @@ last per-wafer stage asked for keeps its products (``until="floorplan"`` keeps e
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -32,6 +34,8 @@ import weakref
 from typing import Any, ClassVar
 
 from .errors import Infeasible, PlacementError, StageError
+from .executor import Serial, executor_for
+from .progress import DONE, STARTED, WAFER, ProgressEvent
 from .options import STAGES, CompileOptions, build_options, resolve_until
 
 
@@ -80,6 +84,8 @@ class Compilation:
         self.mapping_search = None         # the report's mapping section (plan stage: chosen, priced, why)
         self.report_dict = None                                          # report
         self.seconds: dict[str, float] = {}
+        self.wall_seconds = 0.0            # of every run() (per-wafer stages' seconds are summed over workers)
+        self.executor = None               # (kind, workers) that ran the per-wafer stages
         self.ran: list[str] = []
         self._workdir = None
 
@@ -103,12 +109,17 @@ class Compilation:
     def run(self, until: str | None = None, *, dump_dir: str | None = None, dump: tuple[str, ...] = (),
             verify: bool = False, progress=None) -> "Compilation":
         """Run the stages after the last one run, through ``until`` (default ``options.until``).
-        ``progress(stage, wafer, product)`` is called after each wafer of a per-wafer stage and
-        after each stage (wafer and product None); an exception it raises stops the compile."""
+        ``progress(event)`` (wafercc.progress.ProgressEvent) is called when a stage starts, after
+        each wafer of a per-wafer stage and when a stage is done; an exception it raises stops the
+        compile."""
         last = resolve_until(until or self.options.until)
         if STAGES.index(last) >= STAGES.index("plan"):
             self.prepare()
-        StageManager(dump_dir, tuple(dump), verify, progress).run(self, last)
+        t0 = time.perf_counter()
+        try:
+            StageManager(dump_dir, tuple(dump), verify, progress).run(self, last)
+        finally:
+            self.wall_seconds += time.perf_counter() - t0
         return self
 
     def workdir(self) -> str:
@@ -173,7 +184,9 @@ class Compilation:
         from .plan.report import solve_seconds
         rec = {"schema": "wafercc.compile/1", "model": self.name, "cached": self.cached,
                "stages": [{"name": s, "seconds": round(self.seconds[s], 3)} for s in self.ran],
-               "seconds": round(self.total_seconds, 3),
+               "seconds": round(self.total_seconds, 3), "wall_seconds": round(self.wall_seconds, 3),
+               "peak_rss_mb": peak_rss_mb(),
+               "executor": None if self.executor is None else {"kind": self.executor[0], "workers": self.executor[1]},
                "solves": solve_seconds(self.plan) if self.plan is not None else []}
         if self.draft_placed is not None:   # inside the schedule stage's seconds
             d = self.draft_placed.compilation
@@ -184,6 +197,13 @@ class Compilation:
     def save(self, outdir: str) -> dict[str, str]:
         from .report import save_outputs
         return save_outputs(self, outdir)
+
+
+def peak_rss_mb() -> int:
+    """Peak resident memory of this process and of its largest finished child (a pool worker), MB."""
+    import resource
+    kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return round(kb / 1024)          # ru_maxrss is in KB on Linux
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +225,7 @@ class Stage:
 
 class WaferStage(Stage):
     per_wafer: ClassVar[bool] = True
+    parallel: ClassVar[bool] = False            # run_wafer reads only WaferContext fields: any process may run it
     keeps: ClassVar[str] = ""                   # field holding every wafer's product when this stage is last
 
     def start(self, c: Compilation) -> None:
@@ -314,6 +335,7 @@ class FloorplanStage(WaferStage):
     requires: ClassVar[tuple[str, ...]] = ("tiles", "device")
     produces: ClassVar[tuple[str, ...]] = ("floorplans",)
     keeps: ClassVar[str] = "floorplans"
+    parallel: ClassVar[bool] = True
 
     def run_wafer(self, c, k, item):
         from .passes.place_route import layout_wafer
@@ -330,6 +352,7 @@ class RouteStage(WaferStage):
     requires: ClassVar[tuple[str, ...]] = ("floorplans", "target", "device")
     produces: ClassVar[tuple[str, ...]] = ("routed",)
     keeps: ClassVar[str] = "routed"
+    parallel: ClassVar[bool] = True
 
     def run_wafer(self, c, k, item):
         from .passes.place_route import route_wafer
@@ -430,6 +453,31 @@ PIPELINE: tuple[Stage, ...] = (FrontendStage(), PlanStage(), TileStage(), Floorp
 assert tuple(s.name for s in PIPELINE) == STAGES
 
 
+@dataclasses.dataclass(frozen=True)
+class WaferContext:
+    """What the parallel per-wafer stages read (sent once to each worker): the stages' ``run_wafer``
+    see it in place of the Compilation."""
+    stages: tuple[str, ...]
+    tiles: Any
+    device: Any
+    target: Any
+    options: CompileOptions
+
+
+def _wafer_task(ctx: WaferContext, k: int):
+    """Wafer k through ``ctx.stages`` (floorplan, route): its last product and each stage's seconds."""
+    item, seconds = None, {}
+    for name in ctx.stages:
+        t0 = time.perf_counter()
+        try:
+            item = PIPELINE[STAGES.index(name)].run_wafer(ctx, k, item)
+        except PlacementError as e:
+            e.stage = name                      # the driver names it (the task may run in another process)
+            raise
+        seconds[name] = time.perf_counter() - t0
+    return item, seconds
+
+
 def _json(d) -> str:
     return json.dumps(d, indent=1, sort_keys=True, default=str) + "\n"
 
@@ -439,11 +487,13 @@ class StageManager:
     dump_dir: str | None = None
     dump: tuple[str, ...] = ()          # stage names to dump after ("all": every stage)
     verify: bool = False
-    progress: Any = None                # progress(stage, wafer | None, product | None)
+    progress: Any = None                # progress(ProgressEvent)
     current: str | None = None          # the stage running (names a PlacementError's stage)
+    t0: float = 0.0                     # perf_counter when run() began (events' elapsed_s)
 
     def run(self, c: Compilation, last: str) -> None:
         todo = [s for s in PIPELINE[: STAGES.index(last) + 1] if s.name not in c.ran]
+        self.t0 = time.perf_counter()
         i = 0
         self.current = None
         try:
@@ -459,13 +509,15 @@ class StageManager:
                 else:
                     self._require(c, group[0], set())
                     self.current = group[0].name
+                    self._emit(group[0].name, STARTED)
                     t0 = time.perf_counter()
                     group[0].run(c)
                     self._done(c, group[0], time.perf_counter() - t0)
                 i += len(group)
         except PlacementError as e:
             e.compilation = c
-            c.placement_failure = (self.current or "tile", " ".join(str(e).split("\n")[0].split()))
+            stage = getattr(e, "stage", None) or self.current or "tile"
+            c.placement_failure = (stage, " ".join(str(e).split("\n")[0].split()))
             raise
 
     def _wafers(self, c: Compilation, group: list[WaferStage]) -> None:
@@ -478,23 +530,31 @@ class StageManager:
         secs = dict.fromkeys((s.name for s in group), 0.0)
         dumps = {s.name: [] for s in group if self._dumps(s)}
         kept = []
+        n = len(c.tiles.tiles.wafers)
         try:
             for s in group:
+                self._emit(s.name, STARTED, wafers=n)
                 t0 = time.perf_counter()
                 s.start(c)
                 secs[s.name] += time.perf_counter() - t0
-            for k in range(len(c.tiles.tiles.wafers)):
-                item = source[k] if source is not None else None
-                for s in group:
-                    self.current = s.name
-                    t0 = time.perf_counter()
-                    item = s.run_wafer(c, k, item)
-                    secs[s.name] += time.perf_counter() - t0
-                    if s.name in dumps:
-                        dumps[s.name].append(s.dump_wafer(c, k, item))
-                    if self.progress is not None:
-                        self.progress(s.name, k, item)
-                kept.append(item)
+            # the leading parallel stages of a fresh run go to the executor, wafer by wafer in order;
+            # the rest (the schedule writer) run here on each wafer as it arrives
+            lead = [] if source is not None else list(itertools.takewhile(lambda s: s.parallel, group))
+            ex = executor_for(c.options.execution, n) if lead else Serial()
+            if lead:
+                c.executor = (ex.name, ex.workers)
+            ctx = WaferContext(tuple(s.name for s in lead), c.tiles, c.device, c.target, c.options)
+            with contextlib.closing(ex.ordered(_wafer_task, ctx, range(n))) as results:
+                for k, item, seconds in results:
+                    # the pair's dump and progress see the route's product (it carries the floorplan's fields)
+                    self._wafer_done(c, k, item, lead, seconds, secs, dumps)
+                    item = source[k] if source is not None else item
+                    for s in group[len(lead):]:
+                        self.current = s.name
+                        t0 = time.perf_counter()
+                        item = s.run_wafer(c, k, item)
+                        self._wafer_done(c, k, item, [s], {s.name: time.perf_counter() - t0}, secs, dumps)
+                    kept.append(item)
             for s in group:
                 t0 = time.perf_counter()
                 s.finish(c, kept if s is group[-1] else None)
@@ -509,6 +569,15 @@ class StageManager:
             self._done(c, s, secs[s.name], streamed=s is not group[-1])
             if dumps.get(s.name) and dumps[s.name][0] is not None:
                 self._write(s, f"{s.name}.json", _json(dumps[s.name]))
+
+    def _wafer_done(self, c, k, item, stages, seconds, secs, dumps) -> None:
+        for s in stages:          # a parallel pair reports its last product for both (the route's)
+            secs[s.name] += seconds[s.name]
+            if s.name in dumps:
+                dumps[s.name].append(s.dump_wafer(c, k, item))
+            routes = len(item.transfers) if s.name == "route" else None
+            self._emit(s.name, WAFER, wafer=k, wafers=len(c.tiles.tiles.wafers), routes=routes,
+                       step_s=seconds[s.name], product=item)
 
     @staticmethod
     def _require(c: Compilation, s: Stage, streamed: set[str]) -> None:
@@ -538,8 +607,11 @@ class StageManager:
         d = s.dump(c) if self._dumps(s) and not streamed else None
         if d is not None:
             self._write(s, *d)
+        self._emit(s.name, DONE, wafers=len(c.tiles.tiles.wafers) if s.per_wafer else None, step_s=seconds)
+
+    def _emit(self, stage: str, state: str, **kw) -> None:
         if self.progress is not None:
-            self.progress(s.name, None, None)
+            self.progress(ProgressEvent(stage, state, elapsed_s=time.perf_counter() - self.t0, **kw))
 
     def _dumps(self, s: Stage) -> bool:
         return bool(self.dump_dir) and ("all" in self.dump or s.name in self.dump)

@@ -48,6 +48,18 @@ class WaferccError(Exception):
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
 
+    def __reduce__(self):
+        # the message and every attribute survive a trip through pickle (a worker process or a Ray
+        # task raising it, wafercc/executor.py); the default would call __init__ with the message only
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuild_error(cls, args, state):
+    e = Exception.__new__(cls)
+    e.args = args
+    e.__dict__.update(state)
+    return e
+
 
 class InputFileError(WaferccError):
     """A model file is missing, unreadable, truncated or not an ONNX model."""

@@ -23,6 +23,7 @@ MAX_CONTEXT = 2 ** 32             # --context / --prompt-tokens tokens per seque
 MAX_BATCH = 2 ** 16               # --batch sequences decoded together
 MAX_WAFERS = 256                  # --wafers / --max-wafers; Llama-3.1-405B in bf16 needs ~21
 MAX_SPEC_TOKENS = 8               # --spec-tokens draft tokens proposed per step (the sweep's range)
+MAX_JOBS = 1024                   # --jobs worker processes (one per wafer at most is used)
 MAX_SEED = 2 ** 31 - 1            # --seed: CP-SAT's random_seed is an int32
 
 # ---- files ----

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from . import limits as L
 from .errors import WaferccError
+from .executor import ExecOptions
 from .ir import DType
 from .passes.place_route import PlaceOptions
 from .perf.evaluate import Speculative
@@ -53,6 +54,7 @@ class CompileOptions:
     plan: PlanOptions = PlanOptions()
     place: PlaceOptions = PlaceOptions()
     perf: PerfOptions = PerfOptions()
+    execution: ExecOptions = ExecOptions()      # where per-wafer work runs; never changes an output
 
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= L.MAX_SEED:
@@ -217,10 +219,16 @@ KNOBS: tuple[Knob, ...] = (
          "(default 0.75, Leviathan et al. 2023)", _float,
          bounds=(0.0, 1.0), unit="(a probability)"),
     Knob("curve", "perf", "curve", "skip the speed-versus-wafers curve", cli="negate"),
+    Knob("jobs", "exec", "jobs", "worker processes for the per-wafer floorplan and route (default: the "
+         "cores available; the output is the same for any count)", _int,
+         bounds=(1, L.MAX_JOBS), unit="processes", limit="MAX_JOBS"),
+    Knob("ray", "exec", "ray", "run the per-wafer floorplan and route as Ray tasks: a cluster's ADDRESS, "
+         "'auto' (the running cluster, Ray's meaning) or 'local' (start one here); pip install 'wafercc[ray]'",
+         metavar="ADDRESS"),
 )
 KNOB_BY_NAME = {k.name: k for k in KNOBS}
 _SECTIONS = {"compile": CompileOptions, "frontend": FrontendOptions, "plan": PlanOptions,
-             "place": PlaceOptions, "perf": PerfOptions, "speculative": Speculative}
+             "place": PlaceOptions, "perf": PerfOptions, "speculative": Speculative, "exec": ExecOptions}
 
 
 def default(knob: Knob) -> Any:
@@ -271,7 +279,8 @@ def build_options(**kw) -> CompileOptions:
                    mapping=vals["place"].get("mapping", PlaceOptions.mapping))
     return CompileOptions(**top, frontend=FrontendOptions(**vals["frontend"]),
                           plan=PlanOptions(**plan_kw, solver=SolverOptions(seed=seed)),
-                          place=PlaceOptions(**vals["place"], seed=seed), perf=PerfOptions(**perf))
+                          place=PlaceOptions(**vals["place"], seed=seed), perf=PerfOptions(**perf),
+                          execution=ExecOptions(**vals["exec"]))
 
 
 def add_cli_flags(parser) -> None:

@@ -143,6 +143,13 @@ class Target:
     sources: Mapping[str, str]
     notes: Mapping[str, str]               # section -> note text
 
+    def __reduce__(self):
+        # its read-only mappings go as dicts and come back frozen (a worker process or a Ray task
+        # gets the very target the driver loaded, wafercc/executor.py)
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        state = {k: dict(v) if isinstance(v, MappingProxyType) else v for k, v in state.items()}
+        return _rebuild_target, (state,)
+
     # ---- derived (never stored in a file) ----
     @property
     def usable_x0(self) -> int:
@@ -225,6 +232,10 @@ class Target:
             "hop_seconds": (self.hop_seconds, "s"), "die_count": (self.die_count, "dies"),
             "free_colors": (len(self.free_colors), "colors"),
         }
+
+
+def _rebuild_target(state: dict) -> Target:
+    return Target(**{k: freeze(v) if isinstance(v, dict) else v for k, v in state.items()})
 
 
 def freeze(d: dict) -> Mapping:
