@@ -236,7 +236,7 @@ def best_tree(n, reduce_bytes, r: Rates, reduction: str = DEFAULT_REDUCTION, ali
     return s_out.reshape(shape), h_out.reshape(shape)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1 << 13)
 def _tree_candidates(n: int, align: int) -> np.ndarray:
     """int64 [5, C]: (root links, root load, chained steps, segment, head segment) of the segmented
     trees over ``n`` tiles that ``best_tree`` tries, in its order (segments, then head segments,
