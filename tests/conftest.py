@@ -2,6 +2,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+# the build cache off (a limit of 0): a test compiling twice must compile twice, unless it turns the
+# cache on itself (tests/test_build_cache.py)
+os.environ.setdefault("WAFERCC_BUILD_CACHE_MB", "0")
 
 import pytest  # noqa: E402
 

@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="write each named stage's product (comma-separated, or 'all') to OUTDIR/dump/")
     c.add_argument("--verify-stages", action="store_true",
                    help="run the checks after each stage (IR verifier, independent schedule verifier)")
+    c.add_argument("--rebuild", action="store_true",
+                   help="compile even when the build cache holds this compile (and replace its entry)")
     c.add_argument("-q", "--quiet", action="store_true",
                    help="no progress on stderr (default: a live display on a terminal, else a line per slow step)")
 
@@ -104,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     add_simulate(sub)
     from .regress_cli import add_parser as add_regress
     add_regress(sub)
+    from .cache_cli import add_parser as add_cache
+    add_cache(sub)
     return p
 
 
@@ -116,7 +120,6 @@ def cmd_compile(args) -> int:
     from .driver import Compilation
     from .options import STAGES, OptionError, build_options, cli_keywords
     from .outdir import check_outdir
-    from .summary import make_console, render_text
 
     kw = cli_keywords(args)
     if args.no_place:                                   # old flags, kept as aliases of --until
@@ -135,6 +138,11 @@ def cmd_compile(args) -> int:
     c = Compilation(args.model, opts, stage_dir=_stage_dir(args.outdir or "wafercc-out"))
     try:
         c.prepare()                                     # target, defect spec and draft, before the frontend
+        keyed = _build_key(args, opts, dump)
+        if keyed is not None and not args.rebuild:
+            hit = _from_build_cache(args, *keyed)
+            if hit is not None:
+                return hit
         status, failure = 0, None
         try:
             # every file is staged beside OUTDIR and moved in by save, when the whole compile succeeded
@@ -145,35 +153,95 @@ def cmd_compile(args) -> int:
             status, failure = 3, _line(e)               # the plan table below lists the levers
         except PlacementError as e:
             status, failure = 3, "placement failed: " + " ".join(str(e).split("\n")[0].split())
-        files = c.save(args.outdir or _default_outdir(c))
+        if keyed is not None:
+            c.build_key = keyed[0]
+        outdir = args.outdir or _default_outdir(c)
+        files = c.save(outdir)
     finally:
         c.close()
-    if args.format == "json":
-        rep = c.report
-        print(json.dumps({**_summary(c), "outputs": files, **({"plan": rep} if rep else {})},
-                         indent=1, sort_keys=True))
-    else:
-        rep = c.report
-        render_text(_summary(c))
-        if c.plan is not None:
-            from .plan.report import render_plan
-            render_plan(c.plan, make_console())
-        if c.placement is not None:
-            from .backend.qor import render_placement
-            render_placement(c.placement, make_console())
-        if c.performance_section is not None:
-            from .perf.report import render_performance
-            render_performance(c.performance_section, make_console())
-            if rep is not None and rep.get("speed_of_light"):
-                from .perf.report import speed_of_light_line
-                print(speed_of_light_line(rep["speed_of_light"]))
-            if rep is not None and rep.get("mapping"):
-                from .perf.mapping_search import mapping_line
-                print(mapping_line(rep["mapping"]))
+    printed = _printed(c, files)
+    sys.stdout.write(printed["json"] if args.format == "json" else "")
+    if args.format == "text":
+        _render(c)                                      # on the terminal itself (its width, colours)
         print("wrote " + ", ".join(files.values()))
     if failure:
         sys.stderr.write(f"wafercc: error: {failure}\n")
+    elif keyed is not None:
+        from . import build_cache
+        build_cache.store(keyed[0], keyed[1], outdir, sorted(os.path.basename(p) for p in files.values()),
+                          c.graph.name, {"text": printed["text"], "json": printed["json_doc"],
+                                         "outputs": [[k, os.path.basename(p)] for k, p in files.items()]})
     return status
+
+
+def _build_key(args, opts, dump):
+    """(key, inputs) of this compile in the build cache (wafercc/build_cache.py), or None when the
+    cache is off (--no-cache, WAFERCC_NO_CACHE) or the compile writes more than its outputs."""
+    from . import build_cache
+    from .cache import enabled
+    if not enabled(opts.frontend.cache) or dump or args.verify_stages or opts.target is None:
+        return None
+    return build_cache.build_key(args.model, opts)
+
+
+def _from_build_cache(args, key: str, inputs: dict) -> int | None:
+    """Serve a compile from its build-cache entry: the files into OUTDIR, the summary it printed."""
+    import time
+    from . import build_cache
+    t0 = time.perf_counter()
+    entry = build_cache.lookup(key)
+    if entry is None:
+        return None
+    outdir = args.outdir or os.path.join("wafercc-out", _safe_dirname(entry.doc["model"]))
+    record = json.loads((entry.path / "compile.json").read_text(encoding="utf-8"))
+    record["build_cache"] = {"hit": True, "key": key, "seconds": round(time.perf_counter() - t0, 3)}
+    from .report import dumps
+    build_cache.restore(entry, outdir, {"compile.json": dumps(record)})
+    out = entry.doc["stdout"]
+    files = {k: os.path.join(outdir, name) for k, name in out["outputs"]}
+    if args.format == "json":
+        print(json.dumps({**out["json"], "outputs": files}, indent=1, sort_keys=True))
+    else:
+        sys.stdout.write(out["text"])
+        print(f"build cache: the same compile as before (key {key[:12]}); files copied in "
+              f"{time.perf_counter() - t0:.2f} s (--rebuild to compile again)")
+        print("wrote " + ", ".join(files.values()))
+    return 0
+
+
+def _printed(c, files: dict[str, str]) -> dict:
+    """What the compile prints: the text summary (tables at 120 columns, without the ``wrote``
+    line) and the JSON summary, each as stored in the build cache."""
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        _render(c)
+    rep = c.report
+    doc = {**_summary(c), **({"plan": rep} if rep else {})}
+    return {"text": buf.getvalue(), "json_doc": doc,
+            "json": json.dumps({**doc, "outputs": files}, indent=1, sort_keys=True) + "\n"}
+
+
+def _render(c) -> None:
+    from .summary import make_console, render_text
+    rep = c.report
+    render_text(_summary(c))
+    if c.plan is not None:
+        from .plan.report import render_plan
+        render_plan(c.plan, make_console())
+    if c.placement is not None:
+        from .backend.qor import render_placement
+        render_placement(c.placement, make_console())
+    if c.performance_section is not None:
+        from .perf.report import render_performance
+        render_performance(c.performance_section, make_console())
+        if rep is not None and rep.get("speed_of_light"):
+            from .perf.report import speed_of_light_line
+            print(speed_of_light_line(rep["speed_of_light"]))
+        if rep is not None and rep.get("mapping"):
+            from .perf.mapping_search import mapping_line
+            print(mapping_line(rep["mapping"]))
 
 
 def _progress(quiet: bool):
@@ -273,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("wafercc: interrupted (no output written)\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:                             # `wafercc ... | head`: the reader left, not a bug
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 - the one place an unexpected error becomes a bug report
         return _internal(e, argv)
 
@@ -311,6 +382,9 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.cmd == "regress":
         from .regress_cli import cmd_regress
         return cmd_regress(args)
+    if args.cmd == "cache":
+        from .cache_cli import cmd_cache
+        return cmd_cache(args, parser)
     if args.cmd == "simulate":
         from .sim.cli_simulate import cmd_simulate
         return cmd_simulate(args)

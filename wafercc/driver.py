@@ -86,6 +86,7 @@ class Compilation:
         self.seconds: dict[str, float] = {}
         self.wall_seconds = 0.0            # of every run() (per-wafer stages' seconds are summed over workers)
         self.executor = None               # (kind, workers) that ran the per-wafer stages
+        self.build_key = None              # the CLI's build-cache key of this compile (wafercc/build_cache.py)
         self.ran: list[str] = []
         self._workdir = None
 
@@ -187,6 +188,7 @@ class Compilation:
                "seconds": round(self.total_seconds, 3), "wall_seconds": round(self.wall_seconds, 3),
                "peak_rss_mb": peak_rss_mb(),
                "executor": None if self.executor is None else {"kind": self.executor[0], "workers": self.executor[1]},
+               **({"build_cache": {"hit": False, "key": self.build_key}} if self.build_key else {}),
                "solves": solve_seconds(self.plan) if self.plan is not None else []}
         if self.draft_placed is not None:   # inside the schedule stage's seconds
             d = self.draft_placed.compilation

@@ -45,6 +45,8 @@ class Lowered:
 
 
 def _is_module(model: Any) -> bool:
+    if isinstance(model, (str, os.PathLike, Mapping)):     # a path, a name or a config: no torch import
+        return False
     try:
         import torch
     except ImportError:  # pragma: no cover
