@@ -233,9 +233,13 @@ class WaferStage(Stage):
     def start(self, c: Compilation) -> None:
         pass
 
-    def dump_wafer(self, c: Compilation, k: int, item) -> dict | None:
-        """One wafer's entry of this stage's dump (a JSON list, one entry per wafer)."""
+    def info(self, ctx, k: int, item) -> dict | None:
+        """A small summary of wafer k's product, made where the wafer ran: this stage's dump entry
+        (a JSON list, one entry per wafer) and what the progress events report."""
         return None
+
+    def collect(self, c: Compilation, k: int, item) -> None:
+        """Join wafer k's product in this process, in wafer order (after ``run_wafer`` ran anywhere)."""
 
     def finish(self, c: Compilation, items: list | None) -> None:
         if self.keeps:
@@ -343,9 +347,9 @@ class FloorplanStage(WaferStage):
         from .passes.place_route import layout_wafer
         return layout_wafer(c.tiles, k, c.device, c.options.place)
 
-    def dump_wafer(self, c, k, lw):
+    def info(self, ctx, k, lw):
         from .backend.schedule import floorplan_qor
-        return {"wafer": k, "transfers": len(lw.transfers), **floorplan_qor(lw.floorplan, c.options.place.layout)}
+        return {"wafer": k, "transfers": len(lw.transfers), **floorplan_qor(lw.floorplan, ctx.options.place.layout)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,9 +364,9 @@ class RouteStage(WaferStage):
         from .passes.place_route import route_wafer
         return route_wafer(item, c.target, c.device, c.options.place)
 
-    def dump_wafer(self, c, k, pw):
+    def info(self, ctx, k, pw):
         from .backend.qor import wafer_row
-        return wafer_row(pw, c.options.place.layout)
+        return wafer_row(pw, ctx.options.place.layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,25 +374,29 @@ class ScheduleStage(WaferStage):
     name: ClassVar[str] = "schedule"
     requires: ClassVar[tuple[str, ...]] = ("routed", "graph", "plan", "target", "device")
     produces: ClassVar[tuple[str, ...]] = ("placement", "program", "schedule_files")
+    parallel: ClassVar[bool] = True             # each wafer's records and npz; the writer joins them here
 
     def start(self, c):
         from .backend.schedule import ScheduleWriter
         c._writer = ScheduleWriter(c.workdir(), c.graph, c.target, c.device, c.plan, c.options.place,
                                    c.options.perf.prompt_tokens)
+        c.part_context = c._writer.part_context()
         c._rows = []
 
     def run_wafer(self, c, k, pw):
-        from .backend.qor import wafer_row
-        c._rows.append(wafer_row(pw, c.options.place.layout))
-        c._writer.add(pw)
-        return None
+        from .backend.schedule import wafer_part
+        return wafer_part(c.part_context, pw)
+
+    def collect(self, c, k, part):
+        c._rows.append(part.row)
+        c._writer.add_part(part)
 
     def finish(self, c, items):
         from .backend.qor import placement_section
         c.schedule_files = c._writer.finish()
         c.program = c._writer.program()
         c.placement = placement_section(c._rows, c.options.place.layout)
-        del c._writer, c._rows
+        del c._writer, c._rows, c.part_context
         if c.draft_lowered is not None:
             c.draft_placed = _place_draft(c)
 
@@ -464,20 +472,24 @@ class WaferContext:
     device: Any
     target: Any
     options: CompileOptions
+    part_context: Any = None            # the schedule writer's (backend/schedule.py PartContext)
 
 
 def _wafer_task(ctx: WaferContext, k: int):
-    """Wafer k through ``ctx.stages`` (floorplan, route): its last product and each stage's seconds."""
-    item, seconds = None, {}
+    """Wafer k through ``ctx.stages`` (floorplan, route, schedule): its last product, each
+    stage's summary (``info``) and seconds; the products in between are freed here."""
+    item, infos, seconds = None, {}, {}
     for name in ctx.stages:
+        stage = PIPELINE[STAGES.index(name)]
         t0 = time.perf_counter()
         try:
-            item = PIPELINE[STAGES.index(name)].run_wafer(ctx, k, item)
+            item = stage.run_wafer(ctx, k, item)
         except PlacementError as e:
             e.stage = name                      # the driver names it (the task may run in another process)
             raise
+        infos[name] = stage.info(ctx, k, item)
         seconds[name] = time.perf_counter() - t0
-    return item, seconds
+    return (item, infos), seconds
 
 
 def _json(d) -> str:
@@ -539,23 +551,29 @@ class StageManager:
                 t0 = time.perf_counter()
                 s.start(c)
                 secs[s.name] += time.perf_counter() - t0
-            # the leading parallel stages of a fresh run go to the executor, wafer by wafer in order;
-            # the rest (the schedule writer) run here on each wafer as it arrives
+            # the leading parallel stages of a fresh run go to the executor, wafer by wafer; each
+            # wafer's products are joined here in wafer order (collect), then any serial stage runs
             lead = [] if source is not None else list(itertools.takewhile(lambda s: s.parallel, group))
             ex = executor_for(c.options.execution, n) if lead else Serial()
             if lead:
                 c.executor = (ex.name, ex.workers)
-            ctx = WaferContext(tuple(s.name for s in lead), c.tiles, c.device, c.target, c.options)
+            part = getattr(c, "part_context", None)
+            if part is not None and ex.name == "ray":       # a task on another machine sends its npz back
+                part = dataclasses.replace(part, stage=None)
+            ctx = WaferContext(tuple(s.name for s in lead), c.tiles, c.device, c.target, c.options, part)
             with contextlib.closing(ex.ordered(_wafer_task, ctx, range(n))) as results:
-                for k, item, seconds in results:
-                    # the pair's dump and progress see the route's product (it carries the floorplan's fields)
-                    self._wafer_done(c, k, item, lead, seconds, secs, dumps)
+                for k, (item, infos), seconds in results:
+                    if lead:                            # only the last product came back: its stage joins it
+                        lead[-1].collect(c, k, item)
+                    for s in lead:
+                        self._wafer_done(c, k, s, infos[s.name], item, seconds[s.name], secs, dumps)
                     item = source[k] if source is not None else item
                     for s in group[len(lead):]:
                         self.current = s.name
                         t0 = time.perf_counter()
                         item = s.run_wafer(c, k, item)
-                        self._wafer_done(c, k, item, [s], {s.name: time.perf_counter() - t0}, secs, dumps)
+                        s.collect(c, k, item)
+                        self._wafer_done(c, k, s, s.info(c, k, item), item, time.perf_counter() - t0, secs, dumps)
                     kept.append(item)
             for s in group:
                 t0 = time.perf_counter()
@@ -572,14 +590,13 @@ class StageManager:
             if dumps.get(s.name) and dumps[s.name][0] is not None:
                 self._write(s, f"{s.name}.json", _json(dumps[s.name]))
 
-    def _wafer_done(self, c, k, item, stages, seconds, secs, dumps) -> None:
-        for s in stages:          # a parallel pair reports its last product for both (the route's)
-            secs[s.name] += seconds[s.name]
-            if s.name in dumps:
-                dumps[s.name].append(s.dump_wafer(c, k, item))
-            routes = len(item.transfers) if s.name == "route" else None
-            self._emit(s.name, WAFER, wafer=k, wafers=len(c.tiles.tiles.wafers), routes=routes,
-                       step_s=seconds[s.name], product=item)
+    def _wafer_done(self, c, k, s, info, item, seconds, secs, dumps) -> None:
+        secs[s.name] += seconds
+        if s.name in dumps:
+            dumps[s.name].append(info)
+        routes = info.get("routes") if s.name == "route" and info else None
+        self._emit(s.name, WAFER, wafer=k, wafers=len(c.tiles.tiles.wafers), routes=routes, step_s=seconds,
+                   product=item)
 
     @staticmethod
     def _require(c: Compilation, s: Stage, streamed: set[str]) -> None:

@@ -29,7 +29,7 @@ class ProgressEvent:
     routes: int | None = None        # routes of that wafer (route stage)
     elapsed_s: float = 0.0           # since the compile started
     step_s: float = 0.0              # this wafer's (or, when done, this stage's) seconds
-    product: Any = dataclasses.field(default=None, repr=False)   # the wafer's product, for callers who want it
+    product: Any = dataclasses.field(default=None, repr=False)   # the wafer's last product (the route's PlacedWafer, the schedule's WaferPart)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

@@ -96,9 +96,10 @@ def _run(names: list[str], options: dict, jobs: int) -> dict[str, dict]:
         return {n: rg.measure(n, options[n]) for n in names}
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    # spawn: a fresh interpreter per worker (torch and OR-Tools threads do not survive fork)
+    # spawn: a fresh interpreter per worker (torch and OR-Tools threads do not survive fork); the
+    # models are the parallel work, so each compile routes its wafers in its own process
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-        futs = {n: ex.submit(rg.measure, n, options[n]) for n in names}
+        futs = {n: ex.submit(rg.measure, n, {**options[n], "jobs": 1}) for n in names}
         return {n: futs[n].result() for n in names}
 
 

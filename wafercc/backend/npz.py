@@ -17,7 +17,26 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Like ``np.savez_compressed`` (at ``COMPRESSLEVEL``) but byte-identical for identical arrays."""
     path = os.fspath(path)
     tmp = path + ".tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESSLEVEL) as zf:
+    _write(tmp, arrays)
+    os.replace(tmp, path)
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The bytes ``write_npz`` writes (a wafer routed on another machine sends them back)."""
+    buf = io.BytesIO()
+    _write(buf, arrays)
+    return buf.getvalue()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = os.fspath(path)
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+
+
+def _write(target, arrays: dict[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESSLEVEL) as zf:
         for name in sorted(arrays):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
@@ -25,4 +44,3 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue(), compresslevel=COMPRESSLEVEL)
-    os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """Write a placed and routed program as a schedule directory (docs/schedule-format.md)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from ..perf.model import CostParams, Machine
 from ..perf.paths import ALLREDUCE_FIELDS, grid_paths, op_edges
 from ..perf.records import op_records
 from ..plan.planner import cut_bytes
-from .npz import write_npz
+from .npz import npz_bytes, write_bytes, write_npz
 
 SCHEMA = "wafercc.schedule/2"
 
@@ -43,60 +44,46 @@ class ScheduleWriter:
         self.defects, self.wafers_json, self.qor, self.names = {}, [], [], []
         self.prev_out = 0          # bytes per token the previous wafer with ops sends on
 
+    def part_context(self) -> "PartContext":
+        """What ``wafer_part`` needs, small enough to send to a worker process once."""
+        return PartContext(self.graph, self.flops, self.reduction, self.layout, tuple(self.colors), self.device,
+                           self.stage)
+
     def add(self, pw) -> None:
-        k = pw.index
-        w = self.device.wafer(k)
-        self.defects[f"alive_{k}"] = w.alive
-        self.defects[f"dead_links_{k}"] = np.asarray(w.dead_links, np.int32).reshape(-1, 3)
+        self.add_part(wafer_part(self.part_context(), pw))
+
+    def add_part(self, part: "WaferPart") -> None:
+        """Join one wafer's part, in wafer order: the boundaries and inter-wafer routes need the
+        wafer before it."""
+        k, recs, edges = part.index, part.recs, part.edges
         load = self.plan.wafers[k]
-        tr, r = pw.transfers, pw.routes
-        hops = np.diff(np.asarray(r.offsets, np.int64))
-        paths = grid_paths(pw.tile_op, pw.tile_grid, tr.src, tr.dst, tr.kind, hops, r.offsets, r.links)
-        recs = op_records(pw.ops, self.graph, self.flops, paths, op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 2),
-                          reduction=self.reduction)
-        share_records(recs, pw.ops, tr, hops)
-        edges = op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 3)
-        self.records.append(tuple(recs))
+        self.defects[f"alive_{k}"] = part.alive
+        self.defects[f"dead_links_{k}"] = part.dead_links
+        self.records.append(recs)
         if k > 0:
             prev = self.boundaries[-1]
             self.boundaries[-1] = (prev[0], prev[1], prev[2] + max((v for o, v in edges.items() if o >= 0),
                                                                    default=0))
-        out_per_token = cut_bytes(load, int(pw.ops[-1].act_bytes) if pw.ops else 0) // self.plan.options.batch
+        out_per_token = cut_bytes(load, part.last_act_bytes) // self.plan.options.batch
         if k < len(self.plan.wafers) - 1:
             self.boundaries.append((k, out_per_token, edges.get(-1, 0)))
-        ops_json = [dict(rec, region=pw.floorplan.regions(i)) for i, rec in enumerate(recs)]
         n = len(self.plan.wafers)
         inter = []
-        for ri in np.flatnonzero(pw.transfers.kind == 3):   # edge I/O routes to the neighbouring wafers
-            incoming = pw.transfers.src[ri] < 0
+        for ri, incoming in part.edge_routes:       # edge I/O routes to the neighbouring wafers
             # every activation live across the cut travels on the one route (a cut inside a layer
             # may carry several: the residual stream and, e.g., a normed input two ops share)
             inter.append({"src_wafer": k - 1 if incoming else k, "dst_wafer": k if incoming else k + 1,
                           "bytes_per_token": self.prev_out if incoming else out_per_token,
-                          "route": int(ri)})
+                          "route": ri})
         assert all(0 <= e["src_wafer"] < n and 0 <= e["dst_wafer"] < n for e in inter)
-        self.prev_out = out_per_token if pw.ops else self.prev_out
+        self.prev_out = out_per_token if part.has_ops else self.prev_out
         self.wafers_json.append({"index": k, "layers": list(load.layers) if load.layers else None,
-                                 "units": list(load.units), "role": load.role, "ops": ops_json,
+                                 "units": list(load.units), "role": load.role, "ops": part.ops_json,
                                  "inter_wafer": inter})
-        arrays = {"tile_op": pw.tile_op, "tile_grid": pw.tile_grid, "tile_expert": pw.tile_expert,
-                  "tile_row": pw.tile_row, "tile_col": pw.tile_col,
-                  "tile_core_row": pw.floorplan.core_row, "tile_core_col": pw.floorplan.core_col,
-                  "tile_bytes": pw.tile_bytes.astype(np.int32),
-                  "route_src_row": pw.route_src[:, 0], "route_src_col": pw.route_src[:, 1],
-                  "route_dst_row": pw.route_dst[:, 0], "route_dst_col": pw.route_dst[:, 1],
-                  "route_kind": pw.transfers.kind, "route_src_tile": tr.src.astype(np.int32),
-                  "route_dst_tile": tr.dst.astype(np.int32), "route_op_src": pw.transfers.op_src,
-                  "route_op_dst": pw.transfers.op_dst,
-                  "route_color": np.asarray(self.colors, np.int16)[np.asarray(r.color, np.int64)],
-                  "route_offsets": np.asarray(r.offsets, np.int64), "route_links": np.asarray(r.links, np.int32)}
-        write_npz(os.path.join(self.stage, f"wafer{k}.npz"), arrays)
+        if part.npz is not None:
+            write_bytes(os.path.join(self.stage, f"wafer{k}.npz"), part.npz)
         self.names.append(f"wafer{k}.npz")
-        self.qor.append({"wafer": k, "cores_used": int(len(pw.tile_op)), "live_cores": int(w.usable_cores),
-                         "routes": int(len(pw.transfers)), "routed_hops": int(r.total_hops),
-                         "hops_lower_bound": int(r.lower_bound), "max_link_load": int(r.max_link_load),
-                         "colors_used": int(r.colors_used), "router_iterations": int(r.iterations),
-                         "floorplan": floorplan_qor(pw.floorplan, self.layout)})
+        self.qor.append(part.qor)
 
     def finish(self) -> dict[str, str]:
         write_npz(os.path.join(self.stage, "defects.npz"), self.defects)
@@ -132,6 +119,77 @@ class ScheduleWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PartContext:
+    graph: object
+    flops: dict
+    reduction: str
+    layout: str
+    colors: tuple[int, ...]
+    device: object
+    stage: str | None               # the writer's staging directory (wafer{k}.npz goes there); None:
+                                    # the part carries the npz bytes (a worker on another machine)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class WaferPart:
+    """One placed wafer's share of the schedule: its op records and arrays (already written to
+    ``wafer{k}.npz`` in the staging directory) and what the writer joins in wafer order."""
+    index: int
+    recs: tuple
+    edges: dict                     # op_edges of its inter-wafer routes
+    edge_routes: tuple              # (route index, incoming) of each inter-wafer route
+    ops_json: list
+    last_act_bytes: int
+    has_ops: bool
+    alive: np.ndarray
+    dead_links: np.ndarray
+    qor: dict                       # schedule.json qor.wafers[k]
+    row: dict                       # the report's placement row (backend/qor.py wafer_row)
+    npz: bytes | None = None        # wafer{k}.npz when the part was made away from the staging directory
+
+
+def wafer_part(ctx: PartContext, pw) -> WaferPart:
+    """Wafer ``pw``'s part of the schedule, written to ``ctx.stage``: a pure function of the
+    placed wafer, so it runs in whichever process routed it (wafercc/executor.py)."""
+    from .qor import wafer_row
+    k = pw.index
+    w = ctx.device.wafer(k)
+    tr, r = pw.transfers, pw.routes
+    hops = np.diff(np.asarray(r.offsets, np.int64))
+    paths = grid_paths(pw.tile_op, pw.tile_grid, tr.src, tr.dst, tr.kind, hops, r.offsets, r.links)
+    recs = op_records(pw.ops, ctx.graph, ctx.flops, paths, op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 2),
+                      reduction=ctx.reduction)
+    share_records(recs, pw.ops, tr, hops)
+    edges = op_edges(tr.kind, tr.op_src, tr.op_dst, hops, 3)
+    ops_json = [dict(rec, region=pw.floorplan.regions(i)) for i, rec in enumerate(recs)]
+    edge_routes = tuple((int(ri), bool(tr.src[ri] < 0)) for ri in np.flatnonzero(tr.kind == 3))
+    arrays = {"tile_op": pw.tile_op, "tile_grid": pw.tile_grid, "tile_expert": pw.tile_expert,
+              "tile_row": pw.tile_row, "tile_col": pw.tile_col,
+              "tile_core_row": pw.floorplan.core_row, "tile_core_col": pw.floorplan.core_col,
+              "tile_bytes": pw.tile_bytes.astype(np.int32),
+              "route_src_row": pw.route_src[:, 0], "route_src_col": pw.route_src[:, 1],
+              "route_dst_row": pw.route_dst[:, 0], "route_dst_col": pw.route_dst[:, 1],
+              "route_kind": tr.kind, "route_src_tile": tr.src.astype(np.int32),
+              "route_dst_tile": tr.dst.astype(np.int32), "route_op_src": tr.op_src,
+              "route_op_dst": tr.op_dst,
+              "route_color": np.asarray(ctx.colors, np.int16)[np.asarray(r.color, np.int64)],
+              "route_offsets": np.asarray(r.offsets, np.int64), "route_links": np.asarray(r.links, np.int32)}
+    data = None
+    if ctx.stage is None:
+        data = npz_bytes(arrays)
+    else:
+        write_npz(os.path.join(ctx.stage, f"wafer{k}.npz"), arrays)
+    qor = {"wafer": k, "cores_used": int(len(pw.tile_op)), "live_cores": int(w.usable_cores),
+           "routes": int(len(tr)), "routed_hops": int(r.total_hops),
+           "hops_lower_bound": int(r.lower_bound), "max_link_load": int(r.max_link_load),
+           "colors_used": int(r.colors_used), "router_iterations": int(r.iterations),
+           "floorplan": floorplan_qor(pw.floorplan, ctx.layout)}
+    return WaferPart(k, tuple(recs), edges, edge_routes, ops_json, int(pw.ops[-1].act_bytes) if pw.ops else 0,
+                     bool(pw.ops), w.alive, np.asarray(w.dead_links, np.int32).reshape(-1, 3), qor,
+                     wafer_row(pw, ctx.layout), data)
 
 
 def share_records(recs: list[dict], ops, tr, hops) -> None:
