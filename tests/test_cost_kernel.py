@@ -16,7 +16,7 @@ from target_util import preset_text, write_variant
 from wafercc.passes import cost_kernel as ck
 from wafercc.passes.transfers import grid_transfers
 from wafercc.passes.tile_shapes import Machine, kv_frontier, matrix_frontier
-from wafercc.perf.eventsim import ARRAYS, simulate_timing
+from wafercc.perf.eventsim import ARRAYS, PATH_ARRAYS, simulate_timing
 from wafercc.perf.model import CostParams, Workload, op_cycles
 from wafercc.perf.model import Machine as ModelMachine
 from wafercc.target import load_target
@@ -64,7 +64,7 @@ def _arrays(kind: str, rows: int, cols: int, mesh_cols: int) -> dict:
     links = np.array([lk for r in routes for lk in r[3]], np.int64)
     offsets = np.r_[0, np.cumsum([len(r[3]) for r in routes])].astype(np.int64)
     n = rows * cols
-    return dict(zip(ARRAYS, (np.zeros(n), np.zeros(n), np.tile(np.arange(cols), rows), src, dst, kinds,
+    return dict(zip((*ARRAYS, *PATH_ARRAYS[0]), (np.zeros(n), np.zeros(n), np.tile(np.arange(cols), rows), src, dst, kinds,
                              np.zeros(len(src)), np.zeros(len(src)), offsets, links)))
 
 

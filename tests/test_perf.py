@@ -247,7 +247,7 @@ def test_load_rejects_a_wrong_schema(compiled, tmp_path):
     s = load_schedule(str(compiled))
     s.doc["schema"] = "wafercc.schedule/1"
     save_schedule(s, str(tmp_path))
-    with pytest.raises(InputFileError, match="expected 'wafercc.schedule/2'"):
+    with pytest.raises(InputFileError, match="expected one of 'wafercc.schedule/2', 'wafercc.schedule/3'"):
         load_schedule(str(tmp_path))
 
 

@@ -130,11 +130,11 @@ def _edit(outdir, tmp_path, fn):
 
 
 def _drop_route(arr, j):
-    off = arr["route_offsets"]
-    arr["route_links"] = np.concatenate([arr["route_links"][:off[j]], arr["route_links"][off[j + 1]:]])
-    arr["route_offsets"] = np.concatenate([off[:j + 1], off[j + 2:] - (off[j + 1] - off[j])])
+    paths = ("route_hops", "route_dirs")
+    off = np.concatenate([[0], np.cumsum(arr["route_hops"])])
+    arr["route_dirs"] = np.concatenate([arr["route_dirs"][:off[j]], arr["route_dirs"][off[j + 1]:]])
     for k in list(arr):
-        if k.startswith("route_") and k not in ("route_links", "route_offsets"):
+        if k.startswith("route_") and k not in paths[1:]:
             arr[k] = np.delete(arr[k], j)
 
 

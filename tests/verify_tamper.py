@@ -41,13 +41,17 @@ def drop_routes(doc, arrs, k: int, drop) -> None:
     n = a["route_kind"].size
     keep = np.ones(n, bool)
     keep[np.asarray(drop, np.int64)] = False
-    off = a["route_offsets"]
-    lens = np.diff(off)
-    link_keep = np.repeat(keep, lens)
+    if "route_hops" in a:                       # schema 3: hops and directions
+        lens = a["route_hops"].astype(np.int64)
+        a["route_dirs"] = a["route_dirs"][np.repeat(keep, lens)]
+        a["route_hops"] = a["route_hops"][keep]
+    else:                                       # CSR link ids
+        off = a["route_offsets"]
+        lens = np.diff(off)
+        a["route_links"] = a["route_links"][np.repeat(keep, lens)]
+        a["route_offsets"] = np.concatenate([[0], np.cumsum(lens[keep])]).astype(off.dtype)
     for key in ROUTE_KEYS:
         a[key] = a[key][keep]
-    a["route_links"] = a["route_links"][link_keep]
-    a["route_offsets"] = np.concatenate([[0], np.cumsum(lens[keep])]).astype(off.dtype)
     new = np.cumsum(keep) - 1
     entries = []
     for e in doc["wafers"][k].get("inter_wafer", []):

@@ -19,8 +19,10 @@ from ..perf.paths import ALLREDUCE_FIELDS, grid_paths, op_edges
 from ..perf.records import op_records
 from ..plan.planner import cut_bytes
 from .npz import npz_bytes, write_bytes, write_npz
+from .route_codec import encode
 
-SCHEMA = "wafercc.schedule/2"
+SCHEMA = "wafercc.schedule/3"
+READABLE = ("wafercc.schedule/2", SCHEMA)   # 2: CSR link ids instead of hops and directions
 
 
 class ScheduleWriter:
@@ -176,7 +178,7 @@ def wafer_part(ctx: PartContext, pw) -> WaferPart:
               "route_dst_tile": tr.dst.astype(np.int32), "route_op_src": tr.op_src,
               "route_op_dst": tr.op_dst,
               "route_color": np.asarray(ctx.colors, np.int16)[np.asarray(r.color, np.int64)],
-              "route_offsets": np.asarray(r.offsets, np.int64), "route_links": np.asarray(r.links, np.int32)}
+              **encode(r.offsets, r.links, pw.route_src[:, 0], pw.route_src[:, 1], ctx.device.target.usable_cols)}
     data = None
     if ctx.stage is None:
         data = npz_bytes(arrays)

@@ -15,7 +15,7 @@ import numpy as np
 from ..cache import atomic_write_text
 from ..errors import InputFileError
 from .npz import write_npz
-from .schedule import SCHEMA
+from .schedule import READABLE
 
 
 @dataclasses.dataclass(eq=False)
@@ -49,9 +49,9 @@ def load_schedule(outdir: str) -> Schedule:
         raise InputFileError(f"cannot read schedule: {e.strerror}", where=path) from None
     except json.JSONDecodeError as e:
         raise InputFileError(f"not JSON: {e.msg} at line {e.lineno}", where=path) from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") not in READABLE:
         got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise InputFileError(f"schema {got!r}: expected {SCHEMA!r}", where=path)
+        raise InputFileError(f"schema {got!r}: expected one of {', '.join(map(repr, READABLE))}", where=path)
     wafers = [_npz(os.path.join(outdir, f"wafer{w['index']}.npz")) for w in doc.get("wafers", [])]
     return Schedule(doc, wafers, _npz(os.path.join(outdir, "defects.npz")))
 

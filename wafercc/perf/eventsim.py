@@ -50,13 +50,16 @@ import os
 
 import numpy as np
 
+from ..backend.route_codec import route_paths
 from .evaluate import Boundary, Program, tpot_seconds
 from ..passes import cost_kernel as ck
 from .model import (ALLREDUCE_RIDERS, CostParams, Machine, Workload, deferred_deps, host_cores, kernel_phases,
                     rates)
 
 ARRAYS = ("tile_op", "tile_grid", "tile_col", "route_src_tile", "route_dst_tile", "route_kind",
-          "route_op_src", "route_op_dst", "route_offsets", "route_links")
+          "route_op_src", "route_op_dst")
+# the paths: CSR link ids (schema 2), or hops and directions from the source core (schema 3)
+PATH_ARRAYS = (("route_offsets", "route_links"), ("route_hops", "route_dirs", "route_src_row", "route_src_col"))
 
 
 @dataclasses.dataclass
@@ -258,8 +261,8 @@ class _Wafer:
 
     def __init__(self, arr: dict, ops: list[dict], cols: int, hop: float, contention: bool):
         self.ops, self.arr = ops, arr
-        self.net = _Net(np.asarray(arr["route_links"], np.int64), np.asarray(arr["route_offsets"], np.int64),
-                        cols, hop, contention)
+        offsets, links = route_paths(arr, cols)
+        self.net = _Net(links, offsets, cols, hop, contention)
         top, tgr = np.asarray(arr["tile_op"], np.int64), np.asarray(arr["tile_grid"], np.int64)
         key = top * 65536 + tgr
         order = np.argsort(key, kind="stable")
@@ -346,10 +349,11 @@ def _rider_time(wf: _Wafer, t0: float, op: dict, mc: Machine, p: CostParams, cut
 
 def _load_wafer(outdir: str, k: int) -> dict:
     with np.load(os.path.join(outdir, f"wafer{k}.npz")) as z:
-        missing = [n for n in ARRAYS if n not in z.files]
+        paths = next((p for p in PATH_ARRAYS if all(n in z.files for n in p)), PATH_ARRAYS[-1])
+        missing = [n for n in (*ARRAYS, *paths) if n not in z.files]
         if missing:
-            raise ValueError(f"{outdir}/wafer{k}.npz: no '{missing[0]}' (schema wafercc.schedule/2 needed)")
-        return {n: z[n] for n in ARRAYS}
+            raise ValueError(f"{outdir}/wafer{k}.npz: no '{missing[0]}' (schema wafercc.schedule/2 or 3 needed)")
+        return {n: z[n] for n in (*ARRAYS, *paths)}
 
 
 def simulate_timing(outdir: str, target=None, act_bytes: float | None = None, contention: bool = True,
@@ -443,7 +447,8 @@ def analytic_program(outdir: str, doc: dict | None = None, act_bytes: float | No
     edge = []                                  # (in hops, out hops) per wafer
     for k, wj in enumerate(doc["wafers"]):
         arr = _load_wafer(outdir, wj.get("index", k))
-        hops = np.diff(np.asarray(arr["route_offsets"], np.int64))
+        hops = (np.asarray(arr["route_hops"], np.int64) if "route_hops" in arr
+                else np.diff(np.asarray(arr["route_offsets"], np.int64)))
         kind, src = np.asarray(arr["route_kind"]), np.asarray(arr["route_src_tile"])
         h_in = [int(h) for h, kd, s in zip(hops, kind, src) if kd == 3 and s < 0]
         h_out = [int(h) for h, kd, s in zip(hops, kind, src) if kd == 3 and s >= 0]

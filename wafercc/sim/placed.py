@@ -34,7 +34,7 @@ from ..ir import Graph, from_json, parse_graph
 from .errors import SimulationError
 
 KIND_BROADCAST, KIND_REDUCTION, KIND_ALLREDUCE = 0, 1, 4
-SCHEMAS = ("wafercc.schedule/1", "wafercc.schedule/2")
+SCHEMAS = ("wafercc.schedule/1", "wafercc.schedule/2", "wafercc.schedule/3")
 TILE_ARRAYS = ("tile_op", "tile_grid", "tile_expert", "tile_row", "tile_col", "tile_core_row", "tile_core_col")
 ROUTE_ARRAYS = ("route_kind", "route_src_tile", "route_dst_tile", "route_op_src", "route_op_dst")
 CHECKED_ROLES = ("gemv", "lookup", "kv")

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backend.route_codec import decode
 from ..errors import WaferccError
 
-SCHEMA = "wafercc.schedule/2"
+SCHEMAS = ("wafercc.schedule/2", "wafercc.schedule/3")   # 3: paths as hops and directions
 TILE_ARRAYS = ("tile_op", "tile_grid", "tile_expert", "tile_row", "tile_col",
                "tile_core_row", "tile_core_col", "tile_bytes")
 ROUTE_ARRAYS = ("route_src_row", "route_src_col", "route_dst_row", "route_dst_col", "route_kind",
@@ -71,8 +72,8 @@ def _int(v) -> bool:
 def _check_doc(doc, path: str) -> None:
     if not isinstance(doc, dict):
         _fail("expected a JSON object at the top level", path)
-    if doc.get("schema") != SCHEMA:
-        _fail(f"'schema': got {doc.get('schema')!r}, expected {SCHEMA!r}", path)
+    if doc.get("schema") not in SCHEMAS:
+        _fail(f"'schema': got {doc.get('schema')!r}, expected one of {', '.join(map(repr, SCHEMAS))}", path)
     for key, ok, exp in (("target", lambda v: isinstance(v, str) and v, "a target name or path"),
                          ("budget_bytes_per_core", lambda v: _int(v) and v >= 0, "a non-negative integer"),
                          ("colors", lambda v: isinstance(v, list) and all(_int(c) for c in v), "a list of integers"),
@@ -154,10 +155,21 @@ def _read_wafer(outdir: str, k: int, meta: dict, defects: dict, shape: tuple) ->
     w.tiles = {n: _ints(arrs, n, path, n_t, keep32=n in KEEP32) for n in TILE_ARRAYS}
     n_r = arrs["route_kind"].shape[0] if "route_kind" in arrs else None
     w.routes = {n: _ints(arrs, n, path, n_r, keep32=n in KEEP32) for n in ROUTE_ARRAYS}
-    off = _ints(arrs, "route_offsets", path, None if n_r is None else n_r + 1)
-    links = _ints(arrs, "route_links", path, keep32=True)
-    if off.size == 0 or off[0] != 0 or off[-1] != links.size or np.any(np.diff(off) < 0):
-        _fail("'route_offsets': expected non-decreasing CSR offsets from 0 to len(route_links)", path)
+    if "route_offsets" in arrs or "route_links" in arrs:      # CSR link ids (schema 2, or written by hand)
+        off = _ints(arrs, "route_offsets", path, None if n_r is None else n_r + 1)
+        links = _ints(arrs, "route_links", path, keep32=True)
+        if off.size == 0 or off[0] != 0 or off[-1] != links.size or np.any(np.diff(off) < 0):
+            _fail("'route_offsets': expected non-decreasing CSR offsets from 0 to len(route_links)", path)
+    else:                                                     # hops and directions (schema 3)
+        hops = _ints(arrs, "route_hops", path, n_r)
+        dirs = _ints(arrs, "route_dirs", path)
+        if np.any(hops < 0):
+            _fail("'route_hops': expected hop counts >= 0", path)
+        try:
+            off, links = decode(hops, dirs, w.routes["route_src_row"], w.routes["route_src_col"], shape[1], shape[0])
+        except ValueError as e:
+            _fail(f"'route_dirs': {e}", path)
+        links = links.astype(np.int32) if links.size == 0 or links.max() < 2 ** 31 else links
     w.routes["offsets"], w.routes["links"] = off, links
     return w
 
