@@ -132,9 +132,13 @@ class RayPool:
 
 def executor_for(opts: ExecOptions, wafers: int):
     """The executor for ``wafers`` independent tasks: Ray when asked, else a pool of
-    min(jobs, wafers) processes when that is more than one, else this process."""
+    min(jobs, wafers) processes when that is more than one, else this process (also inside a
+    daemonic process, which cannot start workers; compile.json's ``executor`` says which ran)."""
     if opts.ray:
         return RayPool(opts.ray)
+    import multiprocessing
+    if multiprocessing.current_process().daemon:     # a daemonic worker (a Pool's) may not have children
+        return Serial()
     jobs = min(opts.jobs or available_cores(), wafers)
     return ProcessPool(jobs) if jobs > 1 else Serial()
 
