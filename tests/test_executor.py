@@ -183,3 +183,13 @@ def test_ctrl_c_exits_130_and_leaves_no_output(tmp_path):
     assert "interrupted (no output written)" in text and "Traceback" not in text
     assert not os.path.exists(tmp_path / "out")
     assert [n for n in os.listdir(tmp_path) if n.startswith(".wafercc-")] == []     # nothing staged is left
+
+
+def _executor_in_a_daemon(_):
+    return type(executor_for(ExecOptions(jobs=4), 8)).__name__
+
+
+def test_a_daemonic_process_runs_its_wafers_itself():
+    import multiprocessing
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.map(_executor_in_a_daemon, [0]) == ["Serial"]
