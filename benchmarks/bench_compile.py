@@ -87,24 +87,35 @@ def targets(rows: list[dict]) -> list[tuple[str, str, bool]]:
 
 
 def plot(rows: list[dict], path: str) -> None:
+    """Wall seconds and peak RSS against routes, log-log, with a dashed line of slope 1 (time or
+    memory proportional to routes) through the largest point for reference."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [r for r in rows if r["routes"]]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    rows = sorted((r for r in rows if r["routes"]), key=lambda r: r["routes"])
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     x = [r["routes"] for r in rows]
     for a, key, label in ((ax[0], "wall_s", "cold compile wall time (s)"), (ax[1], "peak_rss_mb", "peak RSS (MB)")):
-        a.loglog(x, [r[key] for r in rows], "o-")
-        for r, xi in zip(rows, x):
-            a.annotate(f"{r['model'].replace('llama-', '')} ({r['wafers']} w)", (xi, r[key]), fontsize=7,
-                       xytext=(4, -10), textcoords="offset points")
+        y = [r[key] for r in rows]
+        a.loglog(x, y, "o-", label="measured")
+        a.loglog([x[0], x[-1]], [y[-1] * x[0] / x[-1], y[-1]], "--", color="grey", lw=1, label="proportional to routes")
+        for i, (r, xi, yi) in enumerate(zip(rows, x, y)):
+            a.annotate(f"{r['point'].replace('llama-', '')} ({r['wafers']} w)", (xi, yi), fontsize=7,
+                       xytext=(5, 6 if i % 2 else -12), textcoords="offset points")
         a.set_xlabel("routes in the schedule")
         a.set_ylabel(label)
-        a.grid(True, which="both", alpha=0.3)
-    fig.suptitle("wafercc compile: time and memory against schedule size (2 cores)", fontsize=10)
+        a.set_ylim(min(min(y), y[-1] * x[0] / x[-1]) / 2, max(y) * 2)
+        a.grid(True, which="major", alpha=0.3)
+        for axis, fmt in ((a.xaxis, lambda v, _: f"{v / 1e6:g} M"), (a.yaxis, lambda v, _: f"{v:,g}")):
+            axis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+            axis.set_major_formatter(FuncFormatter(fmt))
+            axis.set_minor_formatter(NullFormatter())
+        a.legend(fontsize=7, loc="upper left")
+    fig.suptitle("wafercc compile, cold cache: time and memory against schedule size (2 cores)", fontsize=10)
     fig.tight_layout()
-    tmp = path + ".tmp.svg"
-    fig.savefig(tmp, format="svg", metadata={"Date": None})
+    tmp = path + ".tmp"
+    fig.savefig(tmp, format=os.path.splitext(path)[1].lstrip(".") or "svg", metadata={"Date": None} if path.endswith(".svg") else None)
     os.replace(tmp, path)
 
 
