@@ -25,6 +25,7 @@ are stored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -53,8 +54,10 @@ def limit_bytes() -> int:
     return max(0, int(mb * 2 ** 20))
 
 
+@functools.lru_cache(maxsize=None)
 def source_digest() -> str:
-    """sha256 over every .py file of the installed wafercc (with ir/ and passes/)."""
+    """sha256 over every .py file of the installed wafercc (with ir/ and passes/), once per process
+    (as wafercc.cache.code_digest, which covers only the frontend and the IR for the IR cache)."""
     from . import ir, passes
     h = hashlib.sha256()
     roots = [Path(__file__).resolve().parent, Path(ir.__file__).resolve().parent, Path(passes.__file__).resolve().parent]
